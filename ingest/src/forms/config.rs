@@ -1,0 +1,67 @@
+//! How forms are declared in the configuration file (`[[forms]]` and `[intake]`).
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Intake limits shared by every form (the `[intake]` section).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct IntakeSettings {
+    /// Largest accepted request body in bytes, checked before parsing (default 65,536).
+    pub max_body_bytes: usize,
+    /// An identical submission to the same form within this many seconds is the same
+    /// inquiry (a double click); default 600.
+    pub dedup_window_secs: u32,
+    /// How long an idempotency-key look-up may take before intake accepts without it,
+    /// in milliseconds (the consumer's unique inquiry id still prevents a second lead).
+    pub key_lookup_timeout_ms: u64,
+}
+
+impl Default for IntakeSettings {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024,
+            dedup_window_secs: 600,
+            key_lookup_timeout_ms: 500,
+        }
+    }
+}
+
+/// One web form (`[[forms]]`): where it posts, what its data means, how it is protected.
+#[derive(Debug, Clone, Deserialize)]
+
+pub struct FormConfig {
+    /// URL name: the form posts to `/v1/intake/forms/{name}`.
+    pub name: String,
+    /// The lead source recorded on every lead from this form (e.g. `website-it`).
+    pub source: String,
+    /// ISO 3166-1 alpha-2 region for phone numbers typed without a country code.
+    pub default_region: String,
+    /// A hidden field real people leave empty; a filled one marks the post as spam.
+    #[serde(default)]
+    pub honeypot: Option<String>,
+    /// Shared secret: when set, every post must carry a valid HMAC-SHA256 signature.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Read the shared secret from this file instead (trailing newline ignored).
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// Header carrying the signature, `sha256=<hex of HMAC-SHA256(secret, raw body)>`.
+    #[serde(default = "default_signature_header")]
+    pub signature_header: String,
+    /// Browser origins allowed to post from JavaScript (CORS); `*` allows any.
+    /// When set, a post carrying another `Origin` is refused.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Where a plain HTML form post is sent after success (a `303 See Other`).
+    #[serde(default)]
+    pub redirect: Option<String>,
+    /// Overrides `[intake] max_body_bytes` for this form.
+    #[serde(default)]
+    pub max_body_bytes: Option<usize>,
+}
+
+fn default_signature_header() -> String {
+    "x-leadpipe-signature".to_owned()
+}

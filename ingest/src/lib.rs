@@ -1,0 +1,21 @@
+//! Connectors: everything that turns what arrives into an [`Inquiry`].
+//!
+//! # Layout
+//! - [`inquiry`]: the one shape every connector produces, and its deterministic id.
+//! - [`sink`]: the small traits a connector hands its work to ([`IntakeSink`]) and asks
+//!   about idempotency keys ([`IdempotencyKeys`]); the binary and `store` implement them.
+//! - [`forms`]: the web-form connector, `POST /v1/intake/forms/{form}`.
+//! - [`problem`]: the JSON error body every HTTP endpoint answers with.
+
+pub mod forms;
+pub mod inquiry;
+pub mod problem;
+pub mod sink;
+
+pub use inquiry::{
+    Attachment, Channel, ContactHints, ContentDedup, Inquiry, InquiryId, RawPayload,
+};
+pub use sink::{
+    Accepted, ClaimOutcome, FieldProblem, IdempotencyKeys, IntakeSink, KeyClaim, KeyStoreError,
+    Refusal,
+};

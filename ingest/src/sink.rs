@@ -1,0 +1,92 @@
+//! What a connector hands its inquiries to, and how it asks about idempotency keys.
+//!
+//! Both are traits so that ingest never reaches forward into the pipeline or the
+//! database: the binary implements [`IntakeSink`] as "normalise, route, publish, wait for
+//! the broker's confirm", and `store` implements [`IdempotencyKeys`].
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::inquiry::{Inquiry, InquiryId};
+
+/// The inquiry is safely handed on (the broker confirmed it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// The id the inquiry is filed under.
+    pub inquiry_id: InquiryId,
+}
+
+/// One field-level problem, shown to the sender.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldProblem {
+    /// The field (`email`, `phone`, ...).
+    pub field: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+/// Why an inquiry was not accepted.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Refusal {
+    /// The inquiry can never become a lead as sent (nothing to contact the person by).
+    #[error("{message}")]
+    Unusable {
+        /// A stable machine-readable code, e.g. `no_contact`.
+        code: &'static str,
+        /// What is wrong and how to fix it.
+        message: String,
+        /// Field-level details.
+        fields: Vec<FieldProblem>,
+    },
+    /// The pipeline cannot take it right now (broker down or not confirming); retry later.
+    #[error("{reason}")]
+    Unavailable {
+        /// What is unavailable.
+        reason: String,
+        /// A hint for the client's `Retry-After`.
+        retry_after_secs: u32,
+    },
+}
+
+/// Where connectors hand every inquiry.
+#[async_trait]
+pub trait IntakeSink: Send + Sync + 'static {
+    /// Accepts the inquiry durably, or says why not. `Ok` means it will never be lost.
+    async fn submit(&self, inquiry: Inquiry) -> Result<Accepted, Refusal>;
+}
+
+/// A request to bind an idempotency key to a body.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyClaim<'a> {
+    /// The namespace of the key (a form's name): keys of different forms never collide.
+    pub scope: &'a str,
+    /// The client's `Idempotency-Key`.
+    pub key: &'a str,
+    /// SHA-256 of the request body.
+    pub body_hash: &'a [u8; 32],
+    /// The inquiry the key stands for.
+    pub inquiry_id: InquiryId,
+}
+
+/// What the key store knew about a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// First use of the key: now bound to this body.
+    Fresh,
+    /// The key was used before with the same body: a retry of the same inquiry.
+    Replay,
+    /// The key was used before with another body: a client bug, refused.
+    Conflict,
+}
+
+/// The key store could not answer.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("idempotency key store unavailable: {0}")]
+pub struct KeyStoreError(pub String);
+
+/// Remembers which body each idempotency key was first used with.
+#[async_trait]
+pub trait IdempotencyKeys: Send + Sync + 'static {
+    /// Binds the key to the body if it is new, else tells how the body compares.
+    async fn claim(&self, claim: KeyClaim<'_>) -> Result<ClaimOutcome, KeyStoreError>;
+}

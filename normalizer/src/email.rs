@@ -1,0 +1,369 @@
+//! Email addresses, normalised so that the same mailbox typed twice compares
+//! equal.
+//!
+//! The whole address is lower-cased, local part included: RFC 5321 allows
+//! case-sensitive local parts, but no mailbox provider a prospect is likely
+//! to use treats them that way, and matching leads on an address that differs
+//! only in case would split one person into two leads. Dots and `+tags` are
+//! kept because whether they matter is provider-specific.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use unicode_normalization::UnicodeNormalization;
+
+/// Longest address that fits in an SMTP forward-path (RFC 5321 §4.5.3.1).
+const MAX_ADDRESS_CHARS: usize = 254;
+/// Longest local part (RFC 5321 §4.5.3.1.1).
+const MAX_LOCAL_CHARS: usize = 64;
+/// Longest DNS label (RFC 1035 §2.3.4).
+const MAX_LABEL_CHARS: usize = 63;
+
+/// A syntactically valid, normalised (trimmed, NFC, lower-case) email address.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct EmailAddress(String);
+
+/// Why a string is not an acceptable email address.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidEmail {
+    /// Nothing but whitespace was given.
+    #[error("the address is empty")]
+    Empty,
+    /// The address is longer than SMTP allows.
+    #[error("the address is longer than {MAX_ADDRESS_CHARS} characters")]
+    TooLong,
+    /// There is no `@` separating local part and domain.
+    #[error("no @ in the address")]
+    NoAt,
+    /// More than one `@` appears.
+    #[error("more than one @ in the address")]
+    MultipleAt,
+    /// Nothing precedes the `@`.
+    #[error("nothing before the @")]
+    EmptyLocalPart,
+    /// The part before the `@` exceeds 64 characters.
+    #[error("the part before the @ is longer than {MAX_LOCAL_CHARS} characters")]
+    LocalPartTooLong,
+    /// The part before the `@` contains a character not allowed there.
+    #[error("the part before the @ contains the character {0:?}, which is not allowed there")]
+    LocalPartCharacter(char),
+    /// The part before the `@` starts or ends with a dot.
+    #[error("the part before the @ starts or ends with a dot")]
+    LocalPartEdgeDot,
+    /// The part before the `@` contains two dots in a row.
+    #[error("the part before the @ contains two dots in a row")]
+    LocalPartDoubleDot,
+    /// Nothing follows the `@`.
+    #[error("nothing after the @")]
+    EmptyDomain,
+    /// The domain is a single label, such as `localhost`.
+    #[error("domain has no dot")]
+    DomainWithoutDot,
+    /// The domain starts or ends with a dot, or has two dots in a row.
+    #[error("domain has an empty label (a leading, trailing or doubled dot)")]
+    EmptyDomainLabel,
+    /// A domain label exceeds 63 characters.
+    #[error("domain label {0:?} is longer than {MAX_LABEL_CHARS} characters")]
+    DomainLabelTooLong(String),
+    /// The domain contains a character not allowed in host names.
+    #[error("domain contains the character {0:?}, which is not allowed in a host name")]
+    DomainCharacter(char),
+    /// A domain label starts or ends with a hyphen.
+    #[error("domain label {0:?} starts or ends with a hyphen")]
+    DomainLabelHyphen(String),
+    /// The top-level label is numeric, which no real top-level domain is.
+    #[error("top-level domain {0:?} is all digits")]
+    NumericTopLevelDomain(String),
+}
+
+impl EmailAddress {
+    /// Normalises and validates `raw`.
+    pub fn parse(raw: &str) -> Result<EmailAddress, InvalidEmail> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err(InvalidEmail::Empty);
+        }
+        // Lower-casing can leave a string that is no longer NFC (e.g. 'İ'
+        // becomes "i" + combining dot), so compose once more afterwards; this
+        // also keeps parsing idempotent.
+        let composed: String = trimmed.nfc().collect();
+        let address: String = composed.to_lowercase().nfc().collect();
+
+        if address.chars().count() > MAX_ADDRESS_CHARS {
+            return Err(InvalidEmail::TooLong);
+        }
+        let mut parts = address.split('@');
+        let (local, domain) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(local), Some(domain), None) => (local, domain),
+            (_, None, _) => return Err(InvalidEmail::NoAt),
+            _ => return Err(InvalidEmail::MultipleAt),
+        };
+        check_local_part(local)?;
+        check_domain(domain)?;
+        Ok(EmailAddress(address))
+    }
+
+    /// The normalised address.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The part before the `@`.
+    pub fn local_part(&self) -> &str {
+        self.0.rsplit_once('@').map_or("", |(local, _)| local)
+    }
+
+    /// The part after the `@`.
+    pub fn domain(&self) -> &str {
+        self.0.rsplit_once('@').map_or("", |(_, domain)| domain)
+    }
+}
+
+fn check_local_part(local: &str) -> Result<(), InvalidEmail> {
+    if local.is_empty() {
+        return Err(InvalidEmail::EmptyLocalPart);
+    }
+    if local.chars().count() > MAX_LOCAL_CHARS {
+        return Err(InvalidEmail::LocalPartTooLong);
+    }
+    if let Some(bad) = local.chars().find(|&c| !is_local_char(c)) {
+        return Err(InvalidEmail::LocalPartCharacter(bad));
+    }
+    if local.starts_with('.') || local.ends_with('.') {
+        return Err(InvalidEmail::LocalPartEdgeDot);
+    }
+    if local.contains("..") {
+        return Err(InvalidEmail::LocalPartDoubleDot);
+    }
+    Ok(())
+}
+
+/// RFC 5322 `atext` plus dots, extended with non-ASCII letters as RFC 6531
+/// allows for internationalised mailboxes.
+fn is_local_char(c: char) -> bool {
+    c.is_ascii_alphanumeric()
+        || "!#$%&'*+/=?^_`{|}~-.".contains(c)
+        || (!c.is_ascii() && c.is_alphabetic())
+}
+
+fn check_domain(domain: &str) -> Result<(), InvalidEmail> {
+    if domain.is_empty() {
+        return Err(InvalidEmail::EmptyDomain);
+    }
+    if let Some(bad) = domain.chars().find(|&c| !is_domain_char(c)) {
+        return Err(InvalidEmail::DomainCharacter(bad));
+    }
+    if !domain.contains('.') {
+        return Err(InvalidEmail::DomainWithoutDot);
+    }
+    for label in domain.split('.') {
+        if label.is_empty() {
+            return Err(InvalidEmail::EmptyDomainLabel);
+        }
+        if label.chars().count() > MAX_LABEL_CHARS {
+            return Err(InvalidEmail::DomainLabelTooLong(label.to_owned()));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(InvalidEmail::DomainLabelHyphen(label.to_owned()));
+        }
+    }
+    let top = domain.rsplit('.').next().unwrap_or_default();
+    if top.chars().all(|c| c.is_ascii_digit()) {
+        return Err(InvalidEmail::NumericTopLevelDomain(top.to_owned()));
+    }
+    Ok(())
+}
+
+/// Host-name characters (RFC 1123), plus non-ASCII letters for IDNs kept in
+/// their Unicode form.
+fn is_domain_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '-' || c == '.' || (!c.is_ascii() && c.is_alphabetic())
+}
+
+impl fmt::Display for EmailAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for EmailAddress {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for EmailAddress {
+    type Err = InvalidEmail;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        EmailAddress::parse(raw)
+    }
+}
+
+impl TryFrom<String> for EmailAddress {
+    type Error = InvalidEmail;
+
+    fn try_from(raw: String) -> Result<Self, Self::Error> {
+        EmailAddress::parse(&raw)
+    }
+}
+
+impl From<EmailAddress> for String {
+    fn from(address: EmailAddress) -> String {
+        address.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn valid_addresses_are_trimmed_composed_and_lower_cased() {
+        let cases: &[(&str, &str)] = &[
+            ("Niccolo.Fabbri@Example.IT", "niccolo.fabbri@example.it"),
+            (" Hanna.Dabrowska@Example.PL ", "hanna.dabrowska@example.pl"),
+            ("josé@exämple.de", "josé@exämple.de"),
+            // Decomposed input ends up in the same composed form.
+            ("jose\u{301}@exa\u{308}mple.de", "josé@exämple.de"),
+            (
+                "NGUYEN.VAN.AN+Leads@Gmail.COM",
+                "nguyen.van.an+leads@gmail.com",
+            ),
+            (
+                "first.last@sub.example.co.uk",
+                "first.last@sub.example.co.uk",
+            ),
+            ("o'brien@example.ie", "o'brien@example.ie"),
+            (
+                "a!#$%&'*+/=?^_`{|}~-z@example.com",
+                "a!#$%&'*+/=?^_`{|}~-z@example.com",
+            ),
+            ("x@a-b.c0", "x@a-b.c0"),
+            ("\tTRAN.THI.MAI@FPT.COM.VN\n", "tran.thi.mai@fpt.com.vn"),
+            ("ŁUKASZ@WP.PL", "łukasz@wp.pl"),
+            ("用户@例子.中国", "用户@例子.中国"),
+        ];
+        for (raw, expected) in cases {
+            let parsed = EmailAddress::parse(raw);
+            assert_eq!(
+                parsed.as_ref().map(EmailAddress::as_str),
+                Ok(*expected),
+                "input {raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_addresses_are_rejected_with_the_reason() {
+        let long_local = format!("{}@example.com", "a".repeat(65));
+        let long_label = format!("a@{}.com", "b".repeat(64));
+        let long_total = format!("a@{}.com", vec!["c".repeat(60); 5].join("."));
+        let cases: Vec<(&str, InvalidEmail)> = vec![
+            ("roberta.gallo(at)libero.it", InvalidEmail::NoAt),
+            ("a@b", InvalidEmail::DomainWithoutDot),
+            ("a@@b.com", InvalidEmail::MultipleAt),
+            ("a@b@c.com", InvalidEmail::MultipleAt),
+            ("", InvalidEmail::Empty),
+            ("   ", InvalidEmail::Empty),
+            ("x@localhost", InvalidEmail::DomainWithoutDot),
+            ("@example.com", InvalidEmail::EmptyLocalPart),
+            ("a@", InvalidEmail::EmptyDomain),
+            (".a@example.com", InvalidEmail::LocalPartEdgeDot),
+            ("a.@example.com", InvalidEmail::LocalPartEdgeDot),
+            ("a..b@example.com", InvalidEmail::LocalPartDoubleDot),
+            ("a b@example.com", InvalidEmail::LocalPartCharacter(' ')),
+            ("\"a\"@example.com", InvalidEmail::LocalPartCharacter('"')),
+            ("a(b)@example.com", InvalidEmail::LocalPartCharacter('(')),
+            ("a@example..com", InvalidEmail::EmptyDomainLabel),
+            ("a@.example.com", InvalidEmail::EmptyDomainLabel),
+            ("a@example.com.", InvalidEmail::EmptyDomainLabel),
+            (
+                "a@-example.com",
+                InvalidEmail::DomainLabelHyphen("-example".into()),
+            ),
+            (
+                "a@example-.com",
+                InvalidEmail::DomainLabelHyphen("example-".into()),
+            ),
+            ("a@exa_mple.com", InvalidEmail::DomainCharacter('_')),
+            ("a@[192.168.0.1]", InvalidEmail::DomainCharacter('[')),
+            (
+                "a@192.168.0.1",
+                InvalidEmail::NumericTopLevelDomain("1".into()),
+            ),
+            ("a@example.com>", InvalidEmail::DomainCharacter('>')),
+            (&long_local, InvalidEmail::LocalPartTooLong),
+            (
+                &long_label,
+                InvalidEmail::DomainLabelTooLong("b".repeat(64)),
+            ),
+            (&long_total, InvalidEmail::TooLong),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(EmailAddress::parse(raw), Err(expected), "input {raw:?}");
+        }
+    }
+
+    #[test]
+    fn error_messages_say_what_is_wrong() {
+        let message = |raw: &str| EmailAddress::parse(raw).unwrap_err().to_string();
+        assert_eq!(message("roberta.gallo(at)libero.it"), "no @ in the address");
+        assert_eq!(message("x@localhost"), "domain has no dot");
+        assert_eq!(
+            message("a b@example.com"),
+            "the part before the @ contains the character ' ', which is not allowed there"
+        );
+    }
+
+    #[test]
+    fn accessors_split_the_address_at_the_at_sign() {
+        let address = EmailAddress::parse("Anna.Nowak+CRM@Firma.PL").unwrap();
+        assert_eq!(address.local_part(), "anna.nowak+crm");
+        assert_eq!(address.domain(), "firma.pl");
+        assert_eq!(address.to_string(), "anna.nowak+crm@firma.pl");
+        assert_eq!(
+            "Anna.Nowak+CRM@Firma.PL".parse::<EmailAddress>(),
+            Ok(address)
+        );
+    }
+
+    #[test]
+    fn serde_uses_a_plain_string_and_validates_on_the_way_in() {
+        let address = EmailAddress::parse("Paolo.Rossi@Example.IT").unwrap();
+        let json = serde_json::to_string(&address).unwrap();
+        assert_eq!(json, "\"paolo.rossi@example.it\"");
+        let back: EmailAddress = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, address);
+        let relaxed: EmailAddress = serde_json::from_str("\" Paolo.Rossi@EXAMPLE.it\"").unwrap();
+        assert_eq!(relaxed, address);
+        let error = serde_json::from_str::<EmailAddress>("\"x@localhost\"").unwrap_err();
+        assert!(error.to_string().contains("domain has no dot"), "{error}");
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_arbitrary_strings_never_panics(raw in any::<String>()) {
+            let _ = EmailAddress::parse(&raw);
+        }
+
+        #[test]
+        fn parsing_a_normalised_address_returns_it_unchanged(
+            raw in "[ ]?[a-zA-Z0-9.+_\u{e0}-\u{ff}\u{300}\u{301}İ]{1,12}@[a-zA-Z0-9\u{c0}-\u{ff}.-]{1,12}\\.[a-zA-Z]{2,4}[ ]?"
+        ) {
+            if let Ok(once) = EmailAddress::parse(&raw) {
+                prop_assert_eq!(EmailAddress::parse(once.as_str()), Ok(once.clone()));
+            }
+        }
+
+        #[test]
+        fn parsing_any_accepted_string_twice_is_stable(raw in any::<String>()) {
+            if let Ok(once) = EmailAddress::parse(&raw) {
+                prop_assert_eq!(EmailAddress::parse(once.as_str()), Ok(once.clone()));
+            }
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! From an [`Inquiry`] to a [`Lead`]: the cleaned contact data and its identity keys.
+
+use std::fmt;
+
+use ingest::{FieldProblem, Inquiry};
+use serde::{Deserialize, Serialize};
+
+use crate::email::EmailAddress;
+use crate::phone::{PhoneE164, Region, parse_phone};
+use crate::text::{clean_text, join_name};
+
+/// A key that says "this is the same person or company" when two leads share it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum IdentityKey {
+    /// A normalised email address.
+    Email(String),
+    /// An E.164 phone number.
+    Phone(String),
+}
+
+impl IdentityKey {
+    /// The key as one string, e.g. `email:ana@example.com`, `phone:+393471234567`.
+    pub fn as_key(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for IdentityKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IdentityKey::Email(v) => write!(f, "email:{v}"),
+            IdentityKey::Phone(v) => write!(f, "phone:{v}"),
+        }
+    }
+}
+
+/// An inquiry with its contact data cleaned: what the store files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lead {
+    /// The inquiry it came from, raw payload included.
+    pub inquiry: Inquiry,
+    /// The person's name, NFC and trimmed, otherwise as typed.
+    pub name: Option<String>,
+    /// The checked, lower-cased email address.
+    pub email: Option<EmailAddress>,
+    /// The phone number in E.164.
+    pub phone: Option<PhoneE164>,
+    /// The extension split off the phone number.
+    pub phone_extension: Option<String>,
+    /// The company name, NFC and trimmed.
+    pub company: Option<String>,
+    /// The message, NFC and trimmed, otherwise byte for byte.
+    pub message: Option<String>,
+    /// Values that were sent but could not be used (their raw form stays in the inquiry).
+    pub problems: Vec<FieldProblem>,
+    /// Keys that identify the person, strongest first.
+    pub identity_keys: Vec<IdentityKey>,
+}
+
+impl Lead {
+    /// True when there is a way to reach the person (a valid email or phone).
+    pub fn is_contactable(&self) -> bool {
+        self.email.is_some() || self.phone.is_some()
+    }
+
+    /// The key used to keep one person's inquiries together (shard choice): the strongest
+    /// identity key, else the inquiry id.
+    pub fn primary_key(&self) -> String {
+        self.identity_keys
+            .first()
+            .map(IdentityKey::as_key)
+            .unwrap_or_else(|| format!("inquiry:{}", self.inquiry.id))
+    }
+
+    /// A short title for lists: the company, else the name, else the channel and source.
+    pub fn title(&self) -> String {
+        match (&self.company, &self.name) {
+            (Some(company), _) => company.clone(),
+            (None, Some(name)) => name.clone(),
+            (None, None) => format!(
+                "{} inquiry from {}",
+                self.inquiry.channel, self.inquiry.source
+            ),
+        }
+    }
+}
+
+/// Cleans an inquiry's contact data. Never fails: what cannot be used is listed in
+/// [`Lead::problems`] and its raw value stays in the inquiry.
+pub fn normalize(inquiry: Inquiry) -> Lead {
+    let hints = &inquiry.contact;
+    let mut problems = Vec::new();
+
+    let name = join_name(
+        hints.full_name.as_deref(),
+        hints.first_name.as_deref(),
+        hints.last_name.as_deref(),
+    );
+
+    let email = hints
+        .email
+        .as_deref()
+        .filter(|raw| !raw.trim().is_empty())
+        .and_then(|raw| match EmailAddress::parse(raw) {
+            Ok(email) => Some(email),
+            Err(error) => {
+                problems.push(FieldProblem {
+                    field: "email".into(),
+                    problem: error.to_string(),
+                });
+                None
+            }
+        });
+
+    let region = inquiry
+        .default_region
+        .as_deref()
+        .and_then(|r| Region::parse(r).ok());
+    let (phone, phone_extension) = match hints.phone.as_deref().filter(|raw| !raw.trim().is_empty())
+    {
+        None => (None, None),
+        Some(raw) => match parse_phone(raw, region) {
+            Ok(parsed) => (Some(parsed.number), parsed.extension),
+            Err(error) => {
+                problems.push(FieldProblem {
+                    field: "phone".into(),
+                    problem: error.to_string(),
+                });
+                (None, None)
+            }
+        },
+    };
+
+    let mut identity_keys = Vec::new();
+    if let Some(email) = &email {
+        identity_keys.push(IdentityKey::Email(email.as_str().to_owned()));
+    }
+    if let Some(phone) = &phone {
+        identity_keys.push(IdentityKey::Phone(phone.as_str().to_owned()));
+    }
+
+    Lead {
+        name,
+        email,
+        phone,
+        phone_extension,
+        company: hints.company.as_deref().and_then(clean_text),
+        message: inquiry.message.as_deref().and_then(clean_text),
+        problems,
+        identity_keys,
+        inquiry,
+    }
+}

@@ -1,0 +1,28 @@
+//! Pure normalisation of the contact data found in sales inquiries.
+//!
+//! Nothing here performs I/O; every function is deterministic and total, so
+//! the same inquiry always yields the same lead fields and keys.
+//!
+//! # Layout
+//!
+//! - [`email`]: validates email addresses and normalises them (trim, NFC,
+//!   lower case) into [`EmailAddress`].
+//! - [`phone`]: turns typed phone numbers into E.164 ([`PhoneE164`]) plus an
+//!   optional extension, using a default [`Region`] for national numbers.
+//! - [`text`]: cleans free-text fields and builds display names
+//!   ([`clean_text`], [`join_name`]) and folds text into matching keys
+//!   ([`fold_key`]).
+//! - [`lead`]: from an inquiry to a [`Lead`]: cleaned contact data and identity keys.
+
+pub mod email;
+pub mod lead;
+pub mod phone;
+pub mod text;
+
+pub use email::{EmailAddress, InvalidEmail};
+pub use lead::{IdentityKey, Lead, normalize};
+pub use phone::{
+    InvalidE164, InvalidPhone, InvalidRegion, ParsedPhone, PhoneE164, Region, parse_phone,
+    split_extension, warm_up,
+};
+pub use text::{clean_text, fold_key, join_name};

@@ -1,0 +1,919 @@
+//! Phone numbers as typed by prospects, turned into E.164 plus an optional
+//! extension.
+//!
+//! The `phonenumber` crate does the numbering-plan work (trunk prefixes,
+//! validity per region, formatting). Everything it is too lenient about is
+//! decided here first: it reads letters as vanity digits ("brak" would become
+//! 2725), and when given a default region it applies that region's trunk
+//! prefix rules even to numbers that carry another country's code. So the
+//! input is reduced to bare digits before it reaches the crate, and numbers
+//! with an explicit country code are parsed without any region.
+
+use std::fmt;
+use std::str::FromStr;
+
+use phonenumber::country::Id;
+use phonenumber::metadata::DATABASE;
+use phonenumber::{Mode, PhoneNumber};
+use serde::{Deserialize, Serialize};
+use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::char::is_combining_mark;
+
+/// Fewest digits an E.164 number can have: some Pacific islands use a
+/// three-digit country code and four-digit subscriber numbers.
+const MIN_E164_DIGITS: usize = 7;
+/// Most digits an E.164 number can have (ITU-T E.164 §6.1).
+const MAX_E164_DIGITS: usize = 15;
+/// Room for a trunk or international prefix on top of a full E.164 number;
+/// anything longer is not one phone number.
+const MAX_TYPED_DIGITS: usize = MAX_E164_DIGITS + 5;
+/// Fewer digits than this cannot be a subscriber number anywhere.
+const MIN_TYPED_DIGITS: usize = 3;
+
+/// A country or territory whose numbering plan is known (ISO 3166-1 alpha-2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Region(Id);
+
+/// Why a string is not a usable region code.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidRegion {
+    /// The code is not two ASCII letters.
+    #[error("{0:?} is not a two-letter ISO 3166-1 country code")]
+    NotAlpha2(String),
+    /// The code is well-formed but no numbering plan is known for it.
+    #[error("no phone numbering plan is known for region {0:?}")]
+    Unknown(String),
+}
+
+impl Region {
+    /// Parses an ISO 3166-1 alpha-2 code such as `"IT"` or `"pl"`.
+    pub fn parse(code: &str) -> Result<Region, InvalidRegion> {
+        let code = code.trim();
+        if code.len() != 2 || !code.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(InvalidRegion::NotAlpha2(code.to_owned()));
+        }
+        let upper = code.to_ascii_uppercase();
+        match Id::from_str(&upper) {
+            Ok(id) if DATABASE.by_id(upper.as_str()).is_some() => Ok(Region(id)),
+            _ => Err(InvalidRegion::Unknown(upper)),
+        }
+    }
+
+    /// The upper-case ISO code, e.g. `"IT"`.
+    pub fn as_str(&self) -> &str {
+        self.0.as_ref()
+    }
+
+    /// The underlying `phonenumber` region identifier.
+    pub fn id(&self) -> Id {
+        self.0
+    }
+
+    fn calling_code(self) -> Option<u16> {
+        DATABASE
+            .by_id(self.as_str())
+            .map(|meta| meta.country_code())
+    }
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Region {
+    type Err = InvalidRegion;
+
+    fn from_str(code: &str) -> Result<Self, Self::Err> {
+        Region::parse(code)
+    }
+}
+
+impl TryFrom<String> for Region {
+    type Error = InvalidRegion;
+
+    fn try_from(code: String) -> Result<Self, Self::Error> {
+        Region::parse(&code)
+    }
+}
+
+impl From<Region> for String {
+    fn from(region: Region) -> String {
+        region.as_str().to_owned()
+    }
+}
+
+/// A phone number in E.164 form, e.g. `"+390287361234"`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PhoneE164(String);
+
+/// Why a string is not in E.164 form.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?} is not an E.164 number ('+' then {MIN_E164_DIGITS} to {MAX_E164_DIGITS} digits, the first not 0)"
+)]
+pub struct InvalidE164(String);
+
+impl PhoneE164 {
+    /// The number, `+` and digits only.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Checks the E.164 shape only; numbering-plan validity is
+    /// [`parse_phone`]'s job, so that stored numbers keep loading after the
+    /// plan data changes.
+    fn from_e164(text: String) -> Result<PhoneE164, InvalidE164> {
+        let well_formed = text.strip_prefix('+').is_some_and(|digits| {
+            (MIN_E164_DIGITS..=MAX_E164_DIGITS).contains(&digits.len())
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && !digits.starts_with('0')
+        });
+        if well_formed {
+            Ok(PhoneE164(text))
+        } else {
+            Err(InvalidE164(text))
+        }
+    }
+}
+
+impl fmt::Display for PhoneE164 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for PhoneE164 {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for PhoneE164 {
+    type Error = InvalidE164;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        PhoneE164::from_e164(text)
+    }
+}
+
+impl From<PhoneE164> for String {
+    fn from(number: PhoneE164) -> String {
+        number.0
+    }
+}
+
+/// A validated number and the extension typed after it, if any.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ParsedPhone {
+    /// The number in E.164 form.
+    pub number: PhoneE164,
+    /// Digits typed after an extension marker such as "ext." or "wew.".
+    pub extension: Option<String>,
+}
+
+/// Why a string is not a usable phone number.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidPhone {
+    /// Nothing but whitespace was given.
+    #[error("not a phone number: empty")]
+    Empty,
+    /// Letters appear outside an extension marker.
+    #[error("not a phone number: contains letters")]
+    ContainsLetters,
+    /// A character that is neither a digit nor phone punctuation appears.
+    #[error("not a phone number: contains the character {0:?}")]
+    UnexpectedCharacter(char),
+    /// A `+` appears after digits or more than once.
+    #[error("not a phone number: '+' may only appear once, before the digits")]
+    MisplacedPlus,
+    /// Too few digits to be a phone number anywhere.
+    #[error("not a phone number: only {0} digit(s)")]
+    TooFewDigits(usize),
+    /// Too many digits to be a single phone number.
+    #[error("not a phone number: {0} digits is too many")]
+    TooManyDigits(usize),
+    /// The number has no country code and no region was given to assume one.
+    #[error("no country code and no default region")]
+    NoCountryCode,
+    /// An international prefix is not followed by a known country code.
+    #[error("no known country code after the international prefix")]
+    UnknownCountryCode,
+    /// The digits do not form a number that exists in the region's plan.
+    #[error("not a valid number for region {0}")]
+    InvalidForRegion(Region),
+    /// The digits after the country code do not form a number that exists.
+    #[error("not a valid number for country code +{0}")]
+    InvalidForCountryCode(u16),
+    /// The digits could not be read as a phone number at all.
+    #[error("not a phone number: {0}")]
+    Unreadable(String),
+}
+
+/// Parses a typed phone number into E.164 and an optional extension.
+///
+/// `default_region` is the region assumed for numbers written without a
+/// country code; an explicit one (`+44`, `0044`) always wins over it.
+pub fn parse_phone(raw: &str, default_region: Option<Region>) -> Result<ParsedPhone, InvalidPhone> {
+    let (number_part, extension) = split_extension(raw);
+    let dialled = dialled_digits(number_part)?;
+    let (number, rejection) = match international_digits(&dialled, default_region) {
+        Some(digits) => {
+            let number = parse_international(digits)?;
+            let code = number.code().value();
+            (number, InvalidPhone::InvalidForCountryCode(code))
+        }
+        None => {
+            let region = default_region.ok_or(InvalidPhone::NoCountryCode)?;
+            let number = parse_national(&dialled.digits, region)?;
+            (number, InvalidPhone::InvalidForRegion(region))
+        }
+    };
+    let e164 = number.format().mode(Mode::E164).to_string();
+    // The parser strips anything resembling a trunk prefix after a country
+    // code, sometimes digits that belong to the number ("+7 888 …" loses an
+    // 8 on every pass). Only a result that reads back as itself is stable
+    // enough to be used as a lead's identity.
+    let reread = e164
+        .strip_prefix('+')
+        .and_then(|digits| parse_international(digits).ok())
+        .map(|again| again.format().mode(Mode::E164).to_string());
+    if reread.as_deref() != Some(e164.as_str()) {
+        return Err(rejection);
+    }
+    let number = PhoneE164::from_e164(e164)
+        .map_err(|bad| InvalidPhone::Unreadable(format!("cannot be written as E.164: {bad}")))?;
+    Ok(ParsedPhone { number, extension })
+}
+
+/// Loads the numbering-plan data and compiles the common patterns now, so
+/// the first real request does not pay for it.
+pub fn warm_up() {
+    let _ = parse_phone("+39 02 8736 1234", None);
+}
+
+/// The digits as dialled, and whether they were written after a `+`.
+struct Dialled {
+    plus: bool,
+    digits: String,
+}
+
+fn dialled_digits(number_part: &str) -> Result<Dialled, InvalidPhone> {
+    if number_part.trim().is_empty() {
+        return Err(InvalidPhone::Empty);
+    }
+    if number_part.chars().any(char::is_alphabetic) {
+        return Err(InvalidPhone::ContainsLetters);
+    }
+    let mut dialled = Dialled {
+        plus: false,
+        digits: String::new(),
+    };
+    for c in number_part.chars() {
+        if c.is_ascii_digit() {
+            dialled.digits.push(c);
+        } else if c == '+' {
+            if dialled.plus || !dialled.digits.is_empty() {
+                return Err(InvalidPhone::MisplacedPlus);
+            }
+            dialled.plus = true;
+        } else if !is_phone_punctuation(c) {
+            return Err(InvalidPhone::UnexpectedCharacter(c));
+        }
+    }
+    let count = dialled.digits.len();
+    if count < MIN_TYPED_DIGITS {
+        return Err(InvalidPhone::TooFewDigits(count));
+    }
+    if count > MAX_TYPED_DIGITS {
+        return Err(InvalidPhone::TooManyDigits(count));
+    }
+    Ok(dialled)
+}
+
+/// Grouping characters people put between digits.
+fn is_phone_punctuation(c: char) -> bool {
+    matches!(
+        c,
+        ' ' | '\t'
+            | '-'
+            | '('
+            | ')'
+            | '.'
+            | '/'
+            // No-break and other fixed-width spaces pasted from documents.
+            | '\u{a0}'
+            | '\u{2000}'..='\u{200a}'
+            | '\u{202f}'
+            | '\u{205f}'
+            | '\u{3000}'
+            // Hyphens and dashes that word processors substitute for '-'.
+            | '\u{2010}'..='\u{2015}'
+            | '\u{2212}'
+            | '\u{fe58}'
+            | '\u{fe63}'
+            | '\u{ff0d}'
+    )
+}
+
+/// The digits after the country's international prefix, when the number was
+/// written in international form.
+fn international_digits(dialled: &Dialled, region: Option<Region>) -> Option<&str> {
+    let digits = dialled.digits.as_str();
+    if dialled.plus {
+        return Some(digits);
+    }
+    // "00" is the international prefix almost everywhere, and a form's region
+    // says where the company is, not where the prospect dials from.
+    if let Some(rest) = digits.strip_prefix("00") {
+        return Some(rest);
+    }
+    // The region's own prefix (e.g. 011 in the US) is recognised as well, so
+    // that the number is then parsed without that region's trunk rules.
+    let idd = DATABASE.by_id(region?.as_str())?.international_prefix()?;
+    let found = idd.find(digits)?;
+    let rest = &digits[found.end()..];
+    (found.start() == 0 && !rest.is_empty() && !rest.starts_with('0')).then_some(rest)
+}
+
+fn parse_international(digits: &str) -> Result<PhoneNumber, InvalidPhone> {
+    let number = phonenumber::parse(None, format!("+{digits}")).map_err(|error| match error {
+        phonenumber::ParseError::InvalidCountryCode => InvalidPhone::UnknownCountryCode,
+        other => InvalidPhone::Unreadable(other.to_string()),
+    })?;
+    if phonenumber::is_valid(&number) {
+        Ok(number)
+    } else {
+        Err(InvalidPhone::InvalidForCountryCode(number.code().value()))
+    }
+}
+
+fn parse_national(digits: &str, region: Region) -> Result<PhoneNumber, InvalidPhone> {
+    let number = phonenumber::parse(Some(region.id()), digits).map_err(|error| match error {
+        phonenumber::ParseError::InvalidCountryCode => InvalidPhone::InvalidForRegion(region),
+        other => InvalidPhone::Unreadable(other.to_string()),
+    })?;
+    // A national number belongs to the region's country code; the check guards
+    // against the parser having found a different one on its own.
+    let same_country = region.calling_code() == Some(number.code().value());
+    if same_country && phonenumber::is_valid(&number) {
+        Ok(number)
+    } else {
+        Err(InvalidPhone::InvalidForRegion(region))
+    }
+}
+
+/// Words and symbols that introduce an extension, written without accents;
+/// accents and case are ignored when matching, and a space stands for any
+/// run of whitespace.
+const EXTENSION_MARKERS: &[&str] = &[
+    "extension",
+    "ext",
+    "interno",
+    "int",
+    "wewn",
+    "wew",
+    "may le",
+    "x",
+    "#",
+];
+
+/// Splits a trailing extension ("ext. 204", "wew. 112", "x204", "#12") off a
+/// typed number; returns the number part and the extension digits.
+///
+/// Without a recognised marker before the trailing digits, `raw` is returned
+/// whole.
+pub fn split_extension(raw: &str) -> (&str, Option<String>) {
+    let trimmed = raw.trim_end();
+    let head = trimmed.trim_end_matches(|c: char| c.is_ascii_digit());
+    let extension = &trimmed[head.len()..];
+    if extension.is_empty() {
+        return (raw, None);
+    }
+    let mut head = head.trim_end();
+    for separator in [':', '.'] {
+        if let Some(stripped) = head.strip_suffix(separator) {
+            head = stripped.trim_end();
+        }
+    }
+    for marker in EXTENSION_MARKERS {
+        let Some(before) = strip_marker(head, marker) else {
+            continue;
+        };
+        let Some(previous) = before.chars().next_back() else {
+            continue;
+        };
+        let separated = if *marker == "x" {
+            // A bare "x" is only an extension marker right after the number,
+            // not at the end of a word such as "Box".
+            previous.is_ascii_digit() || previous.is_whitespace()
+        } else {
+            !previous.is_alphabetic() && !is_combining_mark(previous)
+        };
+        if separated {
+            let number =
+                before.trim_end_matches(|c: char| c.is_whitespace() || c == ',' || c == ';');
+            return (number, Some(extension.to_owned()));
+        }
+    }
+    (raw, None)
+}
+
+/// `text` without `marker` at its end, comparing letters without case or
+/// accents; `None` if `text` does not end with the marker.
+fn strip_marker<'a>(text: &'a str, marker: &str) -> Option<&'a str> {
+    let mut rest = text;
+    for expected in marker.chars().rev() {
+        if expected == ' ' {
+            let shorter = rest.trim_end();
+            if shorter.len() == rest.len() {
+                return None;
+            }
+            rest = shorter;
+            continue;
+        }
+        // Decomposed input ("ma\u{301}y") carries accents as separate marks.
+        rest = rest.trim_end_matches(is_combining_mark);
+        let found = rest.chars().next_back()?;
+        let base = found.nfd().next().unwrap_or(found);
+        if !base.to_lowercase().eq([expected]) {
+            return None;
+        }
+        rest = &rest[..rest.len() - found.len_utf8()];
+    }
+    Some(rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn region(code: &str) -> Region {
+        Region::parse(code).expect("test region is known")
+    }
+
+    fn e164(raw: &str, code: &str) -> Result<String, InvalidPhone> {
+        parse_phone(raw, Some(region(code))).map(|parsed| parsed.number.as_str().to_owned())
+    }
+
+    #[test]
+    fn documented_examples_give_the_expected_e164() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("+39 02 8736 1234", "IT", "+390287361234"),
+            ("347 123 4567", "IT", "+393471234567"),
+            ("0039 06 123456", "IT", "+3906123456"),
+            ("+48 601 234 567", "PL", "+48601234567"),
+            ("(22) 628 12 34", "PL", "+48226281234"),
+            ("090 123 4567", "VN", "+84901234567"),
+            ("+84 28 3823 4567", "VN", "+842838234567"),
+            ("(028) 3910 2233", "VN", "+842839102233"),
+            ("+1 212 555 0147", "US", "+12125550147"),
+            ("(212) 555-0183", "US", "+12125550183"),
+            ("+44 20 7946 0958", "US", "+442079460958"),
+            ("0048 22 123 45 67", "PL", "+48221234567"),
+            ("0977 654 321", "VN", "+84977654321"),
+            ("333 12 34 567", "IT", "+393331234567"),
+        ];
+        for (raw, code, expected) in cases {
+            assert_eq!(
+                e164(raw, code).as_deref(),
+                Ok(*expected),
+                "input {raw:?} in {code}"
+            );
+        }
+    }
+
+    #[test]
+    fn extension_marker_ext_is_split_before_parsing() {
+        let parsed = parse_phone("(415) 555-0132 ext. 204", Some(region("US"))).unwrap();
+        assert_eq!(parsed.number.as_str(), "+14155550132");
+        assert_eq!(parsed.extension.as_deref(), Some("204"));
+    }
+
+    #[test]
+    fn extension_marker_wew_is_split_before_parsing() {
+        let parsed = parse_phone("+48 22 583 40 17 wew. 112", Some(region("PL"))).unwrap();
+        assert_eq!(parsed.number.as_str(), "+48225834017");
+        assert_eq!(parsed.extension.as_deref(), Some("112"));
+    }
+
+    #[test]
+    fn extension_markers_in_every_supported_spelling_are_split() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("(415) 555-0132 ext. 204", "(415) 555-0132", "204"),
+            ("(415) 555-0132 EXT 204", "(415) 555-0132", "204"),
+            ("(415) 555-0132 Ext: 204", "(415) 555-0132", "204"),
+            ("(415) 555-0132 extension 204", "(415) 555-0132", "204"),
+            ("(415) 555-0132, ext. 204", "(415) 555-0132", "204"),
+            ("555-0132x204", "555-0132", "204"),
+            ("555-0132 x 204", "555-0132", "204"),
+            ("555-0132 X204", "555-0132", "204"),
+            ("555-0132ext204", "555-0132", "204"),
+            ("02 1234567 interno 12", "02 1234567", "12"),
+            ("02 1234567 int. 12", "02 1234567", "12"),
+            ("02 1234567 int 12", "02 1234567", "12"),
+            ("+48 22 583 40 17 wew. 112", "+48 22 583 40 17", "112"),
+            ("+48 22 583 40 17 wew 112", "+48 22 583 40 17", "112"),
+            ("+48 22 583 40 17 wewn. 112", "+48 22 583 40 17", "112"),
+            ("+48 22 583 40 17 WEWN 112", "+48 22 583 40 17", "112"),
+            ("028 3823 4567 máy lẻ 15", "028 3823 4567", "15"),
+            (
+                "028 3823 4567 ma\u{301}y le\u{309} 15",
+                "028 3823 4567",
+                "15",
+            ),
+            ("028 3823 4567 MÁY LẺ 15", "028 3823 4567", "15"),
+            ("028 3823 4567 may le 15", "028 3823 4567", "15"),
+            ("028 3823 4567 máy lẻ: 15 ", "028 3823 4567", "15"),
+            ("020 7946 0958 #12", "020 7946 0958", "12"),
+            ("020 7946 0958#12", "020 7946 0958", "12"),
+        ];
+        for (raw, number, extension) in cases {
+            assert_eq!(
+                split_extension(raw),
+                (*number, Some((*extension).to_owned())),
+                "input {raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn text_without_a_marker_is_not_split() {
+        let cases = [
+            "(415) 555-0132",
+            "555 0132 204",
+            "Box 12",
+            "next 12",
+            "ext 12",
+            "x204",
+            "020 7946 0958 #",
+            "020 7946 0958 ext.",
+            "",
+        ];
+        for raw in cases {
+            assert_eq!(split_extension(raw), (raw, None), "input {raw:?}");
+        }
+    }
+
+    #[test]
+    fn extensions_are_kept_next_to_the_parsed_number() {
+        let cases: &[(&str, &str, &str, &str)] = &[
+            ("415-555-0132x204", "US", "+14155550132", "204"),
+            ("02 1234567 interno 12", "IT", "+39021234567", "12"),
+            ("028 3823 4567 máy lẻ 15", "VN", "+842838234567", "15"),
+            ("020 7946 0958 ext 7", "GB", "+442079460958", "7"),
+        ];
+        for (raw, code, number, extension) in cases {
+            let parsed = parse_phone(raw, Some(region(code)));
+            assert_eq!(
+                parsed,
+                Ok(ParsedPhone {
+                    number: PhoneE164((*number).to_owned()),
+                    extension: Some((*extension).to_owned()),
+                }),
+                "input {raw:?} in {code}"
+            );
+        }
+    }
+
+    #[test]
+    fn italian_numbers_keep_their_leading_zero_and_accept_both_prefixes() {
+        let cases: &[(&str, &str)] = &[
+            ("02 8736 1234", "+390287361234"),
+            ("+39 347 123 4567", "+393471234567"),
+            ("0039 347 1234567", "+393471234567"),
+            ("+39 (0)2 8736 1234", "+390287361234"),
+            ("06/123456", "+3906123456"),
+            ("347.123.4567", "+393471234567"),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(e164(raw, "IT").as_deref(), Ok(*expected), "input {raw:?}");
+        }
+    }
+
+    #[test]
+    fn polish_numbers_parse_in_every_common_layout() {
+        let cases: &[(&str, &str)] = &[
+            ("601 234 567", "+48601234567"),
+            ("601-234-567", "+48601234567"),
+            ("+48 (22) 628 12 34", "+48226281234"),
+            ("(+48) 601 234 567", "+48601234567"),
+            ("22 628 12 34", "+48226281234"),
+            ("48 601 234 567", "+48601234567"),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(e164(raw, "PL").as_deref(), Ok(*expected), "input {raw:?}");
+        }
+    }
+
+    #[test]
+    fn vietnamese_numbers_drop_the_trunk_zero() {
+        let cases: &[(&str, &str)] = &[
+            ("0901234567", "+84901234567"),
+            ("+84 90 123 4567", "+84901234567"),
+            ("0084 90 123 4567", "+84901234567"),
+            ("024 3825 1234", "+842438251234"),
+            ("+84 (0) 90 123 4567", "+84901234567"),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(e164(raw, "VN").as_deref(), Ok(*expected), "input {raw:?}");
+        }
+    }
+
+    #[test]
+    fn us_numbers_accept_the_trunk_one_and_the_011_prefix() {
+        let cases: &[(&str, &str)] = &[
+            ("1 (212) 555-0183", "+12125550183"),
+            ("1-212-555-0183", "+12125550183"),
+            ("212.555.0183", "+12125550183"),
+            ("212\u{2011}555\u{2011}0183", "+12125550183"),
+            ("212\u{a0}555\u{a0}0183", "+12125550183"),
+            ("011 44 20 7946 0958", "+442079460958"),
+            ("011 48 22 628 12 34", "+48226281234"),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(e164(raw, "US").as_deref(), Ok(*expected), "input {raw:?}");
+        }
+    }
+
+    #[test]
+    fn british_numbers_drop_the_trunk_zero_even_when_written_in_brackets() {
+        let cases: &[(&str, &str)] = &[
+            ("020 7946 0958", "+442079460958"),
+            ("07911 123456", "+447911123456"),
+            ("+44 (0)20 7946 0958", "+442079460958"),
+            ("0044 113 496 0000", "+441134960000"),
+            ("(0113) 496 0000", "+441134960000"),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(e164(raw, "GB").as_deref(), Ok(*expected), "input {raw:?}");
+        }
+    }
+
+    #[test]
+    fn an_explicit_country_code_wins_over_the_default_region() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("+44 20 7946 0958", "US", "+442079460958"),
+            // Starts with the US trunk digit 1; must not be stripped as such.
+            ("+44 113 496 0000", "US", "+441134960000"),
+            ("0044 113 496 0000", "US", "+441134960000"),
+            ("0048 22 123 45 67", "US", "+48221234567"),
+            ("0039 06 123456", "US", "+3906123456"),
+            ("+1 212 555 0147", "PL", "+12125550147"),
+            ("+84 90 123 4567", "IT", "+84901234567"),
+        ];
+        for (raw, code, expected) in cases {
+            assert_eq!(
+                e164(raw, code).as_deref(),
+                Ok(*expected),
+                "input {raw:?} in {code}"
+            );
+        }
+    }
+
+    #[test]
+    fn numbers_with_a_country_code_need_no_default_region() {
+        let parsed = parse_phone("+48 601 234 567", None).unwrap();
+        assert_eq!(parsed.number.as_str(), "+48601234567");
+        let parsed = parse_phone("0039 347 123 4567", None).unwrap();
+        assert_eq!(parsed.number.as_str(), "+393471234567");
+        assert_eq!(
+            parse_phone("601 234 567", None),
+            Err(InvalidPhone::NoCountryCode)
+        );
+    }
+
+    #[test]
+    fn invalid_numbers_are_rejected_with_the_reason() {
+        let cases: &[(&str, &str, InvalidPhone)] = &[
+            ("brak", "PL", InvalidPhone::ContainsLetters),
+            ("none", "US", InvalidPhone::ContainsLetters),
+            ("n/a", "IT", InvalidPhone::ContainsLetters),
+            ("1-800-FLOWERS", "US", InvalidPhone::ContainsLetters),
+            ("tel. 601 234 567", "PL", InvalidPhone::ContainsLetters),
+            ("", "IT", InvalidPhone::Empty),
+            ("   ", "IT", InvalidPhone::Empty),
+            ("12", "IT", InvalidPhone::TooFewDigits(2)),
+            ("- / -", "IT", InvalidPhone::TooFewDigits(0)),
+            (
+                "601 234 567",
+                "IT",
+                InvalidPhone::InvalidForRegion(region("IT")),
+            ),
+            (
+                "100 456 789",
+                "PL",
+                InvalidPhone::InvalidForRegion(region("PL")),
+            ),
+            (
+                "555 0132",
+                "US",
+                InvalidPhone::InvalidForRegion(region("US")),
+            ),
+            (
+                "+48 100 456 789",
+                "US",
+                InvalidPhone::InvalidForCountryCode(48),
+            ),
+            ("+999 123 456 789", "US", InvalidPhone::UnknownCountryCode),
+            (
+                "601 234 567, 602 345 678",
+                "PL",
+                InvalidPhone::UnexpectedCharacter(','),
+            ),
+            ("601 234 567 +1", "PL", InvalidPhone::MisplacedPlus),
+            ("++48 601 234 567", "PL", InvalidPhone::MisplacedPlus),
+            ("601_234_567", "PL", InvalidPhone::UnexpectedCharacter('_')),
+            (
+                "1234567890123456789012",
+                "PL",
+                InvalidPhone::TooManyDigits(22),
+            ),
+        ];
+        for (raw, code, expected) in cases {
+            assert_eq!(
+                parse_phone(raw, Some(region(code))),
+                Err(expected.clone()),
+                "input {raw:?} in {code}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_number_invalid_for_its_region_is_not_guessed_elsewhere() {
+        // Valid in Poland, but the form is Italian and no country code was typed.
+        assert_eq!(
+            parse_phone("601 234 567", Some(region("IT"))),
+            Err(InvalidPhone::InvalidForRegion(region("IT")))
+        );
+        // Valid in the US, but typed with Poland's code.
+        assert_eq!(
+            parse_phone("+48 212 555 0147", Some(region("US"))),
+            Err(InvalidPhone::InvalidForCountryCode(48))
+        );
+    }
+
+    #[test]
+    fn a_number_that_does_not_read_back_as_itself_is_rejected() {
+        // The parser drops the leading 8s as Russian trunk prefixes, giving
+        // "+78569292109", which itself is not a valid number.
+        assert_eq!(
+            parse_phone("+7 888 569 29 21 09", None),
+            Err(InvalidPhone::InvalidForCountryCode(7))
+        );
+    }
+
+    #[test]
+    fn error_messages_say_why() {
+        let message = |raw: &str, code: Option<&str>| {
+            parse_phone(raw, code.map(region)).unwrap_err().to_string()
+        };
+        assert_eq!(
+            message("brak", Some("PL")),
+            "not a phone number: contains letters"
+        );
+        assert_eq!(
+            message("100 456 789", Some("PL")),
+            "not a valid number for region PL"
+        );
+        assert_eq!(
+            message("601 234 567", None),
+            "no country code and no default region"
+        );
+        assert_eq!(
+            message("+48 123", None),
+            "not a valid number for country code +48"
+        );
+    }
+
+    #[test]
+    fn regions_parse_case_insensitively_and_print_upper_case() {
+        for (code, expected) in [
+            ("IT", "IT"),
+            ("pl", "PL"),
+            ("Vn", "VN"),
+            ("US", "US"),
+            ("gb", "GB"),
+        ] {
+            let parsed = Region::parse(code).unwrap();
+            assert_eq!(parsed.as_str(), expected);
+            assert_eq!(parsed.to_string(), expected);
+            assert_eq!(code.parse::<Region>(), Ok(parsed));
+        }
+        assert_eq!(
+            Region::parse("ITA"),
+            Err(InvalidRegion::NotAlpha2("ITA".into()))
+        );
+        assert_eq!(
+            Region::parse("I1"),
+            Err(InvalidRegion::NotAlpha2("I1".into()))
+        );
+        assert_eq!(
+            Region::parse(""),
+            Err(InvalidRegion::NotAlpha2(String::new()))
+        );
+        assert_eq!(
+            Region::parse("ÍT"),
+            Err(InvalidRegion::NotAlpha2("ÍT".into()))
+        );
+        assert_eq!(
+            Region::parse("QQ"),
+            Err(InvalidRegion::Unknown("QQ".into()))
+        );
+        assert_eq!(
+            Region::parse("uk"),
+            Err(InvalidRegion::Unknown("UK".into()))
+        );
+    }
+
+    #[test]
+    fn phone_types_serialise_as_plain_strings() {
+        let parsed = parse_phone("(415) 555-0132 ext. 204", Some(region("US"))).unwrap();
+        assert_eq!(
+            serde_json::to_string(&parsed.number).unwrap(),
+            "\"+14155550132\""
+        );
+        let back: PhoneE164 = serde_json::from_str("\"+14155550132\"").unwrap();
+        assert_eq!(back, parsed.number);
+        assert_eq!(serde_json::to_string(&region("pl")).unwrap(), "\"PL\"");
+        let back: Region = serde_json::from_str("\"vn\"").unwrap();
+        assert_eq!(back, region("VN"));
+        let json = serde_json::to_value(&parsed).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"number": "+14155550132", "extension": "204"})
+        );
+    }
+
+    #[test]
+    fn e164_deserialisation_rejects_anything_but_plus_and_digits() {
+        for bad in [
+            "14155550132",
+            "+1 415 555 0132",
+            "+123456",
+            "+1234567890123456",
+            "+0123456789",
+            "",
+            "+",
+        ] {
+            let json = serde_json::to_string(bad).unwrap();
+            assert!(
+                serde_json::from_str::<PhoneE164>(&json).is_err(),
+                "input {bad:?}"
+            );
+        }
+        for good in ["+6834002", "+12345678", "+123456789012345"] {
+            let json = serde_json::to_string(good).unwrap();
+            assert!(
+                serde_json::from_str::<PhoneE164>(&json).is_ok(),
+                "input {good:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn warm_up_can_be_called_repeatedly() {
+        warm_up();
+        warm_up();
+        assert_eq!(e164("347 123 4567", "IT").as_deref(), Ok("+393471234567"));
+    }
+
+    const REGIONS: [&str; 5] = ["IT", "PL", "VN", "US", "GB"];
+
+    proptest! {
+        #[test]
+        fn arbitrary_strings_never_panic(raw in any::<String>(), index in 0..REGIONS.len() + 1) {
+            let default = REGIONS.get(index).map(|code| region(code));
+            let _ = parse_phone(&raw, default);
+            let _ = split_extension(&raw);
+        }
+
+        #[test]
+        fn phone_shaped_strings_never_panic(
+            raw in "[+]?[0-9 ()./\u{2013}-]{0,24}( ?(ext|x|wew|#|máy lẻ)[.:]? ?[0-9]{1,4})?",
+            index in 0..REGIONS.len() + 1,
+        ) {
+            let default = REGIONS.get(index).map(|code| region(code));
+            let _ = parse_phone(&raw, default);
+        }
+
+        #[test]
+        fn parsing_an_e164_result_again_gives_the_same_number(
+            prefix in "(\\+|00|0|1|)",
+            digits in "[1-9][0-9]{5,11}",
+            index in 0..REGIONS.len(),
+            again in 0..REGIONS.len() + 1,
+        ) {
+            let raw = format!("{prefix}{digits}");
+            if let Ok(once) = parse_phone(&raw, Some(region(REGIONS[index]))) {
+                let default = REGIONS.get(again).map(|code| region(code));
+                let twice = parse_phone(once.number.as_str(), default);
+                prop_assert_eq!(twice.map(|p| p.number), Ok(once.number));
+            }
+        }
+    }
+}

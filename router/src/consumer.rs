@@ -1,0 +1,357 @@
+//! Consuming the shard queues in batches.
+//!
+//! Each shard queue has one task with its own connection. It gathers up to `batch_size`
+//! deliveries (waiting at most `batch_wait_ms` once it has one), hands them to the
+//! [`BatchSink`] in one call, and acks them with one multiple-ack only after the sink
+//! committed. A database outage holds the batch and retries with backoff (nothing is
+//! requeued, so nothing counts against the delivery limit); a message the sink can never
+//! store goes to the dead-letter queue with the error attached, then is acked.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::backoff::Backoff;
+use crate::config::AmqpConfig;
+use crate::envelope::Envelope;
+use crate::topology::Topology;
+
+/// What the sink did with one envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreOutcome {
+    /// A new lead was filed.
+    LeadCreated {
+        /// Its id.
+        lead_id: i64,
+    },
+    /// The inquiry id was already stored: a redelivery or replay, nothing changed.
+    Replay,
+    /// The same content reached the same source inside its window: kept, no new lead.
+    Duplicate,
+    /// Spam: kept and counted, no lead.
+    Spam,
+}
+
+impl StoreOutcome {
+    /// A short label for metrics and logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            StoreOutcome::LeadCreated { .. } => "lead_created",
+            StoreOutcome::Replay => "replay",
+            StoreOutcome::Duplicate => "duplicate",
+            StoreOutcome::Spam => "spam",
+        }
+    }
+}
+
+/// Why a batch was not stored.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SinkError {
+    /// Worth retrying as is (the database is unreachable, a serialisation failure).
+    #[error("transient storage failure: {0}")]
+    Transient(String),
+    /// Retrying will not help; `index` names the culprit when known.
+    #[error("permanent storage failure: {reason}")]
+    Permanent {
+        /// Position of the failing envelope in the batch, when known.
+        index: Option<usize>,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Where consumers hand their batches: one transaction per call, all or nothing.
+#[async_trait]
+pub trait BatchSink: Send + Sync + 'static {
+    /// Stores every envelope of the batch in one transaction and says what became of each.
+    async fn store_batch(&self, batch: &[&Envelope]) -> Result<Vec<StoreOutcome>, SinkError>;
+}
+
+/// Why a consumer session ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("broker: {0}")]
+    Broker(#[from] lapin::Error),
+    #[error("the dead-letter queue did not confirm a message: {0}")]
+    DeadLetter(String),
+    #[error("stopping while the database is unavailable; the batch stays on the broker")]
+    Abandoned,
+}
+
+/// The consumers of every shard queue.
+pub struct ConsumerSet {
+    config: AmqpConfig,
+    topology: Topology,
+    sink: Arc<dyn BatchSink>,
+}
+
+impl ConsumerSet {
+    /// Consumers for the configured shards, storing into `sink`.
+    pub fn new(config: AmqpConfig, sink: Arc<dyn BatchSink>) -> Self {
+        Self {
+            topology: Topology::new(&config),
+            config,
+            sink,
+        }
+    }
+
+    /// Starts one task per shard on `tracker`. On `shutdown` each cancels its
+    /// subscription, stores and acks what it already received, and closes.
+    pub fn spawn(self, tracker: &TaskTracker, shutdown: CancellationToken) {
+        let shared = Arc::new(self);
+        for shard in 0..shared.topology.shards() {
+            let me = shared.clone();
+            let shutdown = shutdown.clone();
+            tracker.spawn(async move { me.run_shard(shard, shutdown).await });
+        }
+    }
+
+    async fn run_shard(self: Arc<Self>, shard: u16, shutdown: CancellationToken) {
+        let queue = self.topology.shard_queue(shard);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        while !shutdown.is_cancelled() {
+            match self.session(shard, &shutdown, &mut backoff).await {
+                Ok(()) => break,
+                Err(error) => {
+                    if shutdown.is_cancelled() {
+                        tracing::info!(%queue, %error, "Consumer stopped.");
+                        break;
+                    }
+                    let delay = backoff.next_delay();
+                    tracing::warn!(%queue, %error, retry_in = ?delay, "Consumer lost its session; reconnecting.");
+                    metrics::counter!("leadpipe_consumer_restarts_total").increment(1);
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                }
+            }
+        }
+    }
+
+    async fn session(
+        &self,
+        shard: u16,
+        shutdown: &CancellationToken,
+        backoff: &mut Backoff,
+    ) -> Result<(), SessionError> {
+        let queue = self.topology.shard_queue(shard);
+        let props = ConnectionProperties::default().with_connection_name(
+            format!("leadpipe consumer {} shard {shard}", std::process::id()).into(),
+        );
+        let connection = Connection::connect(&self.config.url, props).await?;
+        let channel = connection.create_channel().await?;
+        self.topology.declare(&channel).await?;
+        channel
+            .basic_qos(self.config.prefetch, BasicQosOptions::default())
+            .await?;
+        let dead_channel = connection.create_channel().await?;
+        dead_channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let tag = format!("leadpipe-{}-shard-{shard}", std::process::id());
+        let mut deliveries = channel
+            .basic_consume(
+                queue.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        tracing::info!(%queue, "Consuming.");
+
+        let batch_wait = Duration::from_millis(self.config.batch_wait_ms);
+        let mut cancel_deadline: Option<Instant> = None;
+        loop {
+            let first = tokio::select! {
+                next = deliveries.next() => next,
+                _ = shutdown.cancelled(), if cancel_deadline.is_none() => {
+                    // Stop the flow, then store what is already on its way to us.
+                    channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await?;
+                    cancel_deadline = Some(Instant::now() + Duration::from_secs(10));
+                    continue;
+                }
+                _ = sleep_until_opt(cancel_deadline) => break,
+            };
+            let Some(first) = first else { break };
+            let mut batch = vec![first?];
+            let fill_until = Instant::now() + batch_wait;
+            while batch.len() < self.config.batch_size {
+                match tokio::time::timeout_at(fill_until, deliveries.next()).await {
+                    Ok(Some(Ok(delivery))) => batch.push(delivery),
+                    Ok(Some(Err(error))) => return Err(error.into()),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            self.process(&queue, &channel, &dead_channel, batch, shutdown)
+                .await?;
+            backoff.reset();
+        }
+        let _ = channel.close(200, "leadpipe shutting down".into()).await;
+        let _ = connection.close(200, "leadpipe shutting down".into()).await;
+        tracing::info!(%queue, "Consumer finished its in-flight work.");
+        Ok(())
+    }
+
+    /// Stores a batch (isolating poison messages) and acks it.
+    async fn process(
+        &self,
+        queue: &str,
+        channel: &Channel,
+        dead_channel: &Channel,
+        batch: Vec<Delivery>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), SessionError> {
+        let Some(last_tag) = batch.last().map(|d| d.delivery_tag) else {
+            return Ok(());
+        };
+        let mut envelopes: Vec<(usize, Envelope)> = Vec::with_capacity(batch.len());
+        for (i, delivery) in batch.iter().enumerate() {
+            match Envelope::from_bytes(&delivery.data) {
+                Ok(envelope) => envelopes.push((i, envelope)),
+                Err(reason) => dead_letter(dead_channel, &self.topology, queue, delivery, &reason).await?,
+            }
+        }
+        if let Some(oldest) = envelopes.iter().map(|(_, e)| e.published_at).min() {
+            let lag = (Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1000.0;
+            metrics::gauge!("leadpipe_consumer_lag_seconds", "queue" => queue.to_owned()).set(lag);
+        }
+
+        // Groups still to store; a group that fails permanently without naming the culprit
+        // is split in halves until the poison message stands alone.
+        let mut groups: VecDeque<Vec<usize>> = VecDeque::new();
+        groups.push_back((0..envelopes.len()).collect());
+        let mut retry = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        while let Some(mut group) = groups.pop_front() {
+            while !group.is_empty() {
+                let items: Vec<&Envelope> = group.iter().map(|&k| &envelopes[k].1).collect();
+                let started = Instant::now();
+                match self.sink.store_batch(&items).await {
+                    Ok(outcomes) => {
+                        metrics::histogram!("leadpipe_store_batch_seconds")
+                            .record(started.elapsed().as_secs_f64());
+                        for outcome in &outcomes {
+                            metrics::counter!("leadpipe_inquiries_stored_total", "outcome" => outcome.label()).increment(1);
+                        }
+                        retry.reset();
+                        break;
+                    }
+                    Err(SinkError::Transient(reason)) => {
+                        if shutdown.is_cancelled() {
+                            return Err(SessionError::Abandoned);
+                        }
+                        let delay = retry.next_delay();
+                        tracing::warn!(%queue, %reason, retry_in = ?delay, "Cannot store a batch; holding it and retrying.");
+                        metrics::counter!("leadpipe_store_retries_total").increment(1);
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = shutdown.cancelled() => return Err(SessionError::Abandoned),
+                        }
+                    }
+                    Err(SinkError::Permanent {
+                        index: Some(i),
+                        reason,
+                    }) if i < group.len() => {
+                        let k = group.remove(i);
+                        let delivery = &batch[envelopes[k].0];
+                        dead_letter(dead_channel, &self.topology, queue, delivery, &reason).await?;
+                    }
+                    Err(SinkError::Permanent { reason, .. }) => {
+                        if group.len() == 1 {
+                            let delivery = &batch[envelopes[group[0]].0];
+                            dead_letter(dead_channel, &self.topology, queue, delivery, &reason)
+                                .await?;
+                            break;
+                        }
+                        let tail = group.split_off(group.len() / 2);
+                        groups.push_front(tail);
+                        groups.push_front(std::mem::take(&mut group));
+                    }
+                }
+            }
+        }
+
+        channel
+            .basic_ack(
+                last_tag,
+                BasicAckOptions {
+                    multiple: true,
+                },
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Publishes a copy of the delivery to the dead-letter exchange with the error attached,
+/// and waits for the confirm; the caller acks the original afterwards.
+async fn dead_letter(
+    channel: &Channel,
+    topology: &Topology,
+    queue: &str,
+    delivery: &Delivery,
+    reason: &str,
+) -> Result<(), SessionError> {
+    tracing::error!(%queue, %reason, "A message can never be stored; moving it to the dead-letter queue.");
+    metrics::counter!("leadpipe_dead_lettered_total", "queue" => queue.to_owned()).increment(1);
+    let mut headers = delivery
+        .properties
+        .headers()
+        .clone()
+        .unwrap_or_default();
+    headers.insert(
+        "x-leadpipe-error".into(),
+        AMQPValue::LongString(LongString::from(reason.as_bytes().to_vec())),
+    );
+    headers.insert(
+        "x-leadpipe-queue".into(),
+        AMQPValue::LongString(LongString::from(queue.as_bytes().to_vec())),
+    );
+    headers.insert(
+        "x-leadpipe-failed-at".into(),
+        AMQPValue::LongString(LongString::from(Utc::now().to_rfc3339().into_bytes())),
+    );
+    let properties = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_headers(headers)
+        .with_content_type("application/json".into());
+    let properties = match delivery.properties.message_id() {
+        Some(id) => properties.with_message_id(id.clone()),
+        None => properties,
+    };
+    let confirmation = channel
+        .basic_publish(
+            topology.dead_exchange().into(),
+            "".into(),
+            BasicPublishOptions::default(),
+            &delivery.data,
+            properties,
+        )
+        .await?
+        .await?;
+    match confirmation {
+        Confirmation::Ack(_) => Ok(()),
+        other => Err(SessionError::DeadLetter(format!("{other:?}"))),
+    }
+}

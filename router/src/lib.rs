@@ -1,0 +1,27 @@
+//! Routing and everything AMQP.
+//!
+//! # Layout
+//! - [`config`]: the `[amqp]` and `[routing]` settings.
+//! - [`routing`]: decides where a lead goes (pipeline, initial stage) and which shard
+//!   queue carries it.
+//! - [`envelope`]: the message on the wire: a normalised lead plus its route.
+//! - [`topology`]: exchanges and queues, declared idempotently on every (re)connect.
+//! - [`publisher`]: publishes with publisher confirms; reconnects with backoff.
+//! - [`consumer`]: consumes shard queues in batches, hands them to a [`BatchSink`] and
+//!   acks only what the sink committed; poison messages go to the dead-letter queue.
+//! - [`backoff`]: the shared reconnect delay policy.
+
+pub mod backoff;
+pub mod config;
+pub mod consumer;
+pub mod envelope;
+pub mod publisher;
+pub mod routing;
+pub mod topology;
+
+pub use config::{AmqpConfig, RoutingConfig};
+pub use consumer::{BatchSink, ConsumerSet, SinkError, StoreOutcome};
+pub use envelope::{Envelope, Route};
+pub use publisher::{PublishError, Publisher};
+pub use routing::Router;
+pub use topology::Topology;

@@ -1,0 +1,14 @@
+//! The leadpipe daemon: wires the connectors, the normaliser, the router and the store.
+//!
+//! # Layout
+//! - [`settings`]: the configuration file and environment overrides, validated at once.
+//! - [`telemetry`]: logs (human or JSON) and the Prometheus recorder.
+//! - [`pipeline`]: the intake sink: normalise, route, publish, wait for the confirm.
+//! - [`api`]: the ops API (`/v1/leads`) and health endpoints.
+//! - [`startup`]: builds everything, serves, and shuts down in order.
+
+pub mod api;
+pub mod pipeline;
+pub mod settings;
+pub mod startup;
+pub mod telemetry;

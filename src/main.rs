@@ -1,0 +1,121 @@
+//! `leadpipe`: the command line. It only parses arguments and calls into the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use leadpipe::settings::{LogFormat, Settings};
+use leadpipe::startup::{Application, shutdown_signal};
+use leadpipe::telemetry;
+use tokio_util::sync::CancellationToken;
+
+/// leadpipe catches every sales inquiry (web forms today; mail, chat and calls to come)
+/// and files each one, exactly once, as a CRM lead in PostgreSQL.
+///
+/// Quick start: `leadpipe serve --config deploy/leadpipe.example.toml`, then post a form
+/// to http://127.0.0.1:8080/v1/intake/forms/<name> and list leads at /v1/leads.
+#[derive(Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// Configuration file (TOML). Environment variables LEADPIPE__SECTION__KEY override
+    /// it, e.g. LEADPIPE__API__ADMIN_TOKEN. Without a file, built-in defaults point at a
+    /// local PostgreSQL and RabbitMQ.
+    #[arg(long, short, global = true, env = "LEADPIPE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Log format; overrides [log] format.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: form intake, consumers, ops API, health and metrics.
+    Serve,
+    /// Apply database migrations (creating the database if needed) and exit.
+    Migrate,
+    /// Check the configuration, print every problem with its key, and exit non-zero if any.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(problems) => {
+            eprintln!(
+                "The configuration has {} problem{}:",
+                problems.len(),
+                if problems.len() == 1 { "" } else { "s" }
+            );
+            for problem in &problems {
+                eprintln!("  {problem}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    if let Command::CheckConfig = cli.command {
+        println!(
+            "Configuration OK: listening on {}, {} form{}, AMQP prefix `{}`.",
+            settings.http.listen,
+            settings.forms.len(),
+            if settings.forms.len() == 1 { "" } else { "s" },
+            settings.amqp.prefix
+        );
+        return ExitCode::SUCCESS;
+    }
+
+    let format = cli.log_format.unwrap_or(settings.log.format);
+    telemetry::init_logs(format, &settings.log.level);
+    // One TLS provider for every client (AMQP, PostgreSQL); installing it once up front
+    // avoids a run-time panic when more than one could be chosen.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("Cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve => serve(settings).await,
+            Command::Migrate => migrate(settings).await,
+            Command::CheckConfig => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("Error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let metrics = telemetry::init_metrics()?;
+    let app = Application::build(settings, metrics).await?;
+    let stop = CancellationToken::new();
+    let trigger = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("Stop signal received.");
+        trigger.cancel();
+    });
+    app.run_until_stopped(stop).await
+}
+
+async fn migrate(settings: Settings) -> anyhow::Result<()> {
+    store::ensure_database(&settings.database.url).await?;
+    let store = store::Store::connect_lazy(&settings.database)?;
+    store.migrate().await?;
+    println!("Migrations applied.");
+    store.close().await;
+    Ok(())
+}

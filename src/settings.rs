@@ -1,0 +1,264 @@
+//! Configuration: one TOML file plus `LEADPIPE__SECTION__KEY` environment overrides.
+//!
+//! Unknown keys are errors, and every problem is reported at once with its key path, so an
+//! operator fixes a file in one round. (Unknown keys are collected while deserialising
+//! rather than refused by serde, which would stop at the first one.)
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ingest::forms::{FormConfig, IntakeSettings};
+use router::{AmqpConfig, RoutingConfig};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use store::DatabaseConfig;
+
+/// Everything leadpipe can be told.
+#[derive(Debug, Deserialize)]
+pub struct Settings {
+    /// `[http]`: where the HTTP server listens.
+    #[serde(default)]
+    pub http: HttpSettings,
+    /// `[database]`: PostgreSQL.
+    #[serde(default = "default_database")]
+    pub database: DatabaseConfig,
+    /// `[amqp]`: RabbitMQ.
+    #[serde(default = "default_amqp")]
+    pub amqp: AmqpConfig,
+    /// `[api]`: the ops API.
+    #[serde(default)]
+    pub api: ApiSettings,
+    /// `[intake]`: limits shared by every connector.
+    #[serde(default)]
+    pub intake: IntakeSettings,
+    /// `[routing]`: where new leads go.
+    #[serde(default)]
+    pub routing: RoutingConfig,
+    /// `[[forms]]`: the web forms that may post.
+    #[serde(default)]
+    pub forms: Vec<FormConfig>,
+    /// `[log]`: logging.
+    #[serde(default)]
+    pub log: LogSettings,
+}
+
+fn default_database() -> DatabaseConfig {
+    DatabaseConfig::new("postgres://postgres@127.0.0.1:5432/leadpipe")
+}
+
+fn default_amqp() -> AmqpConfig {
+    AmqpConfig::new("amqp://guest:guest@127.0.0.1:5672/%2f", "leadpipe")
+}
+
+/// The `[http]` section.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct HttpSettings {
+    /// Address and port to listen on.
+    pub listen: String,
+    /// Longest time a request may take before it is answered 503, in seconds.
+    pub request_timeout_secs: u64,
+    /// On SIGTERM, how long in-flight work may take before the process exits anyway.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            request_timeout_secs: 30,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+/// The `[api]` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ApiSettings {
+    /// Bearer token for the ops API (`Authorization: Bearer <token>`).
+    pub admin_token: Option<SecretString>,
+    /// Read the token from this file instead.
+    pub admin_token_file: Option<PathBuf>,
+}
+
+/// The `[log]` section.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct LogSettings {
+    /// `human` (default) or `json`.
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `leadpipe=debug,info`; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per event.
+    Human,
+    /// One JSON object per event.
+    Json,
+}
+
+/// `forms.0.foo` (how the deserialiser names it) as `forms[0].foo` (how problems name it).
+fn key_path(dotted: &str) -> String {
+    let mut out = String::new();
+    for segment in dotted.split('.') {
+        if !out.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str(&format!("[{segment}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(segment);
+        }
+    }
+    out
+}
+
+/// One thing wrong with the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Dotted key path (`amqp.prefix`, `forms[2].default_region`).
+    pub key: String,
+    /// What is wrong and what to do.
+    pub problem: String,
+}
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.problem)
+    }
+}
+
+impl Settings {
+    /// Loads and validates: the file (if given), then environment overrides.
+    pub fn load(path: Option<&Path>) -> Result<Settings, Vec<ConfigProblem>> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(vec![ConfigProblem {
+                    key: "--config".into(),
+                    problem: format!(
+                        "{} does not exist (see deploy/leadpipe.example.toml)",
+                        path.display()
+                    ),
+                }]);
+            }
+            builder = builder.add_source(
+                config::File::from(path.to_path_buf()).format(config::FileFormat::Toml),
+            );
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("LEADPIPE")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        );
+        let raw = builder.build().map_err(|e| {
+            vec![ConfigProblem {
+                key: path.map_or("(environment)".into(), |p| p.display().to_string()),
+                problem: e.to_string(),
+            }]
+        })?;
+
+        let mut unknown = Vec::new();
+        let settings: Settings = serde_ignored::deserialize(raw, |path| {
+            unknown.push(key_path(&path.to_string()));
+        })
+        .map_err(|e| {
+            vec![ConfigProblem {
+                key: "(config)".into(),
+                problem: e.to_string(),
+            }]
+        })?;
+
+        let mut problems: Vec<ConfigProblem> = unknown
+            .into_iter()
+            .map(|key| ConfigProblem {
+                problem: "unknown key: remove it or check its spelling (see deploy/leadpipe.example.toml)".into(),
+                key,
+            })
+            .collect();
+        problems.extend(settings.problems());
+        if problems.is_empty() {
+            Ok(settings)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Every semantic problem (values that parse but cannot work).
+    fn problems(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        let mut push = |key: String, problem: String| out.push(ConfigProblem { key, problem });
+        if self.http.listen.parse::<SocketAddr>().is_err() {
+            push(
+                "http.listen".into(),
+                format!("`{}` is not an address and port like 127.0.0.1:8080", self.http.listen),
+            );
+        }
+        for (key, problem) in self.database.problems() {
+            push(format!("database.{key}"), problem);
+        }
+        for (key, problem) in self.amqp.problems() {
+            push(format!("amqp.{key}"), problem);
+        }
+        match (&self.api.admin_token, &self.api.admin_token_file) {
+            (Some(_), Some(_)) => push(
+                "api.admin_token".into(),
+                "set either admin_token or admin_token_file, not both".into(),
+            ),
+            (Some(token), None) if token.expose_secret().trim().len() < 8 => push(
+                "api.admin_token".into(),
+                "must be at least 8 characters".into(),
+            ),
+            (None, Some(path)) if !path.is_file() => push(
+                "api.admin_token_file".into(),
+                format!("{} is not a readable file", path.display()),
+            ),
+            _ => {}
+        }
+        if self.intake.max_body_bytes == 0 {
+            push("intake.max_body_bytes".into(), "must be greater than 0".into());
+        }
+        for problem in ingest::forms::validate_forms(&self.forms) {
+            let text = problem.to_string();
+            let (key, message) = text.split_once(": ").unwrap_or(("forms", text.as_str()));
+            push(key.to_owned(), message.to_owned());
+        }
+        for (index, form) in self.forms.iter().enumerate() {
+            if let Err(e) = normalizer::Region::parse(&form.default_region) {
+                push(format!("forms[{index}].default_region"), e.to_string());
+            }
+        }
+        out
+    }
+
+    /// The admin token, from the setting or its file.
+    pub fn admin_token(&self) -> anyhow::Result<Option<SecretString>> {
+        if let Some(token) = &self.api.admin_token {
+            return Ok(Some(token.clone()));
+        }
+        match &self.api.admin_token_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!("api.admin_token_file: cannot read {}: {e}", path.display())
+                })?;
+                Ok(Some(SecretString::from(text.trim().to_owned())))
+            }
+            None => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! The `[database]` section.
+
+use serde::Deserialize;
+
+/// How to reach PostgreSQL.
+#[derive(Debug, Clone, Deserialize)]
+
+pub struct DatabaseConfig {
+    /// PostgreSQL URL, e.g. `postgres://postgres@127.0.0.1:5432/leadpipe`.
+    pub url: String,
+    /// Most connections the pool opens.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// How long to wait for a free connection before a query fails, in milliseconds.
+    #[serde(default = "default_acquire_timeout_ms")]
+    pub acquire_timeout_ms: u64,
+    /// Apply pending migrations when `serve` starts.
+    #[serde(default = "default_true")]
+    pub migrate_on_start: bool,
+}
+
+fn default_max_connections() -> u32 {
+    10
+}
+fn default_acquire_timeout_ms() -> u64 {
+    3_000
+}
+fn default_true() -> bool {
+    true
+}
+
+impl DatabaseConfig {
+    /// A configuration with defaults for everything but the URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            max_connections: default_max_connections(),
+            acquire_timeout_ms: default_acquire_timeout_ms(),
+            migrate_on_start: true,
+        }
+    }
+
+    /// Every problem with these settings, as `(key, problem)` pairs.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if !(self.url.starts_with("postgres://") || self.url.starts_with("postgresql://")) {
+            out.push((
+                "url",
+                "must start with postgres:// (e.g. postgres://postgres@127.0.0.1:5432/leadpipe)"
+                    .into(),
+            ));
+        } else if let Err(e) = self.url.parse::<sqlx::postgres::PgConnectOptions>() {
+            out.push(("url", format!("is not a valid PostgreSQL URL: {e}")));
+        }
+        if self.max_connections == 0 {
+            out.push(("max_connections", "must be at least 1".into()));
+        }
+        out
+    }
+}
