@@ -70,7 +70,10 @@ async fn require_admin(State(state): State<ApiState>, request: Request, next: Ne
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(|t| -> [u8; 32] { Sha256::digest(t.trim().as_bytes()).into() });
     match presented {
         Some(hash) if bool::from(hash.ct_eq(&expected)) => next.run(request).await,
@@ -159,7 +162,9 @@ fn lead_query(params: &HashMap<String, String>) -> Result<LeadQuery, Problem> {
             "created_before" => query.created_before = Some(parse_time(key, value)?),
             "cursor" => {
                 query.cursor = Some(value.parse().map_err(|_| {
-                    bad_query(format!("cursor: `{value}` is not a cursor from next_cursor"))
+                    bad_query(format!(
+                        "cursor: `{value}` is not a cursor from next_cursor"
+                    ))
                 })?)
             }
             "limit" => {
@@ -185,11 +190,18 @@ async fn list_leads(
 ) -> Result<Response, Problem> {
     let Query(params) = params.map_err(|e| bad_query(e.body_text()))?;
     let query = lead_query(&params)?;
-    let page = state.store.list_leads(&query).await.map_err(store_problem)?;
+    let page = state
+        .store
+        .list_leads(&query)
+        .await
+        .map_err(store_problem)?;
     Ok(Json(page).into_response())
 }
 
-async fn get_lead(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Response, Problem> {
+async fn get_lead(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
     let not_found = || {
         Problem::new(
             StatusCode::NOT_FOUND,
@@ -247,7 +259,10 @@ mod tests {
     use super::*;
 
     fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]

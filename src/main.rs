@@ -20,7 +20,13 @@ struct Cli {
     /// Configuration file (TOML). Environment variables LEADPIPE__SECTION__KEY override
     /// it, e.g. LEADPIPE__API__ADMIN_TOKEN. Without a file, built-in defaults point at a
     /// local PostgreSQL and RabbitMQ.
-    #[arg(long, short, global = true, env = "LEADPIPE_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "LEADPIPE_CONFIG",
+        value_name = "FILE"
+    )]
     config: Option<PathBuf>,
 
     /// Log format; overrides [log] format.

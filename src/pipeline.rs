@@ -38,7 +38,9 @@ impl IntakeSink for Pipeline {
             }
             return Err(Refusal::Unusable {
                 code: "no_contact",
-                message: "nothing to contact the person by: send a valid email address or phone number".into(),
+                message:
+                    "nothing to contact the person by: send a valid email address or phone number"
+                        .into(),
                 fields,
             });
         }

@@ -206,7 +206,10 @@ impl Settings {
         if self.http.listen.parse::<SocketAddr>().is_err() {
             push(
                 "http.listen".into(),
-                format!("`{}` is not an address and port like 127.0.0.1:8080", self.http.listen),
+                format!(
+                    "`{}` is not an address and port like 127.0.0.1:8080",
+                    self.http.listen
+                ),
             );
         }
         for (key, problem) in self.database.problems() {
@@ -231,7 +234,10 @@ impl Settings {
             _ => {}
         }
         if self.intake.max_body_bytes == 0 {
-            push("intake.max_body_bytes".into(), "must be greater than 0".into());
+            push(
+                "intake.max_body_bytes".into(),
+                "must be greater than 0".into(),
+            );
         }
         for problem in ingest::forms::validate_forms(&self.forms) {
             let text = problem.to_string();

@@ -78,7 +78,9 @@ impl Application {
             .parse()
             .context("http.listen is not an address")?;
         let listener = TcpListener::bind(addr).await.with_context(|| {
-            format!("Cannot listen on {addr}: is another process using the port? Change http.listen")
+            format!(
+                "Cannot listen on {addr}: is another process using the port? Change http.listen"
+            )
         })?;
         Ok(Self {
             listener,
@@ -151,7 +153,9 @@ impl Application {
             }
         };
         if tokio::time::timeout(grace, consumers_done).await.is_err() {
-            tracing::warn!("Consumers did not finish within the grace period; unacked messages stay on the broker.");
+            tracing::warn!(
+                "Consumers did not finish within the grace period; unacked messages stay on the broker."
+            );
         }
         broker_stop.cancel();
         if tokio::time::timeout(Duration::from_secs(10), tracker.wait())
@@ -169,7 +173,8 @@ impl Application {
 /// Applies migrations, retrying with backoff while the database is away. Returns false
 /// when asked to stop first.
 async fn migrate_until_done(store: &Store, url: &str, stop: &CancellationToken) -> bool {
-    let mut backoff = router::backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    let mut backoff =
+        router::backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
         let attempt = async {
             store::ensure_database(url).await?;

@@ -107,7 +107,13 @@ mod tests {
 
     #[test]
     fn join_name_prefers_full_name_then_first_and_last() {
-        let cases: &[(Option<&str>, Option<&str>, Option<&str>, Option<&str>)] = &[
+        type Case<'a> = (
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<&'a str>,
+        );
+        let cases: &[Case] = &[
             (
                 Some("Anna Kowalska"),
                 Some("X"),

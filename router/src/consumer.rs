@@ -223,7 +223,9 @@ impl ConsumerSet {
         for (i, delivery) in batch.iter().enumerate() {
             match Envelope::from_bytes(&delivery.data) {
                 Ok(envelope) => envelopes.push((i, envelope)),
-                Err(reason) => dead_letter(dead_channel, &self.topology, queue, delivery, &reason).await?,
+                Err(reason) => {
+                    dead_letter(dead_channel, &self.topology, queue, delivery, &reason).await?
+                }
             }
         }
         if let Some(oldest) = envelopes.iter().map(|(_, e)| e.published_at).min() {
@@ -286,12 +288,7 @@ impl ConsumerSet {
         }
 
         channel
-            .basic_ack(
-                last_tag,
-                BasicAckOptions {
-                    multiple: true,
-                },
-            )
+            .basic_ack(last_tag, BasicAckOptions { multiple: true })
             .await?;
         Ok(())
     }
@@ -315,11 +312,7 @@ async fn dead_letter(
 ) -> Result<(), SessionError> {
     tracing::error!(%queue, %reason, "A message can never be stored; moving it to the dead-letter queue.");
     metrics::counter!("leadpipe_dead_lettered_total", "queue" => queue.to_owned()).increment(1);
-    let mut headers = delivery
-        .properties
-        .headers()
-        .clone()
-        .unwrap_or_default();
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
     headers.insert(
         "x-leadpipe-error".into(),
         AMQPValue::LongString(LongString::from(reason.as_bytes().to_vec())),

@@ -117,9 +117,13 @@ impl Publisher {
     pub async fn close(&self) {
         if let Some(live) = self.live.write().await.take() {
             for channel in &live.channels {
-                let _ = tokio::time::timeout(Duration::from_secs(5), channel.wait_for_confirms()).await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), channel.wait_for_confirms()).await;
             }
-            let _ = live.connection.close(200, "leadpipe shutting down".into()).await;
+            let _ = live
+                .connection
+                .close(200, "leadpipe shutting down".into())
+                .await;
         }
     }
 
@@ -154,7 +158,8 @@ impl Publisher {
             .clone()
             .filter(|l| l.healthy())
             .ok_or_else(|| PublishError::Unavailable("not connected".into()))?;
-        let channel = &live.channels[live.next.fetch_add(1, Ordering::Relaxed) % live.channels.len()];
+        let channel =
+            &live.channels[live.next.fetch_add(1, Ordering::Relaxed) % live.channels.len()];
         let shard = shard_for(&envelope.lead.primary_key(), self.topology.shards());
         let properties = BasicProperties::default()
             .with_delivery_mode(2)

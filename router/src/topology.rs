@@ -143,7 +143,10 @@ impl Topology {
             "x-delivery-limit".into(),
             AMQPValue::LongInt(self.delivery_limit.min(i32::MAX as u32) as i32),
         );
-        args.insert("x-dead-letter-exchange".into(), long_string(&self.dead_exchange()));
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            long_string(&self.dead_exchange()),
+        );
         args
     }
 }

@@ -23,7 +23,9 @@ impl IdempotencyKeys for Store {
         .fetch_one(self.pool())
         .await
         .map_err(|e| KeyStoreError(e.to_string()))?;
-        let fresh: bool = row.try_get("fresh").map_err(|e| KeyStoreError(e.to_string()))?;
+        let fresh: bool = row
+            .try_get("fresh")
+            .map_err(|e| KeyStoreError(e.to_string()))?;
         let stored: Vec<u8> = row
             .try_get("body_hash")
             .map_err(|e| KeyStoreError(e.to_string()))?;

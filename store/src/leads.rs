@@ -144,7 +144,8 @@ pub struct LeadDetail {
     pub activities: Vec<Activity>,
 }
 
-const LEAD_COLUMNS: &str = "SELECT l.id, l.title, l.name, l.email, l.phone, l.phone_extension, l.company,
+const LEAD_COLUMNS: &str =
+    "SELECT l.id, l.title, l.name, l.email, l.phone, l.phone_extension, l.company,
         l.message, l.channel, l.source, p.code AS pipeline, s.code AS stage_code,
         s.name AS stage_name, s.semantic AS stage_semantic, s.color AS stage_color, l.utm,
         l.fields, l.problems, l.inquiry_id, l.created_at, l.updated_at, l.stage_entered_at

@@ -267,8 +267,9 @@ impl FormsIntake {
             let header_value = headers
                 .get(form.config.signature_header.as_str())
                 .and_then(|v| v.to_str().ok());
-            signature::verify(secret, &form.config.signature_header, header_value, &raw)
-                .map_err(|e| Problem::new(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string()))?;
+            signature::verify(secret, &form.config.signature_header, header_value, &raw).map_err(
+                |e| Problem::new(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string()),
+            )?;
         }
         if !origin_allowed(form, headers) {
             return Err(Problem::new(

@@ -7,13 +7,17 @@ use sha2::Sha256;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
     /// No signature header at all.
-    #[error("this form requires a signature: send header `{0}: sha256=<hex HMAC-SHA256 of the raw body>`")]
+    #[error(
+        "this form requires a signature: send header `{0}: sha256=<hex HMAC-SHA256 of the raw body>`"
+    )]
     Missing(String),
     /// The header is not `sha256=<64 hex digits>`.
     #[error("signature header `{0}` must be `sha256=` followed by 64 hex digits")]
     Malformed(String),
     /// The signature does not match the body.
-    #[error("signature in `{0}` does not match the body: sign the exact bytes sent with the form's secret")]
+    #[error(
+        "signature in `{0}` does not match the body: sign the exact bytes sent with the form's secret"
+    )]
     Mismatch(String),
 }
 

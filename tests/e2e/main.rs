@@ -1,0 +1,11 @@
+//! End-to-end tests: the real `leadpipe` binary against the real PostgreSQL and RabbitMQ.
+//!
+//! Every test starts its own daemon with a fresh database and a fresh AMQP prefix, and
+//! drops both afterwards, so tests run in parallel and leave nothing behind.
+
+mod support;
+
+mod delivery;
+mod errors;
+mod forms_corpus;
+mod ops;
