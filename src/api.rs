@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::extract::{Path, Query, Request, State};
@@ -34,6 +35,8 @@ pub struct ApiState {
     pub admin_token_hash: Option<[u8; 32]>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// Set once the schema is migrated; until then the database is not ready for use.
+    pub schema_ready: Arc<AtomicBool>,
 }
 
 impl ApiState {
@@ -222,10 +225,11 @@ async fn healthz() -> Response {
 
 async fn readyz(State(state): State<ApiState>) -> Response {
     let broker = state.publisher.is_ready().await;
-    let database = matches!(
-        tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await,
-        Ok(Ok(()))
-    );
+    let database = state.schema_ready.load(Ordering::Acquire)
+        && matches!(
+            tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await,
+            Ok(Ok(()))
+        );
     let status = if broker && database {
         StatusCode::OK
     } else {

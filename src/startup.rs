@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -34,6 +35,7 @@ pub struct Application {
     tracker: TaskTracker,
     broker_stop: CancellationToken,
     consumers_stop: CancellationToken,
+    schema_ready: Arc<AtomicBool>,
 }
 
 impl Application {
@@ -57,7 +59,9 @@ impl Application {
             )
             .context("Failed to set up the forms")?,
         );
+        let schema_ready = Arc::new(AtomicBool::new(false));
         let api = ApiState {
+            schema_ready: schema_ready.clone(),
             store: store.clone(),
             publisher: publisher.clone(),
             admin_token_hash: ApiState::token_hash(settings.admin_token()?.as_ref()),
@@ -91,6 +95,7 @@ impl Application {
             tracker: TaskTracker::new(),
             broker_stop: CancellationToken::new(),
             consumers_stop: CancellationToken::new(),
+            schema_ready,
         })
     }
 
@@ -110,6 +115,7 @@ impl Application {
             tracker,
             broker_stop,
             consumers_stop,
+            schema_ready,
         } = self;
 
         // Phonenumber metadata loads lazily; pay for it before the first request.
@@ -128,6 +134,7 @@ impl Application {
                 {
                     return;
                 }
+                schema_ready.store(true, Ordering::Release);
                 if amqp.consume {
                     ConsumerSet::new(amqp, Arc::new(store)).spawn(&tracker2, consumers_stop);
                 }

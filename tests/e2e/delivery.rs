@@ -256,46 +256,29 @@ async fn sigkill_with_messages_queued_and_under_load_loses_and_duplicates_nothin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_finishes_in_flight_work_and_exits_cleanly() {
     let mut daemon = TestDaemon::start().await;
-    let pid = {
-        // Find the daemon's pid through its config file.
-        let out = std::process::Command::new("pgrep")
-            .args(["-f", &daemon.config_path.display().to_string()])
-            .output()
-            .expect("pgrep");
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_owned()
-    };
-    assert!(!pid.is_empty(), "the daemon's pid");
+    let mut child = daemon.take_child().expect("a running daemon");
     let clean_exit = Arc::new(std::sync::Mutex::new(None));
     let exit_slot = clean_exit.clone();
     let loaded = post_load(&daemon, 0..600, 16, 200, move || {
         let _ = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
+            .args(["-TERM", &child.id().to_string()])
             .status();
-        // Wait for the process to go away.
         for _ in 0..800 {
-            let alive = std::process::Command::new("kill")
-                .args(["-0", &pid])
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            if !alive {
-                *exit_slot.lock().unwrap() = Some(true);
+            if let Ok(Some(status)) = child.try_wait() {
+                *exit_slot.lock().unwrap() = Some(status.success());
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         *exit_slot.lock().unwrap() = Some(false);
     })
     .await;
     assert_eq!(
         *clean_exit.lock().unwrap(),
         Some(true),
-        "the daemon exited after SIGTERM"
+        "the daemon exited cleanly after SIGTERM"
     );
     assert!(
         daemon.log().contains("Stopped."),

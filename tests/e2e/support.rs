@@ -226,26 +226,9 @@ impl TestDaemon {
         }
     }
 
-    /// SIGTERM, then waits for the exit; returns whether it exited successfully.
-    pub fn terminate(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else {
-            return false;
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status.success();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    /// Takes the process out of the handle (to signal and reap it elsewhere).
+    pub fn take_child(&mut self) -> Option<Child> {
+        self.child.take()
     }
 
     /// POSTs a form body as a client would: no header the caller did not give.
