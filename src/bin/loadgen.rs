@@ -39,6 +39,10 @@ struct Args {
     /// Longest wait for the consumers to store everything, in seconds.
     #[arg(long, default_value_t = 300)]
     drain_timeout: u64,
+    /// Measure intake only: do not wait for the consumers (for a daemon run with
+    /// LEADPIPE__AMQP__CONSUME=false).
+    #[arg(long)]
+    intake_only: bool,
 }
 
 fn body(form: &str, run: &str, i: usize) -> String {
@@ -82,6 +86,15 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
         .nth(1)?
         .parse()
         .ok()
+}
+
+fn report_rss(pid: Option<u32>) {
+    if let Some(pid) = pid {
+        match peak_rss_kib(pid) {
+            Some(kib) => println!("daemon peak RSS: {:.1} MiB", kib as f64 / 1024.0),
+            None => println!("daemon peak RSS: unknown (no /proc/{pid}/status)"),
+        }
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -149,6 +162,24 @@ async fn main() -> anyhow::Result<()> {
     let intake_elapsed = started.elapsed();
     let accepted = latencies.len();
 
+    latencies.sort();
+    println!("accepted:        {accepted} (errors {errors})");
+    println!(
+        "accepted/s:      {:.0}  (intake phase {:.2} s)",
+        accepted as f64 / intake_elapsed.as_secs_f64(),
+        intake_elapsed.as_secs_f64()
+    );
+    println!(
+        "ack latency:     p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        percentile(&latencies, 50.0).as_secs_f64() * 1e3,
+        percentile(&latencies, 99.0).as_secs_f64() * 1e3,
+        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
+    if args.intake_only {
+        report_rss(args.pid);
+        return Ok(());
+    }
+
     // Wait for the consumers to store everything that was acknowledged.
     let deadline = Instant::now() + Duration::from_secs(args.drain_timeout);
     let stored = loop {
@@ -164,31 +195,12 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let end_to_end = started.elapsed();
-    latencies.sort();
-
-    println!("accepted:        {accepted} (errors {errors})");
-    println!(
-        "accepted/s:      {:.0}  (intake phase {:.2} s)",
-        accepted as f64 / intake_elapsed.as_secs_f64(),
-        intake_elapsed.as_secs_f64()
-    );
     println!(
         "stored/s:        {:.0}  (end to end {:.2} s, {stored} stored)",
         stored as f64 / end_to_end.as_secs_f64(),
         end_to_end.as_secs_f64()
     );
-    println!(
-        "ack latency:     p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        percentile(&latencies, 50.0).as_secs_f64() * 1e3,
-        percentile(&latencies, 99.0).as_secs_f64() * 1e3,
-        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3
-    );
-    if let Some(pid) = args.pid {
-        match peak_rss_kib(pid) {
-            Some(kib) => println!("daemon peak RSS: {:.1} MiB", kib as f64 / 1024.0),
-            None => println!("daemon peak RSS: unknown (no /proc/{pid}/status)"),
-        }
-    }
+    report_rss(args.pid);
     if stored < accepted {
         anyhow::bail!("only {stored} of {accepted} acknowledged leads were stored in time");
     }

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::postgres::PgRow;
-use sqlx::{AssertSqlSafe, QueryBuilder, Row};
+use sqlx::{QueryBuilder, Row};
 use uuid::Uuid;
 
 use crate::{Store, StoreError};
@@ -184,7 +184,7 @@ impl Store {
     /// Leads matching `query`, newest first, one page at a time.
     pub async fn list_leads(&self, query: &LeadQuery) -> Result<LeadPage, StoreError> {
         let limit = query.limit.clamp(1, 500);
-        let mut sql: QueryBuilder<sqlx::Postgres> = QueryBuilder::new(LEAD_COLUMNS);
+        let mut sql: QueryBuilder<'_, sqlx::Postgres> = QueryBuilder::new(LEAD_COLUMNS);
         sql.push(" WHERE true");
         if let Some(stage) = &query.stage {
             sql.push(" AND s.code = ").push_bind(stage.clone());
@@ -229,7 +229,7 @@ impl Store {
     /// One lead with its stage history and activities.
     pub async fn get_lead(&self, id: i64) -> Result<Option<LeadDetail>, StoreError> {
         let sql = format!("{LEAD_COLUMNS} WHERE l.id = $1");
-        let Some(row) = sqlx::query(AssertSqlSafe(sql))
+        let Some(row) = sqlx::query(&sql)
             .bind(id)
             .fetch_optional(self.pool())
             .await?

@@ -125,7 +125,7 @@ impl TestDaemon {
         let mut admin = PgConnection::connect(&admin_database_url())
             .await
             .expect("connect to PostgreSQL (is it running? scripts/services.sh starts it)");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
+        sqlx::query(&format!("CREATE DATABASE {db_name}"))
             .execute(&mut admin)
             .await
             .expect("create a test database");
@@ -345,9 +345,7 @@ impl Drop for TestDaemon {
 
 async fn cleanup(db_name: &str, prefix: &str, config_path: &Path) {
     if let Ok(mut admin) = PgConnection::connect(&admin_database_url()).await {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"
-        )))
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
         .execute(&mut admin)
         .await;
         let _ = admin.close().await;

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Benchmarks the daemon on this machine, broker and database included:
+#   1. end to end: N form posts at concurrency C, until every lead is stored;
+#   2. intake only (consumers off): how fast posts are confirmed by the broker;
+#   3. store only: how fast the consumers file the N messages left queued by 2.
+# Prints loadgen's numbers and the CPU seconds each process used in each phase.
+# Usage: N=20000 C=64 bash scripts/bench.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${N:-20000}
+C=${C:-64}
+
+bash scripts/services.sh
+cargo build --release --quiet --bin leadpipe --bin loadgen
+
+config=$(mktemp --suffix=.toml)
+log=$(mktemp --suffix=.log)
+sed 's/^prefix = "leadpipe"$/prefix = "lpbench"/; s#5432/leadpipe"#5432/lpbench"#' \
+  deploy/leadpipe.example.toml > "$config"
+port=$(sed -n 's/^listen = "127.0.0.1:\([0-9]*\)"/\1/p' "$config")
+
+fresh() {
+  psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS lpbench WITH (FORCE)" 2>/dev/null
+  for q in $(rabbitmqctl -q list_queues name 2>/dev/null | grep '^lpbench\.' || true); do
+    rabbitmqctl -q delete_queue "$q" >/dev/null
+  done
+}
+
+start() {
+  ./target/release/leadpipe serve --config "$config" >>"$log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 100); do
+    curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && return 0
+    sleep 0.2
+  done
+  echo "the daemon did not get ready; log: $log" >&2
+  exit 1
+}
+
+stop() {
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+# CPU time (user + system, in clock ticks) used so far by live processes named like $1.
+cpu() {
+  local total=0 p f
+  for p in $(pgrep "$1"); do
+    f=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null) || continue
+    set -- $f
+    total=$((total + ${12} + ${13}))
+  done
+  echo "$total"
+}
+snapshot() { echo "$(cpu '^leadpipe$') $(cpu '^beam') $(cpu '^postgres$')"; }
+report() {
+  local hz
+  hz=$(getconf CLK_TCK)
+  read -r a1 b1 c1 <<<"$1"
+  read -r a2 b2 c2 <<<"$2"
+  awk -v a=$((a2 - a1)) -v b=$((b2 - b1)) -v c=$((c2 - c1)) -v hz="$hz" \
+    'BEGIN {printf "cpu seconds: leadpipe %.2f, rabbitmq %.2f, postgres %.2f\n", a / hz, b / hz, c / hz}'
+}
+TIMEFORMAT='loadgen cpu seconds: %U user + %S system (wall %R s)'
+
+stored() {
+  curl -s "http://127.0.0.1:$port/metrics" |
+    awk '/^leadpipe_inquiries_stored_total\{outcome="lead_created"\}/ {print $2}'
+}
+
+echo "== 1. end to end: $N posts at concurrency $C"
+fresh
+start
+before=$(snapshot)
+time ./target/release/loadgen --url "http://127.0.0.1:$port" --requests "$N" --concurrency "$C" --pid "$pid"
+report "$before" "$(snapshot)"
+curl -s "http://127.0.0.1:$port/metrics" | grep -E '^leadpipe_(store_batch|intake)_seconds_(sum|count)'
+stop
+
+echo "== 2. intake only (LEADPIPE__AMQP__CONSUME=false)"
+fresh
+export LEADPIPE__AMQP__CONSUME=false
+start
+before=$(snapshot)
+time ./target/release/loadgen --url "http://127.0.0.1:$port" --requests "$N" --concurrency "$C" --pid "$pid" --intake-only
+report "$before" "$(snapshot)"
+stop
+unset LEADPIPE__AMQP__CONSUME
+
+echo "== 3. store only: the consumers file the $N queued messages"
+beam0=$(cpu '^beam')
+t0=$(date +%s.%N)
+start
+until [ "$(stored)" = "$N" ]; do sleep 0.05; done
+t1=$(date +%s.%N)
+# Start-up included: the daemon and its connections did not exist before.
+report "0 $beam0 0" "$(snapshot)"
+awk -v a="$t0" -v b="$t1" -v n="$N" 'BEGIN {printf "stored %d in %.2f s (start-up included): %.0f leads/s\n", n, b - a, n / (b - a)}'
+curl -s "http://127.0.0.1:$port/metrics" | grep -E '^leadpipe_store_batch_seconds_(sum|count)'
+stop
+fresh
+rm -f "$config"
+echo "daemon log: $log"
