@@ -44,6 +44,9 @@ struct Placement {
     stage_id: i64,
 }
 
+/// A source and a content hash: what makes two inquiries "the same submission".
+type ContentKey = (String, String);
+
 /// What becomes of one envelope, decided before anything is written.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Decision {
@@ -57,7 +60,11 @@ enum Decision {
 impl BatchSink for Store {
     #[tracing::instrument(name = "Store lead batch", skip_all, fields(batch = batch.len()))]
     async fn store_batch(&self, batch: &[&Envelope]) -> Result<Vec<StoreOutcome>, SinkError> {
-        let mut tx = self.pool().begin().await.map_err(|e| classify(e.into(), None))?;
+        let mut tx = self
+            .pool()
+            .begin()
+            .await
+            .map_err(|e| classify(e.into(), None))?;
         let outcomes = file_batch(&mut tx, batch).await?;
         tx.commit().await.map_err(|e| classify(e.into(), None))?;
         Ok(outcomes)
@@ -122,7 +129,7 @@ async fn file_batch(
         .map(|e| &e.lead.inquiry)
         .filter_map(|i| i.dedup.as_ref().map(|d| (text(&i.source), d.key.clone())))
         .unzip();
-    let mut originals: HashMap<(String, String), Vec<(Uuid, DateTime<Utc>)>> = HashMap::new();
+    let mut originals: HashMap<ContentKey, Vec<(Uuid, DateTime<Utc>)>> = HashMap::new();
     if !keys.is_empty() {
         let rows = sqlx::query(
             "SELECT i.source, i.dedup_key, i.id, i.received_at FROM inquiries i
@@ -181,9 +188,14 @@ async fn file_batch(
     let mut placements: HashMap<(String, Option<String>), Placement> = HashMap::new();
     for (index, (envelope, decision)) in batch.iter().zip(&decisions).enumerate() {
         if *decision == Decision::Lead {
-            placement(tx, &mut placements, &envelope.route.pipeline, envelope.route.stage.as_deref())
-                .await
-                .map_err(|e| classify(e, Some(index)))?;
+            placement(
+                tx,
+                &mut placements,
+                &envelope.route.pipeline,
+                envelope.route.stage.as_deref(),
+            )
+            .await
+            .map_err(|e| classify(e, Some(index)))?;
         }
     }
 
@@ -196,7 +208,9 @@ async fn file_batch(
         })
         .map(|(i, e)| (i, *e))
         .collect();
-    let lead_ids = insert_leads(tx, &new_leads, &placements).await.map_err(db)?;
+    let lead_ids = insert_leads(tx, &new_leads, &placements)
+        .await
+        .map_err(db)?;
 
     Ok(batch
         .iter()
@@ -352,7 +366,10 @@ async fn insert_leads(
         let lead = &envelope.lead;
         let inquiry = &lead.inquiry;
         let place = placements
-            .get(&(envelope.route.pipeline.clone(), envelope.route.stage.clone()))
+            .get(&(
+                envelope.route.pipeline.clone(),
+                envelope.route.stage.clone(),
+            ))
             .copied()
             .ok_or_else(|| sqlx::Error::Protocol("route resolved before insert".into()))?;
         inquiry_ids.push(inquiry.id.as_uuid());
@@ -429,9 +446,15 @@ async fn insert_leads(
     for (_, envelope) in leads {
         let inquiry = &envelope.lead.inquiry;
         activity_leads.push(lead_of.get(&inquiry.id.as_uuid()).copied());
-        subjects.push(format!("{} inquiry via {}", inquiry.channel, text(&inquiry.source)));
+        subjects.push(format!(
+            "{} inquiry via {}",
+            inquiry.channel,
+            text(&inquiry.source)
+        ));
         occurred.push(inquiry.received_at);
-        data.push(json(&serde_json::json!({ "attachments": inquiry.attachments })));
+        data.push(json(
+            &serde_json::json!({ "attachments": inquiry.attachments }),
+        ));
     }
     sqlx::query(
         "INSERT INTO activities (lead_id, kind, channel, inquiry_id, subject, body, occurred_at, data)

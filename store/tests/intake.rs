@@ -68,7 +68,14 @@ async fn a_new_inquiry_becomes_a_lead_in_the_initial_stage_with_history_and_acti
     assert_eq!(detail.stage_history[0].from, None);
     assert_eq!(detail.activities.len(), 1);
     assert_eq!(detail.activities[0].kind, "inquiry");
-    assert_eq!(count(&pool, "SELECT count(*) FROM inquiries WHERE disposition = 'lead'").await, 1);
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM inquiries WHERE disposition = 'lead'"
+        )
+        .await,
+        1
+    );
 }
 
 #[sqlx::test(migrator = "store::MIGRATOR")]
@@ -103,7 +110,14 @@ async fn the_same_content_inside_its_window_is_a_duplicate_and_outside_it_a_new_
     assert!(matches!(outcomes[0], StoreOutcome::LeadCreated { .. }));
     assert_eq!(outcomes[1], StoreOutcome::Duplicate);
     assert!(matches!(outcomes[2], StoreOutcome::LeadCreated { .. }));
-    assert_eq!(count(&pool, "SELECT count(*) FROM inquiries WHERE duplicate_of IS NOT NULL").await, 1);
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM inquiries WHERE duplicate_of IS NOT NULL"
+        )
+        .await,
+        1
+    );
 }
 
 #[sqlx::test(migrator = "store::MIGRATOR")]
@@ -112,9 +126,19 @@ async fn spam_is_kept_as_an_inquiry_and_never_becomes_a_lead(pool: PgPool) {
     let mut spam = inquiry("bot@example.com", "website=http://x");
     spam.spam = Some("honeypot field `website` was filled".into());
     let e = envelope(spam);
-    assert_eq!(store.store_batch(&[&e]).await.unwrap(), vec![StoreOutcome::Spam]);
+    assert_eq!(
+        store.store_batch(&[&e]).await.unwrap(),
+        vec![StoreOutcome::Spam]
+    );
     assert_eq!(count(&pool, "SELECT count(*) FROM leads").await, 0);
-    assert_eq!(count(&pool, "SELECT count(*) FROM inquiries WHERE disposition = 'spam'").await, 1);
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM inquiries WHERE disposition = 'spam'"
+        )
+        .await,
+        1
+    );
 }
 
 #[sqlx::test(migrator = "store::MIGRATOR")]
@@ -143,7 +167,10 @@ async fn an_unknown_pipeline_is_a_permanent_error_naming_the_envelope(pool: PgPo
     let mut bad = envelope(inquiry("bad@example.it", "a=2"));
     bad.route.pipeline = "no-such-pipeline".into();
     match store.store_batch(&[&good, &bad]).await {
-        Err(SinkError::Permanent { index: Some(1), reason }) => {
+        Err(SinkError::Permanent {
+            index: Some(1),
+            reason,
+        }) => {
             assert!(reason.contains("no-such-pipeline"), "{reason}");
         }
         other => panic!("{other:?}"),
@@ -162,9 +189,18 @@ async fn an_idempotency_key_is_fresh_once_then_a_replay_or_a_conflict(pool: PgPo
         body_hash: hash,
         inquiry_id: id,
     };
-    assert_eq!(store.claim(claim(&[1; 32])).await.unwrap(), ClaimOutcome::Fresh);
-    assert_eq!(store.claim(claim(&[1; 32])).await.unwrap(), ClaimOutcome::Replay);
-    assert_eq!(store.claim(claim(&[2; 32])).await.unwrap(), ClaimOutcome::Conflict);
+    assert_eq!(
+        store.claim(claim(&[1; 32])).await.unwrap(),
+        ClaimOutcome::Fresh
+    );
+    assert_eq!(
+        store.claim(claim(&[1; 32])).await.unwrap(),
+        ClaimOutcome::Replay
+    );
+    assert_eq!(
+        store.claim(claim(&[2; 32])).await.unwrap(),
+        ClaimOutcome::Conflict
+    );
     let other_scope = KeyClaim {
         scope: "pl-kontakt",
         ..claim(&[2; 32])

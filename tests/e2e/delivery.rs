@@ -301,3 +301,97 @@ async fn sigterm_under_load_finishes_in_flight_work_and_exits_cleanly() {
     daemon.launch(true).await;
     assert_exactly_once(&daemon, &acked).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_goes_to_the_dead_letter_queue_with_its_error_and_the_shard_moves_on() {
+    use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
+    use lapin::types::AMQPValue;
+    use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+    let daemon = TestDaemon::start().await;
+    let conn = Connection::connect(&crate::support::amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("connect to RabbitMQ");
+    let channel = conn.create_channel().await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for shard in 0..2 {
+        let confirm = channel
+            .basic_publish(
+                format!("{}.intake", daemon.prefix).as_str().into(),
+                format!("shard.{shard}").as_str().into(),
+                BasicPublishOptions::default(),
+                b"{\"not\": \"an envelope\"",
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(confirm.is_ack());
+    }
+
+    let dead_queue = format!("{}.dead", daemon.prefix);
+    let mut dead = Vec::new();
+    for _ in 0..150 {
+        if let Some(message) = channel
+            .basic_get(dead_queue.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            dead.push(message);
+            if dead.len() == 2 {
+                break;
+            }
+            continue;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        dead.len(),
+        2,
+        "both poison messages dead-lettered\n{}",
+        daemon.log()
+    );
+    for message in &dead {
+        assert_eq!(message.delivery.data, b"{\"not\": \"an envelope\"");
+        let headers = message
+            .delivery
+            .properties
+            .headers()
+            .clone()
+            .unwrap_or_default();
+        let error = headers
+            .inner()
+            .iter()
+            .find(|(k, _)| k.as_str() == "x-leadpipe-error")
+            .and_then(|(_, v)| match v {
+                AMQPValue::LongString(s) => Some(s.to_string()),
+                _ => None,
+            })
+            .expect("the error is attached");
+        assert!(error.contains("undecodable envelope"), "{error}");
+    }
+    let _ = conn.close(200, "done".into()).await;
+
+    // The shards are not blocked.
+    let r = daemon
+        .post_form(
+            "en-contact",
+            Some(URLENCODED),
+            "name=After+Poison&email=after.poison%40example.com",
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 202);
+    let leads = daemon
+        .wait_for_leads(
+            "email=after.poison%40example.com",
+            1,
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(leads.len(), 1);
+}

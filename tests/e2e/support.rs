@@ -346,8 +346,8 @@ impl Drop for TestDaemon {
 async fn cleanup(db_name: &str, prefix: &str, config_path: &Path) {
     if let Ok(mut admin) = PgConnection::connect(&admin_database_url()).await {
         let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await;
+            .execute(&mut admin)
+            .await;
         let _ = admin.close().await;
     }
     if let Ok(conn) = Connection::connect(&amqp_url(), ConnectionProperties::default()).await {
