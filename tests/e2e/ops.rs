@@ -231,3 +231,80 @@ async fn database_connections_killed_underneath_are_replaced_without_losing_lead
     }
     assert!(ready, "ready again after the outage");
 }
+
+/// Names of the broker connections a daemon process opened (its connection names carry
+/// its pid).
+fn broker_connections_of(pid: u32) -> Vec<String> {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "list_connections", "name", "client_properties"])
+        .output()
+        .expect("rabbitmqctl");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|line| {
+            line.contains(&format!("leadpipe publisher {pid}\""))
+                || line.contains(&format!("leadpipe consumer {pid} "))
+        })
+        .filter_map(|line| line.split('\t').next().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_connections_closed_underneath_are_reopened_without_losing_leads() {
+    let daemon = TestDaemon::start().await;
+    let pid = daemon.pid().expect("a running daemon");
+    let first = daemon
+        .post_form(
+            "en-contact",
+            Some(URLENCODED),
+            "name=Vic&email=vic%40example.com",
+            &[],
+        )
+        .await;
+    assert_eq!(first.status, 202);
+    daemon.wait_for_leads("", 1, Duration::from_secs(30)).await;
+
+    let names = broker_connections_of(pid);
+    assert!(
+        names.len() >= 2,
+        "publisher and consumer connections: {names:?}"
+    );
+    for name in &names {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["-q", "close_connection", name, "closed by a leadpipe test"])
+            .status();
+    }
+
+    // While it reconnects intake may answer 503 (never 500); every 202 must be stored.
+    let mut accepted = 1;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut i = 0;
+    while accepted < 21 && std::time::Instant::now() < deadline {
+        let r = daemon
+            .post_form(
+                "en-contact",
+                Some(URLENCODED),
+                format!("name=Reconnect+{i}&email=reconnect{i}%40example.com"),
+                &[],
+            )
+            .await;
+        i += 1;
+        match r.status {
+            202 => accepted += 1,
+            503 => {
+                assert!(r.headers.contains_key("retry-after"));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => panic!("unexpected {other}: {}", r.text()),
+        }
+    }
+    assert_eq!(accepted, 21, "intake recovered\n{}", daemon.log());
+    let leads = daemon.wait_for_leads("", 21, Duration::from_secs(60)).await;
+    assert_eq!(leads.len(), 21, "{}", daemon.log());
+    assert!(
+        daemon.log().contains("reconnecting")
+            || daemon.log().contains("Connected to the message broker"),
+        "{}",
+        daemon.log()
+    );
+}

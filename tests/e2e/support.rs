@@ -226,6 +226,11 @@ impl TestDaemon {
         }
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Takes the process out of the handle (to signal and reap it elsewhere).
     pub fn take_child(&mut self) -> Option<Child> {
         self.child.take()
