@@ -580,6 +580,13 @@ mod tests {
         }
     }
 
+    /// Every raw number parses, with `region` as default, to its expected E.164 form.
+    fn assert_table(region: &str, cases: &[(&str, &str)]) {
+        for (raw, expected) in cases {
+            assert_eq!(e164(raw, region).as_deref(), Ok(*expected), "input {raw:?}");
+        }
+    }
+
     #[test]
     fn italian_numbers_keep_their_leading_zero_and_accept_both_prefixes() {
         let cases: &[(&str, &str)] = &[
@@ -590,9 +597,7 @@ mod tests {
             ("06/123456", "+3906123456"),
             ("347.123.4567", "+393471234567"),
         ];
-        for (raw, expected) in cases {
-            assert_eq!(e164(raw, "IT").as_deref(), Ok(*expected), "input {raw:?}");
-        }
+        assert_table("IT", cases);
     }
 
     #[test]
@@ -605,9 +610,7 @@ mod tests {
             ("22 628 12 34", "+48226281234"),
             ("48 601 234 567", "+48601234567"),
         ];
-        for (raw, expected) in cases {
-            assert_eq!(e164(raw, "PL").as_deref(), Ok(*expected), "input {raw:?}");
-        }
+        assert_table("PL", cases);
     }
 
     #[test]
@@ -619,9 +622,7 @@ mod tests {
             ("024 3825 1234", "+842438251234"),
             ("+84 (0) 90 123 4567", "+84901234567"),
         ];
-        for (raw, expected) in cases {
-            assert_eq!(e164(raw, "VN").as_deref(), Ok(*expected), "input {raw:?}");
-        }
+        assert_table("VN", cases);
     }
 
     #[test]
@@ -635,9 +636,7 @@ mod tests {
             ("011 44 20 7946 0958", "+442079460958"),
             ("011 48 22 628 12 34", "+48226281234"),
         ];
-        for (raw, expected) in cases {
-            assert_eq!(e164(raw, "US").as_deref(), Ok(*expected), "input {raw:?}");
-        }
+        assert_table("US", cases);
     }
 
     #[test]
@@ -649,9 +648,7 @@ mod tests {
             ("0044 113 496 0000", "+441134960000"),
             ("(0113) 496 0000", "+441134960000"),
         ];
-        for (raw, expected) in cases {
-            assert_eq!(e164(raw, "GB").as_deref(), Ok(*expected), "input {raw:?}");
-        }
+        assert_table("GB", cases);
     }
 
     #[test]
