@@ -45,6 +45,26 @@ enum Command {
     Migrate,
     /// Check the configuration, print every problem with its key, and exit non-zero if any.
     CheckConfig,
+    /// Inspect or replay the dead-letter queue (messages that could not be stored).
+    #[command(subcommand)]
+    DeadLetters(DeadLetters),
+}
+
+#[derive(Subcommand)]
+enum DeadLetters {
+    /// Show how many messages are dead-lettered and why, without removing them.
+    List {
+        /// Show at most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Route each dead letter again with the current configuration and publish it back
+    /// to its shard; undecodable ones stay. Fix the cause first.
+    Replay {
+        /// Replay at most this many.
+        #[arg(long, default_value_t = 100_000)]
+        limit: u32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -91,6 +111,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve => serve(settings).await,
             Command::Migrate => migrate(settings).await,
+            Command::DeadLetters(action) => dead_letters(settings, action).await,
             Command::CheckConfig => Ok(()),
         }
     });
@@ -123,5 +144,34 @@ async fn migrate(settings: Settings) -> anyhow::Result<()> {
     store.migrate().await?;
     println!("Migrations applied.");
     store.close().await;
+    Ok(())
+}
+
+async fn dead_letters(settings: Settings, action: DeadLetters) -> anyhow::Result<()> {
+    match action {
+        DeadLetters::List { limit } => {
+            let (total, letters) = router::dead::list(&settings.amqp, limit).await?;
+            println!("{total} message(s) in the dead-letter queue.");
+            for letter in letters {
+                println!(
+                    "- {} from {}: {}",
+                    letter.message_id.as_deref().unwrap_or("(no id)"),
+                    letter.queue.as_deref().unwrap_or("(unknown queue)"),
+                    letter.error
+                );
+            }
+        }
+        DeadLetters::Replay { limit } => {
+            let routes = router::Router::new(settings.routing.clone());
+            let report = router::dead::replay(&settings.amqp, limit, |envelope| {
+                envelope.route = routes.route(&envelope.lead);
+            })
+            .await?;
+            println!(
+                "Replayed {} message(s); {} undecodable one(s) kept in the dead-letter queue.",
+                report.replayed, report.kept
+            );
+        }
+    }
     Ok(())
 }

@@ -9,11 +9,13 @@
 //! - [`publisher`]: publishes with publisher confirms; reconnects with backoff.
 //! - [`consumer`]: consumes shard queues in batches, hands them to a [`BatchSink`] and
 //!   acks only what the sink committed; poison messages go to the dead-letter queue.
+//! - [`dead`]: listing and replaying the dead-letter queue.
 //! - [`backoff`]: the shared reconnect delay policy.
 
 pub mod backoff;
 pub mod config;
 pub mod consumer;
+pub mod dead;
 pub mod envelope;
 pub mod publisher;
 pub mod routing;

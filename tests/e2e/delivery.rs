@@ -395,3 +395,72 @@ async fn a_poison_message_goes_to_the_dead_letter_queue_with_its_error_and_the_s
         .await;
     assert_eq!(leads.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lead_dead_lettered_for_a_bad_route_is_filed_after_the_fix_and_a_replay() {
+    let mut daemon = TestDaemon::start_with(crate::support::Options {
+        extra_config: "[routing]\npipeline = \"no-such-pipeline\"\n".into(),
+        ..Default::default()
+    })
+    .await;
+    let r = daemon
+        .post_form(
+            "it-contatti",
+            Some(URLENCODED),
+            "nome=Rita&cognome=Lodi&email=rita.lodi%40example.it",
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    // The consumer cannot file it and dead-letters it with the reason.
+    let mut dead = false;
+    for _ in 0..100 {
+        if daemon
+            .get("/metrics")
+            .await
+            .text()
+            .contains("leadpipe_dead_lettered_total{")
+        {
+            dead = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(dead, "{}", daemon.log());
+    daemon.kill();
+
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadpipe"))
+            .args(args)
+            .arg("--config")
+            .arg(&daemon.config_path)
+            .output()
+            .expect("run leadpipe");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = cli(&["dead-letters", "list"]);
+    assert!(listed.contains("1 message(s)"), "{listed}");
+    assert!(listed.contains("no-such-pipeline"), "{listed}");
+
+    // The operator fixes the route, replays, and starts the daemon again.
+    let config = std::fs::read_to_string(&daemon.config_path).unwrap();
+    std::fs::write(
+        &daemon.config_path,
+        config.replace("pipeline = \"no-such-pipeline\"", "pipeline = \"default\""),
+    )
+    .unwrap();
+    let replayed = cli(&["dead-letters", "replay"]);
+    assert!(replayed.contains("Replayed 1 message(s)"), "{replayed}");
+    assert!(cli(&["dead-letters", "list"]).contains("0 message(s)"));
+    daemon.launch(true).await;
+    let leads = daemon
+        .wait_for_leads("email=rita.lodi%40example.it", 1, Duration::from_secs(30))
+        .await;
+    assert_eq!(leads.len(), 1, "{}", daemon.log());
+    assert_eq!(leads[0]["pipeline"], "default");
+}

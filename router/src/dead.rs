@@ -1,0 +1,202 @@
+//! The dead-letter queue: what is in it, and putting it back through the pipeline once
+//! the cause is fixed.
+
+use std::time::Duration;
+
+use lapin::options::{
+    BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
+
+use crate::config::AmqpConfig;
+use crate::envelope::Envelope;
+use crate::routing::shard_for;
+use crate::topology::Topology;
+
+/// One dead-lettered message, as shown to an operator.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// The message id (the inquiry id), when set.
+    pub message_id: Option<String>,
+    /// Why it was dead-lettered (`x-leadpipe-error`, or the broker's `x-death` reason).
+    pub error: String,
+    /// The queue it came from.
+    pub queue: Option<String>,
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// Messages published back to their shard and removed from the dead-letter queue.
+    pub replayed: u64,
+    /// Messages left in the dead-letter queue because they cannot be decoded.
+    pub kept: u64,
+}
+
+/// Why the dead-letter queue could not be read or replayed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeadLetterError {
+    /// The broker failed.
+    #[error("message broker: {0}")]
+    Broker(#[from] lapin::Error),
+    /// The broker did not take a replayed message.
+    #[error(
+        "the broker did not confirm a replayed message ({0}); it stays in the dead-letter queue"
+    )]
+    NotConfirmed(String),
+}
+
+fn header_text(headers: &FieldTable, name: &str) -> Option<String> {
+    headers
+        .inner()
+        .iter()
+        .find(|(k, _)| k.as_str() == name)
+        .and_then(|(_, v)| match v {
+            AMQPValue::LongString(s) => Some(s.to_string()),
+            AMQPValue::ShortString(s) => Some(s.to_string()),
+            _ => None,
+        })
+}
+
+fn describe(properties: &BasicProperties) -> DeadLetter {
+    let headers = properties.headers().clone().unwrap_or_default();
+    let error = header_text(&headers, "x-leadpipe-error")
+        .or_else(|| {
+            header_text(&headers, "x-first-death-reason")
+                .map(|r| format!("dead-lettered by the broker: {r}"))
+        })
+        .unwrap_or_else(|| "no reason recorded".into());
+    DeadLetter {
+        message_id: properties.message_id().as_ref().map(|s| s.to_string()),
+        error,
+        queue: header_text(&headers, "x-leadpipe-queue")
+            .or_else(|| header_text(&headers, "x-first-death-queue")),
+    }
+}
+
+async fn open(config: &AmqpConfig) -> Result<(Connection, lapin::Channel, u32), DeadLetterError> {
+    let topology = Topology::new(config);
+    let props = ConnectionProperties::default()
+        .with_connection_name(format!("leadpipe dead-letters {}", std::process::id()).into());
+    let connection = Connection::connect(&config.url, props).await?;
+    let channel = connection.create_channel().await?;
+    topology.declare(&channel).await?;
+    let queue = channel
+        .queue_declare(
+            topology.dead_queue().as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((connection, channel, queue.message_count()))
+}
+
+/// Lists up to `limit` dead letters without removing them.
+pub async fn list(
+    config: &AmqpConfig,
+    limit: u32,
+) -> Result<(u32, Vec<DeadLetter>), DeadLetterError> {
+    let (connection, channel, total) = open(config).await?;
+    let queue = Topology::new(config).dead_queue();
+    let mut out = Vec::new();
+    for _ in 0..total.min(limit) {
+        let Some(message) = channel
+            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
+            .await?
+        else {
+            break;
+        };
+        out.push(describe(&message.delivery.properties));
+    }
+    // Closing without acking returns every message to the queue, in order.
+    let _ = channel.close(200, "listed".into()).await;
+    let _ = connection.close(200, "listed".into()).await;
+    Ok((total, out))
+}
+
+/// Publishes each dead letter back to the shard of its lead (after `reroute` updated its
+/// route with the current rules), with confirms, and removes it from the dead-letter
+/// queue. Messages that cannot be decoded stay where they are.
+pub async fn replay(
+    config: &AmqpConfig,
+    limit: u32,
+    reroute: impl Fn(&mut Envelope),
+) -> Result<ReplayReport, DeadLetterError> {
+    let (connection, channel, total) = open(config).await?;
+    let topology = Topology::new(config);
+    let publish = connection.create_channel().await?;
+    publish
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let mut report = ReplayReport::default();
+    // Each message present at the start is looked at once, so kept ones are not looped.
+    for _ in 0..total.min(limit) {
+        let Some(message) = channel
+            .basic_get(
+                topology.dead_queue().as_str().into(),
+                BasicGetOptions { no_ack: false },
+            )
+            .await?
+        else {
+            break;
+        };
+        let delivery = message.delivery;
+        let mut envelope = match Envelope::from_bytes(&delivery.data) {
+            Ok(envelope) => envelope,
+            Err(reason) => {
+                tracing::warn!(%reason, "Keeping an undecodable dead letter.");
+                channel
+                    .basic_nack(
+                        delivery.delivery_tag,
+                        BasicNackOptions {
+                            requeue: true,
+                            ..BasicNackOptions::default()
+                        },
+                    )
+                    .await?;
+                report.kept += 1;
+                continue;
+            }
+        };
+        reroute(&mut envelope);
+        let shard = shard_for(&envelope.lead.primary_key(), topology.shards());
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_message_id(envelope.lead.inquiry.id.to_string().into());
+        let confirmation = tokio::time::timeout(Duration::from_secs(30), async {
+            publish
+                .basic_publish(
+                    topology.intake_exchange().as_str().into(),
+                    topology.shard_routing_key(shard).as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    &envelope.to_bytes(),
+                    properties,
+                )
+                .await?
+                .await
+        })
+        .await
+        .map_err(|_| DeadLetterError::NotConfirmed("timed out".into()))??;
+        match confirmation {
+            Confirmation::Ack(None) => {
+                channel
+                    .basic_ack(delivery.delivery_tag, BasicAckOptions::default())
+                    .await?;
+                report.replayed += 1;
+            }
+            other => return Err(DeadLetterError::NotConfirmed(format!("{other:?}"))),
+        }
+    }
+    let _ = channel.close(200, "replayed".into()).await;
+    let _ = connection.close(200, "replayed".into()).await;
+    Ok(report)
+}
