@@ -51,6 +51,7 @@ pub fn routes(state: ApiState) -> Router {
     let protected = Router::new()
         .route("/v1/leads", get(list_leads))
         .route("/v1/leads/{id}", get(get_lead))
+        .merge(crate::clients_api::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     Router::new()
         .merge(protected)
@@ -102,11 +103,13 @@ async fn require_admin(State(state): State<ApiState>, request: Request, next: Ne
     }
 }
 
-fn bad_query(message: String) -> Problem {
+/// A 400 for a query string that cannot be used.
+pub(crate) fn bad_query(message: String) -> Problem {
     Problem::new(StatusCode::BAD_REQUEST, "bad_query", message)
 }
 
-fn store_problem(error: StoreError) -> Problem {
+/// A database failure as an HTTP answer.
+pub(crate) fn store_problem(error: StoreError) -> Problem {
     if error.is_transient() {
         let mut p = Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -5,9 +5,11 @@
 //! - [`telemetry`]: logs (human or JSON) and the Prometheus recorder.
 //! - [`pipeline`]: the intake sink: normalise, route, publish, wait for the confirm.
 //! - [`api`]: the ops API (`/v1/leads`) and health endpoints.
+//! - [`clients_api`]: `/v1/contacts` and `/v1/companies`.
 //! - [`startup`]: builds everything, serves, and shuts down in order.
 
 pub mod api;
+pub mod clients_api;
 pub mod pipeline;
 pub mod settings;
 pub mod startup;

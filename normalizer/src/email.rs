@@ -6,12 +6,18 @@
 //! to use treats them that way, and matching leads on an address that differs
 //! only in case would split one person into two leads. Dots and `+tags` are
 //! kept because whether they matter is provider-specific.
+//!
+//! The domain is put in its canonical internationalised form (UTS 46
+//! mapping, Unicode rather than Punycode labels), so `josé@exämple.de` and
+//! `josé@xn--exmple-cua.de` are one address; the Unicode form is kept because
+//! people read these addresses.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::char::is_combining_mark;
 
 /// Longest address that fits in an SMTP forward-path (RFC 5321 §4.5.3.1).
 const MAX_ADDRESS_CHARS: usize = 254;
@@ -20,7 +26,8 @@ const MAX_LOCAL_CHARS: usize = 64;
 /// Longest DNS label (RFC 1035 §2.3.4).
 const MAX_LABEL_CHARS: usize = 63;
 
-/// A syntactically valid, normalised (trimmed, NFC, lower-case) email address.
+/// A syntactically valid, normalised (trimmed, NFC, lower-case, canonical
+/// Unicode domain) email address.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct EmailAddress(String);
@@ -76,6 +83,10 @@ pub enum InvalidEmail {
     /// The top-level label is numeric, which no real top-level domain is.
     #[error("top-level domain {0:?} is all digits")]
     NumericTopLevelDomain(String),
+    /// The domain is not a valid internationalised domain name (UTS 46), for
+    /// example a broken `xn--` label or a disallowed character.
+    #[error("domain {0:?} is not a valid internationalised domain name")]
+    InvalidInternationalDomain(String),
 }
 
 impl EmailAddress {
@@ -85,23 +96,29 @@ impl EmailAddress {
         if trimmed.is_empty() {
             return Err(InvalidEmail::Empty);
         }
-        // Lower-casing can leave a string that is no longer NFC (e.g. 'İ'
-        // becomes "i" + combining dot), so compose once more afterwards; this
-        // also keeps parsing idempotent.
         let composed: String = trimmed.nfc().collect();
-        let address: String = composed.to_lowercase().nfc().collect();
-
-        if address.chars().count() > MAX_ADDRESS_CHARS {
-            return Err(InvalidEmail::TooLong);
-        }
-        let mut parts = address.split('@');
+        let mut parts = composed.split('@');
         let (local, domain) = match (parts.next(), parts.next(), parts.next()) {
             (Some(local), Some(domain), None) => (local, domain),
             (_, None, _) => return Err(InvalidEmail::NoAt),
             _ => return Err(InvalidEmail::MultipleAt),
         };
-        check_local_part(local)?;
-        check_domain(domain)?;
+        // Lower-casing can leave a string that is no longer NFC (e.g. 'İ'
+        // becomes "i" + combining dot), so compose once more afterwards; this
+        // also keeps parsing idempotent.
+        let local: String = local.to_lowercase().nfc().collect();
+        // The domain gets UTS 46 instead of plain lower-casing: it also maps
+        // Punycode, full-width and compatibility spellings to one form.
+        let domain = map_domain(domain)?;
+        let address = format!("{local}@{domain}");
+
+        // Measured on the canonical form, so that every spelling of one
+        // address (Punycode is longer) is accepted or rejected alike.
+        if address.chars().count() > MAX_ADDRESS_CHARS {
+            return Err(InvalidEmail::TooLong);
+        }
+        check_local_part(&local)?;
+        check_domain(&domain)?;
         Ok(EmailAddress(address))
     }
 
@@ -148,6 +165,26 @@ fn is_local_char(c: char) -> bool {
         || (!c.is_ascii() && c.is_alphabetic())
 }
 
+/// Canonical form of a host name: UTS 46 mapped, Unicode labels, checked.
+///
+/// Shared with [`crate::company::domain_key`] so that a company's website and
+/// its people's addresses give the same domain.
+pub(crate) fn canonical_domain(raw: &str) -> Result<String, InvalidEmail> {
+    let domain = map_domain(raw)?;
+    check_domain(&domain)?;
+    Ok(domain)
+}
+
+/// UTS 46 ToUnicode (lower-casing, NFC, Punycode decoding); ASCII is left to
+/// [`check_domain`], so that a stray `_` or `>` is reported as that character.
+fn map_domain(raw: &str) -> Result<String, InvalidEmail> {
+    let (mapped, result) = idna::domain_to_unicode(raw);
+    match result {
+        Ok(()) => Ok(mapped),
+        Err(_) => Err(InvalidEmail::InvalidInternationalDomain(raw.to_owned())),
+    }
+}
+
 fn check_domain(domain: &str) -> Result<(), InvalidEmail> {
     if domain.is_empty() {
         return Err(InvalidEmail::EmptyDomain);
@@ -176,10 +213,14 @@ fn check_domain(domain: &str) -> Result<(), InvalidEmail> {
     Ok(())
 }
 
-/// Host-name characters (RFC 1123), plus non-ASCII letters for IDNs kept in
-/// their Unicode form.
+/// Host-name characters (RFC 1123), plus non-ASCII letters and combining
+/// marks for IDNs kept in their Unicode form: UTS 46 has already vetted
+/// those, but lets symbols such as emoji through, which no business uses.
 fn is_domain_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '-' || c == '.' || (!c.is_ascii() && c.is_alphabetic())
+    c.is_ascii_alphanumeric()
+        || c == '-'
+        || c == '.'
+        || (!c.is_ascii() && (c.is_alphabetic() || is_combining_mark(c)))
 }
 
 impl fmt::Display for EmailAddress {
@@ -246,6 +287,19 @@ mod tests {
             ("\tTRAN.THI.MAI@FPT.COM.VN\n", "tran.thi.mai@fpt.com.vn"),
             ("ŁUKASZ@WP.PL", "łukasz@wp.pl"),
             ("用户@例子.中国", "用户@例子.中国"),
+            // Internationalised domains: Punycode and upper case are mapped to
+            // the lower-case Unicode form (UTS 46).
+            ("josé@xn--exmple-cua.de", "josé@exämple.de"),
+            ("JOSÉ@XN--EXMPLE-CUA.DE", "josé@exämple.de"),
+            ("JOSÉ@EXÄMPLE.DE", "josé@exämple.de"),
+            ("biuro@ŻÓŁW.PL", "biuro@żółw.pl"),
+            ("lien.he@xn--vit-nam-zv4c.vn", "lien.he@việt-nam.vn"),
+            ("a@ｅｘａｍｐｌｅ。ｃｏｍ", "a@example.com"),
+            ("info@ΣΑΣ.gr", "info@σασ.gr"),
+            // Scripts whose letters carry combining marks (Thai tone marks,
+            // Devanagari virama) are valid host names.
+            ("a@ตัวอย่าง.ไทย", "a@ตัวอย่าง.ไทย"),
+            ("a@हिन्दी.भारत", "a@हिन्दी.भारत"),
         ];
         for (raw, expected) in cases {
             let parsed = EmailAddress::parse(raw);
@@ -302,6 +356,20 @@ mod tests {
                 InvalidEmail::DomainLabelTooLong("b".repeat(64)),
             ),
             (&long_total, InvalidEmail::TooLong),
+            (
+                "a@xn--abc.com",
+                InvalidEmail::InvalidInternationalDomain("xn--abc.com".into()),
+            ),
+            (
+                "a@XN--ABC.com",
+                InvalidEmail::InvalidInternationalDomain("XN--ABC.com".into()),
+            ),
+            (
+                "a@\u{301}x.com",
+                InvalidEmail::InvalidInternationalDomain("\u{301}x.com".into()),
+            ),
+            ("a@😀.com", InvalidEmail::DomainCharacter('😀')),
+            ("a@ex\u{a0}ample.com", InvalidEmail::DomainCharacter(' ')),
         ];
         for (raw, expected) in cases {
             assert_eq!(EmailAddress::parse(raw), Err(expected), "input {raw:?}");
@@ -309,10 +377,39 @@ mod tests {
     }
 
     #[test]
+    fn unicode_and_punycode_spellings_of_a_domain_are_the_same_address() {
+        let unicode = EmailAddress::parse("josé@exämple.de").unwrap();
+        let punycode = EmailAddress::parse("josé@xn--exmple-cua.de").unwrap();
+        let shouted = EmailAddress::parse("José@EXÄMPLE.DE").unwrap();
+        assert_eq!(unicode, punycode);
+        assert_eq!(unicode, shouted);
+        assert_eq!(punycode.domain(), "exämple.de");
+        assert_eq!(
+            canonical_domain("XN--EXMPLE-CUA.DE").as_deref(),
+            Ok("exämple.de")
+        );
+    }
+
+    #[test]
+    fn the_length_limit_applies_to_the_canonical_form() {
+        // Punycode is longer than the Unicode it encodes: both spellings of
+        // one address must get the same answer.
+        let unicode = format!("a@{}.de", vec!["ä".repeat(60); 4].join("."));
+        let ascii = format!("a@{}", idna::domain_to_ascii(&unicode[2..]).unwrap());
+        assert!(ascii.chars().count() > MAX_ADDRESS_CHARS, "{ascii}");
+        let parsed = EmailAddress::parse(&unicode).unwrap();
+        assert_eq!(EmailAddress::parse(&ascii), Ok(parsed));
+    }
+
+    #[test]
     fn error_messages_say_what_is_wrong() {
         let message = |raw: &str| EmailAddress::parse(raw).unwrap_err().to_string();
         assert_eq!(message("roberta.gallo(at)libero.it"), "no @ in the address");
         assert_eq!(message("x@localhost"), "domain has no dot");
+        assert_eq!(
+            message("a@xn--abc.com"),
+            "domain \"xn--abc.com\" is not a valid internationalised domain name"
+        );
         assert_eq!(
             message("a b@example.com"),
             "the part before the @ contains the character ' ', which is not allowed there"

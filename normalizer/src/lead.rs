@@ -5,11 +5,12 @@ use std::fmt;
 use ingest::{FieldProblem, Inquiry};
 use serde::{Deserialize, Serialize};
 
+use crate::company::{company_key, domain_key};
 use crate::email::EmailAddress;
 use crate::phone::{PhoneE164, Region, parse_phone};
 use crate::text::{clean_text, join_name};
 
-/// A key that says "this is the same person or company" when two leads share it.
+/// A key that says "this is the same person" when two leads or contacts share it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "value", rename_all = "snake_case")]
 pub enum IdentityKey {
@@ -17,6 +18,28 @@ pub enum IdentityKey {
     Email(String),
     /// An E.164 phone number.
     Phone(String),
+    /// A messenger account: the platform and its user id (`telegram:12345`).
+    Messenger(String),
+}
+
+/// A key that says "this is the same company".
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum CompanyKey {
+    /// The company's own domain (from its website or a non-free-mail address).
+    Domain(String),
+    /// The company name folded, legal form removed.
+    Name(String),
+}
+
+impl CompanyKey {
+    /// The key as one string, e.g. `domain:example.it`, `name:fabbri arredamenti`.
+    pub fn as_key(&self) -> String {
+        match self {
+            CompanyKey::Domain(v) => format!("domain:{v}"),
+            CompanyKey::Name(v) => format!("name:{v}"),
+        }
+    }
 }
 
 impl IdentityKey {
@@ -31,6 +54,7 @@ impl fmt::Display for IdentityKey {
         match self {
             IdentityKey::Email(v) => write!(f, "email:{v}"),
             IdentityKey::Phone(v) => write!(f, "phone:{v}"),
+            IdentityKey::Messenger(v) => write!(f, "messenger:{v}"),
         }
     }
 }
@@ -56,6 +80,9 @@ pub struct Lead {
     pub problems: Vec<FieldProblem>,
     /// Keys that identify the person, strongest first.
     pub identity_keys: Vec<IdentityKey>,
+    /// Keys that identify the person's company, strongest first.
+    #[serde(default)]
+    pub company_keys: Vec<CompanyKey>,
 }
 
 impl Lead {
@@ -140,15 +167,54 @@ pub fn normalize(inquiry: Inquiry) -> Lead {
         identity_keys.push(IdentityKey::Phone(phone.as_str().to_owned()));
     }
 
+    let company = hints.company.as_deref().and_then(clean_text);
+    let mut company_keys = Vec::new();
+    if let Some(domain) = email.as_ref().and_then(|e| domain_key(e.domain())) {
+        company_keys.push(CompanyKey::Domain(domain));
+    }
+    if let Some(key) = company.as_deref().and_then(company_key) {
+        company_keys.push(CompanyKey::Name(key));
+    }
+
     Lead {
         name,
         email,
         phone,
         phone_extension,
-        company: hints.company.as_deref().and_then(clean_text),
+        company,
         message: inquiry.message.as_deref().and_then(clean_text),
         problems,
         identity_keys,
+        company_keys,
         inquiry,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    /// A lead with an empty inquiry, for rule tests.
+    pub(crate) fn lead() -> Lead {
+        let inquiry = Inquiry {
+            id: ingest::InquiryId::new_unique(),
+            channel: ingest::Channel::Form,
+            source: "test".into(),
+            external_id: None,
+            received_at: chrono::Utc::now(),
+            default_region: None,
+            contact: ingest::ContactHints::default(),
+            message: None,
+            utm: Default::default(),
+            fields: Default::default(),
+            attachments: Vec::new(),
+            spam: None,
+            dedup: None,
+            raw: ingest::RawPayload {
+                content_type: None,
+                body: Default::default(),
+            },
+        };
+        normalize(inquiry)
     }
 }

@@ -5,6 +5,7 @@
 //!
 //! # Layout
 //!
+//! - [`company`]: company keys from names ([`company_key`]) and domains ([`domain_key`], [`is_free_mail`]).
 //! - [`email`]: validates email addresses and normalises them (trim, NFC,
 //!   lower case) into [`EmailAddress`].
 //! - [`phone`]: turns typed phone numbers into E.164 ([`PhoneE164`]) plus an
@@ -12,15 +13,19 @@
 //! - [`text`]: cleans free-text fields and builds display names
 //!   ([`clean_text`], [`join_name`]) and folds text into matching keys
 //!   ([`fold_key`]).
+//! - [`matching`]: the matching rules (same person? known client?) over a [`matching::Directory`].
 //! - [`lead`]: from an inquiry to a [`Lead`]: cleaned contact data and identity keys.
 
+pub mod company;
 pub mod email;
 pub mod lead;
+pub mod matching;
 pub mod phone;
 pub mod text;
 
+pub use company::{company_key, domain_key, is_free_mail};
 pub use email::{EmailAddress, InvalidEmail};
-pub use lead::{IdentityKey, Lead, normalize};
+pub use lead::{CompanyKey, IdentityKey, Lead, normalize};
 pub use phone::{
     InvalidE164, InvalidPhone, InvalidRegion, ParsedPhone, PhoneE164, Region, parse_phone,
     split_extension, warm_up,

@@ -38,6 +38,11 @@ pub enum StoreOutcome {
         /// Its id.
         lead_id: i64,
     },
+    /// The inquiry was added to an open lead of the same person.
+    Merged {
+        /// The lead it joined.
+        lead_id: i64,
+    },
     /// The inquiry id was already stored: a redelivery or replay, nothing changed.
     Replay,
     /// The same content reached the same source inside its window: kept, no new lead.
@@ -51,6 +56,7 @@ impl StoreOutcome {
     pub fn label(&self) -> &'static str {
         match self {
             StoreOutcome::LeadCreated { .. } => "lead_created",
+            StoreOutcome::Merged { .. } => "merged",
             StoreOutcome::Replay => "replay",
             StoreOutcome::Duplicate => "duplicate",
             StoreOutcome::Spam => "spam",

@@ -18,6 +18,9 @@ pub enum StoreError {
     /// A referenced row does not exist.
     #[error("not found: {0}")]
     NotFound(String),
+    /// The data collides with what is stored (a unique key is taken).
+    #[error("conflict: {0}")]
+    Conflict(String),
 }
 
 impl StoreError {
@@ -39,6 +42,8 @@ impl From<sqlx::Error> for StoreError {
                     .any(|class| code.starts_with(class));
                 if transient {
                     StoreError::Unavailable(format!("{error} (SQLSTATE {code})"))
+                } else if code == "23505" {
+                    StoreError::Conflict(format!("{error} (SQLSTATE {code})"))
                 } else if code == "23503" {
                     StoreError::NotFound(format!("{error} (SQLSTATE {code})"))
                 } else {

@@ -3,16 +3,23 @@
 //! Per envelope, in batch order: a replay (inquiry id already stored, or earlier in the
 //! batch) changes nothing; spam is kept as an inquiry without a lead; the same content
 //! from the same source inside its window is kept as a duplicate of the first; anything
-//! else becomes a lead in its pipeline's initial stage, with the stage-history row and the
-//! inquiry as its first activity.
+//! else goes through the matching rules (`normalizer::matching`): merged into an open lead
+//! of the same person, or filed as a new lead (a repeat lead when the person or company
+//! is a known client) with its first stage-history row, and the inquiry as an activity.
+//!
+//! Before looking anything up, the transaction takes advisory locks on every person key
+//! and content key of the batch, in sorted order: two consumers (or replicas) filing the
+//! same person at the same moment take turns, so they end with one open lead.
 //!
 //! The statements are per batch, not per lead (arrays through `unnest`), so a batch of
 //! two hundred costs about as many round trips as a batch of one.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use normalizer::matching::{Decision as MatchDecision, Directory, Match, decide};
+use normalizer::{CompanyKey, IdentityKey};
 use router::{BatchSink, Envelope, SinkError, StoreOutcome};
 use sqlx::types::Json;
 use sqlx::{Postgres, Row, Transaction};
@@ -48,12 +55,47 @@ struct Placement {
 type ContentKey = (String, String);
 
 /// What becomes of one envelope, decided before anything is written.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Decision {
+#[derive(Clone, PartialEq, Eq)]
+enum Plan {
     Replay,
     Spam,
     Duplicate(Uuid),
-    Lead,
+    /// A lead decision; a merge target below zero is a lead created earlier in this batch
+    /// (`-1 - index`).
+    Lead(MatchDecision),
+}
+
+/// What the batch's look-ups found, kept up to date as the batch is decided so that later
+/// envelopes see the leads earlier ones create.
+#[derive(Default)]
+struct Snapshot {
+    open: HashMap<String, i64>,
+    closed: HashMap<String, i64>,
+    contacts: HashMap<String, i64>,
+    contact_leads: HashMap<i64, i64>,
+    contact_company: HashMap<i64, i64>,
+    companies: HashMap<String, i64>,
+}
+
+impl Directory for Snapshot {
+    fn open_lead(&self, key: &IdentityKey) -> Option<i64> {
+        self.open.get(&key.as_key()).copied()
+    }
+    fn contact(&self, key: &IdentityKey) -> Option<i64> {
+        self.contacts.get(&key.as_key()).copied()
+    }
+    fn open_lead_of_contact(&self, contact_id: i64) -> Option<i64> {
+        self.contact_leads.get(&contact_id).copied()
+    }
+    fn company_of_contact(&self, contact_id: i64) -> Option<i64> {
+        self.contact_company.get(&contact_id).copied()
+    }
+    fn company(&self, key: &CompanyKey) -> Option<i64> {
+        self.companies.get(&key.as_key()).copied()
+    }
+    fn closed_lead(&self, key: &IdentityKey) -> Option<i64> {
+        self.closed.get(&key.as_key()).copied()
+    }
 }
 
 #[async_trait]
@@ -92,16 +134,29 @@ async fn file_batch(
 ) -> Result<Vec<StoreOutcome>, SinkError> {
     let db = |e: sqlx::Error| classify(e.into(), None);
 
-    // Replicas may file the same content at once; the locks make check and insert one
-    // step per key. Sorted, so two batches never wait on each other in a cycle.
-    let mut lock_keys: Vec<String> = batch
+    let person_keys: Vec<String> = batch
+        .iter()
+        .flat_map(|e| e.lead.identity_keys.iter().map(IdentityKey::as_key))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let company_keys: Vec<String> = batch
+        .iter()
+        .flat_map(|e| e.lead.company_keys.iter().map(CompanyKey::as_key))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+
+    // Sorted, so two batches never wait on each other in a cycle.
+    let lock_keys: Vec<String> = batch
         .iter()
         .map(|e| &e.lead.inquiry)
         .filter(|i| i.spam.is_none())
         .filter_map(|i| i.dedup.as_ref().map(|d| dedup_lock_key(&i.source, &d.key)))
+        .chain(person_keys.iter().map(|k| format!("person\u{1f}{k}")))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
         .collect();
-    lock_keys.sort();
-    lock_keys.dedup();
     if !lock_keys.is_empty() {
         sqlx::query(
             "SELECT pg_advisory_xact_lock(hashtextextended(k, 0))
@@ -123,71 +178,44 @@ async fn file_batch(
             .into_iter()
             .collect();
 
-    // Earlier inquiries with the same content, to tell a double click from a new lead.
-    let (sources, keys): (Vec<String>, Vec<String>) = batch
-        .iter()
-        .map(|e| &e.lead.inquiry)
-        .filter_map(|i| i.dedup.as_ref().map(|d| (text(&i.source), d.key.clone())))
-        .unzip();
-    let mut originals: HashMap<ContentKey, Vec<(Uuid, DateTime<Utc>)>> = HashMap::new();
-    if !keys.is_empty() {
-        let rows = sqlx::query(
-            "SELECT i.source, i.dedup_key, i.id, i.received_at FROM inquiries i
-             JOIN unnest($1::text[], $2::text[]) AS k(source, dedup_key)
-               ON i.source = k.source AND i.dedup_key = k.dedup_key
-             WHERE i.disposition <> 'duplicate'",
-        )
-        .bind(&sources)
-        .bind(&keys)
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(db)?;
-        for row in rows {
-            let entry = (
-                row.try_get::<String, _>("source").map_err(db)?,
-                row.try_get::<String, _>("dedup_key").map_err(db)?,
-            );
-            originals.entry(entry).or_default().push((
-                row.try_get("id").map_err(db)?,
-                row.try_get("received_at").map_err(db)?,
-            ));
-        }
-    }
+    let mut originals = content_originals(tx, batch).await.map_err(db)?;
+    let mut snapshot = look_up(tx, &person_keys, &company_keys).await.map_err(db)?;
 
     let mut seen = HashSet::new();
-    let mut decisions = Vec::with_capacity(batch.len());
-    for envelope in batch {
+    let mut plans = Vec::with_capacity(batch.len());
+    for (index, envelope) in batch.iter().enumerate() {
         let inquiry = &envelope.lead.inquiry;
         let id = inquiry.id.as_uuid();
-        let decision = if stored.contains(&id) || !seen.insert(id) {
-            Decision::Replay
+        let plan = if stored.contains(&id) || !seen.insert(id) {
+            Plan::Replay
         } else if inquiry.spam.is_some() {
-            Decision::Spam
-        } else if let Some(dedup) = &inquiry.dedup {
-            let window = chrono::Duration::seconds(i64::from(dedup.window_secs));
-            let entry = originals
-                .entry((text(&inquiry.source), dedup.key.clone()))
-                .or_default();
-            match entry
-                .iter()
-                .find(|(_, at)| (*at - inquiry.received_at).abs() <= window)
-            {
-                Some((first, _)) => Decision::Duplicate(*first),
-                None => {
-                    entry.push((id, inquiry.received_at));
-                    Decision::Lead
+            Plan::Spam
+        } else if let Some(first) = repeated_content(&mut originals, envelope) {
+            Plan::Duplicate(first)
+        } else {
+            let decision = decide(&envelope.lead, &snapshot);
+            if let MatchDecision::New { contact_id, .. } = &decision {
+                // Later inquiries of this person in the batch join the lead this one opens.
+                let placeholder = -1 - index as i64;
+                for key in &envelope.lead.identity_keys {
+                    snapshot.open.entry(key.as_key()).or_insert(placeholder);
+                }
+                if let Some(contact_id) = contact_id {
+                    snapshot
+                        .contact_leads
+                        .entry(*contact_id)
+                        .or_insert(placeholder);
                 }
             }
-        } else {
-            Decision::Lead
+            Plan::Lead(decision)
         };
-        decisions.push(decision);
+        plans.push(plan);
     }
 
     // Resolve routes first: an unknown pipeline is this envelope's fault, not the batch's.
     let mut placements: HashMap<(String, Option<String>), Placement> = HashMap::new();
-    for (index, (envelope, decision)) in batch.iter().zip(&decisions).enumerate() {
-        if *decision == Decision::Lead {
+    for (index, (envelope, plan)) in batch.iter().zip(&plans).enumerate() {
+        if let Plan::Lead(MatchDecision::New { .. }) = plan {
             placement(
                 tx,
                 &mut placements,
@@ -199,39 +227,224 @@ async fn file_batch(
         }
     }
 
-    let inserted = insert_inquiries(tx, batch, &decisions).await.map_err(db)?;
-    let new_leads: Vec<(usize, &Envelope)> = batch
+    let inserted = insert_inquiries(tx, batch, &plans).await.map_err(db)?;
+    let new_leads: Vec<(usize, &Envelope, &MatchDecision)> = batch
         .iter()
+        .zip(&plans)
         .enumerate()
-        .filter(|(i, e)| {
-            decisions[*i] == Decision::Lead && inserted.contains(&e.lead.inquiry.id.as_uuid())
+        .filter_map(|(i, (e, plan))| match plan {
+            Plan::Lead(d @ MatchDecision::New { .. })
+                if inserted.contains(&e.lead.inquiry.id.as_uuid()) =>
+            {
+                Some((i, *e, d))
+            }
+            _ => None,
         })
-        .map(|(i, e)| (i, *e))
         .collect();
-    let lead_ids = insert_leads(tx, &new_leads, &placements)
+    let created = insert_leads(tx, &new_leads, &placements)
         .await
         .map_err(db)?;
+    let lead_of_index: HashMap<usize, i64> = new_leads
+        .iter()
+        .filter_map(|(i, e, _)| {
+            created
+                .get(&e.lead.inquiry.id.as_uuid())
+                .map(|id| (*i, *id))
+        })
+        .collect();
 
+    // Merges, with targets created earlier in this batch resolved to their ids.
+    let mut merges: Vec<(usize, i64, &Match)> = Vec::new();
+    for (index, (envelope, plan)) in batch.iter().zip(&plans).enumerate() {
+        if let Plan::Lead(MatchDecision::Merge { lead_id, reason }) = plan
+            && inserted.contains(&envelope.lead.inquiry.id.as_uuid())
+        {
+            let target = if *lead_id < 0 {
+                let origin = (-1 - *lead_id) as usize;
+                *lead_of_index.get(&origin).ok_or_else(|| {
+                    SinkError::Transient(
+                        "a lead this batch meant to open was stored elsewhere first; retrying"
+                            .into(),
+                    )
+                })?
+            } else {
+                *lead_id
+            };
+            merges.push((index, target, reason));
+        }
+    }
+    apply_merges(tx, batch, &merges).await.map_err(db)?;
+
+    let mut activity_rows: Vec<(i64, &Envelope, Option<&Match>)> = new_leads
+        .iter()
+        .filter_map(|(i, e, _)| lead_of_index.get(i).map(|id| (*id, *e, None)))
+        .collect();
+    activity_rows.extend(merges.iter().map(|(i, id, m)| (*id, batch[*i], Some(*m))));
+    insert_activities(tx, &activity_rows).await.map_err(db)?;
+
+    let merged_into: HashMap<usize, i64> = merges.iter().map(|(i, id, _)| (*i, *id)).collect();
     Ok(batch
         .iter()
-        .zip(&decisions)
-        .map(|(envelope, decision)| {
-            let id = envelope.lead.inquiry.id.as_uuid();
-            if !inserted.contains(&id) {
+        .zip(&plans)
+        .enumerate()
+        .map(|(index, (envelope, plan))| {
+            if !inserted.contains(&envelope.lead.inquiry.id.as_uuid()) {
                 // Stored by someone else between our look-up and our insert.
                 return StoreOutcome::Replay;
             }
-            match decision {
-                Decision::Replay => StoreOutcome::Replay,
-                Decision::Spam => StoreOutcome::Spam,
-                Decision::Duplicate(_) => StoreOutcome::Duplicate,
-                Decision::Lead => match lead_ids.get(&id) {
+            match plan {
+                Plan::Replay => StoreOutcome::Replay,
+                Plan::Spam => StoreOutcome::Spam,
+                Plan::Duplicate(_) => StoreOutcome::Duplicate,
+                Plan::Lead(MatchDecision::New { .. }) => match lead_of_index.get(&index) {
                     Some(&lead_id) => StoreOutcome::LeadCreated { lead_id },
+                    None => StoreOutcome::Replay,
+                },
+                Plan::Lead(MatchDecision::Merge { .. }) => match merged_into.get(&index) {
+                    Some(&lead_id) => StoreOutcome::Merged { lead_id },
                     None => StoreOutcome::Replay,
                 },
             }
         })
         .collect())
+}
+
+/// Earlier inquiries with the same content as any in the batch, to tell a double click
+/// from a new inquiry.
+async fn content_originals(
+    tx: &mut Transaction<'_, Postgres>,
+    batch: &[&Envelope],
+) -> Result<HashMap<ContentKey, Vec<(Uuid, DateTime<Utc>)>>, sqlx::Error> {
+    let (sources, keys): (Vec<String>, Vec<String>) = batch
+        .iter()
+        .map(|e| &e.lead.inquiry)
+        .filter_map(|i| i.dedup.as_ref().map(|d| (text(&i.source), d.key.clone())))
+        .unzip();
+    let mut originals: HashMap<ContentKey, Vec<(Uuid, DateTime<Utc>)>> = HashMap::new();
+    if keys.is_empty() {
+        return Ok(originals);
+    }
+    let rows = sqlx::query(
+        "SELECT i.source, i.dedup_key, i.id, i.received_at FROM inquiries i
+         JOIN unnest($1::text[], $2::text[]) AS k(source, dedup_key)
+           ON i.source = k.source AND i.dedup_key = k.dedup_key
+         WHERE i.disposition <> 'duplicate'",
+    )
+    .bind(&sources)
+    .bind(&keys)
+    .fetch_all(&mut **tx)
+    .await?;
+    for row in rows {
+        originals
+            .entry((row.try_get("source")?, row.try_get("dedup_key")?))
+            .or_default()
+            .push((row.try_get("id")?, row.try_get("received_at")?));
+    }
+    Ok(originals)
+}
+
+/// The first inquiry with the same content inside the window, if any; otherwise this one
+/// becomes the original for the rest of the batch.
+fn repeated_content(
+    originals: &mut HashMap<ContentKey, Vec<(Uuid, DateTime<Utc>)>>,
+    envelope: &Envelope,
+) -> Option<Uuid> {
+    let inquiry = &envelope.lead.inquiry;
+    let dedup = inquiry.dedup.as_ref()?;
+    let window = chrono::Duration::seconds(i64::from(dedup.window_secs));
+    let entry = originals
+        .entry((text(&inquiry.source), dedup.key.clone()))
+        .or_default();
+    match entry
+        .iter()
+        .find(|(_, at)| (*at - inquiry.received_at).abs() <= window)
+    {
+        Some((first, _)) => Some(*first),
+        None => {
+            entry.push((inquiry.id.as_uuid(), inquiry.received_at));
+            None
+        }
+    }
+}
+
+/// Leads, contacts and companies holding any of the batch's keys.
+async fn look_up(
+    tx: &mut Transaction<'_, Postgres>,
+    person_keys: &[String],
+    company_keys: &[String],
+) -> Result<Snapshot, sqlx::Error> {
+    let mut snapshot = Snapshot::default();
+    if !person_keys.is_empty() {
+        let rows = sqlx::query(
+            "SELECT li.key,
+                    min(l.id) FILTER (WHERE s.semantic IN ('open', 'frozen')) AS open_id,
+                    max(l.id) FILTER (WHERE s.semantic NOT IN ('open', 'frozen')) AS closed_id
+             FROM lead_identities li
+             JOIN leads l ON l.id = li.lead_id
+             JOIN stages s ON s.id = l.stage_id
+             WHERE li.key = ANY($1)
+             GROUP BY li.key",
+        )
+        .bind(person_keys)
+        .fetch_all(&mut **tx)
+        .await?;
+        for row in rows {
+            let key: String = row.try_get("key")?;
+            if let Some(id) = row.try_get::<Option<i64>, _>("open_id")? {
+                snapshot.open.insert(key.clone(), id);
+            }
+            if let Some(id) = row.try_get::<Option<i64>, _>("closed_id")? {
+                snapshot.closed.insert(key, id);
+            }
+        }
+        let rows = sqlx::query(
+            "SELECT ci.key, ci.contact_id, c.company_id
+             FROM contact_identities ci JOIN contacts c ON c.id = ci.contact_id
+             WHERE ci.key = ANY($1)",
+        )
+        .bind(person_keys)
+        .fetch_all(&mut **tx)
+        .await?;
+        for row in rows {
+            let contact_id: i64 = row.try_get("contact_id")?;
+            snapshot.contacts.insert(row.try_get("key")?, contact_id);
+            if let Some(company_id) = row.try_get::<Option<i64>, _>("company_id")? {
+                snapshot.contact_company.insert(contact_id, company_id);
+            }
+        }
+        let contact_ids: Vec<i64> = snapshot.contacts.values().copied().collect();
+        if !contact_ids.is_empty() {
+            let rows = sqlx::query(
+                "SELECT l.contact_id, min(l.id) AS lead_id
+                 FROM leads l JOIN stages s ON s.id = l.stage_id
+                 WHERE l.contact_id = ANY($1) AND s.semantic IN ('open', 'frozen')
+                 GROUP BY l.contact_id",
+            )
+            .bind(&contact_ids)
+            .fetch_all(&mut **tx)
+            .await?;
+            for row in rows {
+                snapshot
+                    .contact_leads
+                    .insert(row.try_get("contact_id")?, row.try_get("lead_id")?);
+            }
+        }
+    }
+    if !company_keys.is_empty() {
+        let rows = sqlx::query(
+            "SELECT key, min(company_id) AS company_id FROM company_identities
+             WHERE key = ANY($1) GROUP BY key",
+        )
+        .bind(company_keys)
+        .fetch_all(&mut **tx)
+        .await?;
+        for row in rows {
+            snapshot
+                .companies
+                .insert(row.try_get("key")?, row.try_get("company_id")?);
+        }
+    }
+    Ok(snapshot)
 }
 
 async fn placement(
@@ -271,7 +484,7 @@ async fn placement(
 async fn insert_inquiries(
     tx: &mut Transaction<'_, Postgres>,
     batch: &[&Envelope],
-    decisions: &[Decision],
+    plans: &[Plan],
 ) -> Result<HashSet<Uuid>, sqlx::Error> {
     let mut ids = Vec::new();
     let mut channels = Vec::new();
@@ -285,13 +498,14 @@ async fn insert_inquiries(
     let mut payloads = Vec::new();
     let mut content_types = Vec::new();
     let mut bodies: Vec<Vec<u8>> = Vec::new();
-    for (envelope, decision) in batch.iter().zip(decisions) {
+    for (envelope, plan) in batch.iter().zip(plans) {
         let inquiry = &envelope.lead.inquiry;
-        let (disposition, original) = match decision {
-            Decision::Replay => continue,
-            Decision::Spam => ("spam", None),
-            Decision::Duplicate(first) => ("duplicate", Some(*first)),
-            Decision::Lead => ("lead", None),
+        let (disposition, original) = match plan {
+            Plan::Replay => continue,
+            Plan::Spam => ("spam", None),
+            Plan::Duplicate(first) => ("duplicate", Some(*first)),
+            Plan::Lead(MatchDecision::New { .. }) => ("lead", None),
+            Plan::Lead(MatchDecision::Merge { .. }) => ("merged", None),
         };
         ids.push(inquiry.id.as_uuid());
         channels.push(inquiry.channel.as_str());
@@ -335,11 +549,11 @@ async fn insert_inquiries(
     Ok(inserted.into_iter().collect())
 }
 
-/// Inserts the leads with their first stage-history row and first activity; returns the
+/// Inserts new leads with their person keys and first stage-history row; returns the
 /// lead id of each inquiry id.
 async fn insert_leads(
     tx: &mut Transaction<'_, Postgres>,
-    leads: &[(usize, &Envelope)],
+    leads: &[(usize, &Envelope, &MatchDecision)],
     placements: &HashMap<(String, Option<String>), Placement>,
 ) -> Result<HashMap<Uuid, i64>, sqlx::Error> {
     if leads.is_empty() {
@@ -362,7 +576,22 @@ async fn insert_leads(
     let mut problems = Vec::with_capacity(n);
     let mut pipeline_ids = Vec::with_capacity(n);
     let mut stage_ids = Vec::with_capacity(n);
-    for (_, envelope) in leads {
+    let mut repeats = Vec::with_capacity(n);
+    let mut contact_ids = Vec::with_capacity(n);
+    let mut company_ids = Vec::with_capacity(n);
+    let mut previous_ids = Vec::with_capacity(n);
+    let mut matches = Vec::with_capacity(n);
+    for (_, envelope, decision) in leads {
+        let MatchDecision::New {
+            contact_id,
+            company_id,
+            is_repeat,
+            previous_lead_id,
+            reason,
+        } = decision
+        else {
+            continue;
+        };
         let lead = &envelope.lead;
         let inquiry = &lead.inquiry;
         let place = placements
@@ -387,16 +616,23 @@ async fn insert_leads(
         problems.push(json(&lead.problems));
         pipeline_ids.push(place.pipeline_id);
         stage_ids.push(place.stage_id);
+        repeats.push(*is_repeat);
+        contact_ids.push(*contact_id);
+        company_ids.push(*company_id);
+        previous_ids.push(*previous_lead_id);
+        matches.push(json(reason));
     }
     let rows = sqlx::query(
         "INSERT INTO leads (inquiry_id, title, name, email, phone, phone_extension, company,
                             message, channel, source, utm, fields, problems, pipeline_id,
-                            stage_id, stage_entered_at, created_at, updated_at)
-         SELECT i, t, n, e, p, x, c, m, ch, s, u, f, pr, pl, st, $16, $16, $16
+                            stage_id, is_repeat, contact_id, company_id, previous_lead_id, match,
+                            stage_entered_at, created_at, updated_at)
+         SELECT i, t, n, e, p, x, c, m, ch, s, u, f, pr, pl, st, rep, con, com, prev, mat, $21, $21, $21
          FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                      $7::text[], $8::text[], $9::text[], $10::text[], $11::jsonb[], $12::jsonb[],
-                     $13::jsonb[], $14::bigint[], $15::bigint[])
-              WITH ORDINALITY AS r(i, t, n, e, p, x, c, m, ch, s, u, f, pr, pl, st, ord)
+                     $13::jsonb[], $14::bigint[], $15::bigint[], $16::bool[], $17::bigint[],
+                     $18::bigint[], $19::bigint[], $20::jsonb[])
+              WITH ORDINALITY AS r(i, t, n, e, p, x, c, m, ch, s, u, f, pr, pl, st, rep, con, com, prev, mat, ord)
          ORDER BY ord
          RETURNING id, inquiry_id, stage_id",
     )
@@ -415,6 +651,11 @@ async fn insert_leads(
     .bind(&problems)
     .bind(&pipeline_ids)
     .bind(&stage_ids)
+    .bind(&repeats)
+    .bind(&contact_ids)
+    .bind(&company_ids)
+    .bind(&previous_ids)
+    .bind(&matches)
     .bind(now)
     .fetch_all(&mut **tx)
     .await?;
@@ -428,7 +669,6 @@ async fn insert_leads(
         history_leads.push(lead_id);
         history_stages.push(row.try_get::<i64, _>("stage_id")?);
     }
-
     sqlx::query(
         "INSERT INTO lead_stage_history (lead_id, from_stage_id, to_stage_id, changed_at, changed_by, reason)
          SELECT l, NULL, s, $3, 'leadpipe', 'new lead' FROM unnest($1::bigint[], $2::bigint[]) AS t(l, s)",
@@ -439,41 +679,213 @@ async fn insert_leads(
     .execute(&mut **tx)
     .await?;
 
-    let mut activity_leads = Vec::with_capacity(n);
-    let mut subjects = Vec::with_capacity(n);
-    let mut occurred = Vec::with_capacity(n);
-    let mut data = Vec::with_capacity(n);
-    for (_, envelope) in leads {
+    let (key_leads, keys): (Vec<i64>, Vec<String>) = leads
+        .iter()
+        .filter_map(|(_, e, _)| {
+            lead_of
+                .get(&e.lead.inquiry.id.as_uuid())
+                .map(|id| (*id, *e))
+        })
+        .flat_map(|(id, e)| e.lead.identity_keys.iter().map(move |k| (id, k.as_key())))
+        .unzip();
+    insert_lead_keys(tx, &key_leads, &keys).await?;
+    Ok(lead_of)
+}
+
+async fn insert_lead_keys(
+    tx: &mut Transaction<'_, Postgres>,
+    lead_ids: &[i64],
+    keys: &[String],
+) -> Result<(), sqlx::Error> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO lead_identities (key, lead_id)
+         SELECT k, l FROM unnest($1::text[], $2::bigint[]) AS t(k, l)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(keys)
+    .bind(lead_ids)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Adds merged inquiries to their open leads: counts them, fills fields the lead does
+/// not have yet (never overwrites), records the merge as an event, and lets the new keys
+/// find the lead too.
+async fn apply_merges(
+    tx: &mut Transaction<'_, Postgres>,
+    batch: &[&Envelope],
+    merges: &[(usize, i64, &Match)],
+) -> Result<(), sqlx::Error> {
+    if merges.is_empty() {
+        return Ok(());
+    }
+    // One update per lead: the count, and the first value each empty field can take.
+    struct Fill {
+        count: i32,
+        name: Option<String>,
+        email: Option<String>,
+        phone: Option<String>,
+        extension: Option<String>,
+        company: Option<String>,
+    }
+    let mut fills: Vec<(i64, Fill)> = Vec::new();
+    for (index, lead_id, _) in merges {
+        let lead = &batch[*index].lead;
+        let position = match fills.iter().position(|(id, _)| id == lead_id) {
+            Some(p) => p,
+            None => {
+                fills.push((
+                    *lead_id,
+                    Fill {
+                        count: 0,
+                        name: None,
+                        email: None,
+                        phone: None,
+                        extension: None,
+                        company: None,
+                    },
+                ));
+                fills.len() - 1
+            }
+        };
+        let fill = &mut fills[position].1;
+        fill.count += 1;
+        fill.name = fill.name.take().or_else(|| opt_text(lead.name.as_deref()));
+        fill.email = fill
+            .email
+            .take()
+            .or_else(|| lead.email.as_ref().map(|e| e.as_str().to_owned()));
+        if fill.phone.is_none() && lead.phone.is_some() {
+            fill.phone = lead.phone.as_ref().map(|p| p.as_str().to_owned());
+            fill.extension = opt_text(lead.phone_extension.as_deref());
+        }
+        fill.company = fill
+            .company
+            .take()
+            .or_else(|| opt_text(lead.company.as_deref()));
+    }
+    let ids: Vec<i64> = fills.iter().map(|(id, _)| *id).collect();
+    let counts: Vec<i32> = fills.iter().map(|(_, f)| f.count).collect();
+    let names: Vec<Option<String>> = fills.iter().map(|(_, f)| f.name.clone()).collect();
+    let emails: Vec<Option<String>> = fills.iter().map(|(_, f)| f.email.clone()).collect();
+    let phones: Vec<Option<String>> = fills.iter().map(|(_, f)| f.phone.clone()).collect();
+    let extensions: Vec<Option<String>> = fills.iter().map(|(_, f)| f.extension.clone()).collect();
+    let companies: Vec<Option<String>> = fills.iter().map(|(_, f)| f.company.clone()).collect();
+    sqlx::query(
+        "UPDATE leads SET
+            inquiry_count = leads.inquiry_count + u.n,
+            name = COALESCE(leads.name, u.name),
+            email = COALESCE(leads.email, u.email),
+            phone_extension = CASE WHEN leads.phone IS NULL THEN u.ext ELSE leads.phone_extension END,
+            phone = COALESCE(leads.phone, u.phone),
+            company = COALESCE(leads.company, u.company),
+            updated_at = now()
+         FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+              AS u(id, n, name, email, phone, ext, company)
+         WHERE leads.id = u.id",
+    )
+    .bind(&ids)
+    .bind(&counts)
+    .bind(&names)
+    .bind(&emails)
+    .bind(&phones)
+    .bind(&extensions)
+    .bind(&companies)
+    .execute(&mut **tx)
+    .await?;
+
+    let (key_leads, keys): (Vec<i64>, Vec<String>) = merges
+        .iter()
+        .flat_map(|(i, id, _)| {
+            batch[*i]
+                .lead
+                .identity_keys
+                .iter()
+                .map(move |k| (*id, k.as_key()))
+        })
+        .unzip();
+    insert_lead_keys(tx, &key_leads, &keys).await?;
+
+    let event_leads: Vec<i64> = merges.iter().map(|(_, id, _)| *id).collect();
+    let event_inquiries: Vec<Uuid> = merges
+        .iter()
+        .map(|(i, _, _)| batch[*i].lead.inquiry.id.as_uuid())
+        .collect();
+    let event_data: Vec<Json<serde_json::Value>> = merges
+        .iter()
+        .map(|(i, _, m)| {
+            json(&serde_json::json!({
+                "match": m,
+                "reason": m.describe(),
+                "channel": batch[*i].lead.inquiry.channel,
+                "source": batch[*i].lead.inquiry.source,
+            }))
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO lead_events (lead_id, kind, inquiry_id, data)
+         SELECT l, 'merged', i, d FROM unnest($1::bigint[], $2::uuid[], $3::jsonb[]) AS t(l, i, d)",
+    )
+    .bind(&event_leads)
+    .bind(&event_inquiries)
+    .bind(&event_data)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Each filed inquiry becomes an activity on its lead (the first one, or a merged one).
+async fn insert_activities(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[(i64, &Envelope, Option<&Match>)],
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut lead_ids = Vec::with_capacity(rows.len());
+    let mut channels = Vec::with_capacity(rows.len());
+    let mut inquiry_ids = Vec::with_capacity(rows.len());
+    let mut subjects = Vec::with_capacity(rows.len());
+    let mut bodies = Vec::with_capacity(rows.len());
+    let mut occurred = Vec::with_capacity(rows.len());
+    let mut data = Vec::with_capacity(rows.len());
+    for (lead_id, envelope, merged) in rows {
         let inquiry = &envelope.lead.inquiry;
-        activity_leads.push(lead_of.get(&inquiry.id.as_uuid()).copied());
+        lead_ids.push(*lead_id);
+        channels.push(inquiry.channel.as_str());
+        inquiry_ids.push(inquiry.id.as_uuid());
         subjects.push(format!(
             "{} inquiry via {}",
             inquiry.channel,
             text(&inquiry.source)
         ));
+        bodies.push(opt_text(envelope.lead.message.as_deref()));
         occurred.push(inquiry.received_at);
-        data.push(json(
-            &serde_json::json!({ "attachments": inquiry.attachments }),
-        ));
+        data.push(json(&serde_json::json!({
+            "attachments": inquiry.attachments,
+            "merged": merged,
+        })));
     }
     sqlx::query(
         "INSERT INTO activities (lead_id, kind, channel, inquiry_id, subject, body, occurred_at, data)
          SELECT l, 'inquiry', ch, i, sub, b, at, d
          FROM unnest($1::bigint[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::timestamptz[], $7::jsonb[])
-              AS t(l, ch, i, sub, b, at, d)
-         WHERE l IS NOT NULL",
+              AS t(l, ch, i, sub, b, at, d)",
     )
-    .bind(&activity_leads)
+    .bind(&lead_ids)
     .bind(&channels)
     .bind(&inquiry_ids)
     .bind(&subjects)
-    .bind(&messages)
+    .bind(&bodies)
     .bind(&occurred)
     .bind(&data)
     .execute(&mut **tx)
     .await?;
-
-    Ok(lead_of)
+    Ok(())
 }
 
 /// What is kept of an envelope beside the raw bytes: everything but the bytes themselves.
@@ -499,6 +911,7 @@ struct Normalized<'a> {
     company: Option<&'a str>,
     problems: &'a [ingest::FieldProblem],
     identity_keys: Vec<String>,
+    company_keys: Vec<String>,
 }
 
 impl<'a> From<&'a Envelope> for InquiryPayload<'a> {
@@ -520,6 +933,7 @@ impl<'a> From<&'a Envelope> for InquiryPayload<'a> {
                 company: lead.company.as_deref(),
                 problems: &lead.problems,
                 identity_keys: lead.identity_keys.iter().map(|k| k.as_key()).collect(),
+                company_keys: lead.company_keys.iter().map(|k| k.as_key()).collect(),
             },
             route: &envelope.route,
             published_at: envelope.published_at,

@@ -79,12 +79,45 @@ pub struct LeadView {
     pub problems: serde_json::Value,
     /// The inquiry that created the lead.
     pub inquiry_id: Uuid,
+    /// Inquiries filed on this lead (the first plus merged ones).
+    pub inquiry_count: i32,
+    /// True when the person or company was already a client.
+    pub is_repeat: bool,
+    /// The client this lead belongs to, when known.
+    pub client: ClientRef,
+    /// The person's previous, closed lead.
+    pub previous_lead_id: Option<i64>,
+    /// How the lead was matched: `{rule, key, target}`.
+    #[serde(rename = "match")]
+    pub matched: serde_json::Value,
     /// When the lead was created.
     pub created_at: DateTime<Utc>,
     /// When it was last changed.
     pub updated_at: DateTime<Utc>,
     /// When it entered its current stage.
     pub stage_entered_at: DateTime<Utc>,
+}
+
+/// The client a lead is linked to.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientRef {
+    /// Linked contact.
+    pub contact_id: Option<i64>,
+    /// Linked company.
+    pub company_id: Option<i64>,
+}
+
+/// Something that happened to a lead besides stage changes (a merged inquiry, ...).
+#[derive(Debug, Clone, Serialize)]
+pub struct LeadEvent {
+    /// `merged`, ...
+    pub kind: String,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The inquiry involved, if any.
+    pub inquiry_id: Option<Uuid>,
+    /// Details (for a merge: the match and its reason).
+    pub data: serde_json::Value,
 }
 
 /// One page of leads, newest first.
@@ -142,13 +175,16 @@ pub struct LeadDetail {
     pub stage_history: Vec<StageChange>,
     /// Activities, oldest first.
     pub activities: Vec<Activity>,
+    /// Other events (merges), oldest first.
+    pub events: Vec<LeadEvent>,
 }
 
 const LEAD_COLUMNS: &str =
     "SELECT l.id, l.title, l.name, l.email, l.phone, l.phone_extension, l.company,
         l.message, l.channel, l.source, p.code AS pipeline, s.code AS stage_code,
         s.name AS stage_name, s.semantic AS stage_semantic, s.color AS stage_color, l.utm,
-        l.fields, l.problems, l.inquiry_id, l.created_at, l.updated_at, l.stage_entered_at
+        l.fields, l.problems, l.inquiry_id, l.created_at, l.updated_at, l.stage_entered_at,
+        l.inquiry_count, l.is_repeat, l.contact_id, l.company_id, l.previous_lead_id, l.match
      FROM leads l JOIN stages s ON s.id = l.stage_id JOIN pipelines p ON p.id = l.pipeline_id";
 
 fn lead_from_row(row: &PgRow) -> Result<LeadView, sqlx::Error> {
@@ -174,6 +210,14 @@ fn lead_from_row(row: &PgRow) -> Result<LeadView, sqlx::Error> {
         fields: row.try_get("fields")?,
         problems: row.try_get("problems")?,
         inquiry_id: row.try_get("inquiry_id")?,
+        inquiry_count: row.try_get("inquiry_count")?,
+        is_repeat: row.try_get("is_repeat")?,
+        client: ClientRef {
+            contact_id: row.try_get("contact_id")?,
+            company_id: row.try_get("company_id")?,
+        },
+        previous_lead_id: row.try_get("previous_lead_id")?,
+        matched: row.try_get("match")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         stage_entered_at: row.try_get("stage_entered_at")?,
@@ -279,10 +323,27 @@ impl Store {
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let events = sqlx::query(
+            "SELECT kind, at, inquiry_id, data FROM lead_events WHERE lead_id = $1 ORDER BY at, id",
+        )
+        .bind(id)
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(LeadEvent {
+                kind: r.try_get("kind")?,
+                at: r.try_get("at")?,
+                inquiry_id: r.try_get("inquiry_id")?,
+                data: r.try_get("data")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
         Ok(Some(LeadDetail {
             lead,
             stage_history,
             activities,
+            events,
         }))
     }
 

@@ -1,6 +1,7 @@
 //! PostgreSQL storage: inquiries, leads, pipelines, stages and their history.
 //!
 //! # Layout
+//! - [`clients`]: contacts and companies with their identity keys.
 //! - [`config`]: the `[database]` section.
 //! - [`error`]: SQLSTATE mapped to what callers can act on, in one place.
 //! - [`intake`]: the consumer's sink ([`router::BatchSink`]): one transaction per batch,
@@ -10,6 +11,7 @@
 //!
 //! SQL lives only in this crate.
 
+pub mod clients;
 pub mod config;
 pub mod error;
 pub mod intake;
@@ -22,9 +24,15 @@ use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+pub use clients::{
+    ClientPage, ClientQuery, CompanyView, ContactView, ImportReport, NewCompany, NewContact,
+};
 pub use config::DatabaseConfig;
 pub use error::StoreError;
-pub use leads::{Activity, LeadDetail, LeadPage, LeadQuery, LeadView, StageChange, StageRef};
+pub use leads::{
+    Activity, ClientRef, LeadDetail, LeadEvent, LeadPage, LeadQuery, LeadView, StageChange,
+    StageRef,
+};
 
 /// The schema, embedded in the binary; applied by `leadpipe migrate` and on start-up.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");

@@ -89,7 +89,9 @@ async fn a_redelivered_inquiry_changes_nothing(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "store::MIGRATOR")]
-async fn the_same_content_inside_its_window_is_a_duplicate_and_outside_it_a_new_lead(pool: PgPool) {
+async fn the_same_content_inside_its_window_is_a_duplicate_and_outside_it_a_new_inquiry(
+    pool: PgPool,
+) {
     let store = Store::from_pool(pool.clone());
     let dedup = ContentDedup {
         key: "same-content".into(),
@@ -109,7 +111,8 @@ async fn the_same_content_inside_its_window_is_a_duplicate_and_outside_it_a_new_
     let outcomes = store.store_batch(&[&a, &b, &c]).await.unwrap();
     assert!(matches!(outcomes[0], StoreOutcome::LeadCreated { .. }));
     assert_eq!(outcomes[1], StoreOutcome::Duplicate);
-    assert!(matches!(outcomes[2], StoreOutcome::LeadCreated { .. }));
+    // Outside the window it is a new inquiry of the same person: it joins the open lead.
+    assert!(matches!(outcomes[2], StoreOutcome::Merged { .. }));
     assert_eq!(
         count(
             &pool,
@@ -164,7 +167,9 @@ async fn nul_characters_from_hostile_input_are_stored_not_refused(pool: PgPool) 
 async fn an_unknown_pipeline_is_a_permanent_error_naming_the_envelope(pool: PgPool) {
     let store = Store::from_pool(pool.clone());
     let good = envelope(inquiry("good@example.it", "a=1"));
-    let mut bad = envelope(inquiry("bad@example.it", "a=2"));
+    let mut other_person = inquiry("bad@example.it", "a=2");
+    other_person.contact.phone = None;
+    let mut bad = envelope(other_person);
     bad.route.pipeline = "no-such-pipeline".into();
     match store.store_batch(&[&good, &bad]).await {
         Err(SinkError::Permanent {

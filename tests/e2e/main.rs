@@ -5,6 +5,7 @@
 
 mod support;
 
+mod clients;
 mod config;
 mod delivery;
 mod errors;

@@ -1,0 +1,880 @@
+//! Company identity: keys that say two inquiries come from the same company,
+//! one from the company name as typed and one from its web or mail domain.
+//!
+//! A name key folds away everything that differs between two spellings of one
+//! company: case, diacritics, punctuation and the legal-form designation
+//! ("Fabbri Arredamenti S.r.l." and "FABBRI ARREDAMENTI SRL" are one company).
+//! `&` is punctuation too, so "Harbor & Pine" and "Harbor&Pine" agree; "and"
+//! is a word and is kept, since dropping connectives would also drop the
+//! Polish "i" in "Żółkiewski i Synowie".
+//!
+//! A domain key is the host name in the canonical form that
+//! [`EmailAddress`](crate::EmailAddress) gives its domain, so a company's
+//! website and its people's addresses meet on one key. Free-mail domains say
+//! nothing about the company and give no key. Sub-domains other than `www.`
+//! are kept: without the public-suffix list, `shop.example.co.uk` cannot be
+//! cut to its registrable domain safely.
+
+use std::collections::HashSet;
+use std::sync::LazyLock;
+
+use crate::email::canonical_domain;
+use crate::text::fold_key;
+
+/// Legal-form designations conventionally written after the name, spelt as
+/// people type them; they are compared after [`compact`], so every dotting
+/// and spacing of a form ("S.r.l.", "srl", "s r l") is covered by one entry.
+const SUFFIX_LEGAL_FORMS: &[&str] = &[
+    // Italy. "& C." ("and partners") is only taken together with the form it
+    // precedes: a lone trailing "C" is too often part of the name.
+    "S.r.l.",
+    "S.r.l.s.",
+    "S.p.A.",
+    "S.n.c.",
+    "S.a.s.",
+    "S.a.p.a.",
+    "S.c.a.r.l.",
+    "S.c.r.l.",
+    "S.c.p.A.",
+    "C. S.r.l.",
+    "C. S.p.A.",
+    "C. S.n.c.",
+    "C. S.a.s.",
+    // Poland.
+    "Sp. z o.o.",
+    "Spółka z o.o.",
+    "Spółka z ograniczoną odpowiedzialnością",
+    "S.A.",
+    "Spółka akcyjna",
+    "Sp.j.",
+    "Spółka jawna",
+    "Sp.k.",
+    "Spółka komandytowa",
+    "S.K.A.",
+    "Sp.p.",
+    // Germany, Austria, Switzerland.
+    "GmbH",
+    "GmbH & Co. KG",
+    "AG",
+    "KG",
+    "KGaA",
+    "OHG",
+    "GbR",
+    "UG",
+    "UG (haftungsbeschränkt)",
+    // English-speaking countries.
+    "Ltd",
+    "Limited",
+    "PLC",
+    "LLP",
+    "LLC",
+    "L.P.",
+    "Inc",
+    "Incorporated",
+    "Corp",
+    "Corporation",
+    "Co.",
+    "Company",
+    "Pty Ltd",
+    "Pty Limited",
+    "JSC",
+    // France, Spain, Portugal, Latin America.
+    "SARL",
+    "SAS",
+    "SASU",
+    "EURL",
+    "S.L.",
+    "S.L.U.",
+    "S.A.U.",
+    "Ltda.",
+    "S.A. de C.V.",
+    // Benelux.
+    "B.V.",
+    "N.V.",
+    "BVBA",
+    "V.O.F.",
+    // Nordic countries.
+    "Oy",
+    "Oyj",
+    "AB",
+    "A/S",
+    "ASA",
+    "ApS",
+];
+
+/// Vietnamese designations, which are written before the name.
+const PREFIX_LEGAL_FORMS: &[&str] = &[
+    "Công ty TNHH",
+    "Công ty TNHH MTV",
+    "Công ty TNHH Một Thành Viên",
+    "Cty TNHH",
+    "Cty TNHH MTV",
+    "TNHH",
+    "TNHH MTV",
+    "Công ty Cổ phần",
+    "Công ty CP",
+    "Cty Cổ phần",
+    "Cty CP",
+    "CTCP",
+    "Công ty Hợp danh",
+    "Công ty",
+    "Cty",
+    "DNTN",
+    "Doanh nghiệp tư nhân",
+];
+
+/// Consumer mail providers, sorted for binary search: an address there says
+/// nothing about the company. A sub-domain counts only when listed itself.
+const FREE_MAIL_DOMAINS: &[&str] = &[
+    "126.com",
+    "163.com",
+    "abv.bg",
+    "aim.com",
+    "alice.it",
+    "aol.co.uk",
+    "aol.com",
+    "aol.de",
+    "aol.fr",
+    "arcor.de",
+    "aruba.it",
+    "att.net",
+    "autograf.pl",
+    "azet.sk",
+    "bellsouth.net",
+    "bk.ru",
+    "blu.it",
+    "bluewin.ch",
+    "blueyonder.co.uk",
+    "bol.com.br",
+    "btinternet.com",
+    "buziaczek.pl",
+    "centrum.cz",
+    "charter.net",
+    "citromail.hu",
+    "club-internet.fr",
+    "comcast.net",
+    "cox.net",
+    "daum.net",
+    "earthlink.net",
+    "email.com",
+    "email.cz",
+    "email.it",
+    "fastmail.com",
+    "fastmail.fm",
+    "fastwebnet.it",
+    "foxmail.com",
+    "fpt.vn",
+    "free.fr",
+    "freemail.hu",
+    "freenet.de",
+    "gazeta.pl",
+    "giallo.it",
+    "gmail.com",
+    "gmx.at",
+    "gmx.ch",
+    "gmx.co.uk",
+    "gmx.com",
+    "gmx.de",
+    "gmx.es",
+    "gmx.fr",
+    "gmx.net",
+    "gmx.us",
+    "go2.pl",
+    "googlemail.com",
+    "hanmail.net",
+    "hcm.vnn.vn",
+    "hn.vnn.vn",
+    "hotmail.be",
+    "hotmail.ca",
+    "hotmail.co.uk",
+    "hotmail.com",
+    "hotmail.com.br",
+    "hotmail.de",
+    "hotmail.es",
+    "hotmail.fr",
+    "hotmail.it",
+    "hotmail.nl",
+    "hushmail.com",
+    "icloud.com",
+    "ig.com.br",
+    "inbox.ru",
+    "int.pl",
+    "interia.eu",
+    "interia.pl",
+    "inwind.it",
+    "iol.it",
+    "katamail.com",
+    "laposte.net",
+    "libero.it",
+    "list.ru",
+    "live.be",
+    "live.ca",
+    "live.co.uk",
+    "live.com",
+    "live.com.au",
+    "live.de",
+    "live.fr",
+    "live.it",
+    "live.nl",
+    "lycos.com",
+    "mac.com",
+    "mail.com",
+    "mail.ru",
+    "mailbox.org",
+    "me.com",
+    "msn.com",
+    "naver.com",
+    "neuf.fr",
+    "ntlworld.com",
+    "o2.pl",
+    "onet.eu",
+    "onet.pl",
+    "op.pl",
+    "orange.fr",
+    "outlook.com",
+    "outlook.com.vn",
+    "outlook.de",
+    "outlook.es",
+    "outlook.fr",
+    "outlook.it",
+    "outlook.jp",
+    "pm.me",
+    "poczta.fm",
+    "poczta.onet.eu",
+    "poczta.onet.pl",
+    "post.cz",
+    "posteo.de",
+    "posteo.net",
+    "proton.me",
+    "protonmail.ch",
+    "protonmail.com",
+    "qq.com",
+    "rambler.ru",
+    "rediffmail.com",
+    "rocketmail.com",
+    "sbcglobal.net",
+    "seznam.cz",
+    "sfr.fr",
+    "sina.com",
+    "sky.com",
+    "sohu.com",
+    "spoko.pl",
+    "supereva.it",
+    "t-online.de",
+    "talktalk.net",
+    "telefonica.net",
+    "terra.com.br",
+    "terra.es",
+    "tim.it",
+    "tin.it",
+    "tiscali.it",
+    "tiscalinet.it",
+    "tlen.pl",
+    "tuta.io",
+    "tutanota.com",
+    "ukr.net",
+    "uol.com.br",
+    "verizon.net",
+    "virgilio.it",
+    "virginmedia.com",
+    "vnn.vn",
+    "vodafone.it",
+    "vp.pl",
+    "wanadoo.fr",
+    "web.de",
+    "windowslive.com",
+    "wp.pl",
+    "ya.ru",
+    "yahoo.ca",
+    "yahoo.co.id",
+    "yahoo.co.in",
+    "yahoo.co.jp",
+    "yahoo.co.nz",
+    "yahoo.co.uk",
+    "yahoo.com",
+    "yahoo.com.ar",
+    "yahoo.com.au",
+    "yahoo.com.br",
+    "yahoo.com.hk",
+    "yahoo.com.mx",
+    "yahoo.com.ph",
+    "yahoo.com.sg",
+    "yahoo.com.tw",
+    "yahoo.com.vn",
+    "yahoo.de",
+    "yahoo.es",
+    "yahoo.fr",
+    "yahoo.gr",
+    "yahoo.ie",
+    "yahoo.in",
+    "yahoo.it",
+    "yandex.com",
+    "yandex.ru",
+    "yeah.net",
+    "ymail.com",
+    "zoho.com",
+    "zohomail.com",
+];
+
+/// A set of legal forms in compact form, ready for matching word runs.
+struct LegalForms {
+    /// The forms, compacted.
+    compact: HashSet<String>,
+    /// Length in bytes of the longest compact form: longer runs cannot match.
+    max_len: usize,
+}
+
+impl LegalForms {
+    fn new(spellings: &[&str]) -> LegalForms {
+        let compact: HashSet<String> = spellings.iter().map(|s| compact(s)).collect();
+        let max_len = compact.iter().map(String::len).max().unwrap_or(0);
+        LegalForms { compact, max_len }
+    }
+
+    /// How many of `words` (taken in order, from the name's start or end) form
+    /// the longest legal form; 0 when none does. Longest, so that "S.a.s."
+    /// is not read as "A/S" preceded by a stray "S".
+    fn longest_run<'a>(&self, words: impl Iterator<Item = &'a str>, from_end: bool) -> usize {
+        let mut run = String::new();
+        let mut best = 0;
+        for (taken, word) in words.enumerate() {
+            if from_end {
+                run.insert_str(0, word);
+            } else {
+                run.push_str(word);
+            }
+            if run.len() > self.max_len {
+                break;
+            }
+            if self.compact.contains(&run) {
+                best = taken + 1;
+            }
+        }
+        best
+    }
+}
+
+static SUFFIXES: LazyLock<LegalForms> = LazyLock::new(|| LegalForms::new(SUFFIX_LEGAL_FORMS));
+static PREFIXES: LazyLock<LegalForms> = LazyLock::new(|| LegalForms::new(PREFIX_LEGAL_FORMS));
+
+/// The words of already folded text: runs of letters and digits.
+fn words(folded: &str) -> impl Iterator<Item = &str> {
+    folded
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|word| !word.is_empty())
+}
+
+/// A spelling with its words run together, so dots and spaces do not matter.
+fn compact(spelling: &str) -> String {
+    words(&fold_key(spelling)).collect()
+}
+
+/// Matching key for a company name: folded, legal form and punctuation removed.
+pub fn company_key(name: &str) -> Option<String> {
+    let folded = fold_key(name);
+    let words: Vec<&str> = words(&folded).collect();
+    let (mut start, mut end) = (0, words.len());
+    // Repeatedly, because names pile forms up ("Acme Holdings Ltd. Inc",
+    // "Sp. z o.o. Sp.k.") and a key must not change when recomputed.
+    loop {
+        let kept = &words[start..end];
+        let suffix = SUFFIXES.longest_run(kept.iter().rev().copied(), true);
+        if suffix > 0 {
+            end -= suffix;
+            continue;
+        }
+        let prefix = PREFIXES.longest_run(kept.iter().copied(), false);
+        if prefix > 0 {
+            start += prefix;
+            continue;
+        }
+        break;
+    }
+    if start == end {
+        None
+    } else {
+        Some(words[start..end].join(" "))
+    }
+}
+
+/// Whether `domain` belongs to a consumer mail provider (case-insensitive).
+pub fn is_free_mail(domain: &str) -> bool {
+    // A trailing dot is the fully qualified spelling of the same domain.
+    let domain = domain.strip_suffix('.').unwrap_or(domain).to_lowercase();
+    FREE_MAIL_DOMAINS.binary_search(&domain.as_str()).is_ok()
+}
+
+/// Company key from a website or an email domain; `None` for free mail or junk.
+pub fn domain_key(raw: &str) -> Option<String> {
+    let host = host_of(raw.trim())?;
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let mut domain = canonical_domain(host).ok()?;
+    // "www." names the web server, not the company; stripped while something
+    // with a dot remains, so that "www.com" stays a domain and the key is
+    // stable when recomputed.
+    while let Some(rest) = domain.strip_prefix("www.") {
+        if !rest.contains('.') {
+            break;
+        }
+        domain = rest.to_owned();
+    }
+    // IP addresses fail `canonical_domain` (numeric top-level label or
+    // brackets); "localhost" has no dot, but its sub-domains (RFC 6761) do.
+    if domain.ends_with(".localhost") || is_free_mail(&domain) {
+        return None;
+    }
+    Some(domain)
+}
+
+/// The host part of a URL, a bare host name or an email address.
+fn host_of(raw: &str) -> Option<&str> {
+    let (rest, had_scheme) = match raw.split_once("://") {
+        Some((scheme, rest)) if is_scheme(scheme) => (rest, true),
+        _ => match raw.get(..7) {
+            Some(prefix) if prefix.eq_ignore_ascii_case("mailto:") => (&raw[7..], false),
+            _ => (raw.strip_prefix("//").unwrap_or(raw), false),
+        },
+    };
+    // Without a scheme an `@` separates an address's local part, which may
+    // contain '/', '?' or '#', so it goes first; in a URL the `@` ends the
+    // credentials, which sit inside the authority.
+    let rest = if had_scheme {
+        rest
+    } else {
+        rest.rsplit_once('@').map_or(rest, |(_, domain)| domain)
+    };
+    let authority = rest.split(['/', '?', '#', '\\']).next()?;
+    let host_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    // An IPv6 literal is no company's domain, and its colons are not a port.
+    if host_port.starts_with('[') {
+        return None;
+    }
+    host_port.split(':').next()
+}
+
+/// An RFC 3986 scheme: a letter, then letters, digits, '+', '-' or '.'.
+fn is_scheme(candidate: &str) -> bool {
+    let mut chars = candidate.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::EmailAddress;
+    use proptest::prelude::*;
+
+    /// Asserts that every spelling in each group gives the group's key.
+    fn assert_keys(groups: &[(&str, &[&str])]) {
+        for (expected, spellings) in groups {
+            for spelling in *spellings {
+                assert_eq!(
+                    company_key(spelling).as_deref(),
+                    Some(*expected),
+                    "input {spelling:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn italian_company_names_lose_their_legal_form() {
+        assert_keys(&[
+            (
+                "fabbri arredamenti",
+                &[
+                    "Fabbri Arredamenti S.r.l.",
+                    "FABBRI ARREDAMENTI SRL",
+                    "Fabbri Arredamenti srl",
+                    "Fabbri Arredamenti s.r.l",
+                    "Fabbri Arredamenti S R L",
+                    "  Fabbri   Arredamenti, S.r.l. ",
+                    "Fabbri Arredamenti S.r.l.s.",
+                    "Fabbri Arredamenti",
+                ],
+            ),
+            (
+                "gallo costruzioni",
+                &[
+                    "Gallo Costruzioni S.p.A.",
+                    "GALLO COSTRUZIONI SPA",
+                    "Gallo Costruzioni SpA",
+                    "Gallo Costruzioni S.p.a",
+                ],
+            ),
+            (
+                "bianchi figli",
+                &[
+                    "Bianchi & Figli S.n.c.",
+                    "BIANCHI & FIGLI SNC",
+                    "Bianchi&Figli s.n.c.",
+                    "Bianchi & Figli",
+                ],
+            ),
+            (
+                "rossi",
+                &[
+                    "Rossi S.a.s.",
+                    "ROSSI SAS",
+                    "Rossi & C. S.a.s.",
+                    "Rossi & C. sas",
+                    "Rossi & C. S.n.c.",
+                ],
+            ),
+            (
+                "cantina sociale di soave",
+                &[
+                    "Cantina Sociale di Soave S.c.a.r.l.",
+                    "Cantina Sociale di Soave Scarl",
+                    "Cantina Sociale di Soave s.c. a r.l.",
+                ],
+            ),
+            (
+                "niccolo ferri",
+                &["Niccolò Ferri S.r.l.", "NICCOLO' FERRI SRL"],
+            ),
+        ]);
+    }
+
+    #[test]
+    fn polish_company_names_lose_their_legal_form() {
+        assert_keys(&[
+            (
+                "zolkiewski i synowie",
+                &[
+                    "Żółkiewski i Synowie Sp. z o.o.",
+                    "ŻÓŁKIEWSKI I SYNOWIE SP. Z O.O.",
+                    "Zolkiewski i Synowie sp. z o. o.",
+                    "Żółkiewski i Synowie Sp.z o.o.",
+                    "Żółkiewski i Synowie spółka z o.o.",
+                    "Żółkiewski i Synowie Spółka z ograniczoną odpowiedzialnością",
+                ],
+            ),
+            (
+                "nowak budownictwo",
+                &[
+                    "Nowak Budownictwo S.A.",
+                    "NOWAK BUDOWNICTWO SA",
+                    "Nowak Budownictwo Spółka Akcyjna",
+                    "Nowak Budownictwo Sp.j.",
+                    "Nowak Budownictwo sp. k.",
+                    "Nowak Budownictwo Sp. z o.o. Sp.k.",
+                    "Nowak Budownictwo S.K.A.",
+                ],
+            ),
+        ]);
+    }
+
+    #[test]
+    fn vietnamese_company_names_lose_their_legal_form_at_the_start() {
+        assert_keys(&[
+            (
+                "sao mai",
+                &[
+                    "Công ty TNHH Sao Mai",
+                    "CÔNG TY TNHH SAO MAI",
+                    "Cong ty TNHH Sao Mai",
+                    "Cty TNHH Sao Mai",
+                    "Công ty TNHH MTV Sao Mai",
+                    "Công ty TNHH Một Thành Viên Sao Mai",
+                    "Công ty Sao Mai",
+                    "Sao Mai Co., Ltd.",
+                    "Sao Mai Company Limited",
+                ],
+            ),
+            (
+                "sua viet nam",
+                &[
+                    "Công ty Cổ phần Sữa Việt Nam",
+                    "CTCP Sữa Việt Nam",
+                    "Công ty CP Sữa Việt Nam",
+                    "Sữa Việt Nam JSC",
+                ],
+            ),
+            (
+                "thanh dat",
+                &["DNTN Thành Đạt", "Doanh nghiệp tư nhân Thành Đạt"],
+            ),
+        ]);
+    }
+
+    #[test]
+    fn english_company_names_lose_their_legal_form() {
+        assert_keys(&[
+            (
+                "harbor pine design",
+                &[
+                    "Harbor & Pine Design LLC",
+                    "Harbor & Pine Design, L.L.C.",
+                    "harbor&pine design llc",
+                    "Harbor & Pine Design",
+                ],
+            ),
+            (
+                "acme holdings",
+                &[
+                    "Acme Holdings Ltd. Inc",
+                    "ACME HOLDINGS LIMITED",
+                    "Acme Holdings, Inc.",
+                    "Acme Holdings Incorporated",
+                    "Acme Holdings Corp.",
+                    "Acme Holdings Corporation",
+                    "Acme Holdings PLC",
+                    "Acme Holdings LLP",
+                    "Acme Holdings Pty Ltd",
+                    "Acme Holdings & Co.",
+                    "Acme Holdings Company",
+                ],
+            ),
+            ("whitaker legal group", &["Whitaker Legal Group"]),
+        ]);
+    }
+
+    #[test]
+    fn german_and_other_european_company_names_lose_their_legal_form() {
+        assert_keys(&[
+            (
+                "muller maschinenbau",
+                &[
+                    "Müller Maschinenbau GmbH",
+                    "MÜLLER MASCHINENBAU GMBH",
+                    "Müller Maschinenbau GmbH & Co. KG",
+                    "Müller Maschinenbau AG",
+                    "Müller Maschinenbau KG",
+                    "Müller Maschinenbau UG (haftungsbeschränkt)",
+                ],
+            ),
+            ("svensk design", &["Svensk Design AB"]),
+            (
+                "nordisk mobler",
+                &["Nordisk Møbler A/S", "Nordisk Møbler ApS"],
+            ),
+            ("suomen puu", &["Suomen Puu Oy"]),
+            (
+                "hollands glorie",
+                &["Hollands Glorie B.V.", "Hollands Glorie N.V."],
+            ),
+            ("iberica", &["Ibérica S.L.", "Ibérica SL", "Ibérica S.A.U."]),
+            (
+                "paris conseil",
+                &["Paris Conseil SARL", "Paris Conseil SAS"],
+            ),
+        ]);
+    }
+
+    #[test]
+    fn legal_forms_are_only_stripped_as_whole_words_at_the_edges() {
+        let cases: &[(&str, &str)] = &[
+            // Not at the end, or only part of a word.
+            ("Company Store Online", "company store online"),
+            ("Rossi Srl Servizi", "rossi srl servizi"),
+            ("Atlas", "atlas"),
+            ("Incas", "incas"),
+            ("Coca-Cola", "coca cola"),
+            // Vietnamese forms only at the start, English ones only at the end.
+            ("Sao Mai Công ty", "sao mai cong ty"),
+            ("Ltd Services", "ltd services"),
+            // Non-Latin names keep their letters.
+            ("株式会社", "株式会社"),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(
+                company_key(raw).as_deref(),
+                Some(*expected),
+                "input {raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_name_that_is_only_a_legal_form_or_punctuation_has_no_key() {
+        for raw in [
+            "",
+            "   ",
+            "S.r.l.",
+            "Sp. z o.o.",
+            "GmbH & Co. KG",
+            "Công ty TNHH",
+            "Ltd.",
+            "Company Limited",
+            "&",
+            "...",
+        ] {
+            assert_eq!(company_key(raw), None, "input {raw:?}");
+        }
+    }
+
+    #[test]
+    fn free_mail_domains_are_recognised_case_insensitively() {
+        for domain in [
+            "gmail.com",
+            "GMail.COM",
+            "googlemail.com",
+            "yahoo.it",
+            "yahoo.com.vn",
+            "hotmail.co.uk",
+            "outlook.it",
+            "icloud.com",
+            "libero.it",
+            "virgilio.it",
+            "wp.pl",
+            "o2.pl",
+            "interia.pl",
+            "poczta.fm",
+            "vnn.vn",
+            "hcm.vnn.vn",
+            "fpt.vn",
+            "proton.me",
+            "gmail.com.",
+        ] {
+            assert!(is_free_mail(domain), "{domain:?} should be free mail");
+        }
+        for domain in [
+            "example.it",
+            "fabbri-arredamenti.it",
+            "mail.gmail.com",
+            "gmail.co",
+            "pec.it",
+            "vn.vnn.vn",
+            "",
+            "com",
+        ] {
+            assert!(!is_free_mail(domain), "{domain:?} should not be free mail");
+        }
+    }
+
+    #[test]
+    fn legal_form_and_free_mail_lists_are_well_formed() {
+        assert!(
+            FREE_MAIL_DOMAINS.windows(2).all(|pair| pair[0] < pair[1]),
+            "FREE_MAIL_DOMAINS must be sorted and unique for binary search"
+        );
+        for domain in FREE_MAIL_DOMAINS {
+            assert_eq!(
+                canonical_domain(domain).as_deref(),
+                Ok(*domain),
+                "free-mail entries must be canonical domains"
+            );
+        }
+        for form in SUFFIX_LEGAL_FORMS.iter().chain(PREFIX_LEGAL_FORMS) {
+            assert!(!compact(form).is_empty(), "{form:?} compacts to nothing");
+        }
+    }
+
+    #[test]
+    fn domain_key_takes_the_host_of_urls_hosts_and_addresses() {
+        let cases: &[(&str, &str)] = &[
+            ("https://www.Example.IT/contatti?x=1", "example.it"),
+            ("www.example.it", "example.it"),
+            ("example.it", "example.it"),
+            ("EXAMPLE.it.", "example.it"),
+            ("ana@example.it", "example.it"),
+            (" Ana.Rossi@Example.IT ", "example.it"),
+            ("mailto:Ana@Example.IT", "example.it"),
+            ("a/b?c#d@example.it", "example.it"),
+            (
+                "http://user:secret@shop.example.co.uk:8080/x#y",
+                "shop.example.co.uk",
+            ),
+            ("//www.example.it/", "example.it"),
+            ("example.it:443", "example.it"),
+            ("example.it/?next=https://other.com", "example.it"),
+            ("https://www.www.example.it", "example.it"),
+            ("www.com", "www.com"),
+            ("https://xn--exmple-cua.de/", "exämple.de"),
+            ("WWW.EXÄMPLE.DE", "exämple.de"),
+            ("https://www.żółw.pl", "żółw.pl"),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(domain_key(raw).as_deref(), Some(*expected), "input {raw:?}");
+        }
+    }
+
+    #[test]
+    fn domain_key_rejects_free_mail_addresses_and_junk() {
+        for raw in [
+            "gmail.com",
+            "ana@GMAIL.COM",
+            "https://www.libero.it/",
+            "mario@yahoo.com.vn",
+            "192.168.0.1",
+            "http://192.168.0.1:8080/",
+            "[::1]",
+            "http://[2001:db8::1]:80/",
+            "localhost",
+            "http://localhost:3000",
+            "app.localhost",
+            "example",
+            "exa_mple.com",
+            "exam ple.com",
+            "example..com",
+            "xn--abc.com",
+            "😀.com",
+            "",
+            "https://",
+            "ana@",
+        ] {
+            assert_eq!(domain_key(raw), None, "input {raw:?}");
+        }
+    }
+
+    #[test]
+    fn domain_key_agrees_with_the_domain_of_a_parsed_email_address() {
+        for raw in [
+            "josé@xn--exmple-cua.de",
+            "JOSÉ@EXÄMPLE.DE",
+            "biuro@ŻÓŁW.PL",
+            "lien.he@xn--vit-nam-zv4c.vn",
+            "a@ｅｘａｍｐｌｅ。ｃｏｍ",
+            "Paolo.Rossi@Example.IT",
+        ] {
+            let address = EmailAddress::parse(raw).unwrap();
+            assert_eq!(
+                domain_key(raw).as_deref(),
+                Some(address.domain()),
+                "{raw:?}"
+            );
+            assert_eq!(
+                domain_key(address.domain()).as_deref(),
+                Some(address.domain())
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn company_key_never_panics_and_is_idempotent(raw in any::<String>()) {
+            if let Some(key) = company_key(&raw) {
+                prop_assert_eq!(company_key(&key), Some(key.clone()));
+            }
+        }
+
+        #[test]
+        fn company_key_is_idempotent_on_names_with_legal_forms(
+            raw in "(Công ty TNHH |CTCP |Cty )?([A-Za-zàèéòùłżĐđÜü]{1,4}[ .&/-]{1,2}){0,5}(S\\.r\\.l\\.|SpA|S\\.a\\.s\\.|Sp\\. z o\\.o\\.|GmbH & Co\\. KG|Ltd\\.|Inc|A/S|Co\\.)?"
+        ) {
+            if let Some(key) = company_key(&raw) {
+                prop_assert_eq!(company_key(&key), Some(key.clone()));
+            }
+        }
+
+        #[test]
+        fn domain_key_never_panics_and_is_idempotent(raw in any::<String>()) {
+            if let Some(key) = domain_key(&raw) {
+                prop_assert_eq!(domain_key(&key), Some(key.clone()));
+            }
+        }
+
+        #[test]
+        fn domain_key_is_idempotent_on_url_like_input(
+            raw in "(https?://|mailto:|[a-z.]{1,6}@)?([wW]{3}\\.)?[a-zA-Z0-9äöüÄÖÜ-]{1,10}\\.[a-zA-Z]{2,3}\\.?(:[0-9]{1,4})?(/[a-z?=&#]{0,8})?"
+        ) {
+            if let Some(key) = domain_key(&raw) {
+                prop_assert_eq!(domain_key(&key), Some(key.clone()));
+            }
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! `/v1/contacts` and `/v1/companies`: the clients leads are matched against.
+//!
+//! Values are normalised here, at the edge, with the same rules as inquiries, so a
+//! contact created by hand matches the leads its person sends.
+
+use std::collections::HashMap;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use ingest::FieldProblem;
+use ingest::problem::Problem;
+use normalizer::company::domain_key;
+use normalizer::{EmailAddress, PhoneE164, Region, clean_text, parse_phone};
+use serde::Deserialize;
+use store::{ClientQuery, NewCompany, NewContact, StoreError};
+
+use crate::api::{ApiState, bad_query, store_problem};
+
+/// A contact as posted.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactInput {
+    /// Name as typed.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Email addresses.
+    #[serde(default)]
+    pub emails: Vec<String>,
+    /// Phone numbers; without a country code they need `default_region`.
+    #[serde(default)]
+    pub phones: Vec<String>,
+    /// The contact's company.
+    #[serde(default)]
+    pub company_id: Option<i64>,
+    /// ISO 3166-1 alpha-2 region for phone numbers without a country code.
+    #[serde(default)]
+    pub default_region: Option<String>,
+}
+
+/// A company as posted.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompanyInput {
+    /// Name as written.
+    pub name: String,
+    /// Its website or domain.
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// Phone numbers; without a country code they need `default_region`.
+    #[serde(default)]
+    pub phones: Vec<String>,
+    /// ISO 3166-1 alpha-2 region for phone numbers without a country code.
+    #[serde(default)]
+    pub default_region: Option<String>,
+}
+
+fn unusable(fields: Vec<FieldProblem>) -> Problem {
+    let mut p = Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_fields",
+        "some values cannot be used; see fields",
+    );
+    p.fields = fields;
+    p
+}
+
+fn json_problem(rejection: JsonRejection) -> Problem {
+    let status = rejection.status();
+    let code = if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        "unsupported_content_type"
+    } else if status == StatusCode::UNPROCESSABLE_ENTITY {
+        "invalid_fields"
+    } else {
+        "malformed_body"
+    };
+    Problem::new(status, code, rejection.body_text())
+}
+
+fn region(raw: Option<&str>, problems: &mut Vec<FieldProblem>) -> Option<Region> {
+    let raw = raw?;
+    match Region::parse(raw) {
+        Ok(region) => Some(region),
+        Err(e) => {
+            problems.push(FieldProblem {
+                field: "default_region".into(),
+                problem: e.to_string(),
+            });
+            None
+        }
+    }
+}
+
+fn phones(
+    raw: &[String],
+    region: Option<Region>,
+    problems: &mut Vec<FieldProblem>,
+) -> Vec<PhoneE164> {
+    raw.iter()
+        .enumerate()
+        .filter_map(|(i, p)| match parse_phone(p, region) {
+            Ok(parsed) => Some(parsed.number),
+            Err(e) => {
+                problems.push(FieldProblem {
+                    field: format!("phones[{i}]"),
+                    problem: e.to_string(),
+                });
+                None
+            }
+        })
+        .collect()
+}
+
+/// Normalises a posted contact, or lists every field that cannot be used.
+pub fn parse_contact(input: ContactInput) -> Result<NewContact, Vec<FieldProblem>> {
+    let mut problems = Vec::new();
+    let region = region(input.default_region.as_deref(), &mut problems);
+    let emails: Vec<EmailAddress> = input
+        .emails
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match EmailAddress::parse(e) {
+            Ok(email) => Some(email),
+            Err(err) => {
+                problems.push(FieldProblem {
+                    field: format!("emails[{i}]"),
+                    problem: err.to_string(),
+                });
+                None
+            }
+        })
+        .collect();
+    let phones = phones(&input.phones, region, &mut problems);
+    if problems.is_empty() && emails.is_empty() && phones.is_empty() {
+        problems.push(FieldProblem {
+            field: "emails".into(),
+            problem: "a contact needs at least one email address or phone number".into(),
+        });
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(NewContact {
+        name: input.name.as_deref().and_then(clean_text),
+        emails,
+        phones,
+        company_id: input.company_id,
+    })
+}
+
+/// Normalises a posted company, or lists every field that cannot be used.
+pub fn parse_company(input: CompanyInput) -> Result<NewCompany, Vec<FieldProblem>> {
+    let mut problems = Vec::new();
+    let region = region(input.default_region.as_deref(), &mut problems);
+    let name = clean_text(&input.name);
+    if name.is_none() {
+        problems.push(FieldProblem {
+            field: "name".into(),
+            problem: "must not be empty".into(),
+        });
+    }
+    let domain = match input.domain.as_deref().filter(|d| !d.trim().is_empty()) {
+        None => None,
+        Some(raw) => match domain_key(raw) {
+            Some(domain) => Some(domain),
+            None => {
+                problems.push(FieldProblem {
+                    field: "domain".into(),
+                    problem: format!(
+                        "`{raw}` is not a company domain (invalid, or a free-mail provider)"
+                    ),
+                });
+                None
+            }
+        },
+    };
+    let phones = phones(&input.phones, region, &mut problems);
+    match name {
+        Some(name) if problems.is_empty() => Ok(NewCompany {
+            name,
+            domain,
+            phones,
+        }),
+        _ => Err(problems),
+    }
+}
+
+fn client_problem(error: StoreError) -> Problem {
+    match error {
+        StoreError::Conflict(why) => Problem::new(
+            StatusCode::CONFLICT,
+            "identity_taken",
+            format!("{why}: add the value to that contact instead"),
+        ),
+        StoreError::NotFound(why) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_reference",
+            format!("{why}: create it first or leave the field out"),
+        ),
+        other => store_problem(other),
+    }
+}
+
+async fn create_contact(
+    State(state): State<ApiState>,
+    body: Result<Json<ContactInput>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let Json(input) = body.map_err(json_problem)?;
+    let contact = parse_contact(input).map_err(unusable)?;
+    let stored = state
+        .store
+        .create_contact(&contact)
+        .await
+        .map_err(client_problem)?;
+    Ok((StatusCode::CREATED, Json(stored)).into_response())
+}
+
+async fn create_company(
+    State(state): State<ApiState>,
+    body: Result<Json<CompanyInput>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let Json(input) = body.map_err(json_problem)?;
+    let company = parse_company(input).map_err(unusable)?;
+    let stored = state
+        .store
+        .create_company(&company)
+        .await
+        .map_err(client_problem)?;
+    Ok((StatusCode::CREATED, Json(stored)).into_response())
+}
+
+/// Reads `limit`, `cursor` and one key filter out of the query string.
+fn client_query(
+    params: Result<Query<HashMap<String, String>>, QueryRejection>,
+    key_params: &[&str],
+) -> Result<ClientQuery, Problem> {
+    let Query(params) = params.map_err(|e| bad_query(e.body_text()))?;
+    let mut query = ClientQuery {
+        limit: 50,
+        ..ClientQuery::default()
+    };
+    for (name, value) in &params {
+        let value = value.trim();
+        match name.as_str() {
+            "limit" => {
+                query.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=500).contains(n))
+                    .ok_or_else(|| bad_query(format!("limit: `{value}` must be 1 to 500")))?
+            }
+            "cursor" => {
+                query.cursor = Some(value.parse().map_err(|_| {
+                    bad_query(format!(
+                        "cursor: `{value}` is not a cursor from next_cursor"
+                    ))
+                })?)
+            }
+            "email" if key_params.contains(&"email") => {
+                let email =
+                    EmailAddress::parse(value).map_err(|e| bad_query(format!("email: {e}")))?;
+                query.key = Some(format!("email:{}", email.as_str()));
+            }
+            "phone" if key_params.contains(&"phone") => {
+                let phone = parse_phone(value, None)
+                    .map_err(|e| bad_query(format!("phone: {e} (use E.164, + as %2B)")))?;
+                query.key = Some(format!("phone:{}", phone.number.as_str()));
+            }
+            "domain" if key_params.contains(&"domain") => {
+                let domain = domain_key(value).ok_or_else(|| {
+                    bad_query(format!("domain: `{value}` is not a company domain"))
+                })?;
+                query.key = Some(format!("domain:{domain}"));
+            }
+            other => {
+                return Err(bad_query(format!(
+                    "unknown parameter `{other}`: use {}, cursor or limit",
+                    key_params.join(", ")
+                )));
+            }
+        }
+    }
+    Ok(query)
+}
+
+async fn list_contacts(
+    State(state): State<ApiState>,
+    params: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let query = client_query(params, &["email", "phone"])?;
+    let page = state
+        .store
+        .list_contacts(&query)
+        .await
+        .map_err(store_problem)?;
+    Ok(Json(page).into_response())
+}
+
+async fn list_companies(
+    State(state): State<ApiState>,
+    params: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let query = client_query(params, &["domain", "phone"])?;
+    let page = state
+        .store
+        .list_companies(&query)
+        .await
+        .map_err(store_problem)?;
+    Ok(Json(page).into_response())
+}
+
+fn not_found(what: &str, id: &str) -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("there is no {what} with id `{id}`"),
+    )
+}
+
+async fn get_contact(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let numeric: i64 = id.parse().map_err(|_| not_found("contact", &id))?;
+    match state
+        .store
+        .get_contact(numeric)
+        .await
+        .map_err(store_problem)?
+    {
+        Some(contact) => Ok(Json(contact).into_response()),
+        None => Err(not_found("contact", &id)),
+    }
+}
+
+async fn get_company(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let numeric: i64 = id.parse().map_err(|_| not_found("company", &id))?;
+    match state
+        .store
+        .get_company(numeric)
+        .await
+        .map_err(store_problem)?
+    {
+        Some(company) => Ok(Json(company).into_response()),
+        None => Err(not_found("company", &id)),
+    }
+}
+
+/// The client routes (mounted behind the admin token).
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/contacts", get(list_contacts).post(create_contact))
+        .route("/v1/contacts/{id}", get(get_contact))
+        .route("/v1/companies", get(list_companies).post(create_company))
+        .route("/v1/companies/{id}", get(get_company))
+}
