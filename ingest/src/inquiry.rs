@@ -100,6 +100,21 @@ pub struct ContactHints {
     pub phone: Option<String>,
     /// The company name as typed.
     pub company: Option<String>,
+    /// The person's account on a messenger (chat channels fill it).
+    #[serde(default)]
+    pub messenger: Option<MessengerHandle>,
+}
+
+/// An account on a chat platform: which platform, and the platform's stable user id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessengerHandle {
+    /// The platform (`telegram`, `whatsapp`, `site-chat`).
+    pub platform: String,
+    /// The platform's stable id for the person (not a changeable username).
+    pub user_id: String,
+    /// The changeable username or handle, for display.
+    #[serde(default)]
+    pub username: Option<String>,
 }
 
 /// A file that came with an inquiry; only its description is kept in the inquiry itself.

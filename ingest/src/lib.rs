@@ -13,7 +13,8 @@ pub mod problem;
 pub mod sink;
 
 pub use inquiry::{
-    Attachment, Channel, ContactHints, ContentDedup, Inquiry, InquiryId, RawPayload,
+    Attachment, Channel, ContactHints, ContentDedup, Inquiry, InquiryId, MessengerHandle,
+    RawPayload,
 };
 pub use sink::{
     Accepted, ClaimOutcome, FieldProblem, IdempotencyKeys, IntakeSink, KeyClaim, KeyStoreError,

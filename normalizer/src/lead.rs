@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::company::{company_key, domain_key};
 use crate::email::EmailAddress;
 use crate::phone::{PhoneE164, Region, parse_phone};
-use crate::text::{clean_text, join_name};
+use crate::text::{clean_text, fold_key, join_name};
 
 /// A key that says "this is the same person" when two leads or contacts share it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -86,9 +86,15 @@ pub struct Lead {
 }
 
 impl Lead {
-    /// True when there is a way to reach the person (a valid email or phone).
+    /// True when there is a way to reach the person (a valid email or phone, or a
+    /// messenger account to answer on).
     pub fn is_contactable(&self) -> bool {
-        self.email.is_some() || self.phone.is_some()
+        self.email.is_some()
+            || self.phone.is_some()
+            || self
+                .identity_keys
+                .iter()
+                .any(|k| matches!(k, IdentityKey::Messenger(_)))
     }
 
     /// The key used to keep one person's inquiries together (shard choice): the strongest
@@ -166,6 +172,13 @@ pub fn normalize(inquiry: Inquiry) -> Lead {
     if let Some(phone) = &phone {
         identity_keys.push(IdentityKey::Phone(phone.as_str().to_owned()));
     }
+    if let Some(handle) = &hints.messenger {
+        let platform = fold_key(&handle.platform);
+        let user_id = handle.user_id.trim();
+        if !platform.is_empty() && !user_id.is_empty() {
+            identity_keys.push(IdentityKey::Messenger(format!("{platform}:{user_id}")));
+        }
+    }
 
     let company = hints.company.as_deref().and_then(clean_text);
     let mut company_keys = Vec::new();
@@ -216,5 +229,88 @@ pub(crate) mod tests_support {
             },
         };
         normalize(inquiry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hints(contact: ingest::ContactHints, region: &str) -> Lead {
+        let mut lead = tests_support::lead();
+        lead.inquiry.contact = contact;
+        lead.inquiry.default_region = Some(region.into());
+        normalize(lead.inquiry)
+    }
+
+    #[test]
+    fn identity_keys_come_strongest_first_and_company_keys_skip_free_mail() {
+        let lead = hints(
+            ingest::ContactHints {
+                email: Some("Anna@Fabbri.Example.IT".into()),
+                phone: Some("02 8736 1234".into()),
+                company: Some("Fabbri Arredamenti S.r.l.".into()),
+                messenger: Some(ingest::MessengerHandle {
+                    platform: "Telegram".into(),
+                    user_id: " 123456 ".into(),
+                    username: None,
+                }),
+                ..Default::default()
+            },
+            "IT",
+        );
+        let keys: Vec<String> = lead.identity_keys.iter().map(IdentityKey::as_key).collect();
+        assert_eq!(
+            keys,
+            [
+                "email:anna@fabbri.example.it",
+                "phone:+390287361234",
+                "messenger:telegram:123456"
+            ]
+        );
+        let company: Vec<String> = lead.company_keys.iter().map(CompanyKey::as_key).collect();
+        assert_eq!(
+            company,
+            ["domain:fabbri.example.it", "name:fabbri arredamenti"]
+        );
+
+        let free = hints(
+            ingest::ContactHints {
+                email: Some("anna@gmail.com".into()),
+                ..Default::default()
+            },
+            "IT",
+        );
+        assert!(free.company_keys.is_empty());
+    }
+
+    #[test]
+    fn unusable_values_are_listed_as_problems_and_never_become_keys() {
+        let lead = hints(
+            ingest::ContactHints {
+                email: Some("roberta.gallo(at)libero.it".into()),
+                phone: Some("brak".into()),
+                ..Default::default()
+            },
+            "PL",
+        );
+        assert!(lead.identity_keys.is_empty());
+        assert!(!lead.is_contactable());
+        let fields: Vec<&str> = lead.problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["email", "phone"]);
+    }
+
+    #[test]
+    fn names_join_first_and_last_and_keep_what_was_typed() {
+        let lead = hints(
+            ingest::ContactHints {
+                first_name: Some(" NGUYỄN ".into()),
+                last_name: Some("Văn An".into()),
+                email: Some("an@example.vn".into()),
+                ..Default::default()
+            },
+            "VN",
+        );
+        assert_eq!(lead.name.as_deref(), Some("NGUYỄN Văn An"));
     }
 }
