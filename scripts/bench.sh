@@ -4,11 +4,14 @@
 #   2. intake only (consumers off): how fast posts are confirmed by the broker;
 #   3. store only: how fast the consumers file the N messages left queued by 2.
 # Prints loadgen's numbers and the CPU seconds each process used in each phase.
-# Usage: N=20000 C=64 bash scripts/bench.sh
+# With CONTACTS=1000000 the directory is first seeded with that many contacts through
+# `leadpipe import`, so the matching cost of a large directory shows.
+# Usage: N=20000 C=64 [CONTACTS=1000000] bash scripts/bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-20000}
 C=${C:-64}
+CONTACTS=${CONTACTS:-0}
 
 bash scripts/services.sh
 cargo build --release --quiet --bin leadpipe --bin loadgen
@@ -24,6 +27,20 @@ fresh() {
   for q in $(rabbitmqctl -q list_queues name 2>/dev/null | grep '^lpbench\.' || true); do
     rabbitmqctl -q delete_queue "$q" >/dev/null
   done
+}
+
+contacts_csv=""
+seed() {
+  [ "$CONTACTS" -gt 0 ] || return 0
+  if [ -z "$contacts_csv" ]; then
+    contacts_csv=$(mktemp --suffix=.csv)
+    python3 scripts/gen_contacts.py "$CONTACTS" "$contacts_csv"
+  fi
+  local t0 t1
+  t0=$(date +%s.%N)
+  ./target/release/leadpipe import --config "$config" --kind contacts "$contacts_csv" --default-region IT >/dev/null
+  t1=$(date +%s.%N)
+  awk -v a="$t0" -v b="$t1" -v n="$CONTACTS" 'BEGIN {printf "seeded %d contacts with leadpipe import in %.1f s\n", n, b - a}'
 }
 
 start() {
@@ -65,11 +82,12 @@ TIMEFORMAT='loadgen cpu seconds: %U user + %S system (wall %R s)'
 
 stored() {
   curl -s "http://127.0.0.1:$port/metrics" |
-    awk '/^leadpipe_inquiries_stored_total\{outcome="lead_created"\}/ {print $2}'
+    awk '/^leadpipe_inquiries_stored_total\{/ {s += $2} END {print s + 0}'
 }
 
-echo "== 1. end to end: $N posts at concurrency $C"
+echo "== 1. end to end: $N posts at concurrency $C, $CONTACTS contacts on file"
 fresh
+seed
 start
 before=$(snapshot)
 time ./target/release/loadgen --url "http://127.0.0.1:$port" --requests "$N" --concurrency "$C" --pid "$pid"
@@ -79,6 +97,7 @@ stop
 
 echo "== 2. intake only (LEADPIPE__AMQP__CONSUME=false)"
 fresh
+seed
 export LEADPIPE__AMQP__CONSUME=false
 start
 before=$(snapshot)
@@ -99,5 +118,5 @@ awk -v a="$t0" -v b="$t1" -v n="$N" 'BEGIN {printf "stored %d in %.2f s (start-u
 curl -s "http://127.0.0.1:$port/metrics" | grep -E '^leadpipe_store_batch_seconds_(sum|count)'
 stop
 fresh
-rm -f "$config"
+rm -f "$config" "$contacts_csv"
 echo "daemon log: $log"

@@ -6,10 +6,12 @@
 //! - [`pipeline`]: the intake sink: normalise, route, publish, wait for the confirm.
 //! - [`api`]: the ops API (`/v1/leads`) and health endpoints.
 //! - [`clients_api`]: `/v1/contacts` and `/v1/companies`.
+//! - [`import`]: `leadpipe import`: contacts and companies in bulk, leads through the pipeline, from CSV.
 //! - [`startup`]: builds everything, serves, and shuts down in order.
 
 pub mod api;
 pub mod clients_api;
+pub mod import;
 pub mod pipeline;
 pub mod settings;
 pub mod startup;

@@ -48,6 +48,33 @@ enum Command {
     /// Inspect or replay the dead-letter queue (messages that could not be stored).
     #[command(subcommand)]
     DeadLetters(DeadLetters),
+    /// Import contacts, companies or leads from a CSV file with a header row.
+    ///
+    /// Contacts and companies are written to PostgreSQL in bulk. Leads are published to
+    /// the broker like any other inquiry (channel `import`) and filed by the daemon's
+    /// consumers; importing the same file again files nothing new. Rows that cannot be
+    /// imported are listed with their line numbers and do not stop the import.
+    Import {
+        /// What the file holds.
+        #[arg(long, value_enum)]
+        kind: leadpipe::import::ImportKind,
+        /// The CSV file (UTF-8, the first row names the columns).
+        #[arg(value_name = "FILE.csv")]
+        file: PathBuf,
+        /// Rename a column before mapping, e.g. --map "Mail privata=email"; repeatable.
+        #[arg(long = "map", value_name = "HEADER=FIELD")]
+        map: Vec<String>,
+        /// Region (ISO 3166-1, e.g. IT) of phone numbers without a country code;
+        /// required for leads.
+        #[arg(long, value_name = "XX")]
+        default_region: Option<String>,
+        /// Where the leads came from [default: import:<file name>].
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
+        /// The field separator: one character, or `tab`.
+        #[arg(long, default_value = ",")]
+        delimiter: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -113,6 +140,24 @@ fn main() -> ExitCode {
             Command::Migrate => migrate(settings).await,
             Command::DeadLetters(action) => dead_letters(settings, action).await,
             Command::CheckConfig => Ok(()),
+            Command::Import {
+                kind,
+                file,
+                map,
+                default_region,
+                source,
+                delimiter,
+            } => {
+                let options = leadpipe::import::ImportOptions {
+                    kind,
+                    file,
+                    maps: map,
+                    default_region,
+                    source,
+                    delimiter,
+                };
+                leadpipe::import::run(settings, options).await
+            }
         }
     });
     match result {

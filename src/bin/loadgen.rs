@@ -45,23 +45,26 @@ struct Args {
     intake_only: bool,
 }
 
+/// A realistic submission; every `i` is another person (unique email, phone and company),
+/// so nothing is merged unless the run means it to be.
 fn body(form: &str, run: &str, i: usize) -> String {
     let email = format!("lg{run}-{i}%40example.com");
     match form.split('-').next() {
         Some("it") => format!(
-            "nome=Niccol%C3%B2&cognome=Fabbri+{i}&email={email}&telefono=%2B39+02+8736+{:04}&azienda=Fabbri+Arredamenti+S.r.l.&messaggio=Buongiorno%2C%0D%0Avorremmo+un+preventivo+per+12+scrivanie.&website=&utm_source=google&utm_medium=cpc",
-            i % 10_000
+            "nome=Niccol%C3%B2&cognome=Fabbri+{i}&email={email}&telefono=%2B39+02+{:08}&azienda=Fabbri+Arredamenti+{i}+S.r.l.&messaggio=Buongiorno%2C%0D%0Avorremmo+un+preventivo+per+12+scrivanie.&website=&utm_source=google&utm_medium=cpc",
+            i % 100_000_000
         ),
         Some("pl") => format!(
-            "imie=%C5%81ukasz&nazwisko=%C5%BB%C3%B3%C5%82kiewski&e-mail={email}&telefon=601+234+{:03}&firma=%C5%BB%C3%B3%C5%82kiewski+Sp.+z+o.o.&wiadomosc=Prosimy+o+ofert%C4%99+na+40+krzese%C5%82.&website=",
-            i % 1000
+            "imie=%C5%81ukasz&nazwisko=%C5%BB%C3%B3%C5%82kiewski&e-mail={email}&telefon=6{:08}&firma=%C5%BB%C3%B3%C5%82kiewski+{i}+Sp.+z+o.o.&wiadomosc=Prosimy+o+ofert%C4%99+na+40+krzese%C5%82.&website=",
+            i % 100_000_000
         ),
         Some("vn") => format!(
-            "ho_ten=Nguy%E1%BB%85n+Th%E1%BB%8B+Thu+H%C3%A0&email={email}&so_dien_thoai=090+123+{:04}&cong_ty=C%C3%B4ng+ty+TNHH+Sao+Mai&noi_dung=C%E1%BA%A7n+b%C3%A1o+gi%C3%A1+25+b%E1%BB%99+b%C3%A0n+gh%E1%BA%BF.",
-            i % 10_000
+            "ho_ten=Nguy%E1%BB%85n+Th%E1%BB%8B+Thu+H%C3%A0&email={email}&so_dien_thoai=09{:08}&cong_ty=C%C3%B4ng+ty+TNHH+Sao+Mai+{i}&noi_dung=C%E1%BA%A7n+b%C3%A1o+gi%C3%A1+25+b%E1%BB%99+b%C3%A0n+gh%E1%BA%BF.",
+            i % 100_000_000
         ),
         _ => format!(
-            "first_name=Sarah&last_name=O%27Connor&email={email}&phone=%28415%29+555-{:04}+ext.+204&company=Harbor+%26+Pine+Design+LLC&message=Need+a+quote+for+30+desks.&utm_source=google",
+            "first_name=Sarah&last_name=O%27Connor&email={email}&phone=%28415%29+{:03}-{:04}+ext.+204&company=Harbor+%26+Pine+{i}+LLC&message=Need+a+quote+for+30+desks.&utm_source=google",
+            200 + (i / 10_000) % 800,
             i % 10_000
         ),
     }
@@ -116,7 +119,7 @@ async fn main() -> anyhow::Result<()> {
     let stored_before = counter(
         &client.get(&metrics_url).send().await?.text().await?,
         "leadpipe_inquiries_stored_total",
-        Some("lead_created"),
+        None,
     );
     let run = format!(
         "{:x}",
@@ -184,11 +187,7 @@ async fn main() -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(args.drain_timeout);
     let stored = loop {
         let text = client.get(&metrics_url).send().await?.text().await?;
-        let stored = counter(
-            &text,
-            "leadpipe_inquiries_stored_total",
-            Some("lead_created"),
-        ) - stored_before;
+        let stored = counter(&text, "leadpipe_inquiries_stored_total", None) - stored_before;
         if stored as usize >= accepted || Instant::now() > deadline {
             break stored as usize;
         }

@@ -10,4 +10,5 @@ mod config;
 mod delivery;
 mod errors;
 mod forms_corpus;
+mod import;
 mod ops;

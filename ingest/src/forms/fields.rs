@@ -531,6 +531,7 @@ mod tests {
                 email: Some("Niccolo.Fabbri@Example.IT".into()),
                 phone: Some("+39 02 8736 1234".into()),
                 company: Some("Fabbri Arredamenti S.r.l.".into()),
+                messenger: None,
             }
         );
         assert_eq!(mapped.message.as_deref(), Some("Buongiorno,\r\nstiamo"));
