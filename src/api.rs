@@ -108,6 +108,24 @@ pub(crate) fn bad_query(message: String) -> Problem {
     Problem::new(StatusCode::BAD_REQUEST, "bad_query", message)
 }
 
+/// A `cursor` query parameter: the id a previous page's `next_cursor` gave.
+pub(crate) fn page_cursor(value: &str) -> Result<i64, Problem> {
+    value.parse().map_err(|_| {
+        bad_query(format!(
+            "cursor: `{value}` is not a cursor from next_cursor"
+        ))
+    })
+}
+
+/// A `limit` query parameter: 1 to 500.
+pub(crate) fn page_limit(value: &str) -> Result<i64, Problem> {
+    value
+        .parse()
+        .ok()
+        .filter(|n| (1..=500).contains(n))
+        .ok_or_else(|| bad_query(format!("limit: `{value}` must be 1 to 500")))
+}
+
 /// A database failure as an HTTP answer.
 pub(crate) fn store_problem(error: StoreError) -> Problem {
     if error.is_transient() {
@@ -166,20 +184,8 @@ fn lead_query(params: &HashMap<String, String>) -> Result<LeadQuery, Problem> {
             }
             "created_after" => query.created_after = Some(parse_time(key, value)?),
             "created_before" => query.created_before = Some(parse_time(key, value)?),
-            "cursor" => {
-                query.cursor = Some(value.parse().map_err(|_| {
-                    bad_query(format!(
-                        "cursor: `{value}` is not a cursor from next_cursor"
-                    ))
-                })?)
-            }
-            "limit" => {
-                query.limit = value
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=500).contains(n))
-                    .ok_or_else(|| bad_query(format!("limit: `{value}` must be 1 to 500")))?
-            }
+            "cursor" => query.cursor = Some(page_cursor(value)?),
+            "limit" => query.limit = page_limit(value)?,
             other => {
                 return Err(bad_query(format!(
                     "unknown parameter `{other}`: use stage, channel, source, email, phone, created_after, created_before, cursor or limit"

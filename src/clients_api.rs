@@ -18,7 +18,7 @@ use normalizer::{EmailAddress, PhoneE164, Region, clean_text, parse_phone};
 use serde::Deserialize;
 use store::{ClientQuery, NewCompany, NewContact, StoreError};
 
-use crate::api::{ApiState, bad_query, store_problem};
+use crate::api::{ApiState, bad_query, page_cursor, page_limit, store_problem};
 
 /// A contact as posted.
 #[derive(Debug, Deserialize)]
@@ -245,20 +245,8 @@ fn client_query(
     for (name, value) in &params {
         let value = value.trim();
         match name.as_str() {
-            "limit" => {
-                query.limit = value
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=500).contains(n))
-                    .ok_or_else(|| bad_query(format!("limit: `{value}` must be 1 to 500")))?
-            }
-            "cursor" => {
-                query.cursor = Some(value.parse().map_err(|_| {
-                    bad_query(format!(
-                        "cursor: `{value}` is not a cursor from next_cursor"
-                    ))
-                })?)
-            }
+            "limit" => query.limit = page_limit(value)?,
+            "cursor" => query.cursor = Some(page_cursor(value)?),
             "email" if key_params.contains(&"email") => {
                 let email =
                     EmailAddress::parse(value).map_err(|e| bad_query(format!("email: {e}")))?;
