@@ -119,6 +119,42 @@ impl Lead {
     }
 }
 
+/// Field names (letters and digits only, lower case) that hold the sender's company
+/// website. A form's honeypot never gets here: intake removes it from the fields.
+const WEBSITE_FIELDS: &[&str] = &[
+    "companywebsite",
+    "companyurl",
+    "homepage",
+    "sito",
+    "sitointernet",
+    "sitoweb",
+    "siteweb",
+    "siteinternet",
+    "strona",
+    "stronainternetowa",
+    "stronawww",
+    "trangweb",
+    "web",
+    "webseite",
+    "website",
+    "www",
+];
+
+/// The company domain from a website field, if the inquiry has one that parses.
+fn website_domain(fields: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
+    fields.iter().find_map(|(name, value)| {
+        let key: String = name
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
+        if !WEBSITE_FIELDS.contains(&key.as_str()) {
+            return None;
+        }
+        value.as_str().and_then(domain_key)
+    })
+}
+
 /// Cleans an inquiry's contact data. Never fails: what cannot be used is listed in
 /// [`Lead::problems`] and its raw value stays in the inquiry.
 pub fn normalize(inquiry: Inquiry) -> Lead {
@@ -182,7 +218,12 @@ pub fn normalize(inquiry: Inquiry) -> Lead {
 
     let company = hints.company.as_deref().and_then(clean_text);
     let mut company_keys = Vec::new();
-    if let Some(domain) = email.as_ref().and_then(|e| domain_key(e.domain())) {
+    if let Some(domain) = website_domain(&inquiry.fields) {
+        company_keys.push(CompanyKey::Domain(domain));
+    }
+    if let Some(domain) = email.as_ref().and_then(|e| domain_key(e.domain()))
+        && !company_keys.contains(&CompanyKey::Domain(domain.clone()))
+    {
         company_keys.push(CompanyKey::Domain(domain));
     }
     if let Some(key) = company.as_deref().and_then(company_key) {
@@ -282,6 +323,19 @@ mod tests {
             "IT",
         );
         assert!(free.company_keys.is_empty());
+    }
+
+    #[test]
+    fn a_website_field_gives_the_strongest_company_key() {
+        let mut lead = tests_support::lead();
+        lead.inquiry.contact.email = Some("anna@gmail.com".into());
+        lead.inquiry.fields.insert(
+            "Sito web".into(),
+            serde_json::json!("https://www.Fabbri.example.it/chi-siamo"),
+        );
+        let lead = normalize(lead.inquiry);
+        let keys: Vec<String> = lead.company_keys.iter().map(CompanyKey::as_key).collect();
+        assert_eq!(keys, ["domain:fabbri.example.it"]);
     }
 
     #[test]
