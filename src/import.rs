@@ -290,36 +290,51 @@ async fn import_clients(
     let region_code = region.map(|r| r.as_str().to_owned());
     let result = match kind {
         ImportKind::Contacts => {
-            let (tx, rx) = mpsc::channel(2);
-            let reading = tokio::task::spawn_blocking(move || {
-                read_rows(reader, lines, IMPORT_BATCH, false, tx, |_, cells, _| {
-                    contact_row(&columns.fields, cells, region_code.as_deref())
-                })
-            });
-            let written = write_batches(rx, bar, kind, |rows| {
+            let parse =
+                move |cells: &[&str]| contact_row(&columns.fields, cells, region_code.as_deref());
+            load_clients(reader, lines, bar, kind, parse, |rows| {
                 let store = store.clone();
                 async move { store.import_contacts(rows.as_slice()).await }
             })
-            .await;
-            finish(reading, written).await
+            .await
         }
         _ => {
-            let (tx, rx) = mpsc::channel(2);
-            let reading = tokio::task::spawn_blocking(move || {
-                read_rows(reader, lines, IMPORT_BATCH, false, tx, |_, cells, _| {
-                    company_row(&columns.fields, cells, region_code.as_deref())
-                })
-            });
-            let written = write_batches(rx, bar, kind, |rows| {
+            let parse =
+                move |cells: &[&str]| company_row(&columns.fields, cells, region_code.as_deref());
+            load_clients(reader, lines, bar, kind, parse, |rows| {
                 let store = store.clone();
                 async move { store.import_companies(rows.as_slice()).await }
             })
-            .await;
-            finish(reading, written).await
+            .await
         }
     };
     store.close().await;
     result
+}
+
+/// Parses rows on a reading thread and writes them in bulk batches as they come.
+async fn load_clients<T, P, F, Fut>(
+    reader: csv::Reader<File>,
+    lines: LineTracker,
+    bar: &ProgressBar,
+    kind: ImportKind,
+    mut parse: P,
+    write: F,
+) -> anyhow::Result<Tally>
+where
+    T: Send + 'static,
+    P: FnMut(&[&str]) -> Result<T, String> + Send + 'static,
+    F: Fn(Arc<Vec<(usize, T)>>) -> Fut,
+    Fut: Future<Output = Result<ImportReport, StoreError>>,
+{
+    let (tx, rx) = mpsc::channel(2);
+    let reading = tokio::task::spawn_blocking(move || {
+        read_rows(reader, lines, IMPORT_BATCH, false, tx, |_, cells, _| {
+            parse(cells)
+        })
+    });
+    let written = write_batches(rx, bar, kind, write).await;
+    finish(reading, written).await
 }
 
 /// Waits for the reading thread and merges its outcome with the writer's.

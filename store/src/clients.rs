@@ -249,18 +249,7 @@ impl Store {
         &self,
         contacts: &[(usize, NewContact)],
     ) -> Result<ImportReport, StoreError> {
-        let mut report = ImportReport::default();
-        for batch in contacts.chunks(IMPORT_BATCH) {
-            let done = retry_on_race(|| async {
-                let mut tx = self.pool().begin().await?;
-                let done = import_contact_batch(&mut tx, batch).await?;
-                tx.commit().await?;
-                Ok(done)
-            })
-            .await?;
-            report.absorb(done);
-        }
-        Ok(report)
+        self.import_in_batches(contacts).await
     }
 
     /// One contact.
@@ -317,18 +306,7 @@ impl Store {
         &self,
         companies: &[(usize, NewCompany)],
     ) -> Result<ImportReport, StoreError> {
-        let mut report = ImportReport::default();
-        for batch in companies.chunks(IMPORT_BATCH) {
-            let done = retry_on_race(|| async {
-                let mut tx = self.pool().begin().await?;
-                let done = import_company_batch(&mut tx, batch).await?;
-                tx.commit().await?;
-                Ok(done)
-            })
-            .await?;
-            report.absorb(done);
-        }
-        Ok(report)
+        self.import_in_batches(companies).await
     }
 
     /// One company.
@@ -401,18 +379,60 @@ async fn insert_company(
 /// Runs a batch again when it lost a race: another writer took a key between the
 /// batch's look-up and its insert (the unique index refused the batch, which rolled
 /// back). The next attempt sees that key as taken and skips its row.
-async fn retry_on_race<F, Fut>(mut attempt: F) -> Result<ImportReport, StoreError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<ImportReport, StoreError>>,
-{
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        match attempt().await {
-            Err(StoreError::Conflict(_)) if tries < 3 => continue,
-            other => return other,
+/// Rows that are imported a batch per transaction.
+trait BatchImport: Sized {
+    /// Files one batch inside `tx`.
+    async fn file_batch(
+        tx: &mut Transaction<'_, Postgres>,
+        batch: &[(usize, Self)],
+    ) -> Result<ImportReport, StoreError>;
+}
+
+impl BatchImport for NewContact {
+    async fn file_batch(
+        tx: &mut Transaction<'_, Postgres>,
+        batch: &[(usize, Self)],
+    ) -> Result<ImportReport, StoreError> {
+        import_contact_batch(tx, batch).await
+    }
+}
+
+impl BatchImport for NewCompany {
+    async fn file_batch(
+        tx: &mut Transaction<'_, Postgres>,
+        batch: &[(usize, Self)],
+    ) -> Result<ImportReport, StoreError> {
+        import_company_batch(tx, batch).await
+    }
+}
+
+impl Store {
+    /// Files rows [`IMPORT_BATCH`] at a time, one transaction each. A batch that loses a
+    /// race for a key (a concurrent writer took it after the look-up) is run again, up to
+    /// three times, and then sees the key as taken.
+    async fn import_in_batches<T: BatchImport>(
+        &self,
+        rows: &[(usize, T)],
+    ) -> Result<ImportReport, StoreError> {
+        let mut report = ImportReport::default();
+        for batch in rows.chunks(IMPORT_BATCH) {
+            let mut tries = 0;
+            let done = loop {
+                tries += 1;
+                let attempt = async {
+                    let mut tx = self.pool().begin().await?;
+                    let done = T::file_batch(&mut tx, batch).await?;
+                    tx.commit().await?;
+                    Ok(done)
+                };
+                match attempt.await {
+                    Err(StoreError::Conflict(_)) if tries < 3 => continue,
+                    other => break other?,
+                }
+            };
+            report.absorb(done);
         }
+        Ok(report)
     }
 }
 
