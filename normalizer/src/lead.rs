@@ -16,7 +16,8 @@ use crate::text::{clean_text, fold_key, join_name};
 pub enum IdentityKey {
     /// A normalised email address.
     Email(String),
-    /// An E.164 phone number.
+    /// An E.164 phone number, with `;ext=` and the extension when one was typed
+    /// (`+390212345678;ext=12`): behind one switchboard number sit many people.
     Phone(String),
     /// A messenger account: the platform and its user id (`telegram:12345`).
     Messenger(String),
@@ -46,6 +47,20 @@ impl IdentityKey {
     /// The key as one string, e.g. `email:ana@example.com`, `phone:+393471234567`.
     pub fn as_key(&self) -> String {
         self.to_string()
+    }
+
+    /// The person key of a phone number and the extension typed with it, if any.
+    pub fn phone(number: &PhoneE164, extension: Option<&str>) -> Self {
+        match extension.map(str::trim).filter(|e| !e.is_empty()) {
+            Some(ext) => IdentityKey::Phone(format!("{};ext={ext}", number.as_str())),
+            None => IdentityKey::Phone(number.as_str().to_owned()),
+        }
+    }
+
+    /// True for keys that belong to one person only (an email address, a messenger
+    /// account). A phone number is weak: a switchboard, a shop or a family shares one.
+    pub fn is_strong(&self) -> bool {
+        !matches!(self, IdentityKey::Phone(_))
     }
 }
 
@@ -206,7 +221,7 @@ pub fn normalize(inquiry: Inquiry) -> Lead {
         identity_keys.push(IdentityKey::Email(email.as_str().to_owned()));
     }
     if let Some(phone) = &phone {
-        identity_keys.push(IdentityKey::Phone(phone.as_str().to_owned()));
+        identity_keys.push(IdentityKey::phone(phone, phone_extension.as_deref()));
     }
     if let Some(handle) = &hints.messenger {
         let platform = fold_key(&handle.platform);
@@ -323,6 +338,31 @@ mod tests {
             "IT",
         );
         assert!(free.company_keys.is_empty());
+    }
+
+    #[test]
+    fn a_phone_extension_is_part_of_the_person_key() {
+        let at = |phone: &str| {
+            hints(
+                ingest::ContactHints {
+                    phone: Some(phone.into()),
+                    ..Default::default()
+                },
+                "IT",
+            )
+            .identity_keys
+        };
+        let twelve = at("02 8736 1234 int. 12");
+        let thirty_four = at("02 8736 1234 int. 34");
+        assert_eq!(twelve, [IdentityKey::Phone("+390287361234;ext=12".into())]);
+        assert_ne!(twelve, thirty_four, "two people behind one switchboard");
+        assert_eq!(
+            at("02 8736 1234"),
+            [IdentityKey::Phone("+390287361234".into())]
+        );
+        assert!(!twelve[0].is_strong());
+        assert!(IdentityKey::Email("a@example.it".into()).is_strong());
+        assert!(IdentityKey::Messenger("telegram:1".into()).is_strong());
     }
 
     #[test]
