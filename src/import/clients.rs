@@ -122,8 +122,8 @@ where
                                 "running the same import again skips them, as their keys are taken"
                             }
                             _ => {
-                                "running the same import again skips those with a domain; \
-                                 the others would be created twice"
+                                "running the same import again finds the companies stored so \
+                                 far and does not create them twice"
                             }
                         };
                         return Err(anyhow!(error).context(format!(
@@ -135,6 +135,8 @@ where
                 }
             };
             tally.done += report.inserted;
+            tally.present += report.present;
+            tally.updated += report.updated;
             tally.bad.extend(report.skipped);
         }
         bar.set_position(chunk.end.max(bar.position()));

@@ -1,6 +1,14 @@
 //! Leads: every row becomes an inquiry of channel `import`, published through the
 //! pipeline with bounded concurrency.
+//!
+//! A row's inquiry id comes from the source and the row's values as mapped (not from
+//! the column order, the line or the rest of the file), so a corrected file files only
+//! its corrected rows. Before publishing, the rows filed already are looked up and left
+//! out; without the database every row is published and the consumers' unique inquiry
+//! id keeps each filed once.
 
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::Read;
@@ -16,8 +24,10 @@ use ingest::{Channel, FieldProblem, Inquiry, InquiryId, IntakeSink, RawPayload, 
 use normalizer::Region;
 use router::backoff::Backoff;
 use router::{Publisher, Router};
+use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use store::Store;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -90,25 +100,97 @@ pub(super) async fn import_leads(
     let (tx, rx) = mpsc::channel(2);
     let reading = {
         let region = region.as_str().to_owned();
+        // Identical rows are one inquiry: the first is published, the others named.
+        let mut seen: HashMap<InquiryId, usize> = HashMap::new();
         tokio::task::spawn_blocking(move || {
             read_rows(reader, lines, LEADS_CHUNK, true, tx, |line, cells, raw| {
-                Ok(lead_inquiry(
-                    &columns,
-                    cells,
-                    line,
-                    raw,
-                    &region,
-                    &source,
-                    &fingerprint,
-                ))
+                let inquiry = lead_inquiry(&columns, cells, raw, &region, &source);
+                match seen.entry(inquiry.id) {
+                    Entry::Occupied(first) => Err(format!(
+                        "the same values as line {}: one inquiry, filed once",
+                        first.get()
+                    )),
+                    Entry::Vacant(slot) => {
+                        slot.insert(line);
+                        Ok(LeadRow {
+                            line_id: line_based_id(&source, &fingerprint, line),
+                            inquiry,
+                        })
+                    }
+                }
             })
         })
     };
-    let published = publish_rows(rx, pipeline, bar).await;
+    let filed = FiledCheck::new(settings);
+    let published = publish_rows(rx, pipeline, filed, bar).await;
     // Closing waits for the confirms still in flight.
     stop.cancel();
     let _ = connection.await;
     finish(reading, published).await
+}
+
+/// A row to publish.
+struct LeadRow {
+    inquiry: Inquiry,
+    /// The id the row had when ids came from the file's hash and the line, so that a
+    /// file imported that way is recognised as filed.
+    line_id: InquiryId,
+}
+
+/// Asks the database which rows are filed already, until it cannot answer.
+struct FiledCheck {
+    store: Option<Store>,
+    url: String,
+    /// Why it stopped asking.
+    failed: Option<String>,
+}
+
+impl FiledCheck {
+    fn new(settings: &Settings) -> Self {
+        let url = without_credentials(&settings.database.url);
+        match Store::connect_lazy(&settings.database) {
+            Ok(store) => Self {
+                store: Some(store),
+                url,
+                failed: None,
+            },
+            Err(error) => Self {
+                store: None,
+                failed: Some(format!("the database at {url}: {error}")),
+                url,
+            },
+        }
+    }
+
+    /// Which of the rows are filed already. When the database cannot answer, none are
+    /// taken as filed and later chunks are not asked about: publishing a filed row again
+    /// files nothing.
+    async fn filed(&mut self, rows: &[(usize, LeadRow)]) -> HashSet<InquiryId> {
+        let Some(store) = &self.store else {
+            return HashSet::new();
+        };
+        let ids: Vec<InquiryId> = rows
+            .iter()
+            .flat_map(|(_, row)| [row.inquiry.id, row.line_id])
+            .collect();
+        match store.filed_inquiries(&ids).await {
+            Ok(filed) => filed,
+            Err(error) => {
+                tracing::warn!(%error, "Cannot check which rows were filed before; publishing every row.");
+                self.failed = Some(format!("the database at {}: {error}", self.url));
+                if let Some(store) = self.store.take() {
+                    store.close().await;
+                }
+                HashSet::new()
+            }
+        }
+    }
+
+    async fn close(self) {
+        if let Some(store) = self.store {
+            store.close().await;
+        }
+    }
 }
 
 /// What became of one row's publication.
@@ -152,15 +234,22 @@ impl Publishing {
 }
 
 async fn publish_rows(
-    mut rx: mpsc::Receiver<Chunk<Inquiry>>,
+    mut rx: mpsc::Receiver<Chunk<LeadRow>>,
     pipeline: Arc<Pipeline>,
+    mut filed: FiledCheck,
     bar: &ProgressBar,
 ) -> anyhow::Result<Tally> {
     let mut state = Publishing::default();
     let mut in_flight: JoinSet<(usize, Published)> = JoinSet::new();
     'reading: while let Some(mut chunk) = rx.recv().await {
         state.tally.take(&mut chunk);
-        for (line, inquiry) in chunk.rows {
+        let known = filed.filed(&chunk.rows).await;
+        for (line, row) in chunk.rows {
+            if known.contains(&row.inquiry.id) || known.contains(&row.line_id) {
+                state.tally.present += 1;
+                continue;
+            }
+            let inquiry = row.inquiry;
             while in_flight.len() >= LEADS_IN_FLIGHT {
                 if let Some(done) = in_flight.join_next().await {
                     state.settle(done);
@@ -177,6 +266,8 @@ async fn publish_rows(
     while let Some(done) = in_flight.join_next().await {
         state.settle(done);
     }
+    state.tally.unchecked = filed.failed.take();
+    filed.close().await;
     if state.broker_is_down() {
         let (line, why) = state.last_failure.unwrap_or_default();
         bail!(
@@ -232,25 +323,25 @@ fn refusal_reason(code: &str, message: &str, fields: &[FieldProblem]) -> String 
     }
 }
 
-/// One row as an inquiry, the way a web form's post becomes one.
+/// One row as an inquiry, the way a web form's post becomes one, with the id of its
+/// values ([`row_external_id`]).
 fn lead_inquiry(
     columns: &Columns,
     cells: &[&str],
-    line: usize,
     raw: Vec<u8>,
     region: &str,
     source: &str,
-    fingerprint: &str,
 ) -> Inquiry {
-    let pairs: Vec<(String, Value)> = columns
+    let pairs: Vec<(String, String)> = columns
         .names
         .iter()
         .zip(cells)
-        .filter(|(_, cell)| !cell.trim().is_empty())
-        .map(|(name, cell)| (name.clone(), Value::String((*cell).to_owned())))
+        .map(|(name, cell)| (name, cell.trim()))
+        .filter(|(_, cell)| !cell.is_empty())
+        .map(|(name, cell)| (name.clone(), cell.to_owned()))
         .collect();
-    let mapped = map_fields(pairs, None);
-    let external_id = format!("{fingerprint}:{line}");
+    let external_id = row_external_id(&pairs, region);
+    let mapped = map_fields(as_values(pairs), None);
     Inquiry {
         id: InquiryId::from_external(Channel::Import, source, &external_id),
         channel: Channel::Import,
@@ -272,7 +363,82 @@ fn lead_inquiry(
     }
 }
 
-/// The first 16 hex digits of the file's SHA-256: the same file gives the same lead ids.
+fn as_values(pairs: Vec<(String, String)>) -> Vec<(String, Value)> {
+    pairs
+        .into_iter()
+        .map(|(name, value)| (name, Value::String(value)))
+        .collect()
+}
+
+/// What a row's id is made of: its values as mapped, every part in a fixed order.
+/// Absent parts are left out, so the ids of stored rows stay as they are when a part
+/// is added.
+#[derive(Serialize)]
+struct RowContent<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    full_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phone: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    company: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    utm: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    fields: BTreeMap<&'a str, &'a Value>,
+    /// Where the row has a phone number, the region it is read with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    region: Option<&'a str>,
+}
+
+/// `row:` and 32 hex digits of the SHA-256 of the row's values as mapped (trimmed,
+/// blanks left out). The columns are mapped in name order here, so that which of two
+/// columns of one field comes first does not matter either: the id depends neither on
+/// the column order, nor on the line, nor on the rest of the file.
+fn row_external_id(pairs: &[(String, String)], region: &str) -> String {
+    let mut sorted = pairs.to_vec();
+    sorted.sort_unstable();
+    let mapped = map_fields(as_values(sorted), None);
+    let contact = &mapped.contact;
+    let content = RowContent {
+        full_name: contact.full_name.as_deref(),
+        first_name: contact.first_name.as_deref(),
+        last_name: contact.last_name.as_deref(),
+        email: contact.email.as_deref(),
+        phone: contact.phone.as_deref(),
+        company: contact.company.as_deref(),
+        message: mapped.message.as_deref(),
+        utm: &mapped.utm,
+        fields: mapped.fields.iter().map(|(k, v)| (k.as_str(), v)).collect(),
+        region: contact.phone.as_ref().map(|_| region),
+    };
+    let json = serde_json::to_vec(&content).expect("strings and maps of strings serialise");
+    format!("row:{}", hex(&Sha256::digest(json)[..16]))
+}
+
+/// The id a row had when ids came from the file's fingerprint and the line.
+fn line_based_id(source: &str, fingerprint: &str, line: usize) -> InquiryId {
+    InquiryId::from_external(Channel::Import, source, &format!("{fingerprint}:{line}"))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut hex, byte| {
+            let _ = write!(hex, "{byte:02x}");
+            hex
+        })
+}
+
+/// The first 16 hex digits of the file's SHA-256, which with the line made a row's id
+/// before ids came from the rows' values.
 fn file_fingerprint(path: &Path) -> anyhow::Result<String> {
     let mut file = File::open(path).with_context(|| format!("Cannot open {}", path.display()))?;
     let mut hasher = Sha256::new();
@@ -286,14 +452,7 @@ fn file_fingerprint(path: &Path) -> anyhow::Result<String> {
         }
         hasher.update(&buffer[..n]);
     }
-    let digest = hasher.finalize();
-    Ok(digest
-        .iter()
-        .take(8)
-        .fold(String::with_capacity(16), |mut hex, byte| {
-            let _ = write!(hex, "{byte:02x}");
-            hex
-        }))
+    Ok(hex(&hasher.finalize()[..8]))
 }
 
 #[cfg(test)]
@@ -303,48 +462,50 @@ mod tests {
     use crate::import::file::field_of;
     use crate::import::test_support::csv_file;
 
+    fn columns(names: &[&str]) -> Columns {
+        let names: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
+        Columns {
+            fields: names
+                .iter()
+                .map(|n| field_of(n, ImportKind::Leads))
+                .collect(),
+            names,
+        }
+    }
+
+    /// The inquiry id of a row under source `crm` and region IT.
+    fn id_of(names: &[&str], cells: &[&str]) -> InquiryId {
+        lead_inquiry(&columns(names), cells, Vec::new(), "IT", "crm").id
+    }
+
     #[test]
-    fn a_lead_row_becomes_an_import_inquiry_whose_id_depends_on_file_and_line() {
-        let names: Vec<String> = [
+    fn a_lead_row_becomes_an_import_inquiry_whose_id_comes_from_its_values() {
+        let columns = columns(&[
             "nome",
             "cognome",
             "telefono",
             "azienda",
             "utm_source",
             "prodotto",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-        let columns = Columns {
-            fields: names
-                .iter()
-                .map(|n| field_of(n, ImportKind::Leads))
-                .collect(),
-            names,
-        };
+        ]);
         let cells = [
             "Sofia",
             "Esposito",
-            "02 8736 1234",
+            " 02 8736 1234",
             "Esposito Design",
             "fiera",
             "",
         ];
-        let inquiry = lead_inquiry(
-            &columns,
-            &cells,
-            4,
-            b"raw".to_vec(),
-            "IT",
-            "import:x.csv",
-            "0123456789abcdef",
-        );
+        let inquiry = lead_inquiry(&columns, &cells, b"raw".to_vec(), "IT", "import:x.csv");
         assert_eq!(inquiry.channel, Channel::Import);
-        assert_eq!(inquiry.external_id.as_deref(), Some("0123456789abcdef:4"));
+        let external_id = inquiry.external_id.clone().unwrap();
+        assert!(
+            external_id.starts_with("row:") && external_id.len() == 4 + 32,
+            "{external_id}"
+        );
         assert_eq!(
             inquiry.id,
-            InquiryId::from_external(Channel::Import, "import:x.csv", "0123456789abcdef:4")
+            InquiryId::from_external(Channel::Import, "import:x.csv", &external_id)
         );
         assert_eq!(inquiry.contact.first_name.as_deref(), Some("Sofia"));
         assert_eq!(inquiry.contact.phone.as_deref(), Some("02 8736 1234"));
@@ -359,6 +520,105 @@ mod tests {
     }
 
     #[test]
+    fn a_row_id_changes_with_its_values_and_source_but_not_with_column_order_or_spacing() {
+        let names = ["nome", "email", "messaggio", "prodotto"];
+        let cells = ["Ada", "ada@example.it", "Preventivo", "sedie"];
+        let id = id_of(&names, &cells);
+
+        // Column order, spacing around values, blank extra columns, aliases of one field.
+        assert_eq!(
+            id,
+            id_of(
+                &["prodotto", "messaggio", "email", "nome"],
+                &["sedie", "Preventivo", "ada@example.it", "Ada"]
+            )
+        );
+        assert_eq!(
+            id,
+            id_of(
+                &names,
+                &[" Ada ", "ada@example.it\t", "Preventivo", "sedie"]
+            )
+        );
+        assert_eq!(
+            id,
+            id_of(
+                &["nome", "email", "note", "messaggio", "prodotto"],
+                &["Ada", "ada@example.it", "", "Preventivo", "sedie"]
+            )
+        );
+        assert_eq!(
+            id,
+            id_of(&["first_name", "e-mail", "message", "prodotto"], &cells)
+        );
+        // Two columns of one field: which comes first does not matter.
+        let two = id_of(
+            &["nome", "email", "e-mail"],
+            &["Ada", "ada@example.it", "ada@studio.example.it"],
+        );
+        assert_eq!(
+            two,
+            id_of(
+                &["e-mail", "nome", "email"],
+                &["ada@studio.example.it", "Ada", "ada@example.it"]
+            )
+        );
+
+        // Any other value, or a custom field under another name, is another inquiry.
+        assert_ne!(
+            id,
+            id_of(&names, &["Ada", "ada@example.it", "Preventivo!", "sedie"])
+        );
+        assert_ne!(
+            id,
+            id_of(&["nome", "email", "messaggio", "modello"], &cells)
+        );
+        let other_source = lead_inquiry(&columns(&names), &cells, Vec::new(), "IT", "web").id;
+        assert_ne!(id, other_source);
+
+        // The region reads phone numbers: it counts only for a row that has one.
+        let without_phone = lead_inquiry(&columns(&names), &cells, Vec::new(), "FR", "crm").id;
+        assert_eq!(id, without_phone);
+        let phone = |region: &str| {
+            lead_inquiry(
+                &columns(&["nome", "telefono"]),
+                &["Ada", "02 8736 1234"],
+                Vec::new(),
+                region,
+                "crm",
+            )
+            .id
+        };
+        assert_ne!(phone("IT"), phone("FR"));
+    }
+
+    #[test]
+    fn row_ids_stay_the_same_from_one_version_to_the_next() {
+        // Stored inquiries carry these ids: a change here files every imported row again.
+        // The SHA-256 of {"first_name":"Ada","email":"ada@example.it","phone":"02 8736 1234",
+        // "utm":{"utm_source":"fiera"},"fields":{"prodotto":"sedie"},"region":"IT"}.
+        let inquiry = lead_inquiry(
+            &columns(&["nome", "email", "telefono", "utm_source", "prodotto"]),
+            &["Ada", "ada@example.it", "02 8736 1234", "fiera", "sedie"],
+            Vec::new(),
+            "IT",
+            "crm",
+        );
+        assert_eq!(
+            inquiry.external_id.as_deref(),
+            Some("row:04f79697fb9782af1cfd5a20b763b015")
+        );
+    }
+
+    #[test]
+    fn the_line_based_id_is_the_fingerprint_and_the_line() {
+        assert_eq!(
+            line_based_id("import:x.csv", "0123456789abcdef", 4),
+            InquiryId::from_external(Channel::Import, "import:x.csv", "0123456789abcdef:4")
+        );
+    }
+
+    #[test]
     fn the_fingerprint_is_16_hex_digits_of_the_content() {
         let a = csv_file("a.csv", b"email\nx@example.com\n");
         let b = csv_file("b.csv", b"email\nx@example.com\n");
@@ -366,5 +626,7 @@ mod tests {
         assert_eq!(fingerprint.len(), 16);
         assert!(fingerprint.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_eq!(fingerprint, file_fingerprint(&b).unwrap());
+        let digest = Sha256::digest(b"email\nx@example.com\n");
+        assert_eq!(fingerprint, hex(&digest[..8]));
     }
 }

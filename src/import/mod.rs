@@ -4,8 +4,9 @@
 //! writes a few array statements per 2,000 rows). Leads take the road every channel
 //! takes: each row becomes an [`ingest::Inquiry`] of channel `import`, normalised and
 //! published with confirms by the [`crate::pipeline::Pipeline`], and filed by the daemon's
-//! consumers. A lead's id comes from the file's content and the row's line, so importing
-//! the same file again files nothing new.
+//! consumers. A lead's id comes from the source and the row's values, so importing the
+//! same file again files nothing new, and a corrected file only its corrected rows;
+//! companies without a domain are found again by their name and phone numbers.
 //!
 //! A file is read on a blocking thread that parses rows and hands them over in chunks,
 //! so parsing one chunk overlaps with writing or publishing the previous one.
@@ -95,7 +96,14 @@ pub struct ImportOptions {
 struct Tally {
     read: u64,
     blank: u64,
+    /// Rows stored (contacts, companies) or published (leads).
     done: u64,
+    /// Rows stored (companies) or filed (leads) before this run, left as they are.
+    present: u64,
+    /// Stored companies whose empty fields a row filled in.
+    updated: u64,
+    /// Why the leads import could not ask which rows were filed before, if it could not.
+    unchecked: Option<String>,
     bad: Vec<(usize, String)>,
 }
 
@@ -271,16 +279,35 @@ fn print_summary(kind: ImportKind, file_name: &str, tally: &Tally, took: Duratio
     );
     println!("  rows read:  {rows}");
     match kind {
-        ImportKind::Leads => println!(
-            "  published:  {} (the daemon's consumers file them as leads; rows published \
-             before are not filed twice)",
-            tally.done
-        ),
-        _ => println!("  stored:     {}", tally.done),
+        ImportKind::Leads => {
+            println!("  published:  {}", tally.done);
+            match &tally.unchecked {
+                None => println!("  already filed: {}", tally.present),
+                Some(_) => println!("  already filed: not checked"),
+            }
+        }
+        ImportKind::Companies => {
+            println!("  stored:     {}", tally.done);
+            println!("  updated:    {}", tally.updated);
+            println!("  already stored: {}", tally.present);
+        }
+        ImportKind::Contacts => println!("  stored:     {}", tally.done),
     }
     println!("  skipped:    {}", tally.bad.len());
     if tally.blank > 0 {
         println!("  blank rows ignored: {}", tally.blank);
+    }
+    if kind == ImportKind::Leads {
+        println!(
+            "The daemon's consumers file the published rows as leads; a row filed before from \
+             the same source is not published again."
+        );
+        if let Some(why) = &tally.unchecked {
+            println!(
+                "Cannot check which rows were filed before ({why}), so every row was published; \
+                 the daemon still files each row only once."
+            );
+        }
     }
     if tally.bad.is_empty() {
         return;
