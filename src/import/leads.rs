@@ -104,7 +104,7 @@ pub(super) async fn import_leads(
         let mut seen: HashMap<InquiryId, usize> = HashMap::new();
         tokio::task::spawn_blocking(move || {
             read_rows(reader, lines, LEADS_CHUNK, true, tx, |line, cells, raw| {
-                let inquiry = lead_inquiry(&columns, cells, raw, &region, &source);
+                let inquiry = lead_inquiry(&columns, cells, raw, &region, &source)?;
                 match seen.entry(inquiry.id) {
                     Entry::Occupied(first) => Err(format!(
                         "the same values as line {}: one inquiry, filed once",
@@ -331,7 +331,7 @@ fn lead_inquiry(
     raw: Vec<u8>,
     region: &str,
     source: &str,
-) -> Inquiry {
+) -> Result<Inquiry, String> {
     let pairs: Vec<(String, String)> = columns
         .names
         .iter()
@@ -340,9 +340,10 @@ fn lead_inquiry(
         .filter(|(_, cell)| !cell.is_empty())
         .map(|(name, cell)| (name.clone(), cell.to_owned()))
         .collect();
-    let external_id = row_external_id(&pairs, region);
+    let external_id = row_external_id(&pairs, region)
+        .map_err(|e| format!("cannot make the row's id from its values: {e}"))?;
     let mapped = map_fields(as_values(pairs), None);
-    Inquiry {
+    Ok(Inquiry {
         id: InquiryId::from_external(Channel::Import, source, &external_id),
         channel: Channel::Import,
         source: source.to_owned(),
@@ -360,7 +361,7 @@ fn lead_inquiry(
             content_type: Some("text/csv".into()),
             body: raw.into(),
         },
-    }
+    })
 }
 
 fn as_values(pairs: Vec<(String, String)>) -> Vec<(String, Value)> {
@@ -402,7 +403,7 @@ struct RowContent<'a> {
 /// blanks left out). The columns are mapped in name order here, so that which of two
 /// columns of one field comes first does not matter either: the id depends neither on
 /// the column order, nor on the line, nor on the rest of the file.
-fn row_external_id(pairs: &[(String, String)], region: &str) -> String {
+fn row_external_id(pairs: &[(String, String)], region: &str) -> serde_json::Result<String> {
     let mut sorted = pairs.to_vec();
     sorted.sort_unstable();
     let mapped = map_fields(as_values(sorted), None);
@@ -419,8 +420,8 @@ fn row_external_id(pairs: &[(String, String)], region: &str) -> String {
         fields: mapped.fields.iter().map(|(k, v)| (k.as_str(), v)).collect(),
         region: contact.phone.as_ref().map(|_| region),
     };
-    let json = serde_json::to_vec(&content).expect("strings and maps of strings serialise");
-    format!("row:{}", hex(&Sha256::digest(json)[..16]))
+    let json = serde_json::to_vec(&content)?;
+    Ok(format!("row:{}", hex(&Sha256::digest(json)[..16])))
 }
 
 /// The id a row had when ids came from the file's fingerprint and the line.
@@ -475,7 +476,9 @@ mod tests {
 
     /// The inquiry id of a row under source `crm` and region IT.
     fn id_of(names: &[&str], cells: &[&str]) -> InquiryId {
-        lead_inquiry(&columns(names), cells, Vec::new(), "IT", "crm").id
+        lead_inquiry(&columns(names), cells, Vec::new(), "IT", "crm")
+            .unwrap()
+            .id
     }
 
     #[test]
@@ -496,7 +499,8 @@ mod tests {
             "fiera",
             "",
         ];
-        let inquiry = lead_inquiry(&columns, &cells, b"raw".to_vec(), "IT", "import:x.csv");
+        let inquiry =
+            lead_inquiry(&columns, &cells, b"raw".to_vec(), "IT", "import:x.csv").unwrap();
         assert_eq!(inquiry.channel, Channel::Import);
         let external_id = inquiry.external_id.clone().unwrap();
         assert!(
@@ -573,11 +577,15 @@ mod tests {
             id,
             id_of(&["nome", "email", "messaggio", "modello"], &cells)
         );
-        let other_source = lead_inquiry(&columns(&names), &cells, Vec::new(), "IT", "web").id;
+        let other_source = lead_inquiry(&columns(&names), &cells, Vec::new(), "IT", "web")
+            .unwrap()
+            .id;
         assert_ne!(id, other_source);
 
         // The region reads phone numbers: it counts only for a row that has one.
-        let without_phone = lead_inquiry(&columns(&names), &cells, Vec::new(), "FR", "crm").id;
+        let without_phone = lead_inquiry(&columns(&names), &cells, Vec::new(), "FR", "crm")
+            .unwrap()
+            .id;
         assert_eq!(id, without_phone);
         let phone = |region: &str| {
             lead_inquiry(
@@ -587,6 +595,7 @@ mod tests {
                 region,
                 "crm",
             )
+            .unwrap()
             .id
         };
         assert_ne!(phone("IT"), phone("FR"));
@@ -603,7 +612,8 @@ mod tests {
             Vec::new(),
             "IT",
             "crm",
-        );
+        )
+        .unwrap();
         assert_eq!(
             inquiry.external_id.as_deref(),
             Some("row:04f79697fb9782af1cfd5a20b763b015")
