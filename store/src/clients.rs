@@ -101,6 +101,10 @@ pub const IMPORT_BATCH: usize = 2_000;
 pub struct ImportReport {
     /// Rows stored.
     pub inserted: u64,
+    /// Rows that filled in empty fields of a client stored before.
+    pub updated: u64,
+    /// Rows that are a client stored before, left as it is.
+    pub present: u64,
     /// Rows not stored: the line they came from and why, in line order per batch.
     pub skipped: Vec<(usize, String)>,
 }
@@ -108,6 +112,8 @@ pub struct ImportReport {
 impl ImportReport {
     fn absorb(&mut self, other: ImportReport) {
         self.inserted += other.inserted;
+        self.updated += other.updated;
+        self.present += other.present;
         self.skipped.extend(other.skipped);
     }
 }
@@ -167,17 +173,17 @@ fn contact_keys(contact: &NewContact) -> Vec<(String, &'static str, String)> {
 
 /// The company keys of a new company.
 fn company_keys(company: &NewCompany) -> Vec<String> {
-    let mut keys: Vec<String> = company
-        .domain
+    let phones: Vec<&str> = company.phones.iter().map(PhoneE164::as_str).collect();
+    keys_of_company(&company.name, company.domain.as_deref(), &phones)
+}
+
+/// The keys of a company with this name, domain and phone numbers (E.164).
+fn keys_of_company(name: &str, domain: Option<&str>, phones: &[impl AsRef<str>]) -> Vec<String> {
+    let mut keys: Vec<String> = domain
         .iter()
         .map(|d| format!("domain:{d}"))
-        .chain(company_key(&company.name).map(|k| format!("name:{k}")))
-        .chain(
-            company
-                .phones
-                .iter()
-                .map(|p| format!("phone:{}", p.as_str())),
-        )
+        .chain(company_key(name).map(|k| format!("name:{k}")))
+        .chain(phones.iter().map(|p| format!("phone:{}", p.as_ref())))
         .collect();
     keys.sort();
     keys.dedup();
@@ -299,9 +305,15 @@ impl Store {
     }
 
     /// Creates many companies, [`IMPORT_BATCH`] rows per transaction, with a handful of
-    /// array statements per batch. A row whose domain a stored company or an earlier row
-    /// already has is skipped with its line and the reason, so importing a file twice
-    /// does not double the companies that have a domain; names may be shared.
+    /// array statements per batch, so that importing a file again creates nothing twice.
+    /// A row whose domain a stored company holds is that company (counted as present); one
+    /// whose domain an earlier row has is skipped with its line and the reason. A row
+    /// without a domain is, among the stored companies and earlier rows of its name key,
+    /// the oldest sharing one of its phone numbers; failing that, the oldest (a row
+    /// without phone numbers) or the oldest without phone numbers (which takes the row's:
+    /// updated; nothing else is changed). It is counted as present, or skipped naming
+    /// the earlier row. Two firms of one name are created when both have phone numbers
+    /// and share none.
     pub async fn import_companies(
         &self,
         companies: &[(usize, NewCompany)],
@@ -436,7 +448,7 @@ impl Store {
     }
 }
 
-/// Why a row was kept out of a batch.
+/// What becomes of one row of a batch.
 enum Verdict {
     /// It is stored.
     Insert,
@@ -445,6 +457,62 @@ enum Verdict {
     /// One of its keys is held by an earlier row of the batch (an index into the batch);
     /// the reason names that row's new id once it has one.
     SameAs(String, usize),
+    /// It is a client stored before, left as it is.
+    Present,
+    /// It is a company stored before (this id), which takes the row's phone numbers
+    /// because it has none.
+    Update(i64),
+    /// It is the company of an earlier row of the batch without a domain (an index into
+    /// the batch), found by this name key; `filled`: that row had no phone numbers and
+    /// takes this row's.
+    SameCompany {
+        first: usize,
+        key: String,
+        filled: bool,
+    },
+}
+
+/// The report of a filed batch: what was counted, and each row kept out with its line
+/// and why, naming the new id of the earlier row it repeats (`client`: "contact" or
+/// "company").
+fn batch_report<T>(
+    batch: &[(usize, T)],
+    verdicts: Vec<Verdict>,
+    new_ids: &HashMap<usize, i64>,
+    client: &str,
+) -> ImportReport {
+    let mut report = ImportReport::default();
+    let new_id = |first: usize| new_ids.get(&first).copied().unwrap_or_default();
+    for ((line, _), verdict) in batch.iter().zip(verdicts) {
+        match verdict {
+            Verdict::Insert => report.inserted += 1,
+            Verdict::Present => report.present += 1,
+            Verdict::Update(_) => report.updated += 1,
+            Verdict::Skip(why) => report.skipped.push((*line, why)),
+            Verdict::SameAs(key, first) => report.skipped.push((
+                *line,
+                format!(
+                    "{key} already belongs to {client} {}, imported from line {}",
+                    new_id(first),
+                    batch[first].0
+                ),
+            )),
+            Verdict::SameCompany { first, key, filled } => report.skipped.push((
+                *line,
+                format!(
+                    "the same company as line {} (company {}, {key}){}",
+                    batch[first].0,
+                    new_id(first),
+                    if filled {
+                        "; its phone numbers were added there"
+                    } else {
+                        ""
+                    }
+                ),
+            )),
+        }
+    }
+    report
 }
 
 /// Files one batch of contacts inside `tx`: one look-up of taken keys, one of the
@@ -564,63 +632,84 @@ async fn import_contact_batch(
         .await?;
     }
 
-    let mut report = ImportReport {
-        inserted: chosen.len() as u64,
-        skipped: Vec::new(),
-    };
-    for ((line, _), verdict) in batch.iter().zip(verdicts) {
-        match verdict {
-            Verdict::Insert => {}
-            Verdict::Skip(why) => report.skipped.push((*line, why)),
-            Verdict::SameAs(key, first) => report.skipped.push((
-                *line,
-                format!(
-                    "{key} already belongs to contact {}, imported from line {}",
-                    new_ids.get(&first).copied().unwrap_or_default(),
-                    batch[first].0
-                ),
-            )),
-        }
-    }
-    Ok(report)
+    Ok(batch_report(batch, verdicts, &new_ids, "contact"))
 }
 
-/// Files one batch of companies inside `tx`: one look-up of taken domains, one insert
-/// of the companies and one of their keys.
+/// A company that a row without a domain may be: one stored before, or an earlier row
+/// of the batch.
+struct Candidate {
+    target: Target,
+    /// Its phone numbers (E.164).
+    phones: Vec<String>,
+}
+
+#[derive(Clone, Copy)]
+enum Target {
+    Stored(i64),
+    Row(usize),
+}
+
+/// Which of the companies sharing a name (oldest first) a row without a domain is: the
+/// oldest that shares one of its phone numbers; failing that, the oldest of all when the
+/// row has no phone numbers, or the oldest without phone numbers when it has some. Two
+/// firms of one name are told apart by their phone numbers; where one side has none,
+/// nothing tells them apart. `None`: a company of its own.
+fn same_company(candidates: &[Candidate], phones: &[String]) -> Option<usize> {
+    candidates
+        .iter()
+        .position(|c| c.phones.iter().any(|p| phones.contains(p)))
+        .or_else(|| {
+            if phones.is_empty() {
+                (!candidates.is_empty()).then_some(0)
+            } else {
+                candidates.iter().position(|c| c.phones.is_empty())
+            }
+        })
+}
+
+/// Files one batch of companies inside `tx`: one look-up of taken domains, one of the
+/// companies holding the names of rows without a domain, one insert of the companies,
+/// one update of those given phone numbers, and their keys.
 async fn import_company_batch(
     tx: &mut Transaction<'_, Postgres>,
     batch: &[(usize, NewCompany)],
 ) -> Result<ImportReport, StoreError> {
+    // Company keys may be shared (two firms of one name), so no unique index keeps two
+    // imports from creating one company without a domain twice: imports take turns.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('import:companies', 0))")
+        .execute(&mut **tx)
+        .await?;
+
+    let mut phones: Vec<Vec<String>> = batch
+        .iter()
+        .map(|(_, c)| c.phones.iter().map(|p| p.as_str().to_owned()).collect())
+        .collect();
     let domain_keys: Vec<Option<String>> = batch
         .iter()
         .map(|(_, c)| c.domain.as_ref().map(|d| format!("domain:{d}")))
         .collect();
-    let mut wanted: Vec<&str> = domain_keys.iter().flatten().map(String::as_str).collect();
-    wanted.sort_unstable();
-    wanted.dedup();
-    let taken: HashMap<String, i64> = if wanted.is_empty() {
-        HashMap::new()
-    } else {
-        sqlx::query_as(
-            "SELECT key, min(company_id) FROM company_identities
-             WHERE key = ANY($1) GROUP BY key",
-        )
-        .bind(&wanted)
-        .fetch_all(&mut **tx)
-        .await?
-        .into_iter()
-        .collect()
-    };
+    let name_keys: Vec<Option<String>> = batch
+        .iter()
+        .map(|(_, c)| company_key(&c.name).map(|k| format!("name:{k}")))
+        .collect();
+    let taken = taken_company_keys(tx, domain_keys.iter().flatten()).await?;
+    let mut candidates = name_candidates(
+        tx,
+        domain_keys
+            .iter()
+            .zip(&name_keys)
+            .filter(|(domain, _)| domain.is_none())
+            .filter_map(|(_, name)| name.as_ref()),
+    )
+    .await?;
 
     let mut claimed: HashMap<&str, usize> = HashMap::new();
-    let verdicts: Vec<Verdict> = domain_keys
-        .iter()
-        .enumerate()
-        .map(|(index, key)| match key {
-            None => Verdict::Insert,
-            Some(key) => {
-                if let Some(owner) = taken.get(key) {
-                    Verdict::Skip(format!("{key} already belongs to company {owner}"))
+    let mut verdicts: Vec<Verdict> = Vec::with_capacity(batch.len());
+    for (index, (domain_key, name_key)) in domain_keys.iter().zip(&name_keys).enumerate() {
+        let verdict = match (domain_key, name_key) {
+            (Some(key), _) => {
+                if taken.contains_key(key) {
+                    Verdict::Present
                 } else if let Some(first) = claimed.get(key.as_str()) {
                     Verdict::SameAs(key.clone(), *first)
                 } else {
@@ -628,8 +717,44 @@ async fn import_company_batch(
                     Verdict::Insert
                 }
             }
-        })
-        .collect();
+            (None, Some(name)) => {
+                let known = candidates.entry(name.clone()).or_default();
+                match same_company(known, &phones[index]) {
+                    None => Verdict::Insert,
+                    Some(i) => {
+                        let filled = known[i].phones.is_empty() && !phones[index].is_empty();
+                        if filled {
+                            known[i].phones = phones[index].clone();
+                        }
+                        match known[i].target {
+                            Target::Stored(id) if filled => Verdict::Update(id),
+                            Target::Stored(_) => Verdict::Present,
+                            Target::Row(first) => {
+                                if filled {
+                                    phones[first] = phones[index].clone();
+                                }
+                                Verdict::SameCompany {
+                                    first,
+                                    key: name.clone(),
+                                    filled,
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            // A name that is nothing but a legal form has no key to match by.
+            (None, None) => Verdict::Insert,
+        };
+        if let (Verdict::Insert, Some(name)) = (&verdict, name_key) {
+            // Later rows of the batch without a domain may be this company.
+            candidates.entry(name.clone()).or_default().push(Candidate {
+                target: Target::Row(index),
+                phones: phones[index].clone(),
+            });
+        }
+        verdicts.push(verdict);
+    }
 
     let chosen: Vec<usize> = verdicts
         .iter()
@@ -638,6 +763,8 @@ async fn import_company_batch(
         .map(|(i, _)| i)
         .collect();
     let mut new_ids: HashMap<usize, i64> = HashMap::with_capacity(chosen.len());
+    let mut keys = Vec::new();
+    let mut owners = Vec::new();
     if !chosen.is_empty() {
         let names: Vec<&str> = chosen.iter().map(|&i| batch[i].1.name.as_str()).collect();
         let domains: Vec<Option<&str>> = chosen
@@ -646,18 +773,7 @@ async fn import_company_batch(
             .collect();
         // A row's phones travel as one comma-joined string: PostgreSQL arrays cannot be
         // ragged, and an E.164 number never contains a comma.
-        let phones: Vec<String> = chosen
-            .iter()
-            .map(|&i| {
-                batch[i]
-                    .1
-                    .phones
-                    .iter()
-                    .map(PhoneE164::as_str)
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
-            .collect();
+        let joined: Vec<String> = chosen.iter().map(|&i| phones[i].join(",")).collect();
         let ids: Vec<i64> = sqlx::query_scalar(
             "INSERT INTO companies (name, domain, phones)
              SELECT name, domain, COALESCE(string_to_array(NULLIF(phones, ''), ','), '{}')
@@ -668,7 +784,7 @@ async fn import_company_batch(
         )
         .bind(&names)
         .bind(&domains)
-        .bind(&phones)
+        .bind(&joined)
         .fetch_all(&mut **tx)
         .await?;
         if ids.len() != chosen.len() {
@@ -679,15 +795,51 @@ async fn import_company_batch(
             )));
         }
         new_ids.extend(chosen.iter().copied().zip(ids));
-
-        let mut keys = Vec::new();
-        let mut owners = Vec::new();
         for &i in &chosen {
-            for key in company_keys(&batch[i].1) {
+            let (_, company) = &batch[i];
+            for key in keys_of_company(&company.name, company.domain.as_deref(), &phones[i]) {
                 keys.push(key);
                 owners.push(new_ids[&i]);
             }
         }
+    }
+
+    let updates: Vec<(i64, String)> = verdicts
+        .iter()
+        .zip(&phones)
+        .filter_map(|(verdict, phones)| match verdict {
+            Verdict::Update(id) => Some((*id, phones.join(","))),
+            _ => None,
+        })
+        .collect();
+    let mut lost_updates = 0;
+    if !updates.is_empty() {
+        let (ids, joined): (Vec<i64>, Vec<String>) = updates.iter().cloned().unzip();
+        // Only a company that still has no phone numbers takes the row's: one given
+        // numbers meanwhile (through the API) is left as it is.
+        let updated: HashSet<i64> = sqlx::query_scalar(
+            "UPDATE companies c SET phones = string_to_array(t.phones, ','), updated_at = now()
+             FROM unnest($1::int8[], $2::text[]) AS t(id, phones)
+             WHERE c.id = t.id AND c.phones = '{}'
+             RETURNING c.id",
+        )
+        .bind(&ids)
+        .bind(&joined)
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .collect();
+        lost_updates = updates.len() - updated.len();
+        for (id, joined) in &updates {
+            if updated.contains(id) {
+                for phone in joined.split(',') {
+                    keys.push(format!("phone:{phone}"));
+                    owners.push(*id);
+                }
+            }
+        }
+    }
+    if !keys.is_empty() {
         sqlx::query(
             "INSERT INTO company_identities (key, company_id)
              SELECT * FROM unnest($1::text[], $2::int8[]) ON CONFLICT DO NOTHING",
@@ -698,25 +850,62 @@ async fn import_company_batch(
         .await?;
     }
 
-    let mut report = ImportReport {
-        inserted: chosen.len() as u64,
-        skipped: Vec::new(),
-    };
-    for ((line, _), verdict) in batch.iter().zip(verdicts) {
-        match verdict {
-            Verdict::Insert => {}
-            Verdict::Skip(why) => report.skipped.push((*line, why)),
-            Verdict::SameAs(key, first) => report.skipped.push((
-                *line,
-                format!(
-                    "{key} already belongs to company {}, imported from line {}",
-                    new_ids.get(&first).copied().unwrap_or_default(),
-                    batch[first].0
-                ),
-            )),
-        }
-    }
+    let mut report = batch_report(batch, verdicts, &new_ids, "company");
+    report.updated -= lost_updates as u64;
+    report.present += lost_updates as u64;
     Ok(report)
+}
+
+/// Of `keys`, those a stored company holds, with the oldest holder.
+async fn taken_company_keys<'k>(
+    tx: &mut Transaction<'_, Postgres>,
+    keys: impl Iterator<Item = &'k String>,
+) -> Result<HashMap<String, i64>, StoreError> {
+    let mut wanted: Vec<&str> = keys.map(String::as_str).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    if wanted.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(sqlx::query_as(
+        "SELECT key, min(company_id) FROM company_identities
+         WHERE key = ANY($1) GROUP BY key",
+    )
+    .bind(&wanted)
+    .fetch_all(&mut **tx)
+    .await?
+    .into_iter()
+    .collect())
+}
+
+/// The stored companies holding each of the name keys, oldest first, with their phones.
+async fn name_candidates<'k>(
+    tx: &mut Transaction<'_, Postgres>,
+    keys: impl Iterator<Item = &'k String>,
+) -> Result<HashMap<String, Vec<Candidate>>, StoreError> {
+    let mut wanted: Vec<&str> = keys.map(String::as_str).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut candidates: HashMap<String, Vec<Candidate>> = HashMap::new();
+    if wanted.is_empty() {
+        return Ok(candidates);
+    }
+    let rows: Vec<(String, i64, Vec<String>)> = sqlx::query_as(
+        "SELECT ci.key, c.id, c.phones
+         FROM company_identities ci JOIN companies c ON c.id = ci.company_id
+         WHERE ci.key = ANY($1)
+         ORDER BY c.id",
+    )
+    .bind(&wanted)
+    .fetch_all(&mut **tx)
+    .await?;
+    for (key, id, phones) in rows {
+        candidates.entry(key).or_default().push(Candidate {
+            target: Target::Stored(id),
+            phones,
+        });
+    }
+    Ok(candidates)
 }
 
 fn page<T: Clone>(items: &mut Vec<T>, limit: i64, id: impl Fn(&T) -> i64) -> ClientPage<T> {
@@ -916,7 +1105,12 @@ mod tests {
             (6, company("Studio Rossi", None, &[])),
         ];
         let report = store.import_companies(&rows).await.unwrap();
-        assert_eq!(report.inserted, 3);
+        assert_eq!(report.inserted, 2);
+        assert_eq!(
+            report.present, 1,
+            "line 3 is company {}, stored before",
+            known.id
+        );
         let zolkiewski = store
             .list_companies(&ClientQuery {
                 key: Some("domain:zolkiewski.example.pl".into()),
@@ -928,25 +1122,6 @@ mod tests {
             .items
             .remove(0);
         assert_eq!(zolkiewski.phones, ["+48221234567", "+48601234567"]);
-        assert_eq!(
-            report.skipped,
-            vec![
-                (
-                    3,
-                    format!(
-                        "domain:fabbri.example.it already belongs to company {}",
-                        known.id
-                    )
-                ),
-                (
-                    4,
-                    format!(
-                        "domain:zolkiewski.example.pl already belongs to company {}, imported from line 2",
-                        zolkiewski.id
-                    )
-                ),
-            ]
-        );
         let rossi = store
             .list_companies(&ClientQuery {
                 key: Some("name:studio rossi".into()),
@@ -955,7 +1130,207 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!(rossi.items.len(), 2, "names may be shared");
-        assert!(rossi.items.iter().all(|c| c.phones.is_empty()));
+        assert_eq!(
+            rossi.items.len(),
+            1,
+            "two rows with nothing to tell them apart"
+        );
+        assert_eq!(
+            report.skipped,
+            vec![
+                (
+                    4,
+                    format!(
+                        "domain:zolkiewski.example.pl already belongs to company {}, imported from line 2",
+                        zolkiewski.id
+                    )
+                ),
+                (
+                    6,
+                    format!(
+                        "the same company as line 5 (company {}, name:studio rossi)",
+                        rossi.items[0].id
+                    )
+                ),
+            ]
+        );
+    }
+
+    fn company(name: &str, domain: Option<&str>, phones: &[&str]) -> NewCompany {
+        NewCompany {
+            name: name.into(),
+            domain: domain.map(str::to_owned),
+            phones: phones.iter().map(|p| phone(p)).collect(),
+        }
+    }
+
+    /// Id, name and phones of the companies holding `key`, oldest first.
+    async fn holding(pool: &PgPool, key: &str) -> Vec<(i64, String, Vec<String>)> {
+        sqlx::query_as(
+            "SELECT id, name, phones FROM companies
+             WHERE id IN (SELECT company_id FROM company_identities WHERE key = $1) ORDER BY id",
+        )
+        .bind(key)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+    }
+
+    async fn company_count(pool: &PgPool) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM companies")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    }
+
+    #[sqlx::test(migrator = "crate::MIGRATOR")]
+    async fn a_company_without_a_domain_is_matched_by_its_name_and_told_apart_by_its_phones(
+        pool: PgPool,
+    ) {
+        let store = Store::from_pool(pool.clone());
+        let rossi = store
+            .create_company(&company("Studio Rossi S.r.l.", None, &["+39 02 1234 5678"]))
+            .await
+            .unwrap();
+        let bar = store
+            .create_company(&company("Bar Centrale", None, &[]))
+            .await
+            .unwrap();
+        store
+            .create_company(&company("Ferramenta Gallo", Some("gallo.example.it"), &[]))
+            .await
+            .unwrap();
+        let rows = vec![
+            (2, company("Studio Rossi", None, &[])),
+            (3, company("STUDIO ROSSI", None, &["+39 02 1234 5678"])),
+            (4, company("Studio Rossi", None, &["+39 06 1234 5678"])),
+            (
+                5,
+                company(
+                    "Studio Rossi Srl",
+                    None,
+                    &["+39 06 1234 5678", "+39 06 9999 0000"],
+                ),
+            ),
+            (6, company("Bar Centrale", None, &["+39 051 123 4567"])),
+            (7, company("Ferramenta Gallo", None, &[])),
+            (8, company("Nuova Ditta", None, &[])),
+            (
+                9,
+                company("Nuova Ditta S.p.A.", None, &["+39 02 5555 5555"]),
+            ),
+        ];
+        let report = store.import_companies(&rows).await.unwrap();
+        let rossi_roma = holding(&pool, "phone:+390612345678").await;
+        let nuova = holding(&pool, "name:nuova ditta").await;
+        assert_eq!(rossi_roma.len(), 1, "{rossi_roma:?}");
+        assert_eq!(nuova.len(), 1, "{nuova:?}");
+        assert_eq!(
+            report,
+            ImportReport {
+                inserted: 2,
+                updated: 1,
+                present: 3,
+                skipped: vec![
+                    (
+                        5,
+                        format!(
+                            "the same company as line 4 (company {}, name:studio rossi)",
+                            rossi_roma[0].0
+                        )
+                    ),
+                    (
+                        9,
+                        format!(
+                            "the same company as line 8 (company {}, name:nuova ditta); its phone \
+                             numbers were added there",
+                            nuova[0].0
+                        )
+                    ),
+                ],
+            }
+        );
+        let rossi_all = holding(&pool, "name:studio rossi").await;
+        assert_eq!(
+            rossi_all.iter().map(|c| c.0).collect::<Vec<_>>(),
+            [rossi.id, rossi_roma[0].0],
+            "two firms of one name"
+        );
+        assert_eq!(
+            rossi_roma[0].2,
+            ["+390612345678"],
+            "only empty fields are filled"
+        );
+        assert_eq!(
+            holding(&pool, "phone:+390511234567").await,
+            [(
+                bar.id,
+                "Bar Centrale".to_owned(),
+                vec!["+390511234567".to_owned()]
+            )],
+            "a stored company without phones takes the row's"
+        );
+        assert_eq!(nuova[0].2, ["+390255555555"]);
+        assert_eq!(holding(&pool, "phone:+390255555555").await.len(), 1);
+        assert_eq!(company_count(&pool).await, 5);
+
+        let again = store.import_companies(&rows).await.unwrap();
+        assert_eq!(
+            again,
+            ImportReport {
+                present: 8,
+                ..ImportReport::default()
+            }
+        );
+        assert_eq!(company_count(&pool).await, 5);
+    }
+
+    #[sqlx::test(migrator = "crate::MIGRATOR")]
+    async fn two_company_imports_at_once_create_a_company_without_a_domain_once(pool: PgPool) {
+        let store = Store::from_pool(pool.clone());
+        let rows = vec![
+            (2, company("Studio Verdi", None, &[])),
+            (3, company("Trattoria Lucia", None, &["+39 02 4444 4444"])),
+        ];
+        // The first import's batch is filed but not committed yet.
+        let mut first = pool.begin().await.unwrap();
+        let filed = import_company_batch(&mut first, &rows).await.unwrap();
+        assert_eq!(filed.inserted, 2);
+        let first_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *first)
+            .await
+            .unwrap();
+
+        let second = tokio::spawn({
+            let store = store.clone();
+            let rows = rows.clone();
+            async move { store.import_companies(&rows).await }
+        });
+        // Until the second import waits for the first (or has finished without waiting).
+        loop {
+            let waiting: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                                WHERE wait_event = 'advisory' AND pid <> $1
+                                  AND datname = current_database())",
+            )
+            .bind(first_pid)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            if waiting || second.is_finished() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        first.commit().await.unwrap();
+        let report = second.await.unwrap().unwrap();
+        assert_eq!(
+            report,
+            ImportReport {
+                present: 2,
+                ..ImportReport::default()
+            }
+        );
+        assert_eq!(company_count(&pool).await, 2);
     }
 }

@@ -6,6 +6,7 @@
 //! - [`error`]: SQLSTATE mapped to what callers can act on, in one place.
 //! - [`intake`]: the consumer's sink ([`router::BatchSink`]): one transaction per batch,
 //!   inquiry id unique so redeliveries change nothing.
+//! - [`inquiries`]: which inquiries are filed, for the leads import.
 //! - [`keys`]: idempotency keys for intake ([`ingest::IdempotencyKeys`]).
 //! - [`leads`]: reading leads for the ops API.
 //!
@@ -14,6 +15,7 @@
 pub mod clients;
 pub mod config;
 pub mod error;
+pub mod inquiries;
 pub mod intake;
 pub mod keys;
 pub mod leads;

@@ -1,0 +1,370 @@
+//! `leadpipe import`: contacts, companies or leads from a CSV file.
+//!
+//! Contacts and companies go straight to PostgreSQL in bulk ([`store::Store::import_contacts`]
+//! writes a few array statements per 2,000 rows). Leads take the road every channel
+//! takes: each row becomes an [`ingest::Inquiry`] of channel `import`, normalised and
+//! published with confirms by the [`crate::pipeline::Pipeline`], and filed by the daemon's
+//! consumers. A lead's id comes from the source and the row's values, so importing the
+//! same file again files nothing new, and a corrected file only its corrected rows;
+//! companies without a domain are found again by their name and phone numbers.
+//!
+//! A file is read on a blocking thread that parses rows and hands them over in chunks,
+//! so parsing one chunk overlaps with writing or publishing the previous one.
+//!
+//! # Layout
+//! - `file`: the CSV file: header mapping, rows with their line numbers and raw bytes.
+//! - `clients`: contacts and companies, written in bulk batches through `store`.
+//! - `leads`: rows as inquiries, published through the pipeline.
+
+mod clients;
+mod file;
+mod leads;
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use normalizer::Region;
+use store::Store;
+
+use crate::settings::Settings;
+use clients::import_clients;
+use file::{Chunk, CsvFile, LineTracker, parse_delimiter, parse_maps, read_header, used_by};
+use leads::import_leads;
+
+/// Bad rows printed in full; the rest are counted.
+const SHOWN_BAD_ROWS: usize = 100;
+
+/// What a file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImportKind {
+    /// People: names, email addresses, phone numbers, a company id.
+    Contacts,
+    /// Companies: a name, a website or domain, phone numbers.
+    Companies,
+    /// Inquiries to file as leads, one per row.
+    Leads,
+}
+
+impl ImportKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            ImportKind::Contacts => "contacts",
+            ImportKind::Companies => "companies",
+            ImportKind::Leads => "leads",
+        }
+    }
+
+    /// The field names `--map` may name for this kind (leads take any name).
+    fn targets(self) -> &'static [&'static str] {
+        match self {
+            ImportKind::Contacts => &[
+                "name",
+                "first_name",
+                "last_name",
+                "email",
+                "phone",
+                "company_id",
+            ],
+            ImportKind::Companies => &["name", "domain", "phone"],
+            ImportKind::Leads => &[],
+        }
+    }
+}
+
+/// The command's options as given on the command line.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// What the file holds.
+    pub kind: ImportKind,
+    /// The CSV file.
+    pub file: PathBuf,
+    /// `HEADER=field` renames, applied before mapping.
+    pub maps: Vec<String>,
+    /// ISO 3166-1 alpha-2 region for phone numbers without a country code.
+    pub default_region: Option<String>,
+    /// The leads' source; `import:<file name>` when absent.
+    pub source: Option<String>,
+    /// The field separator: one character, or `tab`.
+    pub delimiter: String,
+}
+
+/// Totals for the summary.
+#[derive(Debug, Default)]
+struct Tally {
+    read: u64,
+    blank: u64,
+    /// Rows stored (contacts, companies) or published (leads).
+    done: u64,
+    /// Rows stored (companies) or filed (leads) before this run, left as they are.
+    present: u64,
+    /// Stored companies whose empty fields a row filled in.
+    updated: u64,
+    /// Why the leads import could not ask which rows were filed before, if it could not.
+    unchecked: Option<String>,
+    bad: Vec<(usize, String)>,
+}
+
+impl Tally {
+    fn take<T>(&mut self, chunk: &mut Chunk<T>) {
+        self.read += chunk.read;
+        self.blank += chunk.blank;
+        self.bad.append(&mut chunk.bad);
+    }
+}
+
+/// Runs the import and prints a summary. Rows that cannot be imported are reported and
+/// do not stop it; an error means the import could not run (or stopped), and says what
+/// to do.
+pub async fn run(settings: Settings, options: ImportOptions) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let kind = options.kind;
+    let delimiter = parse_delimiter(&options.delimiter)?;
+    let region = match options.default_region.as_deref() {
+        Some(raw) => Some(Region::parse(raw).map_err(|e| {
+            anyhow!("--default-region `{raw}`: {e}; give a two-letter ISO 3166-1 code such as IT")
+        })?),
+        None if kind == ImportKind::Leads => bail!(
+            "--kind leads needs --default-region: the region of phone numbers written without \
+             a country code, e.g. --default-region IT"
+        ),
+        None => None,
+    };
+    if options.source.is_some() && kind != ImportKind::Leads {
+        bail!("--source names where leads came from; it is only used with --kind leads");
+    }
+    let maps = parse_maps(&options.maps, kind)?;
+
+    let path = options.file.as_path();
+    let file = File::open(path).with_context(|| {
+        format!(
+            "Cannot open {}: check the path and that the file is readable",
+            path.display()
+        )
+    })?;
+    let length = file
+        .metadata()
+        .with_context(|| format!("Cannot read {}", path.display()))?
+        .len();
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .has_headers(true)
+        // Rows with the wrong number of fields are reported one by one, not fatal.
+        .flexible(true)
+        .buffer_capacity(1 << 16)
+        .from_reader(file);
+    let columns = read_header(&mut reader, path, kind, &maps)?;
+    let unused: Vec<&str> = columns
+        .names
+        .iter()
+        .zip(&columns.fields)
+        .filter(|(_, f)| kind != ImportKind::Leads && !used_by(kind, **f))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if !unused.is_empty() {
+        println!(
+            "Columns not imported (no {} field of that name; name one with --map \"HEADER=field\", \
+             fields: {}): {}",
+            kind.as_str(),
+            kind.targets().join(", "),
+            unused
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string());
+
+    let csv_file = CsvFile {
+        reader,
+        lines: LineTracker::open(path)?,
+        columns,
+    };
+    let bar = progress_bar(length);
+    let outcome = match kind {
+        ImportKind::Contacts | ImportKind::Companies => {
+            import_clients(&settings, kind, csv_file, region, &bar).await
+        }
+        ImportKind::Leads => {
+            let source = options
+                .source
+                .clone()
+                .unwrap_or_else(|| format!("import:{file_name}"));
+            if source.trim().is_empty() {
+                bail!("--source must not be empty");
+            }
+            let region = region.ok_or_else(|| anyhow!("--kind leads needs --default-region"))?;
+            import_leads(&settings, path, csv_file, region, source, &bar).await
+        }
+    };
+    bar.finish_and_clear();
+    let mut tally = outcome?;
+    tally.bad.sort_by_key(|(line, _)| *line);
+    print_summary(kind, &file_name, &tally, started.elapsed());
+    Ok(())
+}
+
+/// Waits for the reading thread and merges its outcome with the writer's.
+async fn finish(
+    reading: tokio::task::JoinHandle<anyhow::Result<()>>,
+    written: anyhow::Result<Tally>,
+) -> anyhow::Result<Tally> {
+    // The writer's error comes first: when it stops, the reader only sees a closed channel.
+    let tally = written?;
+    reading
+        .await
+        .map_err(|e| anyhow!("the file reader stopped unexpectedly: {e}"))??;
+    Ok(tally)
+}
+
+async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    let config = &settings.database;
+    let advice = || {
+        format!(
+            "Cannot use the database at {}: start PostgreSQL (bash scripts/services.sh) or fix \
+             database.url (LEADPIPE__DATABASE__URL)",
+            without_credentials(&config.url)
+        )
+    };
+    let store = Store::connect_lazy(config)?;
+    if config.migrate_on_start {
+        // As `serve` does: a fresh installation can import before the daemon first ran.
+        store::ensure_database(&config.url)
+            .await
+            .with_context(advice)?;
+        store.migrate().await.with_context(advice)?;
+    } else {
+        store.ping().await.with_context(advice)?;
+    }
+    Ok(store)
+}
+
+/// A URL fit for messages: no user name or password.
+fn without_credentials(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let host_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..host_end].rfind('@') {
+                Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+                None => url.to_owned(),
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+fn progress_bar(length: u64) -> ProgressBar {
+    // indicatif draws on stderr and stays silent when that is not a terminal.
+    let bar = ProgressBar::new(length);
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+fn print_summary(kind: ImportKind, file_name: &str, tally: &Tally, took: Duration) {
+    let rows = tally.read - tally.blank;
+    println!(
+        "Imported {} from {file_name} in {:.1} s.",
+        kind.as_str(),
+        took.as_secs_f64()
+    );
+    println!("  rows read:  {rows}");
+    match kind {
+        ImportKind::Leads => {
+            println!("  published:  {}", tally.done);
+            match &tally.unchecked {
+                None => println!("  already filed: {}", tally.present),
+                Some(_) => println!("  already filed: not checked"),
+            }
+        }
+        ImportKind::Companies => {
+            println!("  stored:     {}", tally.done);
+            println!("  updated:    {}", tally.updated);
+            println!("  already stored: {}", tally.present);
+        }
+        ImportKind::Contacts => println!("  stored:     {}", tally.done),
+    }
+    println!("  skipped:    {}", tally.bad.len());
+    if tally.blank > 0 {
+        println!("  blank rows ignored: {}", tally.blank);
+    }
+    if kind == ImportKind::Leads {
+        println!(
+            "The daemon's consumers file the published rows as leads; a row filed before from \
+             the same source is not published again."
+        );
+        if let Some(why) = &tally.unchecked {
+            println!(
+                "Cannot check which rows were filed before ({why}), so every row was published; \
+                 the daemon still files each row only once."
+            );
+        }
+    }
+    if tally.bad.is_empty() {
+        return;
+    }
+    println!("Rows not imported:");
+    for (line, why) in tally.bad.iter().take(SHOWN_BAD_ROWS) {
+        println!("  line {line}: {why}");
+    }
+    if tally.bad.len() > SHOWN_BAD_ROWS {
+        println!("  ... and {} more", tally.bad.len() - SHOWN_BAD_ROWS);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::path::{Path, PathBuf};
+
+    /// A file for one test, removed when the test ends.
+    pub(crate) struct TempCsv(PathBuf);
+
+    impl std::ops::Deref for TempCsv {
+        type Target = Path;
+
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempCsv {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    pub(crate) fn csv_file(name: &str, contents: &[u8]) -> TempCsv {
+        let path = std::env::temp_dir().join(format!(
+            "leadpipe-import-{}-{name}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::write(&path, contents).unwrap();
+        TempCsv(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_in_messages_carry_no_credentials() {
+        assert_eq!(
+            without_credentials("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            "amqp://127.0.0.1:5672/%2f"
+        );
+        assert_eq!(
+            without_credentials("postgres://127.0.0.1/x"),
+            "postgres://127.0.0.1/x"
+        );
+    }
+}
