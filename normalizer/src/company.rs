@@ -418,9 +418,9 @@ pub fn domain_key(raw: &str) -> Option<String> {
         }
         domain = rest.to_owned();
     }
-    // IP addresses fail `canonical_domain` (numeric top-level label or
-    // brackets); "localhost" has no dot, but its sub-domains (RFC 6761) do.
-    if domain.ends_with(".localhost") || is_free_mail(&domain) {
+    // IP addresses and special-use names (`app.localhost`, `shop.test`) fail
+    // `canonical_domain` already.
+    if is_free_mail(&domain) {
         return None;
     }
     Some(domain)
@@ -807,6 +807,10 @@ mod tests {
             "localhost",
             "http://localhost:3000",
             "app.localhost",
+            "https://fabbri.test/",
+            "www.fabbri.example",
+            "fabbri.c",
+            "fabbri.c0m",
             "example",
             "exa_mple.com",
             "exam ple.com",
