@@ -115,10 +115,7 @@ impl EmailAddress {
             (_, None, _) => return Err(InvalidEmail::NoAt),
             _ => return Err(InvalidEmail::MultipleAt),
         };
-        // Lower-casing can leave a string that is no longer NFC (e.g. 'İ'
-        // becomes "i" + combining dot), so compose once more afterwards; this
-        // also keeps parsing idempotent.
-        let local: String = local.to_lowercase().nfc().collect();
+        let local = normalize_local_part(local);
         // The domain gets UTS 46 instead of plain lower-casing: it also maps
         // Punycode, full-width and compatibility spellings to one form.
         let domain = map_domain(domain)?;
@@ -150,7 +147,17 @@ impl EmailAddress {
     }
 }
 
-fn check_local_part(local: &str) -> Result<(), InvalidEmail> {
+/// The part before the `@` composed and lower-cased (not yet checked).
+pub(crate) fn normalize_local_part(raw: &str) -> String {
+    // Lower-casing can leave a string that is no longer NFC (e.g. 'İ'
+    // becomes "i" + combining dot), so compose once more afterwards; this
+    // also keeps parsing idempotent.
+    let composed: String = raw.nfc().collect();
+    composed.to_lowercase().nfc().collect()
+}
+
+/// Checks the part before the `@`, already lower-cased and composed.
+pub(crate) fn check_local_part(local: &str) -> Result<(), InvalidEmail> {
     if local.is_empty() {
         return Err(InvalidEmail::EmptyLocalPart);
     }
@@ -204,6 +211,21 @@ fn map_domain(raw: &str) -> Result<String, InvalidEmail> {
     }
 }
 
+/// Canonical form of one or more host-name labels that need not make a whole
+/// domain (`google`, `blogspot`): UTS 46 mapped and checked like a domain's
+/// labels, without the rules for its top-level name.
+pub(crate) fn canonical_labels(raw: &str) -> Result<String, InvalidEmail> {
+    let labels = map_domain(raw)?;
+    if labels.is_empty() {
+        return Err(InvalidEmail::EmptyDomain);
+    }
+    if let Some(bad) = labels.chars().find(|&c| !is_domain_char(c)) {
+        return Err(InvalidEmail::DomainCharacter(bad));
+    }
+    check_labels(&labels)?;
+    Ok(labels)
+}
+
 fn check_domain(domain: &str) -> Result<(), InvalidEmail> {
     if domain.is_empty() {
         return Err(InvalidEmail::EmptyDomain);
@@ -214,6 +236,11 @@ fn check_domain(domain: &str) -> Result<(), InvalidEmail> {
     if !domain.contains('.') {
         return Err(InvalidEmail::DomainWithoutDot);
     }
+    check_labels(domain)?;
+    check_top_level(domain)
+}
+
+fn check_labels(domain: &str) -> Result<(), InvalidEmail> {
     for label in domain.split('.') {
         if label.is_empty() {
             return Err(InvalidEmail::EmptyDomainLabel);
@@ -225,6 +252,10 @@ fn check_domain(domain: &str) -> Result<(), InvalidEmail> {
             return Err(InvalidEmail::DomainLabelHyphen(label.to_owned()));
         }
     }
+    Ok(())
+}
+
+fn check_top_level(domain: &str) -> Result<(), InvalidEmail> {
     let top = domain.rsplit('.').next().unwrap_or_default();
     if top.chars().all(|c| c.is_ascii_digit()) {
         return Err(InvalidEmail::NumericTopLevelDomain(top.to_owned()));
