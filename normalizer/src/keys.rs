@@ -477,14 +477,6 @@ impl MatchingConfig {
     /// with the section's entries (those are left out).
     fn build(&self) -> (KeyRules, Vec<(String, String)>) {
         let mut problems = Vec::new();
-        let mut rules = KeyRules {
-            placeholder_addresses: HashSet::new(),
-            placeholder_mailboxes: HashSet::new(),
-            placeholder_domains: HashSet::new(),
-            role_mailboxes: HashSet::new(),
-            social: Vec::new(),
-            hosting: Vec::new(),
-        };
         let mut placeholders = builtin_placeholders();
         let mut roles: Vec<String> = ROLE_MAILBOXES
             .iter()
@@ -528,8 +520,8 @@ impl MatchingConfig {
             let name = raw.trim();
             let name = name.strip_suffix('@').unwrap_or(name);
             match parse_mailbox(name) {
-                Ok(name) if !name.contains('@') => roles.push(name),
-                Ok(_) | Err(_) => problems.push((
+                Ok(name) => roles.push(name),
+                Err(_) => problems.push((
                     format!("role_mailboxes[{index}]"),
                     format!(
                         "`{}` is not a mailbox name: write the part before the @, e.g. `reception`",
@@ -539,6 +531,24 @@ impl MatchingConfig {
             }
         }
 
+        let mut rules = KeyRules {
+            placeholder_addresses: HashSet::new(),
+            placeholder_mailboxes: HashSet::new(),
+            placeholder_domains: HashSet::new(),
+            role_mailboxes: roles.into_iter().collect(),
+            social: domain_patterns(
+                SOCIAL_DOMAINS,
+                &self.social_domains,
+                "social_domains",
+                &mut problems,
+            ),
+            hosting: domain_patterns(
+                HOSTING_DOMAINS,
+                &self.hosting_domains,
+                "hosting_domains",
+                &mut problems,
+            ),
+        };
         for pattern in placeholders {
             match pattern {
                 EmailPattern::Mailbox(m) => rules.placeholder_mailboxes.insert(m),
@@ -546,20 +556,6 @@ impl MatchingConfig {
                 EmailPattern::Address(a) => rules.placeholder_addresses.insert(a),
             };
         }
-        rules.role_mailboxes.extend(roles);
-
-        rules.social = domain_patterns(
-            SOCIAL_DOMAINS,
-            &self.social_domains,
-            "social_domains",
-            &mut problems,
-        );
-        rules.hosting = domain_patterns(
-            HOSTING_DOMAINS,
-            &self.hosting_domains,
-            "hosting_domains",
-            &mut problems,
-        );
         (rules, problems)
     }
 }
@@ -648,36 +644,45 @@ mod tests {
 
     #[test]
     fn addresses_are_personal_role_or_placeholder() {
-        let rules = KeyRules::builtin();
-        for raw in [
-            "anna.rossi@fabbri.example.it",
-            "hello@studio.example.it",
-            "tester@fabbri.example.it",
-            "informatica@fabbri.example.it",
-            "anna@example.com",
-        ] {
-            assert_eq!(kind(rules, raw), EmailKind::Personal, "{raw}");
-        }
-        for raw in [
-            "info@fabbri.example.it",
-            "INFO+sito@fabbri.example.it",
-            "biuro@firma.example.pl",
-            "lienhe@saomai.example.vn",
-            "postmaster@fabbri.example.it",
-        ] {
-            assert_eq!(kind(rules, raw), EmailKind::Role, "{raw}");
-        }
-        for raw in [
-            "test@test.com",
-            "test+1@test.com",
-            "youremail@email.com",
-            "noreply@shop.example.it",
-            "do-not-reply@shop.example.it",
-            "anna@mailinator.com",
-            "anna@eu.mailinator.com",
-            "test@fabbri.example.it",
-        ] {
-            assert_eq!(kind(rules, raw), EmailKind::Placeholder, "{raw}");
+        let cases: [(EmailKind, &[&str]); 3] = [
+            (
+                EmailKind::Personal,
+                &[
+                    "anna.rossi@fabbri.example.it",
+                    "hello@studio.example.it",
+                    "tester@fabbri.example.it",
+                    "informatica@fabbri.example.it",
+                    "anna@example.com",
+                ],
+            ),
+            (
+                EmailKind::Role,
+                &[
+                    "info@fabbri.example.it",
+                    "INFO+sito@fabbri.example.it",
+                    "biuro@firma.example.pl",
+                    "lienhe@saomai.example.vn",
+                    "postmaster@fabbri.example.it",
+                ],
+            ),
+            (
+                EmailKind::Placeholder,
+                &[
+                    "test@test.com",
+                    "test+1@test.com",
+                    "youremail@email.com",
+                    "noreply@shop.example.it",
+                    "do-not-reply@shop.example.it",
+                    "anna@mailinator.com",
+                    "anna@eu.mailinator.com",
+                    "test@fabbri.example.it",
+                ],
+            ),
+        ];
+        for (expected, addresses) in cases {
+            for raw in addresses {
+                assert_eq!(kind(KeyRules::builtin(), raw), expected, "{raw}");
+            }
         }
     }
 
