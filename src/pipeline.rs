@@ -5,18 +5,29 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use ingest::{Accepted, FieldProblem, Inquiry, IntakeSink, Refusal};
+use normalizer::KeyRules;
 use router::{Envelope, Publisher, Router};
 
 /// Normalise, route, publish, and answer only once the broker confirmed.
 pub struct Pipeline {
     router: Router,
     publisher: Arc<Publisher>,
+    key_rules: KeyRules,
 }
 
 impl Pipeline {
-    /// A pipeline publishing through `publisher`.
+    /// A pipeline publishing through `publisher`, with the built-in key rules.
     pub fn new(router: Router, publisher: Arc<Publisher>) -> Self {
-        Self { router, publisher }
+        Self {
+            router,
+            publisher,
+            key_rules: KeyRules::default(),
+        }
+    }
+
+    /// The same pipeline deciding with `rules` which values may be identity keys.
+    pub fn with_key_rules(self, key_rules: KeyRules) -> Self {
+        Self { key_rules, ..self }
     }
 }
 
@@ -24,7 +35,7 @@ impl Pipeline {
 impl IntakeSink for Pipeline {
     async fn submit(&self, inquiry: Inquiry) -> Result<Accepted, Refusal> {
         let started = Instant::now();
-        let lead = normalizer::normalize(inquiry);
+        let lead = normalizer::normalize_with(inquiry, &self.key_rules);
         // Spam is kept whatever it holds; anything else needs a way to reach the person.
         if lead.inquiry.spam.is_none() && !lead.is_contactable() {
             let mut fields = lead.problems.clone();

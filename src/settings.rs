@@ -34,6 +34,9 @@ pub struct Settings {
     /// `[routing]`: where new leads go.
     #[serde(default)]
     pub routing: RoutingConfig,
+    /// `[matching]`: values that never become identity keys, beyond the built-in lists.
+    #[serde(default)]
+    pub matching: normalizer::MatchingConfig,
     /// `[[forms]]`: the web forms that may post.
     #[serde(default)]
     pub forms: Vec<FormConfig>,
@@ -239,6 +242,9 @@ impl Settings {
                 "must be greater than 0".into(),
             );
         }
+        for (key, problem) in self.matching.problems() {
+            push(format!("matching.{key}"), problem);
+        }
         for problem in ingest::forms::validate_forms(&self.forms) {
             let text = problem.to_string();
             let (key, message) = text.split_once(": ").unwrap_or(("forms", text.as_str()));
@@ -250,6 +256,17 @@ impl Settings {
             }
         }
         out
+    }
+
+    /// The identity-key rules: the built-in lists with the `[matching]` additions.
+    pub fn key_rules(&self) -> anyhow::Result<normalizer::KeyRules> {
+        self.matching.rules().map_err(|problems| {
+            let problems: Vec<String> = problems
+                .into_iter()
+                .map(|(key, problem)| format!("matching.{key}: {problem}"))
+                .collect();
+            anyhow::anyhow!("{}", problems.join("; "))
+        })
     }
 
     /// The admin token, from the setting or its file.

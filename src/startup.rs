@@ -46,10 +46,10 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let store = Store::connect_lazy(&settings.database)?;
         let publisher = Publisher::new(settings.amqp.clone());
-        let pipeline = Arc::new(Pipeline::new(
-            LeadRouter::new(settings.routing.clone()),
-            publisher.clone(),
-        ));
+        let pipeline = Arc::new(
+            Pipeline::new(LeadRouter::new(settings.routing.clone()), publisher.clone())
+                .with_key_rules(settings.key_rules()?),
+        );
         let forms = Arc::new(
             FormsIntake::new(
                 settings.intake.clone(),

@@ -6,7 +6,9 @@
 //! ("Fabbri Arredamenti S.r.l." and "FABBRI ARREDAMENTI SRL" are one company).
 //! `&` is punctuation too, so "Harbor & Pine" and "Harbor&Pine" agree; "and"
 //! is a word and is kept, since dropping connectives would also drop the
-//! Polish "i" in "Żółkiewski i Synowie".
+//! Polish "i" in "Żółkiewski i Synowie". The legal forms come from the ISO
+//! 20275 Entity Legal Forms code list for the countries our forms serve, plus
+//! customary spellings it lacks (`normalizer/data/`, described in its README).
 //!
 //! A domain key is the host name in the canonical form that
 //! [`EmailAddress`](crate::EmailAddress) gives its domain, so a company's
@@ -21,107 +23,11 @@ use std::sync::LazyLock;
 use crate::email::canonical_domain;
 use crate::text::fold_key;
 
-/// Legal-form designations conventionally written after the name, spelt as
-/// people type them; they are compared after [`compact`], so every dotting
-/// and spacing of a form ("S.r.l.", "srl", "s r l") is covered by one entry.
-const SUFFIX_LEGAL_FORMS: &[&str] = &[
-    // Italy. "& C." ("and partners") is only taken together with the form it
-    // precedes: a lone trailing "C" is too often part of the name.
-    "S.r.l.",
-    "S.r.l.s.",
-    "S.p.A.",
-    "S.n.c.",
-    "S.a.s.",
-    "S.a.p.a.",
-    "S.c.a.r.l.",
-    "S.c.r.l.",
-    "S.c.p.A.",
-    "C. S.r.l.",
-    "C. S.p.A.",
-    "C. S.n.c.",
-    "C. S.a.s.",
-    // Poland.
-    "Sp. z o.o.",
-    "Spółka z o.o.",
-    "Spółka z ograniczoną odpowiedzialnością",
-    "S.A.",
-    "Spółka akcyjna",
-    "Sp.j.",
-    "Spółka jawna",
-    "Sp.k.",
-    "Spółka komandytowa",
-    "S.K.A.",
-    "Sp.p.",
-    // Germany, Austria, Switzerland.
-    "GmbH",
-    "GmbH & Co. KG",
-    "AG",
-    "KG",
-    "KGaA",
-    "OHG",
-    "GbR",
-    "UG",
-    "UG (haftungsbeschränkt)",
-    // English-speaking countries.
-    "Ltd",
-    "Limited",
-    "PLC",
-    "LLP",
-    "LLC",
-    "L.P.",
-    "Inc",
-    "Incorporated",
-    "Corp",
-    "Corporation",
-    "Co.",
-    "Company",
-    "Pty Ltd",
-    "Pty Limited",
-    "JSC",
-    // France, Spain, Portugal, Latin America.
-    "SARL",
-    "SAS",
-    "SASU",
-    "EURL",
-    "S.L.",
-    "S.L.U.",
-    "S.A.U.",
-    "Ltda.",
-    "S.A. de C.V.",
-    // Benelux.
-    "B.V.",
-    "N.V.",
-    "BVBA",
-    "V.O.F.",
-    // Nordic countries.
-    "Oy",
-    "Oyj",
-    "AB",
-    "A/S",
-    "ASA",
-    "ApS",
-];
-
-/// Vietnamese designations, which are written before the name.
-const PREFIX_LEGAL_FORMS: &[&str] = &[
-    "Công ty TNHH",
-    "Công ty TNHH MTV",
-    "Công ty TNHH Một Thành Viên",
-    "Cty TNHH",
-    "Cty TNHH MTV",
-    "TNHH",
-    "TNHH MTV",
-    "Công ty Cổ phần",
-    "Công ty CP",
-    "Cty Cổ phần",
-    "Cty CP",
-    "CTCP",
-    "Công ty Hợp danh",
-    "Công ty",
-    "Cty",
-    "DNTN",
-    "Doanh nghiệp tư nhân",
-];
+/// Legal forms of the focus countries (IT, PL, VN, US, GB, DE, FR, ES), derived
+/// from the ISO 20275 Entity Legal Forms code list (see `data/README.md`).
+const ELF_FORMS: &str = include_str!("../data/legal_forms_elf.tsv");
+/// Spellings people write that the code list lacks, and forms of other countries.
+const CUSTOMARY_FORMS: &str = include_str!("../data/legal_forms_customary.tsv");
 
 /// Consumer mail providers, sorted for binary search: an address there says
 /// nothing about the company. A sub-domain counts only when listed itself.
@@ -316,6 +222,57 @@ const FREE_MAIL_DOMAINS: &[&str] = &[
     "zohomail.com",
 ];
 
+/// Where a legal form is written relative to the company name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Position {
+    /// Before it, as in Vietnam ("Công ty TNHH Sao Mai").
+    Start,
+    /// After it, as almost everywhere ("Fabbri Arredamenti S.r.l.").
+    End,
+    /// On either side, as in France ("SCI Les Tilleuls", "Dupont SARL").
+    Both,
+}
+
+/// One line of a legal-form data file.
+#[derive(Clone, Debug)]
+struct FormRow {
+    position: Position,
+    spelling: &'static str,
+}
+
+/// Every legal-form line of both data files, and the lines that do not parse.
+fn legal_form_rows() -> (Vec<FormRow>, Vec<&'static str>) {
+    let mut rows = Vec::new();
+    let mut bad = Vec::new();
+    let lines = ELF_FORMS.lines().chain(CUSTOMARY_FORMS.lines());
+    for line in lines.filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
+        let mut columns = line.split('\t');
+        let row = match (columns.next(), columns.next(), columns.next()) {
+            (Some(_country), Some(position), Some(spelling)) if !spelling.trim().is_empty() => {
+                let position = match position {
+                    "start" => Position::Start,
+                    "end" => Position::End,
+                    "both" => Position::Both,
+                    _ => {
+                        bad.push(line);
+                        continue;
+                    }
+                };
+                FormRow {
+                    position,
+                    spelling: spelling.trim(),
+                }
+            }
+            _ => {
+                bad.push(line);
+                continue;
+            }
+        };
+        rows.push(row);
+    }
+    (rows, bad)
+}
+
 /// A set of legal forms in compact form, ready for matching word runs.
 struct LegalForms {
     /// The forms, compacted.
@@ -325,19 +282,34 @@ struct LegalForms {
 }
 
 impl LegalForms {
-    fn new(spellings: &[&str]) -> LegalForms {
-        let compact: HashSet<String> = spellings.iter().map(|s| compact(s)).collect();
+    fn new<'a>(spellings: impl Iterator<Item = &'a str>) -> LegalForms {
+        let compact: HashSet<String> = spellings
+            .map(compact)
+            // A single letter is too often part of the name itself.
+            .filter(|c| c.chars().count() >= 2)
+            .collect();
         let max_len = compact.iter().map(String::len).max().unwrap_or(0);
         LegalForms { compact, max_len }
     }
 
-    /// How many of `words` (taken in order, from the name's start or end) form
-    /// the longest legal form; 0 when none does. Longest, so that "S.a.s."
-    /// is not read as "A/S" preceded by a stray "S".
-    fn longest_run<'a>(&self, words: impl Iterator<Item = &'a str>, from_end: bool) -> usize {
+    /// How many words at one edge of `words` (the end when `from_end`) form
+    /// the longest legal form that may be cut there; 0 when none does.
+    /// Longest, so that "S.a.s." is not read as "A/S" preceded by a stray "S".
+    ///
+    /// A cut is refused where it would split a letter-by-letter spelling:
+    /// when the form's innermost word has one letter and so has the word left
+    /// beside it ("X.L.L.C." read as "X" + "LLC"). Only the words decide, not
+    /// the dots between them, so the key is stable when computed again from
+    /// itself.
+    fn longest_run(&self, words: &[&str], from_end: bool) -> usize {
+        let inward: Vec<&str> = if from_end {
+            words.iter().rev().copied().collect()
+        } else {
+            words.to_vec()
+        };
         let mut run = String::new();
         let mut best = 0;
-        for (taken, word) in words.enumerate() {
+        for (taken, word) in inward.iter().enumerate() {
             if from_end {
                 run.insert_str(0, word);
             } else {
@@ -346,7 +318,9 @@ impl LegalForms {
             if run.len() > self.max_len {
                 break;
             }
-            if self.compact.contains(&run) {
+            let strays =
+                is_letter(word) && inward.get(taken + 1).is_some_and(|next| is_letter(next));
+            if self.compact.contains(&run) && !strays {
                 best = taken + 1;
             }
         }
@@ -354,8 +328,29 @@ impl LegalForms {
     }
 }
 
-static SUFFIXES: LazyLock<LegalForms> = LazyLock::new(|| LegalForms::new(SUFFIX_LEGAL_FORMS));
-static PREFIXES: LazyLock<LegalForms> = LazyLock::new(|| LegalForms::new(PREFIX_LEGAL_FORMS));
+/// A one-letter word.
+fn is_letter(word: &str) -> bool {
+    word.chars().count() == 1
+}
+
+/// Legal forms written at the start of a name, and those written at its end.
+struct EdgeForms {
+    start: LegalForms,
+    end: LegalForms,
+}
+
+static LEGAL_FORMS: LazyLock<EdgeForms> = LazyLock::new(|| {
+    let rows = legal_form_rows().0;
+    let at = |wanted: Position| {
+        rows.iter()
+            .filter(move |r| r.position == wanted || r.position == Position::Both)
+            .map(|r| r.spelling)
+    };
+    EdgeForms {
+        start: LegalForms::new(at(Position::Start)),
+        end: LegalForms::new(at(Position::End)),
+    }
+});
 
 /// The words of already folded text: runs of letters and digits.
 fn words(folded: &str) -> impl Iterator<Item = &str> {
@@ -370,30 +365,33 @@ fn compact(spelling: &str) -> String {
 }
 
 /// Matching key for a company name: folded, legal form and punctuation removed.
+///
+/// A legal form is removed only as whole words at the edge of the name where
+/// its country writes it, in any dotting, spacing or case ("P.L.L.C.",
+/// "PLLC", "p.l.l.c"); never so that a single letter of it stays behind.
 pub fn company_key(name: &str) -> Option<String> {
     let folded = fold_key(name);
-    let words: Vec<&str> = words(&folded).collect();
-    let (mut start, mut end) = (0, words.len());
+    let mut kept: Vec<&str> = words(&folded).collect();
+    let forms = &*LEGAL_FORMS;
     // Repeatedly, because names pile forms up ("Acme Holdings Ltd. Inc",
     // "Sp. z o.o. Sp.k.") and a key must not change when recomputed.
     loop {
-        let kept = &words[start..end];
-        let suffix = SUFFIXES.longest_run(kept.iter().rev().copied(), true);
+        let suffix = forms.end.longest_run(&kept, true);
         if suffix > 0 {
-            end -= suffix;
+            kept.truncate(kept.len() - suffix);
             continue;
         }
-        let prefix = PREFIXES.longest_run(kept.iter().copied(), false);
+        let prefix = forms.start.longest_run(&kept, false);
         if prefix > 0 {
-            start += prefix;
+            kept.drain(..prefix);
             continue;
         }
         break;
     }
-    if start == end {
+    if kept.is_empty() {
         None
     } else {
-        Some(words[start..end].join(" "))
+        Some(kept.join(" "))
     }
 }
 
@@ -418,9 +416,9 @@ pub fn domain_key(raw: &str) -> Option<String> {
         }
         domain = rest.to_owned();
     }
-    // IP addresses fail `canonical_domain` (numeric top-level label or
-    // brackets); "localhost" has no dot, but its sub-domains (RFC 6761) do.
-    if domain.ends_with(".localhost") || is_free_mail(&domain) {
+    // IP addresses and special-use names (`app.localhost`, `shop.test`) fail
+    // `canonical_domain` already.
+    if is_free_mail(&domain) {
         return None;
     }
     Some(domain)
@@ -666,6 +664,194 @@ mod tests {
     }
 
     #[test]
+    fn vietnamese_full_legal_forms_are_removed_from_the_start() {
+        assert_keys(&[
+            (
+                "sao mai",
+                &[
+                    "Công ty trách nhiệm hữu hạn Sao Mai",
+                    "CÔNG TY TRÁCH NHIỆM HỮU HẠN SAO MAI",
+                    "Cong ty trach nhiem huu han Sao Mai",
+                    "Công ty trách nhiệm hữu hạn một thành viên Sao Mai",
+                    "Công ty cổ phần Sao Mai",
+                    "Công ty hợp danh Sao Mai",
+                    "Doanh nghiệp tư nhân Sao Mai",
+                ],
+            ),
+            (
+                "nong nghiep thanh cong",
+                &[
+                    "Hợp tác xã Nông nghiệp Thành Công",
+                    "HTX Nông nghiệp Thành Công",
+                    "hop tac xa nong nghiep thanh cong",
+                ],
+            ),
+        ]);
+    }
+
+    #[test]
+    fn polish_partnership_and_simple_joint_stock_forms_are_removed() {
+        assert_keys(&[
+            (
+                "kowalski i wspolnicy",
+                &[
+                    "Kowalski i Wspólnicy s.c.",
+                    "KOWALSKI I WSPÓLNICY S.C.",
+                    "Kowalski i Wspólnicy sc",
+                    "Kowalski i Wspólnicy spółka cywilna",
+                    "Kowalski i Wspólnicy s.j.",
+                    "Kowalski i Wspólnicy S.J.",
+                    "Kowalski i Wspólnicy sp. j.",
+                ],
+            ),
+            (
+                "nowak software",
+                &[
+                    "Nowak Software PSA",
+                    "Nowak Software P.S.A.",
+                    "Nowak Software prosta spółka akcyjna",
+                ],
+            ),
+        ]);
+    }
+
+    #[test]
+    fn italian_simple_and_cooperative_forms_are_removed() {
+        assert_keys(&[
+            (
+                "azienda agricola rossi",
+                &[
+                    "Azienda Agricola Rossi S.S.",
+                    "Azienda Agricola Rossi s.s.",
+                    "Azienda Agricola Rossi SS",
+                    "Azienda Agricola Rossi Società Semplice",
+                ],
+            ),
+            (
+                "la rondine",
+                &[
+                    "La Rondine Soc. Coop.",
+                    "La Rondine soc.coop.",
+                    "La Rondine Società Cooperativa",
+                    "La Rondine Soc. Coop. a r.l.",
+                    "La Rondine S.C.",
+                ],
+            ),
+        ]);
+    }
+
+    #[test]
+    fn german_registered_and_cooperative_forms_are_removed() {
+        assert_keys(&[
+            (
+                "muller handel",
+                &[
+                    "Müller Handel e.K.",
+                    "Müller Handel e. K.",
+                    "Müller Handel eK",
+                    "Müller Handel e.Kfm.",
+                    "Müller Handel eG",
+                    "Müller Handel e.G.",
+                    "Müller Handel eingetragene Genossenschaft",
+                ],
+            ),
+            (
+                "sportverein musterstadt",
+                &["Sportverein Musterstadt e.V.", "Sportverein Musterstadt eV"],
+            ),
+            (
+                "lebenshilfe werkstatten",
+                &[
+                    "Lebenshilfe Werkstätten gGmbH",
+                    "Lebenshilfe Werkstätten GGMBH",
+                ],
+            ),
+            (
+                "schmidt partner",
+                &[
+                    "Schmidt & Partner PartG mbB",
+                    "Schmidt & Partner PartGmbB",
+                    "Schmidt & Partner PartG",
+                ],
+            ),
+        ]);
+    }
+
+    #[test]
+    fn spanish_labour_and_new_enterprise_forms_are_removed() {
+        assert_keys(&[(
+            "iberica",
+            &[
+                "Ibérica S.L.L.",
+                "Ibérica SLL",
+                "Ibérica S.L.N.E.",
+                "Ibérica SLNE",
+                "Ibérica Sociedad Limitada Laboral",
+                "Ibérica Sociedad Limitada de Nueva Empresa",
+            ],
+        )]);
+    }
+
+    #[test]
+    fn french_forms_are_removed_from_either_end() {
+        assert_keys(&[
+            (
+                "les tilleuls",
+                &[
+                    "SCI Les Tilleuls",
+                    "S.C.I. Les Tilleuls",
+                    "Les Tilleuls SCI",
+                    "Société Civile Immobilière Les Tilleuls",
+                ],
+            ),
+            (
+                "dupont",
+                &["SARL Dupont", "Dupont SARL", "EURL Dupont", "Dupont S.A.S."],
+            ),
+        ]);
+    }
+
+    #[test]
+    fn us_professional_forms_are_removed_whole() {
+        assert_keys(&[
+            (
+                "whitaker legal group",
+                &[
+                    "Whitaker Legal Group PLLC",
+                    "Whitaker Legal Group, P.L.L.C.",
+                    "Whitaker Legal Group p.l.l.c",
+                    "Whitaker Legal Group Pllc",
+                    "Whitaker Legal Group, Professional Limited Liability Company",
+                ],
+            ),
+            (
+                "smith dental",
+                &[
+                    "Smith Dental P.C.",
+                    "Smith Dental PC",
+                    "Smith Dental, p.c.",
+                    "Smith Dental Professional Corporation",
+                ],
+            ),
+        ]);
+    }
+
+    #[test]
+    fn a_partial_removal_never_leaves_a_stray_letter() {
+        // A dotted form the list does not know ends in one it does ("L.L.C."):
+        // cutting there would leave "x" behind, so nothing is cut.
+        for (raw, expected) in [
+            ("Acme X.L.L.C.", "acme x l l c"),
+            ("Acme X. L. L. C.", "acme x l l c"),
+            ("Acme Q.S.p.A.", "acme q s p a"),
+        ] {
+            assert_eq!(company_key(raw).as_deref(), Some(expected), "input {raw:?}");
+        }
+        // A name that ends in a letter keeps it when the form is one word.
+        assert_eq!(company_key("Vitamin C LLC").as_deref(), Some("vitamin c"));
+    }
+
+    #[test]
     fn legal_forms_are_only_stripped_as_whole_words_at_the_edges() {
         let cases: &[(&str, &str)] = &[
             // Not at the end, or only part of a word.
@@ -759,9 +945,26 @@ mod tests {
                 "free-mail entries must be canonical domains"
             );
         }
-        for form in SUFFIX_LEGAL_FORMS.iter().chain(PREFIX_LEGAL_FORMS) {
-            assert!(!compact(form).is_empty(), "{form:?} compacts to nothing");
+        let (forms, bad) = legal_form_rows();
+        assert!(bad.is_empty(), "malformed legal-form lines: {bad:?}");
+        for country in ["IT", "PL", "VN", "US", "GB", "DE", "FR", "ES"] {
+            assert!(
+                ELF_FORMS
+                    .lines()
+                    .any(|l| l.starts_with(&format!("{country}\t"))),
+                "no legal forms for {country}"
+            );
         }
+        for form in &forms {
+            assert!(
+                compact(form.spelling).chars().count() >= 2,
+                "{form:?} would strip a single letter"
+            );
+        }
+        assert!(
+            ELF_FORMS.starts_with("# ISO 20275 Entity Legal Forms (ELF) code list, version 1.5"),
+            "the derived list names its origin and version"
+        );
     }
 
     #[test]
@@ -807,6 +1010,10 @@ mod tests {
             "localhost",
             "http://localhost:3000",
             "app.localhost",
+            "https://fabbri.test/",
+            "www.fabbri.example",
+            "fabbri.c",
+            "fabbri.c0m",
             "example",
             "exa_mple.com",
             "exam ple.com",
@@ -857,6 +1064,63 @@ mod tests {
             raw in "(Công ty TNHH |CTCP |Cty )?([A-Za-zàèéòùłżĐđÜü]{1,4}[ .&/-]{1,2}){0,5}(S\\.r\\.l\\.|SpA|S\\.a\\.s\\.|Sp\\. z o\\.o\\.|GmbH & Co\\. KG|Ltd\\.|Inc|A/S|Co\\.)?"
         ) {
             if let Some(key) = company_key(&raw) {
+                prop_assert_eq!(company_key(&key), Some(key.clone()));
+            }
+        }
+
+        #[test]
+        fn a_legal_form_in_any_spelling_is_removed_whole(
+            base in prop::collection::vec("[a-z]{2,7}", 1..4),
+            form in prop::sample::select(legal_form_rows().0),
+            style in 0..5u8,
+            join in prop::sample::select(vec![" ", ", ", " - "]),
+        ) {
+            let spelling = match style {
+                0 => form.spelling.to_owned(),
+                1 => form.spelling.to_uppercase(),
+                2 => form.spelling.to_lowercase(),
+                3 => form.spelling.replace('.', ""),
+                _ => form.spelling.replace('.', ". "),
+            };
+            let base = base.join(" ");
+            let name = if form.position == Position::Start {
+                format!("{spelling}{join}{base}")
+            } else {
+                format!("{base}{join}{spelling}")
+            };
+            prop_assert_eq!(company_key(&name), company_key(&base), "{:?}", name);
+        }
+
+        #[test]
+        fn no_key_starts_or_ends_with_a_letter_left_over_from_a_legal_form(
+            base in prop::collection::vec("[a-z]{2,7}", 1..4),
+            form in prop::sample::select(legal_form_rows().0),
+            extra in "[a-z]{0,2}",
+        ) {
+            // The form spelt letter by letter ("p.l.l.c."), with letters the
+            // list does not know on its inner side ("x.p.l.l.c."): the letters
+            // are kept or removed together, never cut in the middle.
+            let letters: String = compact(form.spelling);
+            let chain: Vec<String> = if form.position == Position::Start {
+                letters.chars().chain(extra.chars()).map(String::from).collect()
+            } else {
+                extra.chars().chain(letters.chars()).map(String::from).collect()
+            };
+            let dotted = format!("{}.", chain.join("."));
+            let base = base.join(" ");
+            let name = if form.position == Position::Start {
+                format!("{dotted} {base}")
+            } else {
+                format!("{base} {dotted}")
+            };
+            if let Some(key) = company_key(&name) {
+                let words: Vec<&str> = key.split(' ').collect();
+                let stray = if form.position == Position::Start {
+                    words.iter().take_while(|w| is_letter(w)).count()
+                } else {
+                    words.iter().rev().take_while(|w| is_letter(w)).count()
+                };
+                prop_assert!(stray == 0 || stray == chain.len(), "{:?} -> {:?}", name, key);
                 prop_assert_eq!(company_key(&key), Some(key.clone()));
             }
         }

@@ -83,6 +83,18 @@ pub enum InvalidEmail {
     /// The top-level label is numeric, which no real top-level domain is.
     #[error("top-level domain {0:?} is all digits")]
     NumericTopLevelDomain(String),
+    /// The domain lies under a name reserved for special use (`.test`,
+    /// `.invalid`, `.localhost`, `.local`, `.example`, ...), which receives no mail.
+    #[error("the domain ends in .{0}, a name reserved for special use that receives no mail")]
+    SpecialUseDomain(String),
+    /// The top-level label is a single ASCII letter, which no real top-level domain is.
+    #[error("the top-level domain {0:?} has one letter; no such domain exists (a typo?)")]
+    OneLetterTopLevelDomain(String),
+    /// The top-level label contains a digit or hyphen (after Punycode decoding).
+    #[error(
+        "the top-level domain {0:?} contains a digit or hyphen; top-level domains are letters only (a typo?)"
+    )]
+    TopLevelDomainCharacter(String),
     /// The domain is not a valid internationalised domain name (UTS 46), for
     /// example a broken `xn--` label or a disallowed character.
     #[error("domain {0:?} is not a valid internationalised domain name")]
@@ -103,10 +115,7 @@ impl EmailAddress {
             (_, None, _) => return Err(InvalidEmail::NoAt),
             _ => return Err(InvalidEmail::MultipleAt),
         };
-        // Lower-casing can leave a string that is no longer NFC (e.g. 'İ'
-        // becomes "i" + combining dot), so compose once more afterwards; this
-        // also keeps parsing idempotent.
-        let local: String = local.to_lowercase().nfc().collect();
+        let local = normalize_local_part(local);
         // The domain gets UTS 46 instead of plain lower-casing: it also maps
         // Punycode, full-width and compatibility spellings to one form.
         let domain = map_domain(domain)?;
@@ -138,7 +147,17 @@ impl EmailAddress {
     }
 }
 
-fn check_local_part(local: &str) -> Result<(), InvalidEmail> {
+/// The part before the `@` composed and lower-cased (not yet checked).
+pub(crate) fn normalize_local_part(raw: &str) -> String {
+    // Lower-casing can leave a string that is no longer NFC (e.g. 'İ'
+    // becomes "i" + combining dot), so compose once more afterwards; this
+    // also keeps parsing idempotent.
+    let composed: String = raw.nfc().collect();
+    composed.to_lowercase().nfc().collect()
+}
+
+/// Checks the part before the `@`, already lower-cased and composed.
+pub(crate) fn check_local_part(local: &str) -> Result<(), InvalidEmail> {
     if local.is_empty() {
         return Err(InvalidEmail::EmptyLocalPart);
     }
@@ -147,6 +166,11 @@ fn check_local_part(local: &str) -> Result<(), InvalidEmail> {
     }
     if let Some(bad) = local.chars().find(|&c| !is_local_char(c)) {
         return Err(InvalidEmail::LocalPartCharacter(bad));
+    }
+    // A combining mark modifies the letter before it; with none there it is
+    // debris from a broken copy and paste, not part of a name.
+    if let Some(first) = local.chars().next().filter(|&c| is_combining_mark(c)) {
+        return Err(InvalidEmail::LocalPartCharacter(first));
     }
     if local.starts_with('.') || local.ends_with('.') {
         return Err(InvalidEmail::LocalPartEdgeDot);
@@ -157,12 +181,14 @@ fn check_local_part(local: &str) -> Result<(), InvalidEmail> {
     Ok(())
 }
 
-/// RFC 5322 `atext` plus dots, extended with non-ASCII letters as RFC 6531
-/// allows for internationalised mailboxes.
+/// RFC 5322 `atext` plus dots, extended with non-ASCII letters and the
+/// combining marks that scripts such as Devanagari, Tamil or Thai write
+/// letters with (a virama, a tone mark), as RFC 6531 allows for
+/// internationalised mailboxes.
 fn is_local_char(c: char) -> bool {
     c.is_ascii_alphanumeric()
         || "!#$%&'*+/=?^_`{|}~-.".contains(c)
-        || (!c.is_ascii() && c.is_alphabetic())
+        || (!c.is_ascii() && (c.is_alphabetic() || is_combining_mark(c)))
 }
 
 /// Canonical form of a host name: UTS 46 mapped, Unicode labels, checked.
@@ -185,6 +211,21 @@ fn map_domain(raw: &str) -> Result<String, InvalidEmail> {
     }
 }
 
+/// Canonical form of one or more host-name labels that need not make a whole
+/// domain (`google`, `blogspot`): UTS 46 mapped and checked like a domain's
+/// labels, without the rules for its top-level name.
+pub(crate) fn canonical_labels(raw: &str) -> Result<String, InvalidEmail> {
+    let labels = map_domain(raw)?;
+    if labels.is_empty() {
+        return Err(InvalidEmail::EmptyDomain);
+    }
+    if let Some(bad) = labels.chars().find(|&c| !is_domain_char(c)) {
+        return Err(InvalidEmail::DomainCharacter(bad));
+    }
+    check_labels(&labels)?;
+    Ok(labels)
+}
+
 fn check_domain(domain: &str) -> Result<(), InvalidEmail> {
     if domain.is_empty() {
         return Err(InvalidEmail::EmptyDomain);
@@ -195,6 +236,11 @@ fn check_domain(domain: &str) -> Result<(), InvalidEmail> {
     if !domain.contains('.') {
         return Err(InvalidEmail::DomainWithoutDot);
     }
+    check_labels(domain)?;
+    check_top_level(domain)
+}
+
+fn check_labels(domain: &str) -> Result<(), InvalidEmail> {
     for label in domain.split('.') {
         if label.is_empty() {
             return Err(InvalidEmail::EmptyDomainLabel);
@@ -206,11 +252,64 @@ fn check_domain(domain: &str) -> Result<(), InvalidEmail> {
             return Err(InvalidEmail::DomainLabelHyphen(label.to_owned()));
         }
     }
+    Ok(())
+}
+
+fn check_top_level(domain: &str) -> Result<(), InvalidEmail> {
     let top = domain.rsplit('.').next().unwrap_or_default();
     if top.chars().all(|c| c.is_ascii_digit()) {
         return Err(InvalidEmail::NumericTopLevelDomain(top.to_owned()));
     }
+    if let Some(reserved) = special_use_suffix(domain) {
+        return Err(InvalidEmail::SpecialUseDomain(reserved.to_owned()));
+    }
+    if top.len() == 1 {
+        return Err(InvalidEmail::OneLetterTopLevelDomain(top.to_owned()));
+    }
+    // Punycode top-level labels were decoded by UTS 46 above, so an `xn--`
+    // name such as `xn--p1ai` arrives here as `рф`: letters only.
+    if !top
+        .chars()
+        .all(|c| c.is_alphabetic() || is_combining_mark(c))
+    {
+        return Err(InvalidEmail::TopLevelDomainCharacter(top.to_owned()));
+    }
     Ok(())
+}
+
+/// Names under which no mailbox on the public Internet can exist:
+/// - `test`, `example`, `invalid`, `localhost` (RFC 2606, RFC 6761): for
+///   testing, documentation, certain failure and the local host; only the
+///   top-level names: `example.com`, `.net`, `.org` (also RFC 2606) and
+///   `example.it` are ordinary registered domains that people and test
+///   fixtures use;
+/// - `local` (RFC 6762): multicast DNS on the sender's own network;
+/// - `onion` (RFC 7686): Tor services, which our mail server cannot reach;
+/// - `home.arpa` (RFC 8375): home networks;
+/// - `alt` (RFC 9476): names outside the DNS;
+/// - `internal` (reserved by ICANN in 2024 for private networks).
+///
+/// All of them are typos or placeholders on a sales form, and a lead filed
+/// with one could never be answered.
+const SPECIAL_USE_SUFFIXES: &[&str] = &[
+    "alt",
+    "example",
+    "home.arpa",
+    "internal",
+    "invalid",
+    "local",
+    "localhost",
+    "onion",
+    "test",
+];
+
+/// The special-use name `domain` lies under, if any.
+fn special_use_suffix(domain: &str) -> Option<&'static str> {
+    SPECIAL_USE_SUFFIXES.iter().copied().find(|suffix| {
+        domain
+            .strip_suffix(suffix)
+            .is_some_and(|rest| rest.is_empty() || rest.ends_with('.'))
+    })
 }
 
 /// Host-name characters (RFC 1123), plus non-ASCII letters and combining
@@ -283,7 +382,7 @@ mod tests {
                 "a!#$%&'*+/=?^_`{|}~-z@example.com",
                 "a!#$%&'*+/=?^_`{|}~-z@example.com",
             ),
-            ("x@a-b.c0", "x@a-b.c0"),
+            ("x@a-b.co", "x@a-b.co"),
             ("\tTRAN.THI.MAI@FPT.COM.VN\n", "tran.thi.mai@fpt.com.vn"),
             ("ŁUKASZ@WP.PL", "łukasz@wp.pl"),
             ("用户@例子.中国", "用户@例子.中国"),
@@ -377,6 +476,127 @@ mod tests {
     }
 
     #[test]
+    fn domains_that_cannot_receive_mail_are_rejected_with_the_reason() {
+        let special = |tld: &str| InvalidEmail::SpecialUseDomain(tld.into());
+        let cases: Vec<(&str, InvalidEmail)> = vec![
+            // Special-use names (RFC 2606, 6761, 6762, 7686, 8375, 9476) and the
+            // top-level name ICANN reserved for private use.
+            ("anna@example.test", special("test")),
+            ("anna@shop.example.invalid", special("invalid")),
+            ("anna@printer.local", special("local")),
+            ("anna@app.localhost", special("localhost")),
+            ("anna@fabbri.example", special("example")),
+            ("anna@FABBRI.EXAMPLE", special("example")),
+            (
+                "anna@duckduckgogg42xjoc72x3sjasowoarfbgcmvfimaftt6twagswzczad.onion",
+                special("onion"),
+            ),
+            ("anna@nas.home.arpa", special("home.arpa")),
+            ("anna@intranet.corp.internal", special("internal")),
+            ("anna@name.alt", special("alt")),
+            // One-letter top-level names do not exist.
+            (
+                "marco@gmail.c",
+                InvalidEmail::OneLetterTopLevelDomain("c".into()),
+            ),
+            (
+                "marco@libero.I",
+                InvalidEmail::OneLetterTopLevelDomain("i".into()),
+            ),
+            // Top-level names are letters only: digits or hyphens are typos.
+            (
+                "x@a-b.c0",
+                InvalidEmail::TopLevelDomainCharacter("c0".into()),
+            ),
+            (
+                "anna@gmail.co1",
+                InvalidEmail::TopLevelDomainCharacter("co1".into()),
+            ),
+            (
+                "anna@gmail.c-om",
+                InvalidEmail::TopLevelDomainCharacter("c-om".into()),
+            ),
+            (
+                "anna@gmail.c0m",
+                InvalidEmail::TopLevelDomainCharacter("c0m".into()),
+            ),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(EmailAddress::parse(raw), Err(expected), "input {raw:?}");
+        }
+        assert_eq!(
+            EmailAddress::parse("anna@fabbri.test")
+                .unwrap_err()
+                .to_string(),
+            "the domain ends in .test, a name reserved for special use that receives no mail"
+        );
+        assert_eq!(
+            EmailAddress::parse("marco@gmail.c")
+                .unwrap_err()
+                .to_string(),
+            "the top-level domain \"c\" has one letter; no such domain exists (a typo?)"
+        );
+        assert_eq!(
+            EmailAddress::parse("anna@gmail.c0m")
+                .unwrap_err()
+                .to_string(),
+            "the top-level domain \"c0m\" contains a digit or hyphen; top-level domains are letters only (a typo?)"
+        );
+    }
+
+    #[test]
+    fn ordinary_names_that_look_reserved_stay_valid() {
+        for raw in [
+            "anna@example.com",
+            "anna@example.net",
+            "anna@example.org",
+            "anna@example.it",
+            "anna@test.com",
+            "anna@test.it",
+            "anna@local.pl",
+            "anna@localhost.it",
+            "anna@shop.example.co.uk",
+            "anna@test.example.com",
+            "anna@onion.vn",
+            "anna@arpa.it",
+            // Internationalised top-level names, typed in Unicode or Punycode.
+            "anna@пример.рф",
+            "anna@xn--e1afmkfd.xn--p1ai",
+            "anna@例子.中国",
+            "a@ตัวอย่าง.ไทย",
+            "a@हिन्दी.भारत",
+        ] {
+            assert!(EmailAddress::parse(raw).is_ok(), "{raw:?} must stay valid");
+        }
+    }
+
+    #[test]
+    fn local_parts_in_scripts_with_combining_marks_are_valid() {
+        let cases: &[(&str, &str)] = &[
+            // Devanagari vowel signs and virama are combining marks.
+            ("उदाहरण@उदाहरण.भारत", "उदाहरण@उदाहरण.भारत"),
+            ("हिन्दी@example.in", "हिन्दी@example.in"),
+            // Thai tone marks.
+            ("ทดสอบ@example.co.th", "ทดสอบ@example.co.th"),
+            ("ผู้ใช้@ตัวอย่าง.ไทย", "ผู้ใช้@ตัวอย่าง.ไทย"),
+            // Tamil.
+            ("பயனர்@example.com", "பயனர்@example.com"),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(
+                EmailAddress::parse(raw).as_ref().map(EmailAddress::as_str),
+                Ok(*expected),
+                "input {raw:?}"
+            );
+        }
+        // A mark with nothing to sit on is not a letter.
+        assert_eq!(
+            EmailAddress::parse("\u{94d}a@example.com"),
+            Err(InvalidEmail::LocalPartCharacter('\u{94d}'))
+        );
+    }
+
+    #[test]
     fn unicode_and_punycode_spellings_of_a_domain_are_the_same_address() {
         let unicode = EmailAddress::parse("josé@exämple.de").unwrap();
         let punycode = EmailAddress::parse("josé@xn--exmple-cua.de").unwrap();
@@ -453,6 +673,18 @@ mod tests {
         ) {
             if let Ok(once) = EmailAddress::parse(&raw) {
                 prop_assert_eq!(EmailAddress::parse(once.as_str()), Ok(once.clone()));
+            }
+        }
+
+        #[test]
+        fn accepted_addresses_end_in_a_top_level_name_of_letters(
+            raw in "[a-z\u{900}-\u{97f}]{1,6}@[a-z0-9-]{1,6}\\.[a-z0-9\u{e00}-\u{e7f}-]{0,4}"
+        ) {
+            if let Ok(address) = EmailAddress::parse(&raw) {
+                let top = address.domain().rsplit('.').next().unwrap_or_default();
+                prop_assert!(top.chars().count() > 1 || !top.is_ascii(), "{address}");
+                prop_assert!(top.chars().all(|c| c.is_alphabetic() || is_combining_mark(c)), "{address}");
+                prop_assert_eq!(EmailAddress::parse(address.as_str()), Ok(address.clone()));
             }
         }
 

@@ -5,8 +5,9 @@ use std::fmt;
 use ingest::{FieldProblem, Inquiry};
 use serde::{Deserialize, Serialize};
 
-use crate::company::{company_key, domain_key};
+use crate::company::company_key;
 use crate::email::EmailAddress;
+use crate::keys::KeyRules;
 use crate::phone::{PhoneE164, Region, parse_phone};
 use crate::text::{clean_text, fold_key, join_name};
 
@@ -155,8 +156,12 @@ const WEBSITE_FIELDS: &[&str] = &[
     "www",
 ];
 
-/// The company domain from a website field, if the inquiry has one that parses.
-fn website_domain(fields: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
+/// The company domain from a website field, if the inquiry has one that parses and
+/// may be a key.
+fn website_domain(
+    fields: &serde_json::Map<String, serde_json::Value>,
+    rules: &KeyRules,
+) -> Option<String> {
     fields.iter().find_map(|(name, value)| {
         let key: String = name
             .chars()
@@ -166,13 +171,20 @@ fn website_domain(fields: &serde_json::Map<String, serde_json::Value>) -> Option
         if !WEBSITE_FIELDS.contains(&key.as_str()) {
             return None;
         }
-        value.as_str().and_then(domain_key)
+        value.as_str().and_then(|raw| rules.website_key(raw))
     })
 }
 
-/// Cleans an inquiry's contact data. Never fails: what cannot be used is listed in
-/// [`Lead::problems`] and its raw value stays in the inquiry.
+/// Cleans an inquiry's contact data with the built-in [`KeyRules`]. Never fails: what
+/// cannot be used is listed in [`Lead::problems`] and its raw value stays in the inquiry.
 pub fn normalize(inquiry: Inquiry) -> Lead {
+    normalize_with(inquiry, KeyRules::builtin())
+}
+
+/// Cleans an inquiry's contact data; `rules` decide which values may be keys
+/// (placeholder addresses, role mailboxes and platform websites are kept on the lead
+/// but identify nobody).
+pub fn normalize_with(inquiry: Inquiry, rules: &KeyRules) -> Lead {
     let hints = &inquiry.contact;
     let mut problems = Vec::new();
 
@@ -217,8 +229,8 @@ pub fn normalize(inquiry: Inquiry) -> Lead {
     };
 
     let mut identity_keys = Vec::new();
-    if let Some(email) = &email {
-        identity_keys.push(IdentityKey::Email(email.as_str().to_owned()));
+    if let Some(key) = email.as_ref().and_then(|e| rules.person_key(e)) {
+        identity_keys.push(key);
     }
     if let Some(phone) = &phone {
         identity_keys.push(IdentityKey::phone(phone, phone_extension.as_deref()));
@@ -233,10 +245,10 @@ pub fn normalize(inquiry: Inquiry) -> Lead {
 
     let company = hints.company.as_deref().and_then(clean_text);
     let mut company_keys = Vec::new();
-    if let Some(domain) = website_domain(&inquiry.fields) {
+    if let Some(domain) = website_domain(&inquiry.fields, rules) {
         company_keys.push(CompanyKey::Domain(domain));
     }
-    if let Some(domain) = email.as_ref().and_then(|e| domain_key(e.domain()))
+    if let Some(domain) = email.as_ref().and_then(|e| rules.email_domain_key(e))
         && !company_keys.contains(&CompanyKey::Domain(domain.clone()))
     {
         company_keys.push(CompanyKey::Domain(domain));
@@ -376,6 +388,155 @@ mod tests {
         let lead = normalize(lead.inquiry);
         let keys: Vec<String> = lead.company_keys.iter().map(CompanyKey::as_key).collect();
         assert_eq!(keys, ["domain:fabbri.example.it"]);
+    }
+
+    fn keys_of(lead: &Lead) -> (Vec<String>, Vec<String>) {
+        (
+            lead.identity_keys.iter().map(IdentityKey::as_key).collect(),
+            lead.company_keys.iter().map(CompanyKey::as_key).collect(),
+        )
+    }
+
+    fn with_email(email: &str) -> Lead {
+        hints(
+            ingest::ContactHints {
+                email: Some(email.into()),
+                phone: Some("02 8736 1234".into()),
+                ..Default::default()
+            },
+            "IT",
+        )
+    }
+
+    #[test]
+    fn a_placeholder_address_stays_on_the_lead_and_identifies_nobody() {
+        for raw in [
+            "test@test.com",
+            "TEST@Test.com",
+            "asdf@asdf.com",
+            "email@email.com",
+            "a@a.com",
+            "noreply@shop.example.it",
+            "no-reply+orders@shop.example.it",
+            "test@fabbri.example.it",
+            "anna@mailinator.com",
+        ] {
+            let lead = with_email(raw);
+            assert_eq!(
+                lead.email.as_ref().map(|e| e.as_str()),
+                Some(raw.to_lowercase().as_str()),
+                "{raw}: the address stays on the lead"
+            );
+            let (person, company) = keys_of(&lead);
+            assert_eq!(person, ["phone:+390287361234"], "{raw}");
+            assert!(company.is_empty(), "{raw}: {company:?}");
+            assert!(lead.is_contactable());
+        }
+    }
+
+    #[test]
+    fn a_role_mailbox_gives_the_company_domain_but_no_person_key() {
+        for raw in [
+            "info@fabbri.example.it",
+            "Info+Web@Fabbri.Example.IT",
+            "office@fabbri.example.it",
+            "biuro@fabbri.example.it",
+            "kontakt@fabbri.example.it",
+            "contact@fabbri.example.it",
+            "sales@fabbri.example.it",
+        ] {
+            let (person, company) = keys_of(&with_email(raw));
+            assert_eq!(person, ["phone:+390287361234"], "{raw}");
+            assert_eq!(company, ["domain:fabbri.example.it"], "{raw}");
+        }
+        // A person's own address that merely starts like a role mailbox.
+        let (person, _) = keys_of(&with_email("info.anna@fabbri.example.it"));
+        assert_eq!(
+            person,
+            ["email:info.anna@fabbri.example.it", "phone:+390287361234"]
+        );
+    }
+
+    fn with_website(website: &str) -> Lead {
+        let mut lead = tests_support::lead();
+        lead.inquiry.contact.email = Some("anna@gmail.com".into());
+        lead.inquiry
+            .fields
+            .insert("website".into(), serde_json::json!(website));
+        normalize(lead.inquiry)
+    }
+
+    #[test]
+    fn social_network_and_marketplace_pages_give_no_company_key() {
+        for website in [
+            "https://www.facebook.com/FabbriArredamenti",
+            "m.facebook.com/fabbri",
+            "fb.com/fabbri",
+            "https://www.instagram.com/fabbri_arredamenti/",
+            "https://www.linkedin.com/company/fabbri",
+            "https://x.com/fabbri",
+            "twitter.com/fabbri",
+            "https://www.tiktok.com/@fabbri",
+            "https://youtube.com/@fabbri",
+            "https://t.me/fabbri",
+            "https://wa.me/390287361234",
+            "https://linktr.ee/fabbri",
+            "https://maps.app.goo.gl/AbCdEf",
+            "https://www.google.com/maps/place/Fabbri",
+            "https://www.google.it/maps/place/Fabbri",
+            "https://g.page/fabbri",
+            "https://www.amazon.it/shops/fabbri",
+            "https://allegro.pl/uzytkownik/fabbri",
+            "https://zalo.me/0912345678",
+            "https://sites.google.com/view/fabbri",
+        ] {
+            let (_, company) = keys_of(&with_website(website));
+            assert!(company.is_empty(), "{website}: {company:?}");
+        }
+    }
+
+    #[test]
+    fn a_site_builder_gives_a_key_for_the_customers_own_host_only() {
+        for (website, expected) in [
+            (
+                "https://fabbri.wixsite.com/home",
+                Some("fabbri.wixsite.com"),
+            ),
+            ("https://www.wixsite.com/", None),
+            ("fabbri.blogspot.com", Some("fabbri.blogspot.com")),
+            ("fabbri.blogspot.it", Some("fabbri.blogspot.it")),
+            ("blogspot.com", None),
+            (
+                "https://sao-mai.business.site/",
+                Some("sao-mai.business.site"),
+            ),
+            ("business.site", None),
+            ("https://firma.webnode.pl/kontakt", Some("firma.webnode.pl")),
+            ("webnode.pl", None),
+            ("fabbri.github.io", Some("fabbri.github.io")),
+            ("fabbri.wordpress.com", Some("fabbri.wordpress.com")),
+            ("wordpress.com", None),
+        ] {
+            let (_, company) = keys_of(&with_website(website));
+            let want: Vec<String> = expected.iter().map(|d| format!("domain:{d}")).collect();
+            assert_eq!(company, want, "{website}");
+        }
+    }
+
+    #[test]
+    fn ordinary_sites_that_resemble_platforms_keep_their_key() {
+        for website in [
+            "fabbri.example.it",
+            "facebookfans.it",
+            "notfacebook.com",
+            "x.com.vn",
+            "amazonia.it",
+            "amazon.fabbri.it",
+            "googleads.it",
+        ] {
+            let (_, company) = keys_of(&with_website(website));
+            assert_eq!(company.len(), 1, "{website}: {company:?}");
+        }
     }
 
     #[test]

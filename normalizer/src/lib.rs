@@ -14,10 +14,15 @@
 //!   ([`clean_text`], [`join_name`]) and folds text into matching keys
 //!   ([`fold_key`]).
 //! - [`matching`]: the matching rules (same person? known client?) over a [`matching::Directory`].
-//! - [`lead`]: from an inquiry to a [`Lead`]: cleaned contact data and identity keys.
+//! - [`keys`]: which values may be identity keys ([`KeyRules`]): placeholder
+//!   addresses, role mailboxes and social or hosting sites never are, or only
+//!   for the company; [`MatchingConfig`] extends the built-in lists.
+//! - [`lead`]: from an inquiry to a [`Lead`]: cleaned contact data and identity keys
+//!   ([`normalize`], or [`normalize_with`] given rules).
 
 pub mod company;
 pub mod email;
+pub mod keys;
 pub mod lead;
 pub mod matching;
 pub mod phone;
@@ -25,7 +30,8 @@ pub mod text;
 
 pub use company::{company_key, domain_key, is_free_mail};
 pub use email::{EmailAddress, InvalidEmail};
-pub use lead::{CompanyKey, IdentityKey, Lead, normalize};
+pub use keys::{EmailKind, KeyRules, MatchingConfig};
+pub use lead::{CompanyKey, IdentityKey, Lead, normalize, normalize_with};
 pub use phone::{
     InvalidE164, InvalidPhone, InvalidRegion, ParsedPhone, PhoneE164, Region, parse_phone,
     split_extension, warm_up,

@@ -85,7 +85,7 @@ async fn contacts_and_companies_are_created_normalised_and_refused_when_unusable
     post_json(
         &daemon,
         "/v1/contacts",
-        json!({"emails": ["a@b.example"], "company_id": 999999}),
+        json!({"emails": ["a@b.example.com"], "company_id": 999999}),
     )
     .await
     .assert_error(422, "unknown_reference");

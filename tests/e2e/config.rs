@@ -74,6 +74,28 @@ fn every_problem_is_reported_with_its_key_and_the_exit_code_is_non_zero() {
 }
 
 #[test]
+fn matching_entries_are_checked_with_their_key() {
+    let bad = format!(
+        "{CONTRACT}\n[matching]\nplaceholder_emails = [\"reception\"]\nrole_mailboxes = [\"ufficio\"]\nkeep_emails = [\"hello@\"]\nsocial_domains = [\"facebook\"]\nhosting_domains = [\"webnode.*\"]\ncolour = \"red\"\n"
+    );
+    let path = temp_file("matching.toml", bad.as_bytes());
+    let (ok, text) = check_config(&path, &[]);
+    let _ = std::fs::remove_file(path);
+    assert!(!ok, "bad [matching] entries must fail: {text}");
+    for key in [
+        "matching.placeholder_emails[0]",
+        "matching.keep_emails[0]",
+        "matching.social_domains[0]",
+        "matching.colour",
+    ] {
+        assert!(text.contains(key), "no problem reported for {key}:\n{text}");
+    }
+    for key in ["matching.role_mailboxes", "matching.hosting_domains"] {
+        assert!(!text.contains(key), "{key} is valid:\n{text}");
+    }
+}
+
+#[test]
 fn environment_variables_override_the_file() {
     let path = temp_file("env.toml", CONTRACT.as_bytes());
     let (ok, text) = check_config(&path, &[("LEADPIPE__AMQP__PREFIX", "from env")]);

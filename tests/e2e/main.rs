@@ -11,4 +11,5 @@ mod delivery;
 mod errors;
 mod forms_corpus;
 mod import;
+mod keys;
 mod ops;
