@@ -66,6 +66,7 @@ pub(super) async fn import_leads(
         lines,
         columns,
     } = csv_file;
+    let key_rules = settings.key_rules()?;
     let fingerprint = {
         let path = path.to_owned();
         tokio::task::spawn_blocking(move || file_fingerprint(&path))
@@ -92,10 +93,10 @@ pub(super) async fn import_leads(
             BROKER_WAIT.as_secs()
         );
     }
-    let pipeline = Arc::new(Pipeline::new(
-        Router::new(settings.routing.clone()),
-        publisher.clone(),
-    ));
+    let pipeline = Arc::new(
+        Pipeline::new(Router::new(settings.routing.clone()), publisher.clone())
+            .with_key_rules(key_rules),
+    );
 
     let (tx, rx) = mpsc::channel(2);
     let reading = {
