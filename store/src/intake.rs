@@ -15,6 +15,8 @@
 //! two hundred costs about as many round trips as a batch of one.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -102,14 +104,130 @@ impl Directory for Snapshot {
 impl BatchSink for Store {
     #[tracing::instrument(name = "Store lead batch", skip_all, fields(batch = batch.len()))]
     async fn store_batch(&self, batch: &[&Envelope]) -> Result<Vec<StoreOutcome>, SinkError> {
-        let mut tx = self
-            .pool()
-            .begin()
-            .await
-            .map_err(|e| classify(e.into(), None))?;
-        let outcomes = file_batch(&mut tx, batch).await?;
-        tx.commit().await.map_err(|e| classify(e.into(), None))?;
-        Ok(outcomes)
+        let result = self.file_in_one_transaction(batch).await;
+        if let Some(first) = batch.first() {
+            let first = first.lead.inquiry.id.as_uuid();
+            match &result {
+                Err(Failure { error, .. }) if error.is_transient() => {
+                    self.held.refused(first, batch.len(), error)
+                }
+                _ => self.held.settled(first),
+            }
+        }
+        result.map_err(|Failure { error, index }| classify(error, index))
+    }
+}
+
+/// Batches the database keeps refusing for reasons of its own, by their first inquiry (the
+/// consumer retries the same batch until it is stored). Nothing is lost while a batch is
+/// held, but an operator must hear of it: after `alert_after` it is logged as an ERROR
+/// (again every `alert_after`), and `leadpipe_store_held_seconds` shows the longest wait.
+#[derive(Debug)]
+pub(crate) struct HeldBatches {
+    alert_after: Duration,
+    batches: Mutex<HashMap<Uuid, Held>>,
+}
+
+#[derive(Debug)]
+struct Held {
+    since: Instant,
+    last_attempt: Instant,
+    reported: Option<Instant>,
+}
+
+impl HeldBatches {
+    /// A batch not retried for this long was given up (its consumer stopped) and no longer
+    /// counts as held.
+    const FORGOTTEN_AFTER: Duration = Duration::from_secs(600);
+
+    pub(crate) fn new(alert_after: Duration) -> Self {
+        Self {
+            alert_after,
+            batches: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn refused(&self, first: Uuid, size: usize, error: &StoreError) {
+        let now = Instant::now();
+        // std Mutex: never held across an await.
+        let mut batches = self.batches.lock().unwrap_or_else(|e| e.into_inner());
+        let held = batches.entry(first).or_insert(Held {
+            since: now,
+            last_attempt: now,
+            reported: None,
+        });
+        held.last_attempt = now;
+        let waited = now - held.since;
+        if waited >= self.alert_after && held.reported.is_none_or(|at| now - at >= self.alert_after)
+        {
+            held.reported = Some(now);
+            tracing::error!(
+                held_secs = waited.as_secs(),
+                batch = size,
+                %error,
+                "The database keeps refusing a batch of leads; it is held on the broker and \
+                 filed as soon as the database accepts it."
+            );
+        }
+        Self::publish(&mut batches, now);
+    }
+
+    fn settled(&self, first: Uuid) {
+        let mut batches = self.batches.lock().unwrap_or_else(|e| e.into_inner());
+        if batches.remove(&first).is_some() {
+            Self::publish(&mut batches, Instant::now());
+        }
+    }
+
+    fn publish(batches: &mut HashMap<Uuid, Held>, now: Instant) {
+        batches.retain(|_, held| now - held.last_attempt < Self::FORGOTTEN_AFTER);
+        let longest = batches
+            .values()
+            .map(|held| now - held.since)
+            .max()
+            .unwrap_or_default();
+        metrics::gauge!("leadpipe_store_held_seconds").set(longest.as_secs_f64());
+    }
+}
+
+/// Why a transaction filed nothing: the error, and the envelope at fault when known.
+struct Failure {
+    error: StoreError,
+    index: Option<usize>,
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(error: sqlx::Error) -> Self {
+        Self {
+            error: error.into(),
+            index: None,
+        }
+    }
+}
+
+impl Store {
+    /// Files `batch` in one transaction. After a transient failure the connection is
+    /// closed rather than returned to the pool: a session can carry what caused it (a
+    /// read-only default after a failover, plans cached for a schema that changed), and
+    /// the retry should start from a fresh one.
+    async fn file_in_one_transaction(
+        &self,
+        batch: &[&Envelope],
+    ) -> Result<Vec<StoreOutcome>, Failure> {
+        let mut conn = self.pool().acquire().await?;
+        let result = async {
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            let outcomes = file_batch(&mut tx, batch).await?;
+            tx.commit().await?;
+            Ok(outcomes)
+        }
+        .await;
+        if let Err(Failure { error, .. }) = &result
+            && error.is_transient()
+        {
+            conn.close_on_drop();
+        }
+        result
     }
 }
 
@@ -131,8 +249,8 @@ fn dedup_lock_key(source: &str, key: &str) -> String {
 async fn file_batch(
     tx: &mut Transaction<'_, Postgres>,
     batch: &[&Envelope],
-) -> Result<Vec<StoreOutcome>, SinkError> {
-    let db = |e: sqlx::Error| classify(e.into(), None);
+) -> Result<Vec<StoreOutcome>, Failure> {
+    let db = Failure::from;
 
     let person_keys: Vec<String> = batch
         .iter()
@@ -223,7 +341,10 @@ async fn file_batch(
                 envelope.route.stage.as_deref(),
             )
             .await
-            .map_err(|e| classify(e, Some(index)))?;
+            .map_err(|error| Failure {
+                error,
+                index: Some(index),
+            })?;
         }
     }
 
@@ -261,11 +382,12 @@ async fn file_batch(
         {
             let target = if *lead_id < 0 {
                 let origin = (-1 - *lead_id) as usize;
-                *lead_of_index.get(&origin).ok_or_else(|| {
-                    SinkError::Transient(
+                *lead_of_index.get(&origin).ok_or_else(|| Failure {
+                    error: StoreError::Unavailable(
                         "a lead this batch meant to open was stored elsewhere first; retrying"
                             .into(),
-                    )
+                    ),
+                    index: None,
                 })?
             } else {
                 *lead_id

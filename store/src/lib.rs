@@ -18,6 +18,7 @@ pub mod intake;
 pub mod keys;
 pub mod leads;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -41,6 +42,7 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: PgPool,
+    held: Arc<intake::HeldBatches>,
 }
 
 impl Store {
@@ -55,12 +57,22 @@ impl Store {
             .max_connections(config.max_connections)
             .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
             .connect_lazy_with(options.application_name("leadpipe"));
-        Ok(Self { pool })
+        Ok(Self::from_pool_with_config(pool, config))
     }
 
-    /// Wraps an existing pool (tests).
+    /// Wraps an existing pool (tests), with the default limits.
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self::from_pool_with_config(pool, &DatabaseConfig::new(""))
+    }
+
+    /// Wraps an existing pool, with the limits of `config` (its URL is not used).
+    pub fn from_pool_with_config(pool: PgPool, config: &DatabaseConfig) -> Self {
+        Self {
+            pool,
+            held: Arc::new(intake::HeldBatches::new(Duration::from_secs(
+                config.hold_alert_secs,
+            ))),
+        }
     }
 
     /// The pool, for callers in this workspace that need one (tests, tools).

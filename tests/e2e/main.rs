@@ -10,5 +10,6 @@ mod config;
 mod delivery;
 mod errors;
 mod forms_corpus;
+mod held_batches;
 mod import;
 mod ops;
