@@ -20,6 +20,10 @@ pub struct DatabaseConfig {
     /// grant or column) is reported as an ERROR; it is held and retried, never dropped.
     #[serde(default = "default_hold_alert_secs")]
     pub hold_alert_secs: u64,
+    /// Most advisory locks one transaction of a consumer batch takes; a batch that needs
+    /// more is filed in several transactions, in order.
+    #[serde(default = "default_max_batch_locks")]
+    pub max_batch_locks: usize,
 }
 
 fn default_max_connections() -> u32 {
@@ -34,6 +38,9 @@ fn default_true() -> bool {
 fn default_hold_alert_secs() -> u64 {
     60
 }
+fn default_max_batch_locks() -> usize {
+    1_000
+}
 
 impl DatabaseConfig {
     /// A configuration with defaults for everything but the URL.
@@ -44,6 +51,7 @@ impl DatabaseConfig {
             acquire_timeout_ms: default_acquire_timeout_ms(),
             migrate_on_start: true,
             hold_alert_secs: default_hold_alert_secs(),
+            max_batch_locks: default_max_batch_locks(),
         }
     }
 
@@ -61,6 +69,14 @@ impl DatabaseConfig {
         }
         if self.max_connections == 0 {
             out.push(("max_connections", "must be at least 1".into()));
+        }
+        if self.max_batch_locks < 16 {
+            out.push((
+                "max_batch_locks",
+                "must be at least 16 (one inquiry can need a handful of locks); the default is \
+                 1000"
+                    .into(),
+            ));
         }
         if self.hold_alert_secs == 0 {
             out.push((

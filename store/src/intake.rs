@@ -14,7 +14,8 @@
 //! The statements are per batch, not per lead (arrays through `unnest`), so a batch of
 //! two hundred costs about as many round trips as a batch of one.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::ops::Range;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -104,7 +105,7 @@ impl Directory for Snapshot {
 impl BatchSink for Store {
     #[tracing::instrument(name = "Store lead batch", skip_all, fields(batch = batch.len()))]
     async fn store_batch(&self, batch: &[&Envelope]) -> Result<Vec<StoreOutcome>, SinkError> {
-        let result = self.file_in_one_transaction(batch).await;
+        let result = self.file_in_parts(batch).await;
         if let Some(first) = batch.first() {
             let first = first.lead.inquiry.id.as_uuid();
             match &result {
@@ -206,6 +207,37 @@ impl From<sqlx::Error> for Failure {
 }
 
 impl Store {
+    /// Files `batch` in as many transactions, one after the other and in order, as its
+    /// advisory locks need: each takes at most `max_batch_locks`, and a part the server's
+    /// lock table cannot hold (SQLSTATE 53200) is halved and tried again. Answers only when
+    /// every part is committed; when a later part fails, the consumer retries the whole
+    /// batch, and the parts already committed are then replays that change nothing.
+    async fn file_in_parts(&self, batch: &[&Envelope]) -> Result<Vec<StoreOutcome>, Failure> {
+        let mut parts: VecDeque<Range<usize>> = parts_within(batch, self.max_batch_locks).into();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        while let Some(part) = parts.pop_front() {
+            match self.file_in_one_transaction(&batch[part.clone()]).await {
+                Ok(filed) => outcomes.extend(filed),
+                Err(Failure {
+                    error: StoreError::OutOfLocks(reason),
+                    ..
+                }) if part.len() > 1 => {
+                    tracing::warn!(%reason, part = part.len(), "A batch needs more locks than the database can give at once; filing it in halves.");
+                    let middle = part.start + part.len() / 2;
+                    parts.push_front(middle..part.end);
+                    parts.push_front(part.start..middle);
+                }
+                Err(Failure { error, index }) => {
+                    return Err(Failure {
+                        error,
+                        index: index.map(|i| part.start + i),
+                    });
+                }
+            }
+        }
+        Ok(outcomes)
+    }
+
     /// Files `batch` in one transaction. After a transient failure the connection is
     /// closed rather than returned to the pool: a session can carry what caused it (a
     /// read-only default after a failover, plans cached for a schema that changed), and
@@ -231,6 +263,48 @@ impl Store {
     }
 }
 
+/// Consecutive ranges of `batch` whose distinct lock keys each fit in `max_locks` (an
+/// envelope that alone needs more still gets a part of its own).
+fn parts_within(batch: &[&Envelope], max_locks: usize) -> Vec<Range<usize>> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut keys: HashSet<String> = HashSet::new();
+    for (index, envelope) in batch.iter().enumerate() {
+        let own = lock_keys(envelope);
+        let added = own.iter().filter(|k| !keys.contains(*k)).count();
+        if index > start && keys.len() + added > max_locks {
+            parts.push(start..index);
+            start = index;
+            keys.clear();
+        }
+        keys.extend(own);
+    }
+    if start < batch.len() {
+        parts.push(start..batch.len());
+    }
+    parts
+}
+
+/// The advisory lock keys an envelope needs: its content key (so replicas agree on which
+/// copy of a double click is the original) and its person keys.
+fn lock_keys(envelope: &Envelope) -> Vec<String> {
+    let inquiry = &envelope.lead.inquiry;
+    inquiry
+        .dedup
+        .as_ref()
+        .filter(|_| inquiry.spam.is_none())
+        .map(|d| format!("dedup\u{1f}{}\u{1f}{}", inquiry.source, d.key))
+        .into_iter()
+        .chain(
+            envelope
+                .lead
+                .identity_keys
+                .iter()
+                .map(|k| format!("person\u{1f}{}", k.as_key())),
+        )
+        .collect()
+}
+
 fn classify(error: StoreError, index: Option<usize>) -> SinkError {
     if error.is_transient() {
         SinkError::Transient(error.to_string())
@@ -240,10 +314,6 @@ fn classify(error: StoreError, index: Option<usize>) -> SinkError {
             reason: error.to_string(),
         }
     }
-}
-
-fn dedup_lock_key(source: &str, key: &str) -> String {
-    format!("dedup\u{1f}{source}\u{1f}{key}")
 }
 
 async fn file_batch(
@@ -268,10 +338,7 @@ async fn file_batch(
     // Sorted, so two batches never wait on each other in a cycle.
     let lock_keys: Vec<String> = batch
         .iter()
-        .map(|e| &e.lead.inquiry)
-        .filter(|i| i.spam.is_none())
-        .filter_map(|i| i.dedup.as_ref().map(|d| dedup_lock_key(&i.source, &d.key)))
-        .chain(person_keys.iter().map(|k| format!("person\u{1f}{k}")))
+        .flat_map(|e| lock_keys(e))
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();

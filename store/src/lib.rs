@@ -43,6 +43,7 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 pub struct Store {
     pool: PgPool,
     held: Arc<intake::HeldBatches>,
+    max_batch_locks: usize,
 }
 
 impl Store {
@@ -72,6 +73,7 @@ impl Store {
             held: Arc::new(intake::HeldBatches::new(Duration::from_secs(
                 config.hold_alert_secs,
             ))),
+            max_batch_locks: config.max_batch_locks,
         }
     }
 
