@@ -249,7 +249,7 @@ impl Store {
         let mut conn = self.pool().acquire().await?;
         let result = async {
             let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-            let outcomes = file_batch(&mut tx, batch).await?;
+            let outcomes = file_batch(&mut tx, batch, self.max_batch_locks).await?;
             tx.commit().await?;
             Ok(outcomes)
         }
@@ -319,6 +319,7 @@ fn classify(error: StoreError, index: Option<usize>) -> SinkError {
 async fn file_batch(
     tx: &mut Transaction<'_, Postgres>,
     batch: &[&Envelope],
+    max_locks: usize,
 ) -> Result<Vec<StoreOutcome>, Failure> {
     let db = Failure::from;
 
@@ -342,16 +343,7 @@ async fn file_batch(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    if !lock_keys.is_empty() {
-        sqlx::query(
-            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0))
-             FROM unnest($1::text[]) WITH ORDINALITY AS t(k, n) ORDER BY n",
-        )
-        .bind(&lock_keys)
-        .execute(&mut **tx)
-        .await
-        .map_err(db)?;
-    }
+    lock_in_order(tx, &lock_keys).await.map_err(db)?;
 
     let ids: Vec<Uuid> = batch.iter().map(|e| e.lead.inquiry.id.as_uuid()).collect();
     let stored: HashSet<Uuid> =
@@ -364,7 +356,14 @@ async fn file_batch(
             .collect();
 
     let mut originals = content_originals(tx, batch).await.map_err(db)?;
-    let mut snapshot = look_up(tx, &person_keys, &company_keys).await.map_err(db)?;
+    // The contacts a part's keys belong to are locked too; a part of several envelopes
+    // that would then go over its lock budget is filed in halves instead.
+    let budget = if batch.len() > 1 {
+        max_locks.saturating_sub(lock_keys.len())
+    } else {
+        usize::MAX
+    };
+    let mut snapshot = look_up(tx, &person_keys, &company_keys, budget).await?;
 
     let mut seen = HashSet::new();
     let mut plans = Vec::with_capacity(batch.len());
@@ -557,11 +556,20 @@ fn repeated_content(
 }
 
 /// Leads, contacts and companies holding any of the batch's keys.
+///
+/// The key locks taken before keep this batch's keys to itself, but one contact has
+/// several keys: an inquiry by its email and one by its phone, filed by two consumers, take
+/// no common key lock. So the contacts found are locked as well (sorted, and always after
+/// every key lock, so no two transactions wait on each other in a cycle), and their open
+/// leads are read only once those locks are held: whichever transaction comes second sees
+/// the lead the first one opened. At most `lock_budget` contacts are locked; more is
+/// [`StoreError::OutOfLocks`], and the part is filed in halves.
 async fn look_up(
     tx: &mut Transaction<'_, Postgres>,
     person_keys: &[String],
     company_keys: &[String],
-) -> Result<Snapshot, sqlx::Error> {
+    lock_budget: usize,
+) -> Result<Snapshot, Failure> {
     let mut snapshot = Snapshot::default();
     if !person_keys.is_empty() {
         let rows = sqlx::query(
@@ -601,8 +609,28 @@ async fn look_up(
                 snapshot.contact_company.insert(contact_id, company_id);
             }
         }
-        let contact_ids: Vec<i64> = snapshot.contacts.values().copied().collect();
+        let contact_ids: Vec<i64> = snapshot
+            .contacts
+            .values()
+            .copied()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if contact_ids.len() > lock_budget {
+            return Err(Failure {
+                error: StoreError::OutOfLocks(format!(
+                    "{} known contacts take the part over database.max_batch_locks",
+                    contact_ids.len()
+                )),
+                index: None,
+            });
+        }
         if !contact_ids.is_empty() {
+            let lock_keys: Vec<String> = contact_ids
+                .iter()
+                .map(|id| format!("contact\u{1f}{id}"))
+                .collect();
+            lock_in_order(tx, &lock_keys).await?;
             let rows = sqlx::query(
                 "SELECT l.contact_id, min(l.id) AS lead_id
                  FROM leads l JOIN stages s ON s.id = l.stage_id
@@ -634,6 +662,24 @@ async fn look_up(
         }
     }
     Ok(snapshot)
+}
+
+/// Takes a transaction-scoped advisory lock on each key, in the order given.
+async fn lock_in_order(
+    tx: &mut Transaction<'_, Postgres>,
+    keys: &[String],
+) -> Result<(), sqlx::Error> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended(k, 0))
+         FROM unnest($1::text[]) WITH ORDINALITY AS t(k, n) ORDER BY n",
+    )
+    .bind(keys)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 async fn placement(

@@ -172,3 +172,38 @@ async fn a_full_lock_table_splits_the_batch_instead_of_retrying_it_whole(pool: P
         Err(SinkError::Transient(_))
     ));
 }
+
+#[sqlx::test(migrator = "store::MIGRATOR")]
+async fn the_known_contacts_a_batch_locks_count_against_its_budget(pool: PgPool) {
+    let store = store_with(&pool, 16);
+    for i in 0..10 {
+        store
+            .create_contact(&store::NewContact {
+                name: Some(format!("Cliente {i}")),
+                emails: vec![normalizer::EmailAddress::parse(&format!("c{i}@example.it")).unwrap()],
+                ..store::NewContact::default()
+            })
+            .await
+            .unwrap();
+    }
+    // Ten key locks fit in sixteen; with the ten contacts' locks they do not.
+    let envelopes: Vec<Envelope> = (0..10)
+        .map(|i| envelope(inquiry(None, Some(&format!("c{i}@example.it")), None, None)))
+        .collect();
+    let batch: Vec<&Envelope> = envelopes.iter().collect();
+    let outcomes = store.store_batch(&batch).await.unwrap();
+    let ids: Vec<i64> = outcomes.iter().map(created).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted, "filed in batch order");
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM leads WHERE contact_id IS NOT NULL"
+        )
+        .await,
+        10
+    );
+    let transactions = count(&pool, "SELECT count(DISTINCT xmin::text) FROM leads").await;
+    assert!(transactions >= 2, "{transactions} transactions");
+}

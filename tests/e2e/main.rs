@@ -12,4 +12,5 @@ mod errors;
 mod forms_corpus;
 mod held_batches;
 mod import;
+mod matching_seams;
 mod ops;
