@@ -4,8 +4,9 @@
 //! - [`clients`]: contacts and companies with their identity keys.
 //! - [`config`]: the `[database]` section.
 //! - [`error`]: SQLSTATE mapped to what callers can act on, in one place.
-//! - [`intake`]: the consumer's sink ([`router::BatchSink`]): one transaction per batch,
-//!   inquiry id unique so redeliveries change nothing.
+//! - [`intake`]: the consumer's sink ([`router::BatchSink`]): one transaction per batch
+//!   (several, in order, when its locks would not fit), inquiry id unique so redeliveries
+//!   change nothing; batches the database refuses are held and reported.
 //! - [`keys`]: idempotency keys for intake ([`ingest::IdempotencyKeys`]).
 //! - [`leads`]: reading leads for the ops API.
 //!

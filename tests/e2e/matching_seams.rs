@@ -129,3 +129,43 @@ async fn concurrent_inquiries_by_a_known_contacts_email_and_phone_end_in_one_ope
     assert_eq!(leads, people.len() as i64);
     pool.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_people_behind_one_switchboard_get_a_lead_each_and_each_says_why() {
+    let daemon = TestDaemon::start().await;
+    let post = |body: &'static str| daemon.post_form("it-contatti", Some(URLENCODED), body, &[]);
+    let r =
+        post("nome=Anna&cognome=Conti&email=anna%40studio.example.it&telefono=02+8736+1234").await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let anna = daemon
+        .wait_for_leads("email=anna%40studio.example.it", 1, Duration::from_secs(30))
+        .await;
+    assert_eq!(anna.len(), 1, "{}", daemon.log());
+    let r =
+        post("nome=Bruno&cognome=Sala&email=bruno%40studio.example.it&telefono=02+8736+1234").await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    // Desk 12 behind the same switchboard, no name: a person of its own.
+    let r = post("telefono=02+8736+1234+int.+12").await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(
+        daemon.wait_for_inquiries(3, Duration::from_secs(30)).await,
+        3,
+        "{}",
+        daemon.log()
+    );
+
+    let leads = daemon.leads("").await;
+    assert_eq!(leads.len(), 3, "{leads:#?}");
+    let bruno = leads
+        .iter()
+        .find(|l| l["email"] == "bruno@studio.example.it")
+        .expect("a lead of Bruno's own");
+    assert_eq!(bruno["match"]["rule"], "new");
+    let why = bruno["match"]["set_aside"].to_string();
+    assert!(
+        why.contains(&format!("lead {}", anna[0]["id"]))
+            && why.contains("a different email and name"),
+        "{}",
+        bruno["match"]
+    );
+}
