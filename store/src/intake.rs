@@ -278,7 +278,12 @@ impl Store {
                     error: StoreError::OutOfLocks(reason),
                     ..
                 }) if part.len() > 1 => {
-                    tracing::warn!(%reason, part = part.len(), "A batch needs more locks than the database can give at once; filing it in halves.");
+                    tracing::warn!(
+                        %reason,
+                        part = part.len(),
+                        "A batch needs more locks than one transaction may take; filing it in \
+                         halves."
+                    );
                     let middle = part.start + part.len() / 2;
                     parts.push_front(middle..part.end);
                     parts.push_front(part.start..middle);
@@ -294,10 +299,10 @@ impl Store {
         Ok(outcomes)
     }
 
-    /// Files `batch` in one transaction. After a transient failure the connection is
-    /// closed rather than returned to the pool: a session can carry what caused it (a
-    /// read-only default after a failover, plans cached for a schema that changed), and
-    /// the retry should start from a fresh one.
+    /// Files `batch` in one transaction. When the database refused the work for reasons
+    /// of its own, the connection is closed rather than returned to the pool: a session
+    /// can carry what caused it (a read-only default after a failover, plans cached for a
+    /// schema that changed), and the retry should start from a fresh one.
     async fn file_in_one_transaction(
         &self,
         batch: &[&Envelope],
@@ -310,8 +315,10 @@ impl Store {
             Ok(outcomes)
         }
         .await;
-        if let Err(Failure { error, .. }) = &result
-            && error.is_transient()
+        if let Err(Failure {
+            error: StoreError::Unavailable(_),
+            ..
+        }) = &result
         {
             conn.close_on_drop();
         }

@@ -7,7 +7,7 @@ use ingest::{ContentDedup, MessengerHandle};
 use router::{BatchSink, Envelope, SinkError, StoreOutcome};
 use sqlx::PgPool;
 use store::{DatabaseConfig, Store};
-use support::{count, created, envelope, inquiry};
+use support::{count, created, created_in_order, envelope, inquiry};
 
 /// An inquiry with four lock keys: email, phone, messenger account and content.
 fn four_keys(i: usize) -> Envelope {
@@ -72,10 +72,7 @@ async fn a_batch_split_by_its_locks_keeps_its_order_and_its_matches(pool: PgPool
     let outcomes = store.store_batch(&batch).await.unwrap();
     let first = created(&outcomes[0]);
     assert_eq!(outcomes[10], StoreOutcome::Merged { lead_id: first });
-    let ids: Vec<i64> = outcomes[..10].iter().map(created).collect();
-    let mut sorted = ids.clone();
-    sorted.sort();
-    assert_eq!(ids, sorted, "filed in batch order");
+    created_in_order(&outcomes[..10]);
     // Several transactions really happened: the leads have different transaction ids.
     let transactions = count(&pool, "SELECT count(DISTINCT xmin::text) FROM leads").await;
     assert!(transactions >= 3, "{transactions} transactions");
@@ -152,10 +149,7 @@ async fn a_full_lock_table_splits_the_batch_instead_of_retrying_it_whole(pool: P
     let envelopes: Vec<Envelope> = (0..10).map(four_keys).collect();
     let batch: Vec<&Envelope> = envelopes.iter().collect();
     let outcomes = store.store_batch(&batch).await.unwrap();
-    let ids: Vec<i64> = outcomes.iter().map(created).collect();
-    let mut sorted = ids.clone();
-    sorted.sort();
-    assert_eq!(ids, sorted, "filed in batch order");
+    created_in_order(&outcomes);
     assert_eq!(count(&pool, "SELECT count(*) FROM leads").await, 10);
 
     // One inquiry that cannot get its locks is held, not dead-lettered.
@@ -192,10 +186,7 @@ async fn the_known_contacts_a_batch_locks_count_against_its_budget(pool: PgPool)
         .collect();
     let batch: Vec<&Envelope> = envelopes.iter().collect();
     let outcomes = store.store_batch(&batch).await.unwrap();
-    let ids: Vec<i64> = outcomes.iter().map(created).collect();
-    let mut sorted = ids.clone();
-    sorted.sort();
-    assert_eq!(ids, sorted, "filed in batch order");
+    created_in_order(&outcomes);
     assert_eq!(
         count(
             &pool,

@@ -7,7 +7,7 @@ mod support;
 use router::{BatchSink, SinkError, StoreOutcome};
 use sqlx::PgPool;
 use store::Store;
-use support::{count, created, database_name, envelope, inquiry, own_store};
+use support::{count, created, database_name, envelope, execute, inquiry, own_store};
 
 fn expect_transient(result: Result<Vec<StoreOutcome>, SinkError>, sqlstate: &str) -> String {
     match result {
@@ -23,12 +23,11 @@ fn expect_transient(result: Result<Vec<StoreOutcome>, SinkError>, sqlstate: &str
 async fn a_read_only_database_holds_the_batch_until_it_accepts_writes(pool: PgPool) {
     let db = database_name(&pool).await;
     // What a failover onto a standby looks like to new connections.
-    sqlx::query(&format!(
-        "ALTER DATABASE \"{db}\" SET default_transaction_read_only = on"
-    ))
-    .execute(&pool)
-    .await
-    .unwrap();
+    execute(
+        &pool,
+        &format!("ALTER DATABASE \"{db}\" SET default_transaction_read_only = on"),
+    )
+    .await;
     let store = own_store(&pool);
     let e = envelope(inquiry(
         Some("Rita Neri"),
@@ -44,12 +43,11 @@ async fn a_read_only_database_holds_the_batch_until_it_accepts_writes(pool: PgPo
         "still held on the next attempt"
     );
 
-    sqlx::query(&format!(
-        "ALTER DATABASE \"{db}\" RESET default_transaction_read_only"
-    ))
-    .execute(&pool)
-    .await
-    .unwrap();
+    execute(
+        &pool,
+        &format!("ALTER DATABASE \"{db}\" RESET default_transaction_read_only"),
+    )
+    .await;
     // The same store and the same batch: the held lead is filed once.
     created(&store.store_batch(&[&e]).await.unwrap()[0]);
     assert_eq!(count(&pool, "SELECT count(*) FROM leads").await, 1);
@@ -62,7 +60,7 @@ async fn a_revoked_grant_holds_the_batch_until_it_is_granted_again(pool: PgPool)
     let role = format!("lp_writer_{}", uuid::Uuid::new_v4().simple());
     let outcome = tokio::spawn(grant_revoked_then_restored(pool.clone(), role.clone())).await;
     for sql in [format!("DROP OWNED BY {role}"), format!("DROP ROLE {role}")] {
-        sqlx::query(&sql).execute(&pool).await.unwrap();
+        execute(&pool, &sql).await;
     }
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic.into_panic());
@@ -76,7 +74,7 @@ async fn grant_revoked_then_restored(pool: PgPool, role: String) {
         format!("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}"),
         format!("REVOKE INSERT ON leads FROM {role}"),
     ] {
-        sqlx::query(&sql).execute(&pool).await.unwrap();
+        execute(&pool, &sql).await;
     }
     let options = (*pool.connect_options()).clone().username(&role);
     let store = Store::from_pool(
@@ -95,10 +93,7 @@ async fn grant_revoked_then_restored(pool: PgPool, role: String) {
     assert!(reason.contains("privilege"), "says what to do: {reason}");
     assert_eq!(count(&pool, "SELECT count(*) FROM inquiries").await, 0);
 
-    sqlx::query(&format!("GRANT INSERT ON leads TO {role}"))
-        .execute(&pool)
-        .await
-        .unwrap();
+    execute(&pool, &format!("GRANT INSERT ON leads TO {role}")).await;
     // The same store and the same batch.
     created(&store.store_batch(&[&e]).await.unwrap()[0]);
     store.close().await;
@@ -110,18 +105,20 @@ async fn a_column_missing_mid_migration_holds_the_batch_until_it_is_back(pool: P
     let first = envelope(inquiry(None, Some("first@example.it"), None, None));
     created(&store.store_batch(&[&first]).await.unwrap()[0]);
 
-    sqlx::query("ALTER TABLE leads RENAME COLUMN problems TO problems_old")
-        .execute(&pool)
-        .await
-        .unwrap();
+    execute(
+        &pool,
+        "ALTER TABLE leads RENAME COLUMN problems TO problems_old",
+    )
+    .await;
     let e = envelope(inquiry(None, Some("second@example.it"), None, None));
     let reason = expect_transient(store.store_batch(&[&e]).await, "42703");
     assert!(reason.contains("migrat"), "points at the schema: {reason}");
 
-    sqlx::query("ALTER TABLE leads RENAME COLUMN problems_old TO problems")
-        .execute(&pool)
-        .await
-        .unwrap();
+    execute(
+        &pool,
+        "ALTER TABLE leads RENAME COLUMN problems_old TO problems",
+    )
+    .await;
     created(&store.store_batch(&[&e]).await.unwrap()[0]);
     store.close().await;
 }
@@ -130,10 +127,7 @@ async fn a_column_missing_mid_migration_holds_the_batch_until_it_is_back(pool: P
 async fn data_the_database_refuses_is_still_a_permanent_error(pool: PgPool) {
     let store = own_store(&pool);
     // A company name longer than a btree index entry can hold is the data's fault (54000).
-    sqlx::query("CREATE INDEX leads_company_test ON leads (company)")
-        .execute(&pool)
-        .await
-        .unwrap();
+    execute(&pool, "CREATE INDEX leads_company_test ON leads (company)").await;
     // Pseudo-random letters: nothing for the index to compress.
     let mut seed: u32 = 7;
     let huge: String = (0..20_000)

@@ -87,3 +87,18 @@ pub async fn database_name(pool: &PgPool) -> String {
 pub async fn count(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
+
+/// Runs one statement on the test database.
+pub async fn execute(pool: &PgPool, sql: &str) {
+    sqlx::query(sql).execute(pool).await.unwrap();
+}
+
+/// The leads a batch created, asserting they were filed in batch order.
+pub fn created_in_order(outcomes: &[StoreOutcome]) -> Vec<i64> {
+    let ids: Vec<i64> = outcomes.iter().map(created).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "filed in batch order: {ids:?}"
+    );
+    ids
+}
