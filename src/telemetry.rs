@@ -75,6 +75,10 @@ fn describe() {
         "leadpipe_consumer_lag_seconds",
         "Age of the oldest message in the last batch a consumer stored."
     );
+    describe_gauge!(
+        "leadpipe_store_held_seconds",
+        "How long the database has been refusing the longest-held batch (0 when none is held)."
+    );
     describe_histogram!(
         "leadpipe_intake_seconds",
         "Time from a parsed inquiry to the broker's confirm."

@@ -1,24 +1,34 @@
-//! The consumer's sink: files a batch of envelopes in one transaction.
+//! The consumer's sink: files a batch of envelopes in one transaction (or several, in
+//! order, when its locks would not fit in one).
 //!
 //! Per envelope, in batch order: a replay (inquiry id already stored, or earlier in the
 //! batch) changes nothing; spam is kept as an inquiry without a lead; the same content
 //! from the same source inside its window is kept as a duplicate of the first; anything
 //! else goes through the matching rules (`normalizer::matching`): merged into an open lead
-//! of the same person, or filed as a new lead (a repeat lead when the person or company
-//! is a known client) with its first stage-history row, and the inquiry as an activity.
+//! of the same person (the keys it brings recorded with the merge, and finding the lead
+//! only after a match by a strong key), or filed as a new lead (a repeat lead when the
+//! person or company is a known client) with its first stage-history row, and the inquiry
+//! as an activity.
 //!
 //! Before looking anything up, the transaction takes advisory locks on every person key
-//! and content key of the batch, in sorted order: two consumers (or replicas) filing the
-//! same person at the same moment take turns, so they end with one open lead.
+//! and content key of the batch, in sorted order, and after finding the contacts those
+//! keys belong to, on those contacts: two consumers (or replicas) filing the same person
+//! at the same moment, by the same key or by two keys of one contact, take turns, so they
+//! end with one open lead.
 //!
 //! The statements are per batch, not per lead (arrays through `unnest`), so a batch of
 //! two hundred costs about as many round trips as a batch of one.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::ops::Range;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use normalizer::matching::{Decision as MatchDecision, Directory, Match, decide};
+use normalizer::matching::{
+    Decision as MatchDecision, Directory, Match, Person, decide, dialled_number,
+};
 use normalizer::{CompanyKey, IdentityKey};
 use router::{BatchSink, Envelope, SinkError, StoreOutcome};
 use sqlx::types::Json;
@@ -69,17 +79,40 @@ enum Plan {
 /// envelopes see the leads earlier ones create.
 #[derive(Default)]
 struct Snapshot {
-    open: HashMap<String, i64>,
+    /// Open or frozen leads by look-up key, oldest first.
+    open: HashMap<String, Vec<i64>>,
     closed: HashMap<String, i64>,
     contacts: HashMap<String, i64>,
     contact_leads: HashMap<i64, i64>,
     contact_company: HashMap<i64, i64>,
+    /// Companies by company key, including the `phone:` numbers they list.
     companies: HashMap<String, i64>,
+    lead_people: HashMap<i64, Person>,
+    contact_people: HashMap<i64, Person>,
+}
+
+impl Snapshot {
+    /// Lets `keys` find `lead_id` from now on.
+    fn add_lead_keys(&mut self, lead_id: i64, keys: &[IdentityKey]) {
+        for key in keys {
+            let leads = self.open.entry(key.as_key()).or_default();
+            if !leads.contains(&lead_id) {
+                leads.push(lead_id);
+            }
+        }
+        if let Some(person) = self.lead_people.get_mut(&lead_id) {
+            for key in keys.iter().filter(|k| k.is_strong()) {
+                if !person.strong_keys.contains(key) {
+                    person.strong_keys.push(key.clone());
+                }
+            }
+        }
+    }
 }
 
 impl Directory for Snapshot {
-    fn open_lead(&self, key: &IdentityKey) -> Option<i64> {
-        self.open.get(&key.as_key()).copied()
+    fn open_leads(&self, key: &IdentityKey) -> Vec<i64> {
+        self.open.get(&key.as_key()).cloned().unwrap_or_default()
     }
     fn contact(&self, key: &IdentityKey) -> Option<i64> {
         self.contacts.get(&key.as_key()).copied()
@@ -93,8 +126,34 @@ impl Directory for Snapshot {
     fn company(&self, key: &CompanyKey) -> Option<i64> {
         self.companies.get(&key.as_key()).copied()
     }
+    fn company_by_phone(&self, number: &str) -> Option<i64> {
+        self.companies.get(&format!("phone:{number}")).copied()
+    }
     fn closed_lead(&self, key: &IdentityKey) -> Option<i64> {
         self.closed.get(&key.as_key()).copied()
+    }
+    fn lead_person(&self, lead_id: i64) -> Option<&Person> {
+        self.lead_people.get(&lead_id)
+    }
+    fn contact_person(&self, contact_id: i64) -> Option<&Person> {
+        self.contact_people.get(&contact_id)
+    }
+}
+
+/// A stored strong key (`email:...`, `messenger:...`) as the matching rules know it.
+fn strong_key(stored: &str) -> Option<IdentityKey> {
+    let (kind, value) = stored.split_once(':')?;
+    match kind {
+        "email" => Some(IdentityKey::Email(value.to_owned())),
+        "messenger" => Some(IdentityKey::Messenger(value.to_owned())),
+        _ => None,
+    }
+}
+
+fn person(name: Option<String>, stored_keys: Vec<String>) -> Person {
+    Person {
+        name,
+        strong_keys: stored_keys.iter().filter_map(|k| strong_key(k)).collect(),
     }
 }
 
@@ -102,15 +161,211 @@ impl Directory for Snapshot {
 impl BatchSink for Store {
     #[tracing::instrument(name = "Store lead batch", skip_all, fields(batch = batch.len()))]
     async fn store_batch(&self, batch: &[&Envelope]) -> Result<Vec<StoreOutcome>, SinkError> {
-        let mut tx = self
-            .pool()
-            .begin()
-            .await
-            .map_err(|e| classify(e.into(), None))?;
-        let outcomes = file_batch(&mut tx, batch).await?;
-        tx.commit().await.map_err(|e| classify(e.into(), None))?;
+        let result = self.file_in_parts(batch).await;
+        if let Some(first) = batch.first() {
+            let first = first.lead.inquiry.id.as_uuid();
+            match &result {
+                Err(Failure { error, .. }) if error.is_transient() => {
+                    self.held.refused(first, batch.len(), error)
+                }
+                _ => self.held.settled(first),
+            }
+        }
+        result.map_err(|Failure { error, index }| classify(error, index))
+    }
+}
+
+/// Batches the database keeps refusing for reasons of its own, by their first inquiry (the
+/// consumer retries the same batch until it is stored). Nothing is lost while a batch is
+/// held, but an operator must hear of it: after `alert_after` it is logged as an ERROR
+/// (again every `alert_after`), and `leadpipe_store_held_seconds` shows the longest wait.
+#[derive(Debug)]
+pub(crate) struct HeldBatches {
+    alert_after: Duration,
+    batches: Mutex<HashMap<Uuid, Held>>,
+}
+
+#[derive(Debug)]
+struct Held {
+    since: Instant,
+    last_attempt: Instant,
+    reported: Option<Instant>,
+}
+
+impl HeldBatches {
+    /// A batch not retried for this long was given up (its consumer stopped) and no longer
+    /// counts as held.
+    const FORGOTTEN_AFTER: Duration = Duration::from_secs(600);
+
+    pub(crate) fn new(alert_after: Duration) -> Self {
+        Self {
+            alert_after,
+            batches: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn refused(&self, first: Uuid, size: usize, error: &StoreError) {
+        let now = Instant::now();
+        // std Mutex: never held across an await.
+        let mut batches = self.batches.lock().unwrap_or_else(|e| e.into_inner());
+        let held = batches.entry(first).or_insert(Held {
+            since: now,
+            last_attempt: now,
+            reported: None,
+        });
+        held.last_attempt = now;
+        let waited = now - held.since;
+        if waited >= self.alert_after && held.reported.is_none_or(|at| now - at >= self.alert_after)
+        {
+            held.reported = Some(now);
+            tracing::error!(
+                held_secs = waited.as_secs(),
+                batch = size,
+                %error,
+                "The database keeps refusing a batch of leads; it is held on the broker and \
+                 filed as soon as the database accepts it."
+            );
+        }
+        Self::publish(&mut batches, now);
+    }
+
+    fn settled(&self, first: Uuid) {
+        let mut batches = self.batches.lock().unwrap_or_else(|e| e.into_inner());
+        if batches.remove(&first).is_some() {
+            Self::publish(&mut batches, Instant::now());
+        }
+    }
+
+    fn publish(batches: &mut HashMap<Uuid, Held>, now: Instant) {
+        batches.retain(|_, held| now - held.last_attempt < Self::FORGOTTEN_AFTER);
+        let longest = batches
+            .values()
+            .map(|held| now - held.since)
+            .max()
+            .unwrap_or_default();
+        metrics::gauge!("leadpipe_store_held_seconds").set(longest.as_secs_f64());
+    }
+}
+
+/// Why a transaction filed nothing: the error, and the envelope at fault when known.
+struct Failure {
+    error: StoreError,
+    index: Option<usize>,
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(error: sqlx::Error) -> Self {
+        Self {
+            error: error.into(),
+            index: None,
+        }
+    }
+}
+
+impl Store {
+    /// Files `batch` in as many transactions, one after the other and in order, as its
+    /// advisory locks need: each takes at most `max_batch_locks`, and a part the server's
+    /// lock table cannot hold (SQLSTATE 53200) is halved and tried again. Answers only when
+    /// every part is committed; when a later part fails, the consumer retries the whole
+    /// batch, and the parts already committed are then replays that change nothing.
+    async fn file_in_parts(&self, batch: &[&Envelope]) -> Result<Vec<StoreOutcome>, Failure> {
+        let mut parts: VecDeque<Range<usize>> = parts_within(batch, self.max_batch_locks).into();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        while let Some(part) = parts.pop_front() {
+            match self.file_in_one_transaction(&batch[part.clone()]).await {
+                Ok(filed) => outcomes.extend(filed),
+                Err(Failure {
+                    error: StoreError::OutOfLocks(reason),
+                    ..
+                }) if part.len() > 1 => {
+                    tracing::warn!(
+                        %reason,
+                        part = part.len(),
+                        "A batch needs more locks than one transaction may take; filing it in \
+                         halves."
+                    );
+                    let middle = part.start + part.len() / 2;
+                    parts.push_front(middle..part.end);
+                    parts.push_front(part.start..middle);
+                }
+                Err(Failure { error, index }) => {
+                    return Err(Failure {
+                        error,
+                        index: index.map(|i| part.start + i),
+                    });
+                }
+            }
+        }
         Ok(outcomes)
     }
+
+    /// Files `batch` in one transaction. When the database refused the work for reasons
+    /// of its own, the connection is closed rather than returned to the pool: a session
+    /// can carry what caused it (a read-only default after a failover, plans cached for a
+    /// schema that changed), and the retry should start from a fresh one.
+    async fn file_in_one_transaction(
+        &self,
+        batch: &[&Envelope],
+    ) -> Result<Vec<StoreOutcome>, Failure> {
+        let mut conn = self.pool().acquire().await?;
+        let result = async {
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            let outcomes = file_batch(&mut tx, batch, self.max_batch_locks).await?;
+            tx.commit().await?;
+            Ok(outcomes)
+        }
+        .await;
+        if let Err(Failure {
+            error: StoreError::Unavailable(_),
+            ..
+        }) = &result
+        {
+            conn.close_on_drop();
+        }
+        result
+    }
+}
+
+/// Consecutive ranges of `batch` whose distinct lock keys each fit in `max_locks` (an
+/// envelope that alone needs more still gets a part of its own).
+fn parts_within(batch: &[&Envelope], max_locks: usize) -> Vec<Range<usize>> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut keys: HashSet<String> = HashSet::new();
+    for (index, envelope) in batch.iter().enumerate() {
+        let own = lock_keys(envelope);
+        let added = own.iter().filter(|k| !keys.contains(*k)).count();
+        if index > start && keys.len() + added > max_locks {
+            parts.push(start..index);
+            start = index;
+            keys.clear();
+        }
+        keys.extend(own);
+    }
+    if start < batch.len() {
+        parts.push(start..batch.len());
+    }
+    parts
+}
+
+/// The advisory lock keys an envelope needs: its content key (so replicas agree on which
+/// copy of a double click is the original) and its person keys.
+fn lock_keys(envelope: &Envelope) -> Vec<String> {
+    let inquiry = &envelope.lead.inquiry;
+    inquiry
+        .dedup
+        .as_ref()
+        .filter(|_| inquiry.spam.is_none())
+        .map(|d| format!("dedup\u{1f}{}\u{1f}{}", inquiry.source, d.key))
+        .into_iter()
+        .chain(
+            envelope
+                .lead
+                .identity_keys
+                .iter()
+                .map(|k| format!("person\u{1f}{}", k.as_key())),
+        )
+        .collect()
 }
 
 fn classify(error: StoreError, index: Option<usize>) -> SinkError {
@@ -124,15 +379,12 @@ fn classify(error: StoreError, index: Option<usize>) -> SinkError {
     }
 }
 
-fn dedup_lock_key(source: &str, key: &str) -> String {
-    format!("dedup\u{1f}{source}\u{1f}{key}")
-}
-
 async fn file_batch(
     tx: &mut Transaction<'_, Postgres>,
     batch: &[&Envelope],
-) -> Result<Vec<StoreOutcome>, SinkError> {
-    let db = |e: sqlx::Error| classify(e.into(), None);
+    max_locks: usize,
+) -> Result<Vec<StoreOutcome>, Failure> {
+    let db = Failure::from;
 
     let person_keys: Vec<String> = batch
         .iter()
@@ -140,9 +392,18 @@ async fn file_batch(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
+    // Company keys, and the numbers dialled: a company may list one as its own.
     let company_keys: Vec<String> = batch
         .iter()
-        .flat_map(|e| e.lead.company_keys.iter().map(CompanyKey::as_key))
+        .flat_map(|e| {
+            e.lead.company_keys.iter().map(CompanyKey::as_key).chain(
+                e.lead
+                    .identity_keys
+                    .iter()
+                    .filter_map(dialled_number)
+                    .map(|n| format!("phone:{n}")),
+            )
+        })
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -150,23 +411,11 @@ async fn file_batch(
     // Sorted, so two batches never wait on each other in a cycle.
     let lock_keys: Vec<String> = batch
         .iter()
-        .map(|e| &e.lead.inquiry)
-        .filter(|i| i.spam.is_none())
-        .filter_map(|i| i.dedup.as_ref().map(|d| dedup_lock_key(&i.source, &d.key)))
-        .chain(person_keys.iter().map(|k| format!("person\u{1f}{k}")))
+        .flat_map(|e| lock_keys(e))
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    if !lock_keys.is_empty() {
-        sqlx::query(
-            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0))
-             FROM unnest($1::text[]) WITH ORDINALITY AS t(k, n) ORDER BY n",
-        )
-        .bind(&lock_keys)
-        .execute(&mut **tx)
-        .await
-        .map_err(db)?;
-    }
+    lock_in_order(tx, &lock_keys).await.map_err(db)?;
 
     let ids: Vec<Uuid> = batch.iter().map(|e| e.lead.inquiry.id.as_uuid()).collect();
     let stored: HashSet<Uuid> =
@@ -179,7 +428,14 @@ async fn file_batch(
             .collect();
 
     let mut originals = content_originals(tx, batch).await.map_err(db)?;
-    let mut snapshot = look_up(tx, &person_keys, &company_keys).await.map_err(db)?;
+    // The contacts a part's keys belong to are locked too; a part of several envelopes
+    // that would then go over its lock budget is filed in halves instead.
+    let budget = if batch.len() > 1 {
+        max_locks.saturating_sub(lock_keys.len())
+    } else {
+        usize::MAX
+    };
+    let mut snapshot = look_up(tx, &person_keys, &company_keys, budget).await?;
 
     let mut seen = HashSet::new();
     let mut plans = Vec::with_capacity(batch.len());
@@ -194,18 +450,28 @@ async fn file_batch(
             Plan::Duplicate(first)
         } else {
             let decision = decide(&envelope.lead, &snapshot);
-            if let MatchDecision::New { contact_id, .. } = &decision {
-                // Later inquiries of this person in the batch join the lead this one opens.
-                let placeholder = -1 - index as i64;
-                for key in &envelope.lead.identity_keys {
-                    snapshot.open.entry(key.as_key()).or_insert(placeholder);
-                }
-                if let Some(contact_id) = contact_id {
+            // Later inquiries in the batch see what this one changes, as they would in the
+            // next batch.
+            match &decision {
+                MatchDecision::New { contact_id, .. } => {
+                    let placeholder = -1 - index as i64;
                     snapshot
-                        .contact_leads
-                        .entry(*contact_id)
-                        .or_insert(placeholder);
+                        .lead_people
+                        .insert(placeholder, Person::of(&envelope.lead));
+                    snapshot.add_lead_keys(placeholder, &envelope.lead.identity_keys);
+                    if let Some(contact_id) = contact_id {
+                        snapshot
+                            .contact_leads
+                            .entry(*contact_id)
+                            .or_insert(placeholder);
+                    }
                 }
+                MatchDecision::Merge {
+                    lead_id,
+                    adopt_keys: true,
+                    ..
+                } => snapshot.add_lead_keys(*lead_id, &envelope.lead.identity_keys),
+                MatchDecision::Merge { .. } => {}
             }
             Plan::Lead(decision)
         };
@@ -223,7 +489,10 @@ async fn file_batch(
                 envelope.route.stage.as_deref(),
             )
             .await
-            .map_err(|e| classify(e, Some(index)))?;
+            .map_err(|error| Failure {
+                error,
+                index: Some(index),
+            })?;
         }
     }
 
@@ -254,23 +523,33 @@ async fn file_batch(
         .collect();
 
     // Merges, with targets created earlier in this batch resolved to their ids.
-    let mut merges: Vec<(usize, i64, &Match)> = Vec::new();
+    let mut merges: Vec<MergeRow> = Vec::new();
     for (index, (envelope, plan)) in batch.iter().zip(&plans).enumerate() {
-        if let Plan::Lead(MatchDecision::Merge { lead_id, reason }) = plan
+        if let Plan::Lead(MatchDecision::Merge {
+            lead_id,
+            adopt_keys,
+            reason,
+        }) = plan
             && inserted.contains(&envelope.lead.inquiry.id.as_uuid())
         {
             let target = if *lead_id < 0 {
                 let origin = (-1 - *lead_id) as usize;
-                *lead_of_index.get(&origin).ok_or_else(|| {
-                    SinkError::Transient(
+                *lead_of_index.get(&origin).ok_or_else(|| Failure {
+                    error: StoreError::Unavailable(
                         "a lead this batch meant to open was stored elsewhere first; retrying"
                             .into(),
-                    )
+                    ),
+                    index: None,
                 })?
             } else {
                 *lead_id
             };
-            merges.push((index, target, reason));
+            merges.push(MergeRow {
+                index,
+                lead_id: target,
+                reason,
+                adopt_keys: *adopt_keys,
+            });
         }
     }
     apply_merges(tx, batch, &merges).await.map_err(db)?;
@@ -279,10 +558,14 @@ async fn file_batch(
         .iter()
         .filter_map(|(i, e, _)| lead_of_index.get(i).map(|id| (*id, *e, None)))
         .collect();
-    activity_rows.extend(merges.iter().map(|(i, id, m)| (*id, batch[*i], Some(*m))));
+    activity_rows.extend(
+        merges
+            .iter()
+            .map(|m| (m.lead_id, batch[m.index], Some(m.reason))),
+    );
     insert_activities(tx, &activity_rows).await.map_err(db)?;
 
-    let merged_into: HashMap<usize, i64> = merges.iter().map(|(i, id, _)| (*i, *id)).collect();
+    let merged_into: HashMap<usize, i64> = merges.iter().map(|m| (m.index, m.lead_id)).collect();
     Ok(batch
         .iter()
         .zip(&plans)
@@ -368,16 +651,26 @@ fn repeated_content(
 }
 
 /// Leads, contacts and companies holding any of the batch's keys.
+///
+/// The key locks taken before keep this batch's keys to itself, but one contact has
+/// several keys: an inquiry by its email and one by its phone, filed by two consumers, take
+/// no common key lock. So the contacts found are locked as well (sorted, and always after
+/// every key lock, so no two transactions wait on each other in a cycle), and their open
+/// leads are read only once those locks are held: whichever transaction comes second sees
+/// the lead the first one opened. At most `lock_budget` contacts are locked; more is
+/// [`StoreError::OutOfLocks`], and the part is filed in halves.
 async fn look_up(
     tx: &mut Transaction<'_, Postgres>,
     person_keys: &[String],
     company_keys: &[String],
-) -> Result<Snapshot, sqlx::Error> {
+    lock_budget: usize,
+) -> Result<Snapshot, Failure> {
     let mut snapshot = Snapshot::default();
     if !person_keys.is_empty() {
         let rows = sqlx::query(
             "SELECT li.key,
-                    min(l.id) FILTER (WHERE s.semantic IN ('open', 'frozen')) AS open_id,
+                    array_agg(l.id ORDER BY l.id)
+                        FILTER (WHERE s.semantic IN ('open', 'frozen')) AS open_ids,
                     max(l.id) FILTER (WHERE s.semantic NOT IN ('open', 'frozen')) AS closed_id
              FROM lead_identities li
              JOIN leads l ON l.id = li.lead_id
@@ -390,15 +683,18 @@ async fn look_up(
         .await?;
         for row in rows {
             let key: String = row.try_get("key")?;
-            if let Some(id) = row.try_get::<Option<i64>, _>("open_id")? {
-                snapshot.open.insert(key.clone(), id);
+            if let Some(ids) = row.try_get::<Option<Vec<i64>>, _>("open_ids")? {
+                snapshot.open.insert(key.clone(), ids);
             }
             if let Some(id) = row.try_get::<Option<i64>, _>("closed_id")? {
                 snapshot.closed.insert(key, id);
             }
         }
         let rows = sqlx::query(
-            "SELECT ci.key, ci.contact_id, c.company_id
+            "SELECT ci.key, ci.contact_id, c.company_id, c.name,
+                    ARRAY(SELECT k.key FROM contact_identities k
+                          WHERE k.contact_id = c.id AND k.kind <> 'phone' ORDER BY k.key)
+                        AS strong_keys
              FROM contact_identities ci JOIN contacts c ON c.id = ci.contact_id
              WHERE ci.key = ANY($1)",
         )
@@ -408,12 +704,36 @@ async fn look_up(
         for row in rows {
             let contact_id: i64 = row.try_get("contact_id")?;
             snapshot.contacts.insert(row.try_get("key")?, contact_id);
+            snapshot.contact_people.insert(
+                contact_id,
+                person(row.try_get("name")?, row.try_get("strong_keys")?),
+            );
             if let Some(company_id) = row.try_get::<Option<i64>, _>("company_id")? {
                 snapshot.contact_company.insert(contact_id, company_id);
             }
         }
-        let contact_ids: Vec<i64> = snapshot.contacts.values().copied().collect();
+        let contact_ids: Vec<i64> = snapshot
+            .contacts
+            .values()
+            .copied()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if contact_ids.len() > lock_budget {
+            return Err(Failure {
+                error: StoreError::OutOfLocks(format!(
+                    "{} known contacts take the part over database.max_batch_locks",
+                    contact_ids.len()
+                )),
+                index: None,
+            });
+        }
         if !contact_ids.is_empty() {
+            let lock_keys: Vec<String> = contact_ids
+                .iter()
+                .map(|id| format!("contact\u{1f}{id}"))
+                .collect();
+            lock_in_order(tx, &lock_keys).await?;
             let rows = sqlx::query(
                 "SELECT l.contact_id, min(l.id) AS lead_id
                  FROM leads l JOIN stages s ON s.id = l.stage_id
@@ -428,6 +748,35 @@ async fn look_up(
                     .contact_leads
                     .insert(row.try_get("contact_id")?, row.try_get("lead_id")?);
             }
+        }
+    }
+    // Who is behind the leads found: telling two people on one number apart needs it.
+    let lead_ids: Vec<i64> = snapshot
+        .open
+        .values()
+        .flatten()
+        .chain(snapshot.closed.values())
+        .chain(snapshot.contact_leads.values())
+        .copied()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !lead_ids.is_empty() {
+        let rows = sqlx::query(
+            "SELECT l.id, l.name,
+                    ARRAY(SELECT li.key FROM lead_identities li
+                          WHERE li.lead_id = l.id AND li.key NOT LIKE 'phone:%' ORDER BY li.key)
+                        AS strong_keys
+             FROM leads l WHERE l.id = ANY($1)",
+        )
+        .bind(&lead_ids)
+        .fetch_all(&mut **tx)
+        .await?;
+        for row in rows {
+            snapshot.lead_people.insert(
+                row.try_get("id")?,
+                person(row.try_get("name")?, row.try_get("strong_keys")?),
+            );
         }
     }
     if !company_keys.is_empty() {
@@ -445,6 +794,24 @@ async fn look_up(
         }
     }
     Ok(snapshot)
+}
+
+/// Takes a transaction-scoped advisory lock on each key, in the order given.
+async fn lock_in_order(
+    tx: &mut Transaction<'_, Postgres>,
+    keys: &[String],
+) -> Result<(), sqlx::Error> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended(k, 0))
+         FROM unnest($1::text[]) WITH ORDINALITY AS t(k, n) ORDER BY n",
+    )
+    .bind(keys)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 async fn placement(
@@ -712,13 +1079,23 @@ async fn insert_lead_keys(
     Ok(())
 }
 
+/// One inquiry merged into an open lead.
+struct MergeRow<'a> {
+    /// Its position in the batch.
+    index: usize,
+    lead_id: i64,
+    reason: &'a Match,
+    /// The match was by a strong key: the inquiry's keys find the lead from now on.
+    adopt_keys: bool,
+}
+
 /// Adds merged inquiries to their open leads: counts them, fills fields the lead does
-/// not have yet (never overwrites), records the merge as an event, and lets the new keys
-/// find the lead too.
+/// not have yet (never overwrites), records the merge as an event with the keys it
+/// brought, and lets those keys find the lead only when the match was by a strong key.
 async fn apply_merges(
     tx: &mut Transaction<'_, Postgres>,
     batch: &[&Envelope],
-    merges: &[(usize, i64, &Match)],
+    merges: &[MergeRow<'_>],
 ) -> Result<(), sqlx::Error> {
     if merges.is_empty() {
         return Ok(());
@@ -733,8 +1110,8 @@ async fn apply_merges(
         company: Option<String>,
     }
     let mut fills: Vec<(i64, Fill)> = Vec::new();
-    for (index, lead_id, _) in merges {
-        let lead = &batch[*index].lead;
+    for merge in merges {
+        let (lead, lead_id) = (&batch[merge.index].lead, &merge.lead_id);
         let position = match fills.iter().position(|(id, _)| id == lead_id) {
             Some(p) => p,
             None => {
@@ -798,41 +1175,82 @@ async fn apply_merges(
     .execute(&mut **tx)
     .await?;
 
-    let (key_leads, keys): (Vec<i64>, Vec<String>) = merges
-        .iter()
-        .flat_map(|(i, id, _)| {
-            batch[*i]
-                .lead
-                .identity_keys
-                .iter()
-                .map(move |k| (*id, k.as_key()))
-        })
-        .unzip();
-    insert_lead_keys(tx, &key_leads, &keys).await?;
-
-    let event_leads: Vec<i64> = merges.iter().map(|(_, id, _)| *id).collect();
+    let event_leads: Vec<i64> = merges.iter().map(|m| m.lead_id).collect();
     let event_inquiries: Vec<Uuid> = merges
         .iter()
-        .map(|(i, _, _)| batch[*i].lead.inquiry.id.as_uuid())
+        .map(|m| batch[m.index].lead.inquiry.id.as_uuid())
         .collect();
     let event_data: Vec<Json<serde_json::Value>> = merges
         .iter()
-        .map(|(i, _, m)| {
+        .map(|m| {
+            let inquiry = &batch[m.index].lead.inquiry;
+            let keys: Vec<String> = batch[m.index]
+                .lead
+                .identity_keys
+                .iter()
+                .map(IdentityKey::as_key)
+                .collect();
             json(&serde_json::json!({
-                "match": m,
-                "reason": m.describe(),
-                "channel": batch[*i].lead.inquiry.channel,
-                "source": batch[*i].lead.inquiry.source,
+                "match": m.reason,
+                "reason": m.reason.describe(),
+                "channel": inquiry.channel,
+                "source": inquiry.source,
+                "keys": keys,
+                "keys_adopted": m.adopt_keys,
             }))
         })
         .collect();
-    sqlx::query(
+    let rows = sqlx::query(
         "INSERT INTO lead_events (lead_id, kind, inquiry_id, data)
-         SELECT l, 'merged', i, d FROM unnest($1::bigint[], $2::uuid[], $3::jsonb[]) AS t(l, i, d)",
+         SELECT l, 'merged', i, d FROM unnest($1::bigint[], $2::uuid[], $3::jsonb[]) AS t(l, i, d)
+         RETURNING id, inquiry_id",
     )
     .bind(&event_leads)
     .bind(&event_inquiries)
     .bind(&event_data)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut event_of: HashMap<Uuid, i64> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        event_of.insert(row.try_get("inquiry_id")?, row.try_get("id")?);
+    }
+
+    // Every key the inquiry brought is recorded with its merge; adopted ones find the lead.
+    let mut event_ids = Vec::new();
+    let mut key_leads = Vec::new();
+    let mut keys = Vec::new();
+    let mut adopted = Vec::new();
+    for merge in merges {
+        let lead = &batch[merge.index].lead;
+        let Some(&event_id) = event_of.get(&lead.inquiry.id.as_uuid()) else {
+            continue;
+        };
+        for key in lead.identity_keys.iter().map(IdentityKey::as_key) {
+            event_ids.push(event_id);
+            key_leads.push(merge.lead_id);
+            keys.push(key);
+            adopted.push(merge.adopt_keys);
+        }
+    }
+    if keys.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "WITH recorded AS (
+             INSERT INTO lead_event_keys (event_id, key, adopted)
+             SELECT e, k, a FROM unnest($1::bigint[], $2::text[], $3::bool[]) AS t(e, k, a)
+             ON CONFLICT DO NOTHING
+         )
+         INSERT INTO lead_identities (key, lead_id, added_by_event)
+         SELECT k, l, e FROM unnest($1::bigint[], $2::text[], $3::bool[], $4::bigint[])
+              AS t(e, k, a, l)
+         WHERE a
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&event_ids)
+    .bind(&keys)
+    .bind(&adopted)
+    .bind(&key_leads)
     .execute(&mut **tx)
     .await?;
     Ok(())

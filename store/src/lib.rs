@@ -4,8 +4,9 @@
 //! - [`clients`]: contacts and companies with their identity keys.
 //! - [`config`]: the `[database]` section.
 //! - [`error`]: SQLSTATE mapped to what callers can act on, in one place.
-//! - [`intake`]: the consumer's sink ([`router::BatchSink`]): one transaction per batch,
-//!   inquiry id unique so redeliveries change nothing.
+//! - [`intake`]: the consumer's sink ([`router::BatchSink`]): one transaction per batch
+//!   (several, in order, when its locks would not fit), inquiry id unique so redeliveries
+//!   change nothing; batches the database refuses are held and reported.
 //! - [`inquiries`]: which inquiries are filed, for the leads import.
 //! - [`keys`]: idempotency keys for intake ([`ingest::IdempotencyKeys`]).
 //! - [`leads`]: reading leads for the ops API.
@@ -20,6 +21,7 @@ pub mod intake;
 pub mod keys;
 pub mod leads;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -43,6 +45,8 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: PgPool,
+    held: Arc<intake::HeldBatches>,
+    max_batch_locks: usize,
 }
 
 impl Store {
@@ -57,12 +61,23 @@ impl Store {
             .max_connections(config.max_connections)
             .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
             .connect_lazy_with(options.application_name("leadpipe"));
-        Ok(Self { pool })
+        Ok(Self::from_pool_with_config(pool, config))
     }
 
-    /// Wraps an existing pool (tests).
+    /// Wraps an existing pool (tests), with the default limits.
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self::from_pool_with_config(pool, &DatabaseConfig::new(""))
+    }
+
+    /// Wraps an existing pool, with the limits of `config` (its URL is not used).
+    pub fn from_pool_with_config(pool: PgPool, config: &DatabaseConfig) -> Self {
+        Self {
+            pool,
+            held: Arc::new(intake::HeldBatches::new(Duration::from_secs(
+                config.hold_alert_secs,
+            ))),
+            max_batch_locks: config.max_batch_locks,
+        }
     }
 
     /// The pool, for callers in this workspace that need one (tests, tools).

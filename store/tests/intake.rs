@@ -1,56 +1,33 @@
 //! The consumer's sink and the key store against a real, freshly migrated database.
 
+mod support;
+
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use chrono::Utc;
 use ingest::{
-    Channel, ClaimOutcome, ContactHints, ContentDedup, IdempotencyKeys, Inquiry, InquiryId,
-    KeyClaim, RawPayload,
+    Channel, ClaimOutcome, ContentDedup, IdempotencyKeys, Inquiry, InquiryId, KeyClaim, RawPayload,
 };
-use router::{BatchSink, Envelope, Route, SinkError, StoreOutcome};
+use router::{BatchSink, SinkError, StoreOutcome};
 use sqlx::PgPool;
 use store::Store;
+use support::{count, envelope};
 
+/// A form inquiry from Giada Fontana with campaign tags and the given raw body.
 fn inquiry(email: &str, body: &str) -> Inquiry {
-    Inquiry {
-        id: InquiryId::new_unique(),
-        channel: Channel::Form,
-        source: "website-it".into(),
-        external_id: None,
-        received_at: Utc::now(),
-        default_region: Some("IT".into()),
-        contact: ContactHints {
-            full_name: Some("Giada Fontana".into()),
-            email: Some(email.into()),
-            phone: Some("02 8736 1234".into()),
-            ..ContactHints::default()
-        },
-        message: Some("Preventivo per 4 scrivanie".into()),
-        utm: BTreeMap::from([("utm_source".to_owned(), "google".to_owned())]),
-        fields: serde_json::Map::new(),
-        attachments: Vec::new(),
-        spam: None,
-        dedup: None,
-        raw: RawPayload {
-            content_type: Some("application/x-www-form-urlencoded".into()),
-            body: Bytes::from(body.to_owned()),
-        },
-    }
-}
-
-fn envelope(inquiry: Inquiry) -> Envelope {
-    Envelope::new(
-        normalizer::normalize(inquiry),
-        Route {
-            pipeline: "default".into(),
-            stage: None,
-        },
-    )
-}
-
-async fn count(pool: &PgPool, sql: &'static str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+    let mut inquiry = support::inquiry(
+        Some("Giada Fontana"),
+        Some(email),
+        Some("02 8736 1234"),
+        None,
+    );
+    inquiry.message = Some("Preventivo per 4 scrivanie".into());
+    inquiry.utm = BTreeMap::from([("utm_source".to_owned(), "google".to_owned())]);
+    inquiry.raw = RawPayload {
+        content_type: Some("application/x-www-form-urlencoded".into()),
+        body: Bytes::from(body.to_owned()),
+    };
+    inquiry
 }
 
 #[sqlx::test(migrator = "store::MIGRATOR")]

@@ -1,57 +1,16 @@
 //! Matching inside the consumer's transaction, against a real, freshly migrated database.
 
-use std::collections::BTreeMap;
+mod support;
 
-use bytes::Bytes;
-use chrono::Utc;
-use ingest::{Channel, ContactHints, Inquiry, InquiryId, RawPayload};
-use router::{BatchSink, Envelope, Route, StoreOutcome};
+use ingest::Inquiry;
+use router::{BatchSink, StoreOutcome};
 use sqlx::PgPool;
 use store::{NewCompany, NewContact, Store};
+use support::{created, envelope};
 
+/// An inquiry of Giada Fontana's with the given contact data.
 fn inquiry(email: Option<&str>, phone: Option<&str>, company: Option<&str>) -> Inquiry {
-    Inquiry {
-        id: InquiryId::new_unique(),
-        channel: Channel::Form,
-        source: "website-it".into(),
-        external_id: None,
-        received_at: Utc::now(),
-        default_region: Some("IT".into()),
-        contact: ContactHints {
-            full_name: Some("Giada Fontana".into()),
-            email: email.map(str::to_owned),
-            phone: phone.map(str::to_owned),
-            company: company.map(str::to_owned),
-            ..ContactHints::default()
-        },
-        message: Some("Preventivo".into()),
-        utm: BTreeMap::new(),
-        fields: serde_json::Map::new(),
-        attachments: Vec::new(),
-        spam: None,
-        dedup: None,
-        raw: RawPayload {
-            content_type: None,
-            body: Bytes::from_static(b"x"),
-        },
-    }
-}
-
-fn envelope(inquiry: Inquiry) -> Envelope {
-    Envelope::new(
-        normalizer::normalize(inquiry),
-        Route {
-            pipeline: "default".into(),
-            stage: None,
-        },
-    )
-}
-
-fn created(outcome: &StoreOutcome) -> i64 {
-    match outcome {
-        StoreOutcome::LeadCreated { lead_id } => *lead_id,
-        other => panic!("expected a new lead, got {other:?}"),
-    }
+    support::inquiry(Some("Giada Fontana"), email, phone, company)
 }
 
 #[sqlx::test(migrator = "store::MIGRATOR")]

@@ -10,6 +10,8 @@ mod config;
 mod delivery;
 mod errors;
 mod forms_corpus;
+mod held_batches;
 mod import;
 mod keys;
+mod matching_seams;
 mod ops;
