@@ -72,6 +72,20 @@ ensure_rabbitmq() {
   fi
 }
 
+# The phone-number tests compare with libphonenumber's Python port when it is installed
+# (pinned to the plan data the Rust crate carries); without it they use the committed table.
+ensure_phone_oracle() {
+  local script requirement
+  script="$(dirname "$0")/phone_oracle.py"
+  command -v python3 >/dev/null 2>&1 || return 0
+  python3 "$script" --check 2>/dev/null && return 0
+  requirement=$(python3 "$script" --requirement)
+  log "installing $requirement for the phone-number oracle"
+  python3 -m pip install --quiet --disable-pip-version-check "$requirement" >/dev/null 2>&1 ||
+    log "could not install $requirement: the phone tests will use their committed table"
+}
+
 ensure_postgres
 ensure_rabbitmq
+ensure_phone_oracle
 log "PostgreSQL and RabbitMQ are up"

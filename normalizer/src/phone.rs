@@ -1,23 +1,25 @@
 //! Phone numbers as typed by prospects, turned into E.164 plus an optional
 //! extension.
 //!
-//! The `phonenumber` crate does the numbering-plan work (trunk prefixes,
-//! validity per region, formatting). Everything it is too lenient about is
-//! decided here first: it reads letters as vanity digits ("brak" would become
-//! 2725), and when given a default region it applies that region's trunk
-//! prefix rules even to numbers that carry another country's code. So the
-//! input is reduced to bare digits before it reaches the crate, and numbers
-//! with an explicit country code are parsed without any region.
+//! Numbers are read the way libphonenumber reads them, on the numbering plans (its
+//! metadata) that the `phonenumber` crate ships; the `plan` module applies the rules,
+//! because the crate's own parser gives wrong numbers for valid national input.
+//! Everything libphonenumber is too lenient about is decided here first: it reads
+//! letters as vanity digits ("brak" would become 2725), so the input is reduced to bare
+//! digits and an optional leading `+` before anything else looks at it.
+
+mod plan;
 
 use std::fmt;
 use std::str::FromStr;
 
 use phonenumber::country::Id;
 use phonenumber::metadata::DATABASE;
-use phonenumber::{Mode, PhoneNumber};
 use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
 use unicode_normalization::char::is_combining_mark;
+
+use plan::{NotInternational, Parts};
 
 /// Fewest digits an E.164 number can have: some Pacific islands use a
 /// three-digit country code and four-digit subscriber numbers.
@@ -68,12 +70,6 @@ impl Region {
     /// The underlying `phonenumber` region identifier.
     pub fn id(&self) -> Id {
         self.0
-    }
-
-    fn calling_code(self) -> Option<u16> {
-        DATABASE
-            .by_id(self.as_str())
-            .map(|meta| meta.country_code())
     }
 }
 
@@ -216,32 +212,23 @@ pub enum InvalidPhone {
 /// Parses a typed phone number into E.164 and an optional extension.
 ///
 /// `default_region` is the region assumed for numbers written without a
-/// country code; an explicit one (`+44`, `0044`) always wins over it.
+/// country code; an explicit one (`+44`, `0044`) always wins over it. Digits
+/// typed without one are a national number of the region first, as in
+/// libphonenumber: they are read as starting with the region's own country code
+/// only when they fit its plan that way and not as typed (in Italy
+/// `390 234 5678` is +39 390 234 5678; in Poland `48 601 234 567` is
+/// +48 601 234 567).
 pub fn parse_phone(raw: &str, default_region: Option<Region>) -> Result<ParsedPhone, InvalidPhone> {
     let (number_part, extension) = split_extension(raw);
     let dialled = dialled_digits(number_part)?;
-    let (number, rejection) = match international_digits(&dialled, default_region) {
-        Some(digits) => {
-            let number = parse_international(digits)?;
-            let code = number.code().value();
-            (number, InvalidPhone::InvalidForCountryCode(code))
-        }
-        None => {
-            let region = default_region.ok_or(InvalidPhone::NoCountryCode)?;
-            let number = parse_national(&dialled.digits, region)?;
-            (number, InvalidPhone::InvalidForRegion(region))
-        }
-    };
-    let e164 = number.format().mode(Mode::E164).to_string();
-    // The parser strips anything resembling a trunk prefix after a country
-    // code, sometimes digits that belong to the number ("+7 888 …" loses an
-    // 8 on every pass). Only a result that reads back as itself is stable
-    // enough to be used as a lead's identity.
+    let (parts, rejection) = read_dialled(&dialled, default_region)?;
+    let e164 = parts.e164();
+    // A lead's number is looked up again by its E.164 form: only a number that reads
+    // back as itself is stable enough to be its identity.
     let reread = e164
         .strip_prefix('+')
-        .and_then(|digits| parse_international(digits).ok())
-        .map(|again| again.format().mode(Mode::E164).to_string());
-    if reread.as_deref() != Some(e164.as_str()) {
+        .and_then(|digits| plan::split_international(digits).ok());
+    if reread.as_ref() != Some(&parts) {
         return Err(rejection);
     }
     let number = PhoneE164::from_e164(e164)
@@ -249,8 +236,49 @@ pub fn parse_phone(raw: &str, default_region: Option<Region>) -> Result<ParsedPh
     Ok(ParsedPhone { number, extension })
 }
 
-/// Loads the numbering-plan data and compiles the common patterns now, so
-/// the first real request does not pay for it.
+/// The valid number the digits dial, and how to refuse it should it not read back as
+/// itself.
+fn read_dialled(
+    dialled: &Dialled,
+    region: Option<Region>,
+) -> Result<(Parts, InvalidPhone), InvalidPhone> {
+    let digits = dialled.digits.as_str();
+    if dialled.plus {
+        return read_international(digits);
+    }
+    let Some(region) = region else {
+        return after_zero_zero(digits)
+            .map_or(Err(InvalidPhone::NoCountryCode), read_international);
+    };
+    if let Some(rest) = after_region_prefix(digits, region) {
+        return read_international(rest);
+    }
+    let national = plan::split_national(digits, region.as_str()).filter(Parts::is_valid);
+    match (national, after_zero_zero(digits)) {
+        (Some(parts), _) => Ok((parts, InvalidPhone::InvalidForRegion(region))),
+        // Where the region's own prefix is another (011 in the US), "00" is still read
+        // as international when the digits are no national number.
+        (None, Some(rest)) => read_international(rest),
+        (None, None) => Err(InvalidPhone::InvalidForRegion(region)),
+    }
+}
+
+fn read_international(digits: &str) -> Result<(Parts, InvalidPhone), InvalidPhone> {
+    let parts = plan::split_international(digits).map_err(|error| match error {
+        NotInternational::UnknownCountryCode => InvalidPhone::UnknownCountryCode,
+        NotInternational::Length(code) => InvalidPhone::InvalidForCountryCode(code),
+    })?;
+    let rejection = InvalidPhone::InvalidForCountryCode(parts.code);
+    if parts.is_valid() {
+        Ok((parts, rejection))
+    } else {
+        Err(rejection)
+    }
+}
+
+/// Loads the numbering-plan data and compiles a first plan now, so the first
+/// real request does not pay for it; every other region's plan is compiled on
+/// its first number (milliseconds, once).
 pub fn warm_up() {
     let _ = parse_phone("+39 02 8736 1234", None);
 }
@@ -262,7 +290,10 @@ struct Dialled {
 }
 
 fn dialled_digits(number_part: &str) -> Result<Dialled, InvalidPhone> {
-    if number_part.trim().is_empty() {
+    if number_part
+        .chars()
+        .all(|c| c.is_whitespace() || is_invisible(c))
+    {
         return Err(InvalidPhone::Empty);
     }
     if number_part.chars().any(char::is_alphabetic) {
@@ -273,14 +304,14 @@ fn dialled_digits(number_part: &str) -> Result<Dialled, InvalidPhone> {
         digits: String::new(),
     };
     for c in number_part.chars() {
-        if c.is_ascii_digit() {
-            dialled.digits.push(c);
-        } else if c == '+' {
+        if let Some(digit) = ascii_digit(c) {
+            dialled.digits.push(digit);
+        } else if c == '+' || c == FULL_WIDTH_PLUS {
             if dialled.plus || !dialled.digits.is_empty() {
                 return Err(InvalidPhone::MisplacedPlus);
             }
             dialled.plus = true;
-        } else if !is_phone_punctuation(c) {
+        } else if !is_phone_punctuation(c) && !is_invisible(c) {
             return Err(InvalidPhone::UnexpectedCharacter(c));
         }
     }
@@ -292,6 +323,18 @@ fn dialled_digits(number_part: &str) -> Result<Dialled, InvalidPhone> {
         return Err(InvalidPhone::TooManyDigits(count));
     }
     Ok(dialled)
+}
+
+/// The plus sign East Asian input methods type in full-width mode.
+const FULL_WIDTH_PLUS: char = '\u{ff0b}';
+
+/// The ASCII digit for a digit typed in ASCII or, by the same input methods, full width.
+fn ascii_digit(c: char) -> Option<char> {
+    match c {
+        '0'..='9' => Some(c),
+        '\u{ff10}'..='\u{ff19}' => char::from_u32(u32::from(c) - 0xff10 + u32::from(b'0')),
+        _ => None,
+    }
 }
 
 /// Grouping characters people put between digits.
@@ -319,51 +362,48 @@ fn is_phone_punctuation(c: char) -> bool {
     )
 }
 
-/// The digits after the country's international prefix, when the number was
-/// written in international form.
-fn international_digits(dialled: &Dialled, region: Option<Region>) -> Option<&str> {
-    let digits = dialled.digits.as_str();
-    if dialled.plus {
-        return Some(digits);
-    }
-    // "00" is the international prefix almost everywhere, and a form's region
-    // says where the company is, not where the prospect dials from.
-    if let Some(rest) = digits.strip_prefix("00") {
-        return Some(rest);
-    }
-    // The region's own prefix (e.g. 011 in the US) is recognised as well, so
-    // that the number is then parsed without that region's trunk rules.
-    let idd = DATABASE.by_id(region?.as_str())?.international_prefix()?;
-    let found = idd.find(digits)?;
-    let rest = &digits[found.end()..];
-    (found.start() == 0 && !rest.is_empty() && !rest.starts_with('0')).then_some(rest)
+/// Characters that take no room but come along when a number is copied from a web
+/// page, a chat or a word processor.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        // Soft hyphen: a hidden line-break hint.
+        '\u{ad}'
+            // Zero-width space, non-joiner and joiner; left-to-right and right-to-left marks.
+            | '\u{200b}'..='\u{200f}'
+            // Bidirectional embeddings, overrides and isolates wrapped around numbers in
+            // right-to-left text.
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2066}'..='\u{2069}'
+            // Word joiner and the byte-order mark, used as a zero-width no-break space.
+            | '\u{2060}'
+            | '\u{feff}'
+    )
 }
 
-fn parse_international(digits: &str) -> Result<PhoneNumber, InvalidPhone> {
-    let number = phonenumber::parse(None, format!("+{digits}")).map_err(|error| match error {
-        phonenumber::ParseError::InvalidCountryCode => InvalidPhone::UnknownCountryCode,
-        other => InvalidPhone::Unreadable(other.to_string()),
-    })?;
-    if phonenumber::is_valid(&number) {
-        Ok(number)
-    } else {
-        Err(InvalidPhone::InvalidForCountryCode(number.code().value()))
-    }
+/// The digits after the region's own international prefix (`00`, `011`, `00` and a
+/// carrier code…), when they start with it.
+fn after_region_prefix(digits: &str, region: Region) -> Option<&str> {
+    let idd = DATABASE.by_id(region.as_str())?.international_prefix()?;
+    let found = idd.find(digits).filter(|found| found.start() == 0)?;
+    after_prefix(digits, found.end())
 }
 
-fn parse_national(digits: &str, region: Region) -> Result<PhoneNumber, InvalidPhone> {
-    let number = phonenumber::parse(Some(region.id()), digits).map_err(|error| match error {
-        phonenumber::ParseError::InvalidCountryCode => InvalidPhone::InvalidForRegion(region),
-        other => InvalidPhone::Unreadable(other.to_string()),
-    })?;
-    // A national number belongs to the region's country code; the check guards
-    // against the parser having found a different one on its own.
-    let same_country = region.calling_code() == Some(number.code().value());
-    if same_country && phonenumber::is_valid(&number) {
-        Ok(number)
-    } else {
-        Err(InvalidPhone::InvalidForRegion(region))
-    }
+/// The digits after a leading "00": the international prefix almost everywhere, and a
+/// form's region says where the company is, not where the prospect dials from.
+fn after_zero_zero(digits: &str) -> Option<&str> {
+    digits
+        .starts_with("00")
+        .then(|| after_prefix(digits, "00".len()))
+        .flatten()
+}
+
+/// The digits after an international prefix `prefix_len` digits long. Like
+/// libphonenumber, a prefix followed by 0 is not one: no country code starts with 0,
+/// and national numbers may.
+fn after_prefix(digits: &str, prefix_len: usize) -> Option<&str> {
+    let rest = digits.get(prefix_len..)?;
+    (!rest.is_empty() && !rest.starts_with('0')).then_some(rest)
 }
 
 /// Words and symbols that introduce an extension, written without accents;
@@ -478,13 +518,7 @@ mod tests {
             ("0977 654 321", "VN", "+84977654321"),
             ("333 12 34 567", "IT", "+393331234567"),
         ];
-        for (raw, code, expected) in cases {
-            assert_eq!(
-                e164(raw, code).as_deref(),
-                Ok(*expected),
-                "input {raw:?} in {code}"
-            );
-        }
+        assert_cases(cases);
     }
 
     #[test]
@@ -580,6 +614,17 @@ mod tests {
         }
     }
 
+    /// Every raw number parses, with its region as default, to its expected E.164 form.
+    fn assert_cases(cases: &[(&str, &str, &str)]) {
+        for (raw, code, expected) in cases {
+            assert_eq!(
+                e164(raw, code).as_deref(),
+                Ok(*expected),
+                "input {raw:?} in {code}"
+            );
+        }
+    }
+
     /// Every raw number parses, with `region` as default, to its expected E.164 form.
     fn assert_table(region: &str, cases: &[(&str, &str)]) {
         for (raw, expected) in cases {
@@ -663,13 +708,7 @@ mod tests {
             ("+1 212 555 0147", "PL", "+12125550147"),
             ("+84 90 123 4567", "IT", "+84901234567"),
         ];
-        for (raw, code, expected) in cases {
-            assert_eq!(
-                e164(raw, code).as_deref(),
-                Ok(*expected),
-                "input {raw:?} in {code}"
-            );
-        }
+        assert_cases(cases);
     }
 
     #[test]
@@ -755,12 +794,129 @@ mod tests {
     }
 
     #[test]
-    fn a_number_that_does_not_read_back_as_itself_is_rejected() {
-        // The parser drops the leading 8s as Russian trunk prefixes, giving
-        // "+78569292109", which itself is not a valid number.
+    fn a_doubled_trunk_prefix_is_stripped_once_and_what_remains_must_be_a_number() {
+        // One Russian trunk 8 is dropped; "88569292109" is no Russian number.
         assert_eq!(
             parse_phone("+7 888 569 29 21 09", None),
             Err(InvalidPhone::InvalidForCountryCode(7))
+        );
+        // "(0)" then the German trunk 0 again: only one is a trunk prefix, and
+        // 0170… is no German number.
+        assert_eq!(
+            e164("+49 (0)0170-309-55429", "DE"),
+            Err(InvalidPhone::InvalidForCountryCode(49))
+        );
+    }
+
+    #[test]
+    fn national_numbers_that_begin_with_the_country_code_stay_national() {
+        let cases: &[(&str, &str, &str)] = &[
+            // Valid as typed: the leading 39 or 48 belongs to the number.
+            ("390 234 5678", "IT", "+393902345678"),
+            ("393 123 4567", "IT", "+393931234567"),
+            ("399 876 5432", "IT", "+393998765432"),
+            ("48 362 12 34", "PL", "+48483621234"),
+            ("(48) 362-12-34", "PL", "+48483621234"),
+            // Not valid as typed but valid without it: the country code was typed
+            // without its "+".
+            ("39 02 8736 1234", "IT", "+390287361234"),
+            ("48 601 234 567", "PL", "+48601234567"),
+            ("84 90 123 4567", "VN", "+84901234567"),
+            ("44 20 7946 0958", "GB", "+442079460958"),
+            ("33 6 12 34 56 78", "FR", "+33612345678"),
+            ("34 612 345 678", "ES", "+34612345678"),
+            ("1 212 555 0183", "US", "+12125550183"),
+        ];
+        assert_cases(cases);
+    }
+
+    #[test]
+    fn a_number_whose_first_digits_fit_a_pattern_but_the_rest_does_not_is_rejected() {
+        // Milan landlines (02…) have 6 to 11 digits; these 12 begin like one.
+        assert_eq!(
+            e164("0244 4071 6184", "IT"),
+            Err(InvalidPhone::InvalidForRegion(region("IT")))
+        );
+        assert_eq!(
+            e164("+39 0244 4071 6184", "PL"),
+            Err(InvalidPhone::InvalidForCountryCode(39))
+        );
+    }
+
+    #[test]
+    fn zero_zero_is_international_only_where_the_digits_are_no_national_number() {
+        let cases: &[(&str, &str, &str)] = &[
+            // The US prefix is 011; 00 is understood as well.
+            ("0044 20 7946 0958", "US", "+442079460958"),
+            ("011 44 20 7946 0958", "US", "+442079460958"),
+            // Japanese numbers may start with 00: read nationally first.
+            ("0066 3396 0707", "JP", "+81006633960707"),
+            // A region's prefix with a carrier code is its international prefix.
+            ("001 44 20 7946 0958", "KR", "+442079460958"),
+            ("00700 44 20 7946 0958", "KR", "+442079460958"),
+            ("0011 44 20 7946 0958", "AU", "+442079460958"),
+        ];
+        assert_cases(cases);
+        // No country code starts with 0: "000…" is not international.
+        assert_eq!(
+            e164("000 39 06 123456", "IT"),
+            Err(InvalidPhone::InvalidForRegion(region("IT")))
+        );
+        assert_eq!(
+            parse_phone("000 39 06 123456", None),
+            Err(InvalidPhone::NoCountryCode)
+        );
+    }
+
+    #[test]
+    fn a_full_width_plus_and_full_width_digits_work_like_ascii_ones() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("\u{ff0b}39 02 8736 1234", "PL", "+390287361234"),
+            ("\u{ff0b}84 90 123 4567", "US", "+84901234567"),
+            (
+                "\u{ff0b}\u{ff14}\u{ff18} \u{ff16}\u{ff10}\u{ff11} \u{ff12}\u{ff13}\u{ff14} \u{ff15}\u{ff16}\u{ff17}",
+                "IT",
+                "+48601234567",
+            ),
+            ("\u{ff10}\u{ff12} 8736 1234", "IT", "+390287361234"),
+        ];
+        assert_cases(cases);
+        for raw in ["\u{ff0b}+39 02 8736 1234", "02 8736 \u{ff0b}1234"] {
+            assert_eq!(e164(raw, "IT"), Err(InvalidPhone::MisplacedPlus), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn invisible_characters_pasted_with_a_number_are_ignored() {
+        let invisible = [
+            ('\u{ad}', "soft hyphen"),
+            ('\u{200b}', "zero-width space"),
+            ('\u{200c}', "zero-width non-joiner"),
+            ('\u{200d}', "zero-width joiner"),
+            ('\u{200e}', "left-to-right mark"),
+            ('\u{200f}', "right-to-left mark"),
+            ('\u{202a}', "left-to-right embedding"),
+            ('\u{202c}', "pop directional formatting"),
+            ('\u{2066}', "left-to-right isolate"),
+            ('\u{2069}', "pop directional isolate"),
+            ('\u{2060}', "word joiner"),
+            ('\u{feff}', "zero-width no-break space"),
+            ('\u{a0}', "no-break space"),
+            ('\u{202f}', "narrow no-break space"),
+        ];
+        for (c, name) in invisible {
+            let raw = format!("{c}+39{c}02{c}8736{c}1234{c}");
+            assert_eq!(
+                e164(&raw, "PL").as_deref(),
+                Ok("+390287361234"),
+                "{name} in {raw:?}"
+            );
+            let raw = format!("06{c}{c}123{c}456");
+            assert_eq!(e164(&raw, "IT").as_deref(), Ok("+3906123456"), "{name}");
+        }
+        assert_eq!(
+            parse_phone("\u{200b}\u{ad} \u{feff}", Some(region("IT"))),
+            Err(InvalidPhone::Empty)
         );
     }
 
@@ -879,7 +1035,7 @@ mod tests {
         assert_eq!(e164("347 123 4567", "IT").as_deref(), Ok("+393471234567"));
     }
 
-    const REGIONS: [&str; 5] = ["IT", "PL", "VN", "US", "GB"];
+    const REGIONS: [&str; 8] = ["IT", "PL", "VN", "US", "GB", "DE", "FR", "ES"];
 
     proptest! {
         #[test]
