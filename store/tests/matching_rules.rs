@@ -182,7 +182,7 @@ async fn keys_a_merge_by_phone_brings_are_recorded_but_find_nothing(pool: PgPool
     let merged = file(
         &store,
         None,
-        Some("segreteria@studio.example.it"),
+        Some("giulia.bruni@studio.example.it"),
         Some("02 8736 1234"),
     )
     .await;
@@ -191,7 +191,7 @@ async fn keys_a_merge_by_phone_brings_are_recorded_but_find_nothing(pool: PgPool
     let other = file(
         &store,
         Some("Carla Riva"),
-        Some("segreteria@studio.example.it"),
+        Some("giulia.bruni@studio.example.it"),
         None,
     )
     .await;
@@ -204,7 +204,7 @@ async fn keys_a_merge_by_phone_brings_are_recorded_but_find_nothing(pool: PgPool
     assert!(
         event.data["keys"]
             .to_string()
-            .contains("email:segreteria@studio.example.it"),
+            .contains("email:giulia.bruni@studio.example.it"),
         "{}",
         event.data
     );
@@ -219,7 +219,7 @@ async fn keys_a_merge_by_phone_brings_are_recorded_but_find_nothing(pool: PgPool
     assert_eq!(
         recorded,
         vec![
-            ("email:segreteria@studio.example.it".to_owned(), false),
+            ("email:giulia.bruni@studio.example.it".to_owned(), false),
             ("phone:+390287361234".to_owned(), false),
         ]
     );

@@ -23,7 +23,7 @@ async fn migrate_from(pool: &PgPool, version: i64) {
 async fn merges_filed_before_keep_only_the_keys_a_strong_match_brought(pool: PgPool) {
     migrate_below(&pool, 4).await;
     // A lead opened by anna@ and a switchboard number, then one merge by that number
-    // (bringing segreteria@) and one by anna@ (bringing her mobile), with every key made a
+    // (bringing giulia.bruni@) and one by anna@ (bringing her mobile), with every key made a
     // look-up key, as earlier releases did.
     sqlx::raw_sql(
         r#"
@@ -32,7 +32,7 @@ async fn merges_filed_before_keep_only_the_keys_a_strong_match_brought(pool: PgP
           ('00000000-0000-0000-0000-000000000001', 'form', 'web', now(), 'lead',
            '{"normalized": {"identity_keys": ["email:anna@studio.example.it", "phone:+390287361234"]}}', ''),
           ('00000000-0000-0000-0000-000000000002', 'form', 'web', now(), 'merged',
-           '{"normalized": {"identity_keys": ["email:segreteria@studio.example.it", "phone:+390287361234"]}}', ''),
+           '{"normalized": {"identity_keys": ["email:giulia.bruni@studio.example.it", "phone:+390287361234"]}}', ''),
           ('00000000-0000-0000-0000-000000000003', 'form', 'web', now(), 'merged',
            '{"normalized": {"identity_keys": ["email:anna@studio.example.it", "phone:+393475550101"]}}', '');
         INSERT INTO leads (id, inquiry_id, title, channel, source, pipeline_id, stage_id, stage_entered_at)
@@ -45,7 +45,7 @@ async fn merges_filed_before_keep_only_the_keys_a_strong_match_brought(pool: PgP
            '{"match": {"rule": "open_lead", "key": "email:anna@studio.example.it", "target": "lead 1"}}');
         INSERT INTO lead_identities (key, lead_id) VALUES
           ('email:anna@studio.example.it', 1), ('phone:+390287361234', 1),
-          ('email:segreteria@studio.example.it', 1), ('phone:+393475550101', 1);
+          ('email:giulia.bruni@studio.example.it', 1), ('phone:+393475550101', 1);
         "#,
     )
     .execute(&pool)
@@ -76,7 +76,7 @@ async fn merges_filed_before_keep_only_the_keys_a_strong_match_brought(pool: PgP
     assert_eq!(
         recorded,
         vec![
-            (10, "email:segreteria@studio.example.it".to_owned(), false),
+            (10, "email:giulia.bruni@studio.example.it".to_owned(), false),
             (10, "phone:+390287361234".to_owned(), false),
             (11, "email:anna@studio.example.it".to_owned(), true),
             (11, "phone:+393475550101".to_owned(), true),
