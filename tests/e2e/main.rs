@@ -12,3 +12,4 @@ mod errors;
 mod forms_corpus;
 mod import;
 mod ops;
+mod slow_clients;
