@@ -7,12 +7,15 @@
 //! - [`api`]: the ops API (`/v1/leads`) and health endpoints.
 //! - [`clients_api`]: `/v1/contacts` and `/v1/companies`.
 //! - [`import`]: `leadpipe import`: contacts and companies in bulk, leads through the pipeline, from CSV.
-//! - [`startup`]: builds everything, serves, and shuts down in order.
+//! - [`server`]: serves HTTP with a header-read timeout, a connection limit, the client
+//!   address of each request, and a drain with a deadline on stop.
+//! - [`startup`]: builds everything, runs it, and shuts down in order.
 
 pub mod api;
 pub mod clients_api;
 pub mod import;
 pub mod pipeline;
+pub mod server;
 pub mod settings;
 pub mod startup;
 pub mod telemetry;

@@ -43,6 +43,9 @@ pub struct Settings {
     /// `[log]`: logging.
     #[serde(default)]
     pub log: LogSettings,
+    /// `[shutdown]`: how long stopping may take.
+    #[serde(default)]
+    pub shutdown: ShutdownSettings,
 }
 
 fn default_database() -> DatabaseConfig {
@@ -61,8 +64,17 @@ pub struct HttpSettings {
     pub listen: String,
     /// Longest time a request may take before it is answered 503, in seconds.
     pub request_timeout_secs: u64,
-    /// On SIGTERM, how long in-flight work may take before the process exits anyway.
+    /// On SIGTERM, how long requests in flight may take to finish before their
+    /// connections are closed, in seconds.
     pub shutdown_grace_secs: u64,
+    /// How long a client may take to send a request's headers, in seconds; the clock
+    /// also runs while a kept-alive connection waits for its next request.
+    pub header_read_timeout_secs: u64,
+    /// Connections open at once; more wait in the listen backlog until one closes.
+    pub max_connections: usize,
+    /// Addresses or networks of reverse proxies whose `X-Forwarded-For` names the client
+    /// (for rate limits); from any other peer the header is ignored.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for HttpSettings {
@@ -71,6 +83,29 @@ impl Default for HttpSettings {
             listen: "127.0.0.1:8080".into(),
             request_timeout_secs: 30,
             shutdown_grace_secs: 30,
+            header_read_timeout_secs: 10,
+            // Far above what form traffic needs (a few dozen requests in flight at the
+            // pipeline's ceiling, idle connections closed after the header-read timeout),
+            // and at most ~64 KiB of buffers each.
+            max_connections: 4096,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// The `[shutdown]` section.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct ShutdownSettings {
+    /// On SIGTERM, how long consumers may take to store and ack what they hold, in
+    /// seconds; this runs alongside the HTTP drain, not after it.
+    pub consumer_grace_secs: u64,
+}
+
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        Self {
+            consumer_grace_secs: 30,
         }
     }
 }
@@ -215,6 +250,20 @@ impl Settings {
                 ),
             );
         }
+        if self.http.header_read_timeout_secs == 0 {
+            push(
+                "http.header_read_timeout_secs".into(),
+                "must be at least 1: without it a client that never finishes its headers holds a connection for ever".into(),
+            );
+        }
+        if self.http.max_connections == 0 {
+            push("http.max_connections".into(), "must be at least 1".into());
+        }
+        if let Err(bad) = crate::server::TrustedProxies::parse(&self.http.trusted_proxies) {
+            for (index, problem) in bad {
+                push(format!("http.trusted_proxies[{index}]"), problem);
+            }
+        }
         for (key, problem) in self.database.problems() {
             push(format!("database.{key}"), problem);
         }
@@ -244,6 +293,9 @@ impl Settings {
         }
         for (key, problem) in self.matching.problems() {
             push(format!("matching.{key}"), problem);
+        }
+        for (key, problem) in ingest::rate_limit::problems(&self.intake, &self.forms) {
+            push(key, problem);
         }
         for problem in ingest::forms::validate_forms(&self.forms) {
             let text = problem.to_string();

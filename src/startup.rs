@@ -1,9 +1,11 @@
-//! Builds the daemon, serves, and shuts down in order.
+//! Builds the daemon, runs it, and shuts down in order.
 //!
-//! Shutdown order is what makes SIGTERM lossless: first the HTTP server stops taking
-//! connections and finishes the requests in flight (each waits for its broker confirm);
-//! then the consumers cancel their subscriptions and store and ack what they hold; last
-//! the publisher closes.
+//! On stop two things happen at once, each against its own deadline: the HTTP server
+//! stops taking connections and finishes the requests in flight (each waits for its broker
+//! confirm, `http.shutdown_grace_secs`), and the consumers cancel their subscriptions and
+//! store and ack what they hold (`shutdown.consumer_grace_secs`). Consumers do not need
+//! HTTP, so a slow client cannot keep them running. The publisher closes last, once no
+//! request can still be answered 202: that order is what makes SIGTERM lossless.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::api::{ApiState, routes};
 use crate::pipeline::Pipeline;
+use crate::server::ServeOptions;
 use crate::settings::Settings;
 
 /// A built daemon, bound to its port, not yet serving.
@@ -32,9 +35,7 @@ pub struct Application {
     settings: Settings,
     store: Store,
     publisher: Arc<Publisher>,
-    tracker: TaskTracker,
-    broker_stop: CancellationToken,
-    consumers_stop: CancellationToken,
+    serve_options: ServeOptions,
     schema_ready: Arc<AtomicBool>,
 }
 
@@ -76,6 +77,7 @@ impl Application {
             ))
             .layer(TraceLayer::new_for_http());
 
+        let serve_options = ServeOptions::from_settings(&settings.http)?;
         let addr: SocketAddr = settings
             .http
             .listen
@@ -92,9 +94,7 @@ impl Application {
             settings,
             store,
             publisher,
-            tracker: TaskTracker::new(),
-            broker_stop: CancellationToken::new(),
-            consumers_stop: CancellationToken::new(),
+            serve_options,
             schema_ready,
         })
     }
@@ -112,23 +112,27 @@ impl Application {
             settings,
             store,
             publisher,
-            tracker,
-            broker_stop,
-            consumers_stop,
+            serve_options,
             schema_ready,
         } = self;
 
         // Phonenumber metadata loads lazily; pay for it before the first request.
         normalizer::phone::warm_up();
 
-        tracker.spawn(publisher.clone().run(broker_stop.clone()));
+        // One tracker per part that stops on its own schedule.
+        let broker = TaskTracker::new();
+        let broker_stop = CancellationToken::new();
+        broker.spawn(publisher.clone().run(broker_stop.clone()));
+
+        let consumers = TaskTracker::new();
+        let consumers_stop = CancellationToken::new();
         {
             let store = store.clone();
             let settings_db = settings.database.clone();
             let amqp = settings.amqp.clone();
-            let tracker2 = tracker.clone();
+            let consumers_inner = consumers.clone();
             let consumers_stop = consumers_stop.clone();
-            tracker.spawn(async move {
+            consumers.spawn(async move {
                 if settings_db.migrate_on_start
                     && !migrate_until_done(&store, &settings_db.url, &consumers_stop).await
                 {
@@ -136,42 +140,49 @@ impl Application {
                 }
                 schema_ready.store(true, Ordering::Release);
                 if amqp.consume {
-                    ConsumerSet::new(amqp, Arc::new(store)).spawn(&tracker2, consumers_stop);
+                    ConsumerSet::new(amqp, Arc::new(store)).spawn(&consumers_inner, consumers_stop);
                 }
             });
         }
 
         let addr = listener.local_addr()?;
         tracing::info!(%addr, forms = settings.forms.len(), "Listening.");
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop.clone().cancelled_owned())
-            .await
-            .context("The HTTP server failed")?;
-        tracing::info!("Intake stopped; finishing in-flight work.");
-
-        consumers_stop.cancel();
-        tracker.close();
-        let grace = Duration::from_secs(settings.http.shutdown_grace_secs);
-        // Consumers first (they may still dead-letter through their own connections), then
-        // the publisher.
+        let http = crate::server::serve(listener, app, serve_options, stop.clone());
+        let consumer_grace = Duration::from_secs(settings.shutdown.consumer_grace_secs);
         let consumers_done = async {
-            while tracker.len() > 1 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            stop.cancelled().await;
+            consumers_stop.cancel();
+            consumers.close();
+            if tokio::time::timeout(consumer_grace, consumers.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "Consumers did not finish within shutdown.consumer_grace_secs; unacked messages stay on the broker."
+                );
+            } else {
+                tracing::info!("Consumers stopped.");
             }
         };
-        if tokio::time::timeout(grace, consumers_done).await.is_err() {
-            tracing::warn!(
-                "Consumers did not finish within the grace period; unacked messages stay on the broker."
-            );
-        }
+        tokio::join!(http, consumers_done);
+        tracing::info!("Intake stopped; closing the broker connection.");
+
+        // Only now can no request still be waiting for a confirm.
         broker_stop.cancel();
-        if tokio::time::timeout(Duration::from_secs(10), tracker.wait())
+        broker.close();
+        if tokio::time::timeout(Duration::from_secs(10), broker.wait())
             .await
             .is_err()
         {
             tracing::warn!("The publisher did not close in time.");
         }
-        store.close().await;
+        // A consumer past its deadline may still hold a database connection.
+        if tokio::time::timeout(Duration::from_secs(5), store.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("The database pool did not close in time.");
+        }
         tracing::info!("Stopped.");
         Ok(())
     }

@@ -87,4 +87,24 @@ fn describe() {
         "leadpipe_store_batch_seconds",
         "Time to store and commit one batch."
     );
+    describe_gauge!(
+        "leadpipe_http_connections_open",
+        "HTTP connections open now (at most http.max_connections)."
+    );
+    describe_counter!(
+        "leadpipe_http_connection_limit_reached_total",
+        "Times the server stopped accepting because http.max_connections were open."
+    );
+    describe_counter!(
+        "leadpipe_http_header_timeouts_total",
+        "Connections closed because a request's headers did not arrive within http.header_read_timeout_secs (including idle keep-alive connections)."
+    );
+    describe_counter!(
+        "leadpipe_http_accept_errors_total",
+        "Failed accepts (e.g. out of file descriptors); the server backs off on them."
+    );
+    describe_gauge!(
+        "leadpipe_rate_limit_sources",
+        "Client addresses the form rate limits currently remember."
+    );
 }

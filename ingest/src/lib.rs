@@ -6,10 +6,13 @@
 //!   about idempotency keys ([`IdempotencyKeys`]); the binary and `store` implement them.
 //! - [`forms`]: the web-form connector, `POST /v1/intake/forms/{form}`.
 //! - [`problem`]: the JSON error body every HTTP endpoint answers with.
+//! - [`rate_limit`]: per-source, per-form rate limits on posts (429 with `Retry-After`),
+//!   and [`rate_limit::ClientAddr`], the client address the HTTP server resolved.
 
 pub mod forms;
 pub mod inquiry;
 pub mod problem;
+pub mod rate_limit;
 pub mod sink;
 
 pub use inquiry::{

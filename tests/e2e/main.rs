@@ -15,3 +15,4 @@ mod import;
 mod keys;
 mod matching_seams;
 mod ops;
+mod slow_clients;

@@ -111,6 +111,8 @@ pub struct Options {
     pub amqp_url: Option<String>,
     /// Do not wait for /readyz (the broker or database is meant to be down).
     pub no_wait_ready: bool,
+    /// Extra `[http]` keys; a `shutdown_grace_secs` here replaces the default of 20.
+    pub http: String,
 }
 
 impl TestDaemon {
@@ -139,8 +141,13 @@ impl TestDaemon {
         let config_path = dir.join(format!("{prefix}.toml"));
         let log_path = dir.join(format!("{prefix}.log"));
         let db_url = database_url(&db_name);
+        let http = if options.http.contains("shutdown_grace_secs") {
+            options.http
+        } else {
+            format!("shutdown_grace_secs = 20\n{}", options.http)
+        };
         let config = format!(
-            "[http]\nlisten = \"127.0.0.1:{port}\"\nshutdown_grace_secs = 20\n\n[database]\nurl = \"{db_url}\"\nmax_connections = 4\n\n\
+            "[http]\nlisten = \"127.0.0.1:{port}\"\n{http}\n\n[database]\nurl = \"{db_url}\"\nmax_connections = 4\n\n\
              [amqp]\nurl = \"{}\"\nprefix = \"{prefix}\"\nshards = 2\npublisher_channels = 2\n\n\
              [api]\nadmin_token = \"{admin_token}\"\n\n{}{}",
             options.amqp_url.unwrap_or_else(amqp_url),

@@ -16,6 +16,13 @@ pub struct IntakeSettings {
     /// How long an idempotency-key look-up may take before intake accepts without it,
     /// in milliseconds (the consumer's unique inquiry id still prevents a second lead).
     pub key_lookup_timeout_ms: u64,
+    /// Posts a minute one client address may make to one form once its burst is used;
+    /// 0 (the default) turns the limit off. Off by default because behind a proxy that
+    /// is not listed in `http.trusted_proxies` every visitor shares the proxy's address.
+    pub rate_limit_per_minute: u32,
+    /// Posts one client address may make to one form at once before the rate applies
+    /// (default 10).
+    pub rate_limit_burst: u32,
 }
 
 impl Default for IntakeSettings {
@@ -24,6 +31,8 @@ impl Default for IntakeSettings {
             max_body_bytes: 64 * 1024,
             dedup_window_secs: 600,
             key_lookup_timeout_ms: 500,
+            rate_limit_per_minute: 0,
+            rate_limit_burst: 10,
         }
     }
 }
@@ -60,6 +69,12 @@ pub struct FormConfig {
     /// Overrides `[intake] max_body_bytes` for this form.
     #[serde(default)]
     pub max_body_bytes: Option<usize>,
+    /// Overrides `[intake] rate_limit_per_minute` for this form (0 turns it off here).
+    #[serde(default)]
+    pub rate_limit_per_minute: Option<u32>,
+    /// Overrides `[intake] rate_limit_burst` for this form.
+    #[serde(default)]
+    pub rate_limit_burst: Option<u32>,
 }
 
 fn default_signature_header() -> String {

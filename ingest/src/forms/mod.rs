@@ -1,6 +1,7 @@
 //! The web-form connector: `POST /v1/intake/forms/{form}`.
 //!
-//! The order of checks is part of the contract: unknown form (404), body size before
+//! The order of checks is part of the contract: unknown form (404), the client's rate
+//! limit (429, `crate::rate_limit`), body size before
 //! anything is parsed (413), signature over the raw bytes (401), origin (403), content
 //! type and body (415/400), idempotency key (400/422), then the sink decides (202, 422,
 //! 503). Nothing here touches the database on the way to an answer except the optional
@@ -227,6 +228,13 @@ impl FormsIntake {
                 "/v1/intake/forms/{form}",
                 post(submit_form).options(preflight),
             )
+            .route_layer(axum::middleware::from_fn_with_state(
+                crate::rate_limit::RateLimits::new(
+                    &self.settings,
+                    self.forms.values().map(|f| &f.config),
+                ),
+                crate::rate_limit::enforce,
+            ))
             .with_state(self)
     }
 
@@ -451,7 +459,7 @@ async fn preflight(
     response
 }
 
-fn reject(source: &str, problem: Problem) -> Response {
+pub(crate) fn reject(source: &str, problem: Problem) -> Response {
     metrics::counter!("leadpipe_inquiries_rejected_total", "channel" => "form", "source" => source.to_owned(), "reason" => problem.code).increment(1);
     tracing::debug!(source, code = problem.code, status = problem.status.as_u16(), message = %problem.message, "Form post refused.");
     problem.into_response()
