@@ -60,3 +60,72 @@ impl IntakeSink for Pipeline {
         Ok(Accepted { inquiry_id })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use bytes::Bytes;
+    use ingest::forms::{body, fields};
+    use ingest::{Channel, Inquiry, InquiryId, RawPayload};
+    use router::{Envelope, Route};
+
+    /// A JSON form body whose custom field `deep` nests `depth` levels in all, sent twice
+    /// so that the field becomes an array (one more level) as a repeated name does.
+    fn deep_body(depth: usize) -> Vec<u8> {
+        let inner = depth - 1;
+        let deep = format!("{}1{}", "[".repeat(inner), "]".repeat(inner));
+        format!(r#"{{"email":"deep@example.com","deep":{deep},"deep":{deep}}}"#).into_bytes()
+    }
+
+    fn inquiry_from(raw: Vec<u8>) -> Option<Inquiry> {
+        let parsed = body::parse_body(Some("application/json"), &raw).ok()?;
+        let mapped = fields::map_fields(parsed.fields, None);
+        Some(Inquiry {
+            id: InquiryId::new_unique(),
+            channel: Channel::Form,
+            source: "deep".into(),
+            external_id: None,
+            received_at: chrono::Utc::now(),
+            default_region: Some("US".into()),
+            contact: mapped.contact,
+            message: mapped.message,
+            utm: BTreeMap::new(),
+            fields: mapped.fields,
+            attachments: parsed.attachments,
+            spam: None,
+            dedup: None,
+            raw: RawPayload {
+                content_type: Some("application/json".into()),
+                body: Bytes::from(raw),
+            },
+        })
+    }
+
+    #[test]
+    fn the_deepest_body_intake_accepts_is_readable_by_the_consumer() {
+        // Probe for the deepest body intake takes, whatever the limit is.
+        let deepest = (2..=600)
+            .take_while(|&depth| inquiry_from(deep_body(depth)).is_some())
+            .last()
+            .expect("a shallow body is accepted");
+        let inquiry = inquiry_from(deep_body(deepest)).expect("accepted");
+        let envelope = Envelope::new(
+            normalizer::normalize(inquiry),
+            Route {
+                pipeline: "default".into(),
+                stage: None,
+            },
+        );
+        let decoded = Envelope::from_bytes(&envelope.to_bytes());
+        assert!(
+            decoded.is_ok(),
+            "a body nested {deepest} levels is accepted but the consumer cannot read it: {:?}",
+            decoded.err()
+        );
+        assert_eq!(
+            decoded.ok().map(|e| e.lead.inquiry),
+            Some(envelope.lead.inquiry)
+        );
+    }
+}

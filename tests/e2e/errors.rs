@@ -169,6 +169,55 @@ async fn cors_allows_listed_origins_and_refuses_others() {
     );
 }
 
+/// A JSON body whose custom field `deep` nests `depth` levels in all, sent twice (a
+/// repeated name becomes an array: one level more on the way to the consumer).
+fn nested_json_body(email: &str, depth: usize) -> String {
+    let inner = depth - 1;
+    let deep = format!("{}1{}", "[".repeat(inner), "]".repeat(inner));
+    format!(r#"{{"email":"{email}","deep":{deep},"deep":{deep}}}"#)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_nested_past_the_limit_is_refused_and_the_deepest_accepted_body_is_filed() {
+    let daemon = TestDaemon::start().await;
+    let limit = ingest::forms::body::MAX_JSON_DEPTH;
+    let too_deep = daemon
+        .post_form(
+            "en-contact",
+            Some("application/json"),
+            nested_json_body("too.deep@example.com", limit + 1),
+            &[],
+        )
+        .await;
+    too_deep.assert_error(400, "too_deep");
+    assert!(
+        too_deep.json()["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&limit.to_string())),
+        "the message names the limit: {}",
+        too_deep.text()
+    );
+
+    let deepest = daemon
+        .post_form(
+            "en-contact",
+            Some("application/json"),
+            nested_json_body("deepest@example.com", limit),
+            &[],
+        )
+        .await;
+    assert_eq!(deepest.status, 202, "{}", deepest.text());
+    let leads = daemon
+        .wait_for_leads("email=deepest%40example.com", 1, Duration::from_secs(30))
+        .await;
+    assert_eq!(leads.len(), 1, "the consumer filed it\n{}", daemon.log());
+    let metrics = daemon.get("/metrics").await.text();
+    assert!(
+        !metrics.contains("leadpipe_dead_lettered_total{"),
+        "nothing was dead-lettered:\n{metrics}"
+    );
+}
+
 /// A small deterministic generator, so a failure reproduces.
 struct Rng(u64);
 

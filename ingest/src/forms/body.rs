@@ -5,10 +5,11 @@
 //! (RFC 7578 over RFC 2046). The declared type decides; bodies are never sniffed.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::fmt;
 
 use serde::Deserializer as _;
-use serde::de::{MapAccess, Visitor};
+use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use crate::inquiry::Attachment;
@@ -19,6 +20,12 @@ const SUPPORTED: &str =
 
 /// Longest piece of client-supplied text echoed back in an error message.
 const ECHO_LIMIT: usize = 80;
+
+/// Deepest nesting of objects and arrays a JSON body may have, its top-level object
+/// included. The message that carries an inquiry to the consumer wraps the fields in
+/// more levels (and a repeated field name in an array), and every JSON reader on the way
+/// stops somewhere (serde_json at 128): whatever intake accepts must stay readable.
+pub const MAX_JSON_DEPTH: usize = 32;
 
 /// Why a body could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +41,14 @@ pub enum BodyError {
     /// The body does not match its declared type (answered with 400).
     #[error("malformed body: {0}")]
     Malformed(String),
+    /// A JSON body nests objects and arrays deeper than [`MAX_JSON_DEPTH`] (answered with 400).
+    #[error(
+        "the JSON body nests objects and arrays deeper than {limit} levels (the top-level object included): send custom fields flatter"
+    )]
+    TooDeep {
+        /// The limit that was passed.
+        limit: usize,
+    },
 }
 
 /// A parsed form: fields in the order they arrived (repeated names kept as separate entries), and file parts described.
@@ -260,11 +275,22 @@ fn parse_urlencoded(body: &[u8]) -> Result<ParsedBody, BodyError> {
 fn parse_json(body: &[u8]) -> Result<ParsedBody, BodyError> {
     // RFC 8259 lets parsers ignore a byte order mark; some clients still send one.
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    let too_deep = Cell::new(false);
     let mut de = serde_json::Deserializer::from_slice(body);
     let fields = de
-        .deserialize_map(TopLevelFields)
+        .deserialize_map(TopLevelFields {
+            too_deep: &too_deep,
+        })
         .and_then(|fields| de.end().map(|()| fields))
-        .map_err(|e| BodyError::Malformed(format!("JSON body: {e}")))?;
+        .map_err(|e| {
+            if too_deep.get() {
+                BodyError::TooDeep {
+                    limit: MAX_JSON_DEPTH,
+                }
+            } else {
+                BodyError::Malformed(format!("JSON body: {e}"))
+            }
+        })?;
     Ok(ParsedBody {
         fields,
         attachments: Vec::new(),
@@ -272,9 +298,12 @@ fn parse_json(body: &[u8]) -> Result<ParsedBody, BodyError> {
 }
 
 /// Collects a top-level object's entries in order; a `Map` would merge repeated keys.
-struct TopLevelFields;
+struct TopLevelFields<'a> {
+    /// Set when a value nests too deep, so the error is told apart from a syntax error.
+    too_deep: &'a Cell<bool>,
+}
 
-impl<'de> Visitor<'de> for TopLevelFields {
+impl<'de> Visitor<'de> for TopLevelFields<'_> {
     type Value = Vec<(String, Value)>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -282,11 +311,103 @@ impl<'de> Visitor<'de> for TopLevelFields {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let value = NestedValue {
+            depth: 1,
+            too_deep: self.too_deep,
+        };
         let mut fields = Vec::new();
-        while let Some(entry) = map.next_entry::<String, Value>()? {
-            fields.push(entry);
+        while let Some(name) = map.next_key::<String>()? {
+            fields.push((name, map.next_value_seed(value)?));
         }
         Ok(fields)
+    }
+}
+
+/// Reads one JSON value inside a container at `depth`, refusing to go past
+/// [`MAX_JSON_DEPTH`] before serde_json's own recursion limit is ever reached.
+#[derive(Clone, Copy)]
+struct NestedValue<'a> {
+    /// Levels of objects and arrays around the value, the top-level object included.
+    depth: usize,
+    too_deep: &'a Cell<bool>,
+}
+
+impl NestedValue<'_> {
+    fn enter<E: serde::de::Error>(self) -> Result<Self, E> {
+        if self.depth >= MAX_JSON_DEPTH {
+            self.too_deep.set(true);
+            return Err(E::custom(format_args!(
+                "nested deeper than {MAX_JSON_DEPTH} levels"
+            )));
+        }
+        Ok(Self {
+            depth: self.depth + 1,
+            ..self
+        })
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for NestedValue<'_> {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NestedValue<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        // JSON text cannot spell NaN or infinity, so this is always a number.
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let inner = self.enter()?;
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(inner)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let inner = self.enter()?;
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            // As serde_json's own `Value`: a repeated key inside a value keeps the last.
+            object.insert(key, map.next_value_seed(inner)?);
+        }
+        Ok(Value::Object(object))
     }
 }
 
@@ -909,6 +1030,55 @@ Ada\n\
                 assert!(message.contains("expected a JSON object"), "{message}");
             }
         }
+    }
+
+    /// `{"deep": [[...1...]]}` with `depth` levels of objects and arrays in all.
+    fn nested_json(depth: usize) -> String {
+        let inner = depth.saturating_sub(1);
+        format!("{{\"deep\":{}1{}}}", "[".repeat(inner), "]".repeat(inner))
+    }
+
+    #[test]
+    fn json_nested_to_the_depth_limit_is_read_and_one_level_deeper_is_too_deep() {
+        let json = Some("application/json");
+        let at_limit = parse_body(json, nested_json(MAX_JSON_DEPTH).as_bytes());
+        assert_eq!(at_limit.map(|p| p.fields.len()), Ok(1));
+        for depth in [MAX_JSON_DEPTH + 1, 127, 128, 129, 5_000] {
+            assert_eq!(
+                parse_body(json, nested_json(depth).as_bytes()),
+                Err(BodyError::TooDeep {
+                    limit: MAX_JSON_DEPTH
+                }),
+                "depth {depth}"
+            );
+        }
+        let objects = format!(
+            "{{{}\"x\":1{}}}",
+            "\"o\":{".repeat(MAX_JSON_DEPTH),
+            "}".repeat(MAX_JSON_DEPTH)
+        );
+        assert_eq!(
+            parse_body(json, objects.as_bytes()),
+            Err(BodyError::TooDeep {
+                limit: MAX_JSON_DEPTH
+            })
+        );
+    }
+
+    #[test]
+    fn nested_json_values_keep_their_types_and_the_last_of_repeated_inner_keys() {
+        let parsed = parse_body(
+            Some("application/json"),
+            br#"{"o":{"a":1,"a":2,"n":-3,"f":1.5,"s":"x","t":true,"z":null,"l":[{"b":[]}]}}"#,
+        )
+        .expect("parses");
+        assert_eq!(
+            parsed.fields,
+            vec![(
+                "o".to_owned(),
+                json!({"a":2,"n":-3,"f":1.5,"s":"x","t":true,"z":null,"l":[{"b":[]}]})
+            )]
+        );
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //!
 //! The order of checks is part of the contract: unknown form (404), body size before
 //! anything is parsed (413), signature over the raw bytes (401), origin (403), content
-//! type and body (415/400), idempotency key (400/422), then the sink decides (202, 422,
-//! 503). Nothing here touches the database on the way to an answer except the optional
+//! type and body (415/400, `too_deep` for JSON nested past its limit), idempotency key
+//! (400/422), then the sink decides (202, 422, 503). Nothing here touches the database on the way to an answer except the optional
 //! idempotency-key look-up, which degrades to accepting when it cannot answer in time.
 
 pub mod body;
@@ -292,6 +292,9 @@ impl FormsIntake {
             }
             body::BodyError::Malformed(_) => {
                 Problem::new(StatusCode::BAD_REQUEST, "malformed_body", e.to_string())
+            }
+            body::BodyError::TooDeep { .. } => {
+                Problem::new(StatusCode::BAD_REQUEST, "too_deep", e.to_string())
             }
         })?;
         let mapped = fields::map_fields(parsed.fields, form.config.honeypot.as_deref());
