@@ -1,13 +1,17 @@
-//! The intake sink: what every connector hands its inquiries to.
+//! The intake sink: what every connector hands its inquiries to, and the upkeep of the
+//! idempotency keys intake claims.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use ingest::{Accepted, FieldProblem, Inquiry, IntakeSink, Refusal};
+use ingest::{Accepted, FieldProblem, Inquiry, IntakeSink, PreparedInquiry, Refusal};
 use router::{Envelope, Publisher, Router};
+use store::KeyStore;
+use tokio_util::sync::CancellationToken;
 
-/// Normalise, route, publish, and answer only once the broker confirmed.
+/// Normalise, refuse what has no contact, route, publish, and answer only once the
+/// broker confirmed.
 pub struct Pipeline {
     router: Router,
     publisher: Arc<Publisher>,
@@ -20,9 +24,16 @@ impl Pipeline {
     }
 }
 
+/// A normalised, routed lead waiting to be published.
+struct RoutedLead {
+    envelope: Envelope,
+    publisher: Arc<Publisher>,
+    started: Instant,
+}
+
 #[async_trait]
 impl IntakeSink for Pipeline {
-    async fn submit(&self, inquiry: Inquiry) -> Result<Accepted, Refusal> {
+    async fn prepare(&self, inquiry: Inquiry) -> Result<Box<dyn PreparedInquiry>, Refusal> {
         let started = Instant::now();
         let lead = normalizer::normalize(inquiry);
         // Spam is kept whatever it holds; anything else needs a way to reach the person.
@@ -44,20 +55,54 @@ impl IntakeSink for Pipeline {
                 fields,
             });
         }
-        let inquiry_id = lead.inquiry.id;
-        let channel = lead.inquiry.channel.as_str();
         let route = self.router.route(&lead);
-        let envelope = Envelope::new(lead, route);
+        Ok(Box::new(RoutedLead {
+            envelope: Envelope::new(lead, route),
+            publisher: self.publisher.clone(),
+            started,
+        }))
+    }
+}
+
+#[async_trait]
+impl PreparedInquiry for RoutedLead {
+    async fn submit(self: Box<Self>) -> Result<Accepted, Refusal> {
+        let inquiry = &self.envelope.lead.inquiry;
+        let (inquiry_id, channel) = (inquiry.id, inquiry.channel.as_str());
         self.publisher
-            .publish(&envelope)
+            .publish(&self.envelope)
             .await
             .map_err(|error| Refusal::Unavailable {
                 reason: error.to_string(),
                 retry_after_secs: 5,
             })?;
         metrics::histogram!("leadpipe_intake_seconds", "channel" => channel)
-            .record(started.elapsed().as_secs_f64());
+            .record(self.started.elapsed().as_secs_f64());
         Ok(Accepted { inquiry_id })
+    }
+}
+
+/// Expired keys deleted per statement.
+const PURGE_BATCH: u32 = 1_000;
+
+/// Deletes expired idempotency keys every `every` until `stop`; a failed round is logged
+/// and the next one tries again (an expired key is free whether purged or not).
+pub async fn purge_expired_keys(keys: KeyStore, every: Duration, stop: CancellationToken) {
+    // The first round waits too: at start the schema may still be migrating.
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        match keys.purge_expired(PURGE_BATCH).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::debug!(deleted, "Expired idempotency keys purged."),
+            Err(error) => {
+                tracing::warn!(%error, "Purging expired idempotency keys failed; trying again later.")
+            }
+        }
     }
 }
 

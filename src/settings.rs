@@ -11,7 +11,7 @@ use ingest::forms::{FormConfig, IntakeSettings};
 use router::{AmqpConfig, RoutingConfig};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use store::DatabaseConfig;
+use store::{DatabaseConfig, KeyStoreOptions};
 
 /// Everything leadpipe can be told.
 #[derive(Debug, Deserialize)]
@@ -233,11 +233,34 @@ impl Settings {
             ),
             _ => {}
         }
-        if self.intake.max_body_bytes == 0 {
-            push(
-                "intake.max_body_bytes".into(),
-                "must be greater than 0".into(),
-            );
+        for (key, value) in [
+            ("max_body_bytes", self.intake.max_body_bytes as u64),
+            ("key_lookup_timeout_ms", self.intake.key_lookup_timeout_ms),
+            ("key_ttl_secs", self.intake.key_ttl_secs),
+            (
+                "key_store_max_connections",
+                u64::from(self.intake.key_store_max_connections),
+            ),
+            (
+                "key_purge_interval_secs",
+                self.intake.key_purge_interval_secs,
+            ),
+        ] {
+            if value == 0 {
+                push(format!("intake.{key}"), "must be greater than 0".into());
+            }
+        }
+        for (key, value, most) in [
+            ("key_ttl_secs", self.intake.key_ttl_secs, 366 * 86_400),
+            (
+                "key_purge_interval_secs",
+                self.intake.key_purge_interval_secs,
+                86_400,
+            ),
+        ] {
+            if value > most {
+                push(format!("intake.{key}"), format!("must be at most {most}"));
+            }
         }
         for problem in ingest::forms::validate_forms(&self.forms) {
             let text = problem.to_string();
@@ -250,6 +273,15 @@ impl Settings {
             }
         }
         out
+    }
+
+    /// How intake's idempotency-key store is sized, from `[intake]`.
+    pub fn key_store_options(&self) -> KeyStoreOptions {
+        KeyStoreOptions {
+            max_connections: self.intake.key_store_max_connections,
+            acquire_timeout: std::time::Duration::from_millis(self.intake.key_lookup_timeout_ms),
+            ttl: std::time::Duration::from_secs(self.intake.key_ttl_secs),
+        }
     }
 
     /// The admin token, from the setting or its file.

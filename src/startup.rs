@@ -14,7 +14,7 @@ use anyhow::Context;
 use axum::http::StatusCode;
 use ingest::forms::FormsIntake;
 use router::{ConsumerSet, Publisher, Router as LeadRouter};
-use store::Store;
+use store::{KeyStore, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -31,6 +31,7 @@ pub struct Application {
     app: axum::Router,
     settings: Settings,
     store: Store,
+    keys: KeyStore,
     publisher: Arc<Publisher>,
     tracker: TaskTracker,
     broker_stop: CancellationToken,
@@ -45,6 +46,7 @@ impl Application {
         metrics: metrics_exporter_prometheus::PrometheusHandle,
     ) -> anyhow::Result<Self> {
         let store = Store::connect_lazy(&settings.database)?;
+        let keys = KeyStore::connect_lazy(&settings.database.url, settings.key_store_options())?;
         let publisher = Publisher::new(settings.amqp.clone());
         let pipeline = Arc::new(Pipeline::new(
             LeadRouter::new(settings.routing.clone()),
@@ -55,7 +57,7 @@ impl Application {
                 settings.intake.clone(),
                 settings.forms.clone(),
                 pipeline,
-                Arc::new(store.clone()),
+                Arc::new(keys.clone()),
             )
             .context("Failed to set up the forms")?,
         );
@@ -91,6 +93,7 @@ impl Application {
             app,
             settings,
             store,
+            keys,
             publisher,
             tracker: TaskTracker::new(),
             broker_stop: CancellationToken::new(),
@@ -111,6 +114,7 @@ impl Application {
             app,
             settings,
             store,
+            keys,
             publisher,
             tracker,
             broker_stop,
@@ -122,6 +126,11 @@ impl Application {
         normalizer::phone::warm_up();
 
         tracker.spawn(publisher.clone().run(broker_stop.clone()));
+        tracker.spawn(crate::pipeline::purge_expired_keys(
+            keys.clone(),
+            Duration::from_secs(settings.intake.key_purge_interval_secs),
+            consumers_stop.clone(),
+        ));
         {
             let store = store.clone();
             let settings_db = settings.database.clone();
@@ -172,6 +181,7 @@ impl Application {
             tracing::warn!("The publisher did not close in time.");
         }
         store.close().await;
+        keys.close().await;
         tracing::info!("Stopped.");
         Ok(())
     }

@@ -6,7 +6,8 @@
 //! - [`error`]: SQLSTATE mapped to what callers can act on, in one place.
 //! - [`intake`]: the consumer's sink ([`router::BatchSink`]): one transaction per batch,
 //!   inquiry id unique so redeliveries change nothing.
-//! - [`keys`]: idempotency keys for intake ([`ingest::IdempotencyKeys`]).
+//! - [`keys`]: idempotency keys for intake ([`ingest::IdempotencyKeys`]) on a pool of
+//!   their own, with expiry and a batched purge.
 //! - [`leads`]: reading leads for the ops API.
 //!
 //! SQL lives only in this crate.
@@ -29,6 +30,7 @@ pub use clients::{
 };
 pub use config::DatabaseConfig;
 pub use error::StoreError;
+pub use keys::{KeyStore, KeyStoreOptions};
 pub use leads::{
     Activity, ClientRef, LeadDetail, LeadEvent, LeadPage, LeadQuery, LeadView, StageChange,
     StageRef,

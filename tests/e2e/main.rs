@@ -10,5 +10,6 @@ mod config;
 mod delivery;
 mod errors;
 mod forms_corpus;
+mod idempotency;
 mod import;
 mod ops;

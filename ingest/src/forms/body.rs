@@ -11,8 +11,9 @@ use std::fmt;
 use serde::Deserializer as _;
 use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
-use crate::inquiry::Attachment;
+use crate::inquiry::{Attachment, ContentHash};
 
 /// The encodings a client can choose from, quoted in every 415 answer.
 const SUPPORTED: &str =
@@ -58,6 +59,88 @@ pub struct ParsedBody {
     pub fields: Vec<(String, Value)>,
     /// Every uploaded file, described but not kept.
     pub attachments: Vec<Attachment>,
+}
+
+impl ParsedBody {
+    /// One hash of what was submitted, independent of how it was encoded: fields sorted by
+    /// name (repeated names keep their order), objects by key, each value with its JSON
+    /// type, and each file by its description and the digest of its bytes. A double click
+    /// of a multipart form (new boundary) or a JSON retry with other whitespace hashes the
+    /// same; any other value does not.
+    pub fn content_hash(&self) -> ContentHash {
+        let mut hasher = Sha256::new();
+        hasher.update(b"leadpipe form content v1");
+        let mut fields: Vec<&(String, Value)> = self.fields.iter().collect();
+        // A stable sort: repeated names stay in the order they came in.
+        fields.sort_by(|a, b| a.0.cmp(&b.0));
+        put_len(&mut hasher, fields.len());
+        for (name, value) in fields {
+            put_str(&mut hasher, name);
+            put_value(&mut hasher, value);
+        }
+        let mut files: Vec<&Attachment> = self.attachments.iter().collect();
+        files.sort_by(|a, b| a.field.cmp(&b.field));
+        put_len(&mut hasher, files.len());
+        for file in files {
+            put_str(&mut hasher, &file.field);
+            for optional in [&file.filename, &file.content_type, &file.sha256] {
+                match optional {
+                    Some(text) => {
+                        hasher.update(b"s");
+                        put_str(&mut hasher, text);
+                    }
+                    None => hasher.update(b"n"),
+                }
+            }
+            hasher.update(file.size.to_le_bytes());
+        }
+        ContentHash::from_bytes(hasher.finalize().into())
+    }
+}
+
+// Every piece is typed and length-prefixed, so no two different submissions can run
+// together into the same bytes.
+fn put_len(hasher: &mut Sha256, len: usize) {
+    hasher.update(u64::try_from(len).unwrap_or(u64::MAX).to_le_bytes());
+}
+
+fn put_str(hasher: &mut Sha256, text: &str) {
+    put_len(hasher, text.len());
+    hasher.update(text.as_bytes());
+}
+
+/// Depth is bounded by [`MAX_JSON_DEPTH`], so the recursion is too.
+fn put_value(hasher: &mut Sha256, value: &Value) {
+    match value {
+        Value::Null => hasher.update(b"n"),
+        Value::Bool(true) => hasher.update(b"t"),
+        Value::Bool(false) => hasher.update(b"f"),
+        Value::Number(number) => {
+            hasher.update(b"d");
+            put_str(hasher, &number.to_string());
+        }
+        Value::String(text) => {
+            hasher.update(b"s");
+            put_str(hasher, text);
+        }
+        Value::Array(items) => {
+            hasher.update(b"a");
+            put_len(hasher, items.len());
+            for item in items {
+                put_value(hasher, item);
+            }
+        }
+        Value::Object(map) => {
+            hasher.update(b"o");
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            put_len(hasher, entries.len());
+            for (key, item) in entries {
+                put_str(hasher, key);
+                put_value(hasher, item);
+            }
+        }
+    }
 }
 
 /// Reads a form body according to its declared `Content-Type`.
@@ -560,6 +643,7 @@ fn read_part(part: &[u8], part_no: usize, parsed: &mut ParsedBody) -> Result<(),
         filename: Some(filename).filter(|f| !f.is_empty()),
         content_type,
         size: u64::try_from(content.len()).unwrap_or(u64::MAX),
+        sha256: Some(hex::encode(Sha256::digest(content))),
     });
     Ok(())
 }
@@ -810,6 +894,9 @@ newsletter\n\
                 filename: Some("planimetria.txt".into()),
                 content_type: Some("text/plain".into()),
                 size: file_len,
+                sha256: Some(hex::encode(Sha256::digest(
+                    "Piano terra: 180 m2, open space\r\nPrimo piano: 140 m2, 3 uffici\r\n"
+                ))),
             }]
         );
     }
@@ -1078,6 +1165,114 @@ Ada\n\
                 "o".to_owned(),
                 json!({"a":2,"n":-3,"f":1.5,"s":"x","t":true,"z":null,"l":[{"b":[]}]})
             )]
+        );
+    }
+
+    fn hash(content_type: &str, body: &[u8]) -> ContentHash {
+        parse_body(Some(content_type), body)
+            .expect("parses")
+            .content_hash()
+    }
+
+    fn one_file_multipart(boundary: &str, file: &str) -> Vec<u8> {
+        crlf(&format!(
+            "--{boundary}\n\
+Content-Disposition: form-data; name=\"email\"\n\
+\n\
+ada@example.com\n\
+--{boundary}\n\
+Content-Disposition: form-data; name=\"cv\"; filename=\"cv.txt\"\n\
+Content-Type: text/plain\n\
+\n\
+{file}\n\
+--{boundary}--\n"
+        ))
+    }
+
+    #[test]
+    fn the_content_hash_ignores_the_multipart_boundary_and_the_json_layout() {
+        assert_eq!(
+            hash(
+                "multipart/form-data; boundary=one",
+                &one_file_multipart("one", "ten years")
+            ),
+            hash(
+                "multipart/form-data; boundary=----two",
+                &one_file_multipart("----two", "ten years")
+            )
+        );
+        assert_eq!(
+            hash(
+                "application/json",
+                br#"{"email":"ada@example.com","x":{"a":1,"b":[1,2]}}"#
+            ),
+            hash(
+                "application/json",
+                b"{ \"x\": {\"b\": [1, 2], \"a\": 1},\n \"email\" : \"ada@example.com\" }"
+            )
+        );
+        assert_eq!(
+            hash(URLENCODED.unwrap(), b"a=1&b=x+y"),
+            hash(URLENCODED.unwrap(), b"b=x%20y&a=1")
+        );
+    }
+
+    #[test]
+    fn the_content_hash_changes_with_any_name_value_type_order_of_repeats_or_file() {
+        let json = "application/json";
+        let distinct = [
+            hash(json, br#"{"a":"1"}"#),
+            hash(json, br#"{"a":1}"#),
+            hash(json, br#"{"b":1}"#),
+            hash(json, br#"{"a":[1]}"#),
+            hash(json, br#"{"a":1,"a":2}"#),
+            hash(json, br#"{"a":2,"a":1}"#),
+            hash(json, br#"{"a":null}"#),
+            hash(json, br#"{"a":""}"#),
+            hash(json, br#"{"a":{}}"#),
+            hash(json, br#"{"a":[]}"#),
+            hash(json, br#"{"ab":"","":""}"#),
+            hash(json, br#"{"a":"b"}"#),
+            hash(
+                "multipart/form-data; boundary=b",
+                &one_file_multipart("b", "ten years"),
+            ),
+            hash(
+                "multipart/form-data; boundary=b",
+                &one_file_multipart("b", "ten yearz"),
+            ),
+            hash(
+                "multipart/form-data; boundary=b",
+                &one_file_multipart("b", "ten years").replace_bytes("cv.txt", "cv.md"),
+            ),
+        ];
+        for (i, a) in distinct.iter().enumerate() {
+            for b in distinct.iter().skip(i + 1) {
+                assert_ne!(a, b, "#{i} collides");
+            }
+        }
+    }
+
+    trait ReplaceBytes {
+        fn replace_bytes(&self, from: &str, to: &str) -> Vec<u8>;
+    }
+
+    impl ReplaceBytes for Vec<u8> {
+        fn replace_bytes(&self, from: &str, to: &str) -> Vec<u8> {
+            String::from_utf8_lossy(self).replace(from, to).into_bytes()
+        }
+    }
+
+    #[test]
+    fn an_attachment_is_described_with_the_digest_of_its_bytes() {
+        let parsed = parse_body(
+            Some("multipart/form-data; boundary=b"),
+            &one_file_multipart("b", "ten years"),
+        )
+        .expect("parses");
+        assert_eq!(
+            parsed.attachments[0].sha256,
+            Some(hex::encode(Sha256::digest(b"ten years")))
         );
     }
 

@@ -14,8 +14,17 @@ pub struct IntakeSettings {
     /// inquiry (a double click); default 600.
     pub dedup_window_secs: u32,
     /// How long an idempotency-key look-up may take before intake accepts without it,
-    /// in milliseconds (the consumer's unique inquiry id still prevents a second lead).
+    /// in milliseconds (the inquiry id covers the key and the content, so nothing is
+    /// dropped: a retry is still one inquiry, another body under the key its own).
     pub key_lookup_timeout_ms: u64,
+    /// How long an `Idempotency-Key` stays bound to its content, in seconds (default
+    /// 86,400: a day); after that the key is free again.
+    pub key_ttl_secs: u64,
+    /// Connections of the key store's own pool (default 3), kept apart from the
+    /// consumers' pool so that a busy consumer never makes intake skip the check.
+    pub key_store_max_connections: u32,
+    /// How often expired keys are deleted, in seconds (default 300).
+    pub key_purge_interval_secs: u64,
 }
 
 impl Default for IntakeSettings {
@@ -24,6 +33,9 @@ impl Default for IntakeSettings {
             max_body_bytes: 64 * 1024,
             dedup_window_secs: 600,
             key_lookup_timeout_ms: 500,
+            key_ttl_secs: 24 * 60 * 60,
+            key_store_max_connections: 3,
+            key_purge_interval_secs: 300,
         }
     }
 }

@@ -2,9 +2,12 @@
 //!
 //! The order of checks is part of the contract: unknown form (404), body size before
 //! anything is parsed (413), signature over the raw bytes (401), origin (403), content
-//! type and body (415/400, `too_deep` for JSON nested past its limit), idempotency key
-//! (400/422), then the sink decides (202, 422, 503). Nothing here touches the database on the way to an answer except the optional
-//! idempotency-key look-up, which degrades to accepting when it cannot answer in time.
+//! type and body (415/400, `too_deep` for JSON nested past its limit), the
+//! Idempotency-Key's syntax (400), the sink's checks (422 `no_contact`), the key's claim
+//! (422 `idempotency_key_reused`), then the sink hands it on (202, 503). The key is
+//! claimed last so that a refused body never uses it up. Nothing here touches the
+//! database on the way to an answer except that claim, which degrades to accepting when
+//! it cannot answer in time (the inquiry id covers key and content, so nothing is lost).
 
 pub mod body;
 mod config;
@@ -27,7 +30,7 @@ use sha2::{Digest, Sha256};
 
 pub use config::{FormConfig, IntakeSettings};
 
-use crate::inquiry::{Channel, ContentDedup, Inquiry, InquiryId, RawPayload};
+use crate::inquiry::{Channel, ContentDedup, ContentHash, Inquiry, InquiryId, RawPayload};
 use crate::problem::Problem;
 use crate::sink::{ClaimOutcome, IdempotencyKeys, IntakeSink, KeyClaim, Refusal};
 
@@ -297,17 +300,16 @@ impl FormsIntake {
                 Problem::new(StatusCode::BAD_REQUEST, "too_deep", e.to_string())
             }
         })?;
+        let content = parsed.content_hash();
         let mapped = fields::map_fields(parsed.fields, form.config.honeypot.as_deref());
 
         let key = idempotency_key(headers)?;
         let id = match &key {
-            Some(key) => InquiryId::from_external(Channel::Form, &form.config.name, key),
+            Some(key) => {
+                InquiryId::from_keyed_content(Channel::Form, &form.config.name, key, &content)
+            }
             None => InquiryId::new_unique(),
         };
-        if let Some(key) = &key {
-            self.check_key(form, key, &raw, id).await?;
-        }
-
         let spam = mapped.honeypot_filled.then(|| {
             format!(
                 "honeypot field `{}` was filled",
@@ -318,14 +320,14 @@ impl FormsIntake {
             metrics::counter!("leadpipe_inquiries_spam_total", "channel" => "form", "source" => form.config.source.clone()).increment(1);
         }
         let dedup = key.is_none().then(|| ContentDedup {
-            key: content_key(&form.config.name, &raw),
+            key: content_key(&form.config.name, &content),
             window_secs: self.settings.dedup_window_secs,
         });
         let inquiry = Inquiry {
             id,
             channel: Channel::Form,
             source: form.config.source.clone(),
-            external_id: key,
+            external_id: key.clone(),
             received_at: Utc::now(),
             default_region: Some(form.config.default_region.clone()),
             contact: mapped.contact,
@@ -341,44 +343,27 @@ impl FormsIntake {
             },
         };
 
-        match self.sink.submit(inquiry).await {
-            Ok(accepted) => Ok(success(form, headers, accepted.inquiry_id)),
-            Err(Refusal::Unusable {
-                code,
-                message,
-                fields,
-            }) => Err(Problem {
-                status: StatusCode::UNPROCESSABLE_ENTITY,
-                code,
-                message,
-                fields,
-                retry_after_secs: None,
-            }),
-            Err(Refusal::Unavailable {
-                reason,
-                retry_after_secs,
-            }) => Err(Problem {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                code: "unavailable",
-                message: format!("{reason}; nothing was stored, retry later"),
-                fields: Vec::new(),
-                retry_after_secs: Some(retry_after_secs),
-            }),
+        // The key is claimed only for an inquiry nothing else will refuse, so a sender who
+        // fixes a refused body can send it again under the same key.
+        let prepared = self.sink.prepare(inquiry).await.map_err(refusal_problem)?;
+        if let Some(key) = &key {
+            self.check_key(form, key, &content, id).await?;
         }
+        let accepted = prepared.submit().await.map_err(refusal_problem)?;
+        Ok(success(form, headers, accepted.inquiry_id))
     }
 
     async fn check_key(
         &self,
         form: &Form,
         key: &str,
-        raw: &Bytes,
+        content: &ContentHash,
         inquiry_id: InquiryId,
     ) -> Result<(), Problem> {
-        let body_hash: [u8; 32] = Sha256::digest(raw).into();
         let claim = KeyClaim {
             scope: &form.config.name,
             key,
-            body_hash: &body_hash,
+            content_hash: content,
             inquiry_id,
         };
         let timeout = Duration::from_millis(self.settings.key_lookup_timeout_ms);
@@ -390,18 +375,46 @@ impl FormsIntake {
                 "this Idempotency-Key was already used with a different body: use a new key for a new submission",
             )),
             Ok(Err(error)) => {
-                // The consumer's unique inquiry id still stops a second lead; only the
-                // "same key, other body" check is lost while the key store is away.
-                tracing::warn!(%error, form = %form.config.name, "Idempotency key look-up failed; accepting without it.");
+                // The id covers the key and the content: a retry is still one inquiry and
+                // another body under this key is filed as its own, never dropped. Only the
+                // 422 for the client's reused key is lost while the key store is away.
+                tracing::warn!(%error, form = %form.config.name, %inquiry_id, "Idempotency key look-up failed; accepting without it.");
                 metrics::counter!("leadpipe_idempotency_lookups_degraded_total").increment(1);
                 Ok(())
             }
             Err(_) => {
-                tracing::warn!(form = %form.config.name, "Idempotency key look-up timed out; accepting without it.");
+                tracing::warn!(form = %form.config.name, %inquiry_id, "Idempotency key look-up timed out; accepting without it.");
                 metrics::counter!("leadpipe_idempotency_lookups_degraded_total").increment(1);
                 Ok(())
             }
         }
+    }
+}
+
+/// What the sender is told when the sink refuses an inquiry.
+fn refusal_problem(refusal: Refusal) -> Problem {
+    match refusal {
+        Refusal::Unusable {
+            code,
+            message,
+            fields,
+        } => Problem {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code,
+            message,
+            fields,
+            retry_after_secs: None,
+        },
+        Refusal::Unavailable {
+            reason,
+            retry_after_secs,
+        } => Problem {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "unavailable",
+            message: format!("{reason}; nothing was stored, retry later"),
+            fields: Vec::new(),
+            retry_after_secs: Some(retry_after_secs),
+        },
     }
 }
 
@@ -528,11 +541,11 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     Ok(Some(text.to_owned()))
 }
 
-fn content_key(form: &str, raw: &[u8]) -> String {
+fn content_key(form: &str, content: &ContentHash) -> String {
     let mut hasher = Sha256::new();
     hasher.update(form.as_bytes());
     hasher.update([0x1f]);
-    hasher.update(raw);
+    hasher.update(content.as_bytes());
     hex::encode(hasher.finalize())
 }
 
