@@ -72,9 +72,12 @@ impl PreparedInquiry for RoutedLead {
         self.publisher
             .publish(&self.envelope)
             .await
-            .map_err(|error| Refusal::Unavailable {
-                reason: error.to_string(),
-                retry_after_secs: 5,
+            .map_err(|error| {
+                tracing::warn!(%error, %inquiry_id, "Publishing failed; the sender is told to retry later.");
+                Refusal::Unavailable {
+                    reason: error.to_string(),
+                    retry_after_secs: 5,
+                }
             })?;
         metrics::histogram!("leadpipe_intake_seconds", "channel" => channel)
             .record(self.started.elapsed().as_secs_f64());

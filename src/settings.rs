@@ -13,6 +13,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use store::{DatabaseConfig, KeyStoreOptions};
 
+/// The admin token of deploy/leadpipe.example.toml, known to everyone who read it.
+const EXAMPLE_ADMIN_TOKEN: &str = "change-me-please";
+
 /// Everything leadpipe can be told.
 #[derive(Debug, Deserialize)]
 pub struct Settings {
@@ -227,10 +230,20 @@ impl Settings {
                 "api.admin_token".into(),
                 "must be at least 8 characters".into(),
             ),
-            (None, Some(path)) if !path.is_file() => push(
-                "api.admin_token_file".into(),
-                format!("{} is not a readable file", path.display()),
-            ),
+            (None, Some(path)) => match std::fs::read_to_string(path) {
+                Err(_) => push(
+                    "api.admin_token_file".into(),
+                    format!("{} is not a readable file", path.display()),
+                ),
+                Ok(text) if text.trim().len() < 8 => push(
+                    "api.admin_token_file".into(),
+                    format!(
+                        "{} must hold a token of at least 8 characters",
+                        path.display()
+                    ),
+                ),
+                Ok(_) => {}
+            },
             _ => {}
         }
         for (key, value) in [
@@ -271,6 +284,27 @@ impl Settings {
             if let Err(e) = normalizer::Region::parse(&form.default_region) {
                 push(format!("forms[{index}].default_region"), e.to_string());
             }
+        }
+        out
+    }
+
+    /// Settings that work but should not be used in production: `check-config` prints
+    /// them loudly (and `--strict` refuses them), `serve` logs them as errors.
+    pub fn warnings(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        let token = self.admin_token().ok().flatten();
+        if token.is_some_and(|t| t.expose_secret().trim() == EXAMPLE_ADMIN_TOKEN) {
+            let key = if self.api.admin_token_file.is_some() {
+                "api.admin_token_file"
+            } else {
+                "api.admin_token"
+            };
+            out.push(ConfigProblem {
+                key: key.into(),
+                problem: format!(
+                    "the example admin token `{EXAMPLE_ADMIN_TOKEN}` is in use: anyone who has read the docs can use the ops API; set your own (e.g. `openssl rand -hex 32`)"
+                ),
+            });
         }
         out
     }

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::signature::TimestampPolicy;
+
 /// Intake limits shared by every form (the `[intake]` section).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -59,9 +61,17 @@ pub struct FormConfig {
     /// Read the shared secret from this file instead (trailing newline ignored).
     #[serde(default)]
     pub secret_file: Option<PathBuf>,
-    /// Header carrying the signature, `sha256=<hex of HMAC-SHA256(secret, raw body)>`.
+    /// Header carrying the signature, `sha256=<hex of HMAC-SHA256(secret, raw body)>`, or
+    /// of `"{timestamp}.{raw body}"` when `X-Leadpipe-Timestamp` is sent.
     #[serde(default = "default_signature_header")]
     pub signature_header: String,
+    /// `optional` (default): a post may sign the body alone or a timestamp and the body;
+    /// `required`: every post must sign `X-Leadpipe-Timestamp`, which bounds replays.
+    #[serde(default)]
+    pub signature_timestamp: TimestampPolicy,
+    /// How far a signed timestamp may be from the server's clock, in seconds (default 300).
+    #[serde(default = "default_signature_tolerance_secs")]
+    pub signature_tolerance_secs: u64,
     /// Browser origins allowed to post from JavaScript (CORS); `*` allows any.
     /// When set, a post carrying another `Origin` is refused.
     #[serde(default)]
@@ -76,4 +86,8 @@ pub struct FormConfig {
 
 fn default_signature_header() -> String {
     "x-leadpipe-signature".to_owned()
+}
+
+fn default_signature_tolerance_secs() -> u64 {
+    300
 }

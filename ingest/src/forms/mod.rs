@@ -29,10 +29,12 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
 pub use config::{FormConfig, IntakeSettings};
+pub use signature::TimestampPolicy;
 
 use crate::inquiry::{Channel, ContentDedup, ContentHash, Inquiry, InquiryId, RawPayload};
 use crate::problem::Problem;
 use crate::sink::{ClaimOutcome, IdempotencyKeys, IntakeSink, KeyClaim, Refusal};
+use signature::{Presented, SignatureError, SignatureRule};
 
 /// How much of an oversized body is read and thrown away before answering 413, so the
 /// client sees the answer instead of a connection reset.
@@ -130,21 +132,49 @@ pub fn validate_forms(forms: &[FormConfig]) -> Vec<FormSetupError> {
             });
         }
         if let Some(secret) = &form.secret
-            && secret.is_empty()
+            && secret.trim().is_empty()
         {
             problems.push(FormSetupError::Invalid {
                 index,
                 key: "secret",
-                problem: "must not be empty; remove it to accept unsigned posts".into(),
+                problem: "must not be empty or blank (an empty key signs anything); remove it to accept unsigned posts".into(),
             });
         }
-        if let Some(path) = &form.secret_file
-            && let Err(source) = std::fs::metadata(path)
+        if let Some(path) = &form.secret_file {
+            match read_secret_file(path) {
+                Err(source) => problems.push(FormSetupError::SecretFile {
+                    index,
+                    path: path.display().to_string(),
+                    source,
+                }),
+                Ok(secret) if secret.trim().is_empty() => {
+                    problems.push(FormSetupError::Invalid {
+                        index,
+                        key: "secret_file",
+                        problem: format!(
+                            "{} is empty or blank (an empty key signs anything): put the shared secret in it",
+                            path.display()
+                        ),
+                    });
+                }
+                Ok(_) => {}
+            }
+        }
+        if form.signature_timestamp == TimestampPolicy::Required
+            && form.secret.is_none()
+            && form.secret_file.is_none()
         {
-            problems.push(FormSetupError::SecretFile {
+            problems.push(FormSetupError::Invalid {
                 index,
-                path: path.display().to_string(),
-                source,
+                key: "signature_timestamp",
+                problem: "`required` needs `secret` or `secret_file`: only signed posts carry a timestamp".into(),
+            });
+        }
+        if !(1..=86_400).contains(&form.signature_tolerance_secs) {
+            problems.push(FormSetupError::Invalid {
+                index,
+                key: "signature_tolerance_secs",
+                problem: "must be 1 to 86400 seconds".into(),
             });
         }
         if HeaderValue::from_str(&form.signature_header).is_err()
@@ -194,14 +224,13 @@ impl FormsIntake {
             let secret = match (&config.secret, &config.secret_file) {
                 (Some(secret), _) => Some(secret.as_bytes().to_vec()),
                 (None, Some(path)) => {
-                    let text = std::fs::read_to_string(path).map_err(|source| {
-                        FormSetupError::SecretFile {
+                    let text =
+                        read_secret_file(path).map_err(|source| FormSetupError::SecretFile {
                             index,
                             path: path.display().to_string(),
                             source,
-                        }
-                    })?;
-                    Some(text.trim_end_matches(['\r', '\n']).as_bytes().to_vec())
+                        })?;
+                    Some(text.into_bytes())
                 }
                 (None, None) => None,
             };
@@ -267,12 +296,24 @@ impl FormsIntake {
         metrics::counter!("leadpipe_inquiries_received_total", "channel" => "form", "source" => form.config.source.clone()).increment(1);
 
         if let Some(secret) = &form.secret {
-            let header_value = headers
-                .get(form.config.signature_header.as_str())
-                .and_then(|v| v.to_str().ok());
-            signature::verify(secret, &form.config.signature_header, header_value, &raw).map_err(
-                |e| Problem::new(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string()),
-            )?;
+            let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+            let rule = SignatureRule {
+                header: &form.config.signature_header,
+                timestamp: form.config.signature_timestamp,
+                tolerance_secs: form.config.signature_tolerance_secs,
+            };
+            let presented = Presented {
+                signature: header(&form.config.signature_header),
+                timestamp: header(signature::TIMESTAMP_HEADER),
+            };
+            signature::verify_request(secret, &rule, presented, Utc::now().timestamp(), &raw)
+                .map_err(|e| {
+                    let code = match e {
+                        SignatureError::OutsideWindow { .. } => "timestamp_outside_window",
+                        _ => "bad_signature",
+                    };
+                    Problem::new(StatusCode::UNAUTHORIZED, code, e.to_string())
+                })?;
         }
         if !origin_allowed(form, headers) {
             return Err(Problem::new(
@@ -319,7 +360,9 @@ impl FormsIntake {
         if spam.is_some() {
             metrics::counter!("leadpipe_inquiries_spam_total", "channel" => "form", "source" => form.config.source.clone()).increment(1);
         }
-        let dedup = key.is_none().then(|| ContentDedup {
+        // A signed post is checked for identical content even under a key: a captured
+        // post replayed with a fresh Idempotency-Key is then a duplicate.
+        let dedup = (key.is_none() || form.secret.is_some()).then(|| ContentDedup {
             key: content_key(&form.config.name, &content),
             window_secs: self.settings.dedup_window_secs,
         });
@@ -405,13 +448,16 @@ fn refusal_problem(refusal: Refusal) -> Problem {
             fields,
             retry_after_secs: None,
         },
+        // The reason (library error text) is the sink's to log; the sender gets a sentence.
         Refusal::Unavailable {
-            reason,
+            reason: _,
             retry_after_secs,
         } => Problem {
             status: StatusCode::SERVICE_UNAVAILABLE,
             code: "unavailable",
-            message: format!("{reason}; nothing was stored, retry later"),
+            message:
+                "the message broker did not confirm the inquiry; nothing was stored, retry later"
+                    .into(),
             fields: Vec::new(),
             retry_after_secs: Some(retry_after_secs),
         },
@@ -457,8 +503,9 @@ async fn preflight(
         HeaderValue::from_static("POST, OPTIONS"),
     );
     let allow_headers = format!(
-        "content-type, idempotency-key, {}",
-        form.config.signature_header
+        "content-type, idempotency-key, {}, {}",
+        form.config.signature_header,
+        signature::TIMESTAMP_HEADER
     );
     if let Ok(v) = HeaderValue::from_str(&allow_headers) {
         h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
@@ -493,11 +540,12 @@ async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<B
     }
     let mut buf = Vec::with_capacity(declared.map_or(4096, |n| n as usize));
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
+        let chunk = chunk.map_err(|error| {
+            tracing::debug!(%error, "Reading a form body failed.");
             Problem::new(
                 StatusCode::BAD_REQUEST,
                 "body_unreadable",
-                format!("the request body could not be read: {e}"),
+                "the request body could not be read to its end (did the connection break off?): send it again",
             )
         })?;
         if buf.len() + chunk.len() > limit {
@@ -547,6 +595,12 @@ fn content_key(form: &str, content: &ContentHash) -> String {
     hasher.update([0x1f]);
     hasher.update(content.as_bytes());
     hex::encode(hasher.finalize())
+}
+
+/// A secret file's content without its trailing line break.
+fn read_secret_file(path: &std::path::Path) -> std::io::Result<String> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(text.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 fn origin_allowed(form: &Form, headers: &HeaderMap) -> bool {
