@@ -55,8 +55,12 @@ impl KeyStore {
         let mut deleted = 0;
         loop {
             let done = sqlx::query(
-                "DELETE FROM intake_keys WHERE ctid IN
-                   (SELECT ctid FROM intake_keys WHERE expires_at <= now() LIMIT $1)",
+                // Expiry is checked again on the row being deleted: a key rebound by a
+                // claim in the meantime lives on.
+                "DELETE FROM intake_keys
+                 WHERE (scope, key) IN
+                       (SELECT scope, key FROM intake_keys WHERE expires_at <= now() LIMIT $1)
+                   AND expires_at <= now()",
             )
             .bind(i64::from(batch))
             .execute(&self.pool)

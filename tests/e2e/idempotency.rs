@@ -7,11 +7,18 @@ use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 
-use crate::support::{Options, TestDaemon};
+use crate::support::{Options, Response, TestDaemon};
 
 const URLENCODED: &str = "application/x-www-form-urlencoded";
 
-fn inquiry_id(response: &crate::support::Response) -> String {
+/// A urlencoded post to the `en-contact` form.
+async fn post_contact(daemon: &TestDaemon, body: &str, headers: &[(&str, &str)]) -> Response {
+    daemon
+        .post_form("en-contact", Some(URLENCODED), body.to_owned(), headers)
+        .await
+}
+
+fn inquiry_id(response: &Response) -> String {
     assert_eq!(response.status, 202, "{}", response.text());
     response.json()["inquiry_id"]
         .as_str()
@@ -43,23 +50,15 @@ async fn wait_for_count(pool: &PgPool, sql: &str, bind: &str, n: i64) -> i64 {
 async fn a_body_refused_for_no_contact_can_be_fixed_and_sent_again_with_the_same_key() {
     let daemon = TestDaemon::start().await;
     let key = [("Idempotency-Key", "fix-and-resend-0001")];
-    daemon
-        .post_form(
-            "en-contact",
-            Some(URLENCODED),
-            "name=Rhea+Lund&email=rhea.lund%40",
-            &key,
-        )
+    post_contact(&daemon, "name=Rhea+Lund&email=rhea.lund%40", &key)
         .await
         .assert_error(422, "no_contact");
-    let fixed = daemon
-        .post_form(
-            "en-contact",
-            Some(URLENCODED),
-            "name=Rhea+Lund&email=rhea.lund%40example.com",
-            &key,
-        )
-        .await;
+    let fixed = post_contact(
+        &daemon,
+        "name=Rhea+Lund&email=rhea.lund%40example.com",
+        &key,
+    )
+    .await;
     inquiry_id(&fixed);
     let leads = daemon
         .wait_for_leads("email=rhea.lund%40example.com", 1, Duration::from_secs(30))
@@ -171,14 +170,12 @@ async fn a_double_clicked_multipart_form_is_one_lead_and_the_second_post_a_dupli
 async fn with_the_key_store_locked_another_body_under_a_used_key_is_accepted_and_filed_too() {
     let daemon = TestDaemon::start().await;
     let key = [("Idempotency-Key", "locked-store-0001")];
-    let first = daemon
-        .post_form(
-            "en-contact",
-            Some(URLENCODED),
-            "name=Ines+Roth&email=ines.roth%40example.com&message=first",
-            &key,
-        )
-        .await;
+    let first = post_contact(
+        &daemon,
+        "name=Ines+Roth&email=ines.roth%40example.com&message=first",
+        &key,
+    )
+    .await;
     let first_id = inquiry_id(&first);
 
     // Break the key store for real: hold an exclusive lock on its table, so no look-up
@@ -189,14 +186,12 @@ async fn with_the_key_store_locked_another_body_under_a_used_key_is_accepted_and
         .execute(&mut *lock)
         .await
         .expect("lock the key table");
-    let second = daemon
-        .post_form(
-            "en-contact",
-            Some(URLENCODED),
-            "name=Ines+Roth&email=ines.roth%40example.com&message=second",
-            &key,
-        )
-        .await;
+    let second = post_contact(
+        &daemon,
+        "name=Ines+Roth&email=ines.roth%40example.com&message=second",
+        &key,
+    )
+    .await;
     let second_id = inquiry_id(&second);
     lock.rollback().await.expect("unlock");
     assert_ne!(
@@ -240,14 +235,12 @@ async fn a_busy_consumer_pool_does_not_make_intake_skip_the_key_check() {
     daemon.launch(true).await;
 
     let key = [("Idempotency-Key", "busy-pool-0001")];
-    let first = daemon
-        .post_form(
-            "en-contact",
-            Some(URLENCODED),
-            "name=Ola+Berg&email=ola.berg%40example.com&message=first",
-            &key,
-        )
-        .await;
+    let first = post_contact(
+        &daemon,
+        "name=Ola+Berg&email=ola.berg%40example.com&message=first",
+        &key,
+    )
+    .await;
     inquiry_id(&first);
     daemon.wait_for_inquiries(1, Duration::from_secs(30)).await;
 
@@ -257,14 +250,7 @@ async fn a_busy_consumer_pool_does_not_make_intake_skip_the_key_check() {
         .execute(&mut *lock)
         .await
         .expect("lock the inquiries");
-    let blocker = daemon
-        .post_form(
-            "en-contact",
-            Some(URLENCODED),
-            "name=Per+Dahl&email=per.dahl%40example.com",
-            &[],
-        )
-        .await;
+    let blocker = post_contact(&daemon, "name=Per+Dahl&email=per.dahl%40example.com", &[]).await;
     inquiry_id(&blocker);
     let waiting = wait_for_count(
         &pool,
@@ -279,15 +265,13 @@ async fn a_busy_consumer_pool_does_not_make_intake_skip_the_key_check() {
         "the consumer holds the only connection, waiting"
     );
 
-    daemon
-        .post_form(
-            "en-contact",
-            Some(URLENCODED),
-            "name=Ola+Berg&email=ola.berg%40example.com&message=another",
-            &key,
-        )
-        .await
-        .assert_error(422, "idempotency_key_reused");
+    post_contact(
+        &daemon,
+        "name=Ola+Berg&email=ola.berg%40example.com&message=another",
+        &key,
+    )
+    .await
+    .assert_error(422, "idempotency_key_reused");
     lock.rollback().await.expect("unlock");
     assert_eq!(
         daemon.wait_for_inquiries(2, Duration::from_secs(30)).await,
@@ -304,14 +288,12 @@ async fn an_expired_key_is_free_again_and_expired_keys_are_purged() {
     })
     .await;
     let key = [("Idempotency-Key", "expiring-0001")];
-    let first = daemon
-        .post_form(
-            "en-contact",
-            Some(URLENCODED),
-            "name=Aki+Sato&email=aki.sato%40example.com&message=first",
-            &key,
-        )
-        .await;
+    let first = post_contact(
+        &daemon,
+        "name=Aki+Sato&email=aki.sato%40example.com&message=first",
+        &key,
+    )
+    .await;
     let first_id = inquiry_id(&first);
     let pool = daemon.db().await;
     let ttl: f64 = sqlx::query_scalar(
@@ -330,14 +312,12 @@ async fn an_expired_key_is_free_again_and_expired_keys_are_purged() {
         .execute(&pool)
         .await
         .expect("expire");
-    let second = daemon
-        .post_form(
-            "en-contact",
-            Some(URLENCODED),
-            "name=Aki+Sato&email=aki.sato%40example.com&message=second",
-            &key,
-        )
-        .await;
+    let second = post_contact(
+        &daemon,
+        "name=Aki+Sato&email=aki.sato%40example.com&message=second",
+        &key,
+    )
+    .await;
     assert_ne!(first_id, inquiry_id(&second));
 
     sqlx::query(expire)
