@@ -126,18 +126,20 @@ pub(crate) fn page_limit(value: &str) -> Result<i64, Problem> {
         .ok_or_else(|| bad_query(format!("limit: `{value}` must be 1 to 500")))
 }
 
-/// A database failure as an HTTP answer.
+/// A database failure as an HTTP answer: a plain sentence for the client, the error text
+/// (which can name hosts, users and statements) only in the log.
 pub(crate) fn store_problem(error: StoreError) -> Problem {
     if error.is_transient() {
+        tracing::warn!(%error, "Reading from the database failed; answered 503.");
         let mut p = Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "database_unavailable",
-            format!("{error}; retry later"),
+            "the database did not answer; retry later",
         );
         p.retry_after_secs = Some(5);
         p
     } else {
-        tracing::error!(%error, "Reading leads failed.");
+        tracing::error!(%error, "Reading from the database failed.");
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "database_error",

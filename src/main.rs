@@ -44,7 +44,13 @@ enum Command {
     /// Apply database migrations (creating the database if needed) and exit.
     Migrate,
     /// Check the configuration, print every problem with its key, and exit non-zero if any.
-    CheckConfig,
+    /// Settings that work but are unsafe (the example admin token) are printed as
+    /// warnings.
+    CheckConfig {
+        /// Treat warnings as problems (for deployment pipelines).
+        #[arg(long)]
+        strict: bool,
+    },
     /// Inspect or replay the dead-letter queue (messages that could not be stored).
     #[command(subcommand)]
     DeadLetters(DeadLetters),
@@ -110,7 +116,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Command::CheckConfig = cli.command {
+    let warnings = settings.warnings();
+    if let Command::CheckConfig { strict } = cli.command {
+        for warning in &warnings {
+            eprintln!("WARNING: {warning}");
+        }
+        if strict && !warnings.is_empty() {
+            eprintln!(
+                "Refused (--strict): {} warning{} above.",
+                warnings.len(),
+                if warnings.len() == 1 { "" } else { "s" }
+            );
+            return ExitCode::from(2);
+        }
         println!(
             "Configuration OK: listening on {}, {} form{}, AMQP prefix `{}`.",
             settings.http.listen,
@@ -136,10 +154,15 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve => serve(settings).await,
+            Command::Serve => {
+                for warning in &warnings {
+                    tracing::error!(key = %warning.key, "{}", warning.problem);
+                }
+                serve(settings).await
+            }
             Command::Migrate => migrate(settings).await,
             Command::DeadLetters(action) => dead_letters(settings, action).await,
-            Command::CheckConfig => Ok(()),
+            Command::CheckConfig { .. } => Ok(()),
             Command::Import {
                 kind,
                 file,

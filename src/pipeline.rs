@@ -1,14 +1,18 @@
-//! The intake sink: what every connector hands its inquiries to.
+//! The intake sink: what every connector hands its inquiries to, and the upkeep of the
+//! idempotency keys intake claims.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use ingest::{Accepted, FieldProblem, Inquiry, IntakeSink, Refusal};
+use ingest::{Accepted, FieldProblem, Inquiry, IntakeSink, PreparedInquiry, Refusal};
 use normalizer::KeyRules;
 use router::{Envelope, Publisher, Router};
+use store::KeyStore;
+use tokio_util::sync::CancellationToken;
 
-/// Normalise, route, publish, and answer only once the broker confirmed.
+/// Normalise, refuse what has no contact, route, publish, and answer only once the
+/// broker confirmed.
 pub struct Pipeline {
     router: Router,
     publisher: Arc<Publisher>,
@@ -31,9 +35,16 @@ impl Pipeline {
     }
 }
 
+/// A normalised, routed lead waiting to be published.
+struct RoutedLead {
+    envelope: Envelope,
+    publisher: Arc<Publisher>,
+    started: Instant,
+}
+
 #[async_trait]
 impl IntakeSink for Pipeline {
-    async fn submit(&self, inquiry: Inquiry) -> Result<Accepted, Refusal> {
+    async fn prepare(&self, inquiry: Inquiry) -> Result<Box<dyn PreparedInquiry>, Refusal> {
         let started = Instant::now();
         let lead = normalizer::normalize_with(inquiry, &self.key_rules);
         // Spam is kept whatever it holds; anything else needs a way to reach the person.
@@ -55,19 +66,125 @@ impl IntakeSink for Pipeline {
                 fields,
             });
         }
-        let inquiry_id = lead.inquiry.id;
-        let channel = lead.inquiry.channel.as_str();
         let route = self.router.route(&lead);
-        let envelope = Envelope::new(lead, route);
+        Ok(Box::new(RoutedLead {
+            envelope: Envelope::new(lead, route),
+            publisher: self.publisher.clone(),
+            started,
+        }))
+    }
+}
+
+#[async_trait]
+impl PreparedInquiry for RoutedLead {
+    async fn submit(self: Box<Self>) -> Result<Accepted, Refusal> {
+        let inquiry = &self.envelope.lead.inquiry;
+        let (inquiry_id, channel) = (inquiry.id, inquiry.channel.as_str());
         self.publisher
-            .publish(&envelope)
+            .publish(&self.envelope)
             .await
-            .map_err(|error| Refusal::Unavailable {
-                reason: error.to_string(),
-                retry_after_secs: 5,
+            .map_err(|error| {
+                tracing::warn!(%error, %inquiry_id, "Publishing failed; the sender is told to retry later.");
+                Refusal::Unavailable {
+                    reason: error.to_string(),
+                    retry_after_secs: 5,
+                }
             })?;
         metrics::histogram!("leadpipe_intake_seconds", "channel" => channel)
-            .record(started.elapsed().as_secs_f64());
+            .record(self.started.elapsed().as_secs_f64());
         Ok(Accepted { inquiry_id })
+    }
+}
+
+/// Expired keys deleted per statement.
+const PURGE_BATCH: u32 = 1_000;
+
+/// Deletes expired idempotency keys every `every` until `stop`; a failed round is logged
+/// and the next one tries again (an expired key is free whether purged or not).
+pub async fn purge_expired_keys(keys: KeyStore, every: Duration, stop: CancellationToken) {
+    // The first round waits too: at start the schema may still be migrating.
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        match keys.purge_expired(PURGE_BATCH).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::debug!(deleted, "Expired idempotency keys purged."),
+            Err(error) => {
+                tracing::warn!(%error, "Purging expired idempotency keys failed; trying again later.")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use bytes::Bytes;
+    use ingest::forms::{body, fields};
+    use ingest::{Channel, Inquiry, InquiryId, RawPayload};
+    use router::{Envelope, Route};
+
+    /// A JSON form body whose custom field `deep` nests `depth` levels in all, sent twice
+    /// so that the field becomes an array (one more level) as a repeated name does.
+    fn deep_body(depth: usize) -> Vec<u8> {
+        let inner = depth - 1;
+        let deep = format!("{}1{}", "[".repeat(inner), "]".repeat(inner));
+        format!(r#"{{"email":"deep@example.com","deep":{deep},"deep":{deep}}}"#).into_bytes()
+    }
+
+    fn inquiry_from(raw: Vec<u8>) -> Option<Inquiry> {
+        let parsed = body::parse_body(Some("application/json"), &raw).ok()?;
+        let mapped = fields::map_fields(parsed.fields, None);
+        Some(Inquiry {
+            id: InquiryId::new_unique(),
+            channel: Channel::Form,
+            source: "deep".into(),
+            external_id: None,
+            received_at: chrono::Utc::now(),
+            default_region: Some("US".into()),
+            contact: mapped.contact,
+            message: mapped.message,
+            utm: BTreeMap::new(),
+            fields: mapped.fields,
+            attachments: parsed.attachments,
+            spam: None,
+            dedup: None,
+            raw: RawPayload {
+                content_type: Some("application/json".into()),
+                body: Bytes::from(raw),
+            },
+        })
+    }
+
+    #[test]
+    fn the_deepest_body_intake_accepts_is_readable_by_the_consumer() {
+        // Probe for the deepest body intake takes, whatever the limit is.
+        let deepest = (2..=600)
+            .take_while(|&depth| inquiry_from(deep_body(depth)).is_some())
+            .last()
+            .expect("a shallow body is accepted");
+        let inquiry = inquiry_from(deep_body(deepest)).expect("accepted");
+        let envelope = Envelope::new(
+            normalizer::normalize(inquiry),
+            Route {
+                pipeline: "default".into(),
+                stage: None,
+            },
+        );
+        let decoded = Envelope::from_bytes(&envelope.to_bytes());
+        assert!(
+            decoded.is_ok(),
+            "a body nested {deepest} levels is accepted but the consumer cannot read it: {:?}",
+            decoded.err()
+        );
+        assert_eq!(
+            decoded.ok().map(|e| e.lead.inquiry),
+            Some(envelope.lead.inquiry)
+        );
     }
 }

@@ -11,7 +11,10 @@ use ingest::forms::{FormConfig, IntakeSettings};
 use router::{AmqpConfig, RoutingConfig};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use store::DatabaseConfig;
+use store::{DatabaseConfig, KeyStoreOptions};
+
+/// The admin token of deploy/leadpipe.example.toml, known to everyone who read it.
+const EXAMPLE_ADMIN_TOKEN: &str = "change-me-please";
 
 /// Everything leadpipe can be told.
 #[derive(Debug, Deserialize)]
@@ -279,17 +282,50 @@ impl Settings {
                 "api.admin_token".into(),
                 "must be at least 8 characters".into(),
             ),
-            (None, Some(path)) if !path.is_file() => push(
-                "api.admin_token_file".into(),
-                format!("{} is not a readable file", path.display()),
-            ),
+            (None, Some(path)) => match std::fs::read_to_string(path) {
+                Err(_) => push(
+                    "api.admin_token_file".into(),
+                    format!("{} is not a readable file", path.display()),
+                ),
+                Ok(text) if text.trim().len() < 8 => push(
+                    "api.admin_token_file".into(),
+                    format!(
+                        "{} must hold a token of at least 8 characters",
+                        path.display()
+                    ),
+                ),
+                Ok(_) => {}
+            },
             _ => {}
         }
-        if self.intake.max_body_bytes == 0 {
-            push(
-                "intake.max_body_bytes".into(),
-                "must be greater than 0".into(),
-            );
+        for (key, value) in [
+            ("max_body_bytes", self.intake.max_body_bytes as u64),
+            ("key_lookup_timeout_ms", self.intake.key_lookup_timeout_ms),
+            ("key_ttl_secs", self.intake.key_ttl_secs),
+            (
+                "key_store_max_connections",
+                u64::from(self.intake.key_store_max_connections),
+            ),
+            (
+                "key_purge_interval_secs",
+                self.intake.key_purge_interval_secs,
+            ),
+        ] {
+            if value == 0 {
+                push(format!("intake.{key}"), "must be greater than 0".into());
+            }
+        }
+        for (key, value, most) in [
+            ("key_ttl_secs", self.intake.key_ttl_secs, 366 * 86_400),
+            (
+                "key_purge_interval_secs",
+                self.intake.key_purge_interval_secs,
+                86_400,
+            ),
+        ] {
+            if value > most {
+                push(format!("intake.{key}"), format!("must be at most {most}"));
+            }
         }
         for (key, problem) in self.matching.problems() {
             push(format!("matching.{key}"), problem);
@@ -319,6 +355,36 @@ impl Settings {
                 .collect();
             anyhow::anyhow!("{}", problems.join("; "))
         })
+    }
+
+    /// Settings that work but should not be used in production: `check-config` prints
+    /// them loudly (and `--strict` refuses them), `serve` logs them as errors.
+    pub fn warnings(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        let token = self.admin_token().ok().flatten();
+        if token.is_some_and(|t| t.expose_secret().trim() == EXAMPLE_ADMIN_TOKEN) {
+            let key = if self.api.admin_token_file.is_some() {
+                "api.admin_token_file"
+            } else {
+                "api.admin_token"
+            };
+            out.push(ConfigProblem {
+                key: key.into(),
+                problem: format!(
+                    "the example admin token `{EXAMPLE_ADMIN_TOKEN}` is in use: anyone who has read the docs can use the ops API; set your own (e.g. `openssl rand -hex 32`)"
+                ),
+            });
+        }
+        out
+    }
+
+    /// How intake's idempotency-key store is sized, from `[intake]`.
+    pub fn key_store_options(&self) -> KeyStoreOptions {
+        KeyStoreOptions {
+            max_connections: self.intake.key_store_max_connections,
+            acquire_timeout: std::time::Duration::from_millis(self.intake.key_lookup_timeout_ms),
+            ttl: std::time::Duration::from_secs(self.intake.key_ttl_secs),
+        }
     }
 
     /// The admin token, from the setting or its file.

@@ -16,7 +16,7 @@ use anyhow::Context;
 use axum::http::StatusCode;
 use ingest::forms::FormsIntake;
 use router::{ConsumerSet, Publisher, Router as LeadRouter};
-use store::Store;
+use store::{KeyStore, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -34,6 +34,7 @@ pub struct Application {
     app: axum::Router,
     settings: Settings,
     store: Store,
+    keys: KeyStore,
     publisher: Arc<Publisher>,
     serve_options: ServeOptions,
     schema_ready: Arc<AtomicBool>,
@@ -46,6 +47,7 @@ impl Application {
         metrics: metrics_exporter_prometheus::PrometheusHandle,
     ) -> anyhow::Result<Self> {
         let store = Store::connect_lazy(&settings.database)?;
+        let keys = KeyStore::connect_lazy(&settings.database.url, settings.key_store_options())?;
         let publisher = Publisher::new(settings.amqp.clone());
         let pipeline = Arc::new(
             Pipeline::new(LeadRouter::new(settings.routing.clone()), publisher.clone())
@@ -56,7 +58,7 @@ impl Application {
                 settings.intake.clone(),
                 settings.forms.clone(),
                 pipeline,
-                Arc::new(store.clone()),
+                Arc::new(keys.clone()),
             )
             .context("Failed to set up the forms")?,
         );
@@ -93,6 +95,7 @@ impl Application {
             app,
             settings,
             store,
+            keys,
             publisher,
             serve_options,
             schema_ready,
@@ -111,6 +114,7 @@ impl Application {
             app,
             settings,
             store,
+            keys,
             publisher,
             serve_options,
             schema_ready,
@@ -126,6 +130,12 @@ impl Application {
 
         let consumers = TaskTracker::new();
         let consumers_stop = CancellationToken::new();
+        // Key upkeep is database work in the background: it stops with the consumers.
+        consumers.spawn(crate::pipeline::purge_expired_keys(
+            keys.clone(),
+            Duration::from_secs(settings.intake.key_purge_interval_secs),
+            consumers_stop.clone(),
+        ));
         {
             let store = store.clone();
             let settings_db = settings.database.clone();
@@ -183,6 +193,7 @@ impl Application {
         {
             tracing::warn!("The database pool did not close in time.");
         }
+        keys.close().await;
         tracing::info!("Stopped.");
         Ok(())
     }

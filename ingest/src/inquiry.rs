@@ -63,6 +63,23 @@ impl InquiryId {
         Self(Uuid::new_v5(&INQUIRY_NAMESPACE, name.as_bytes()))
     }
 
+    /// A deterministic id for a submission sent under a client's key (an
+    /// `Idempotency-Key`): the same key with the same content is the same inquiry, and the
+    /// same key with other content another one, so no body is ever filed as another's
+    /// replay, even when nobody could check the key.
+    pub fn from_keyed_content(
+        channel: Channel,
+        source: &str,
+        key: &str,
+        content: &ContentHash,
+    ) -> Self {
+        let name = format!(
+            "{channel}\u{1f}{source}\u{1f}{key}\u{1f}{}",
+            content.to_hex()
+        );
+        Self(Uuid::new_v5(&INQUIRY_NAMESPACE, name.as_bytes()))
+    }
+
     /// A fresh, time-ordered id for an inquiry that carries no external id of its own.
     pub fn new_unique() -> Self {
         Self(Uuid::now_v7())
@@ -82,6 +99,28 @@ impl InquiryId {
 impl fmt::Display for InquiryId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
+    }
+}
+
+/// SHA-256 of a submission's content in one canonical form, so that the same submission
+/// sent again (another multipart boundary, other JSON whitespace) hashes the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ContentHash([u8; 32]);
+
+impl ContentHash {
+    /// Wraps a digest computed elsewhere.
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The digest.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The digest in lower-case hex.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
     }
 }
 
@@ -128,13 +167,16 @@ pub struct Attachment {
     pub content_type: Option<String>,
     /// Size in bytes.
     pub size: u64,
+    /// Hex SHA-256 of the bytes (absent in inquiries published by older versions).
+    #[serde(default)]
+    pub sha256: Option<String>,
 }
 
 /// Content-based de-duplication: the same key from the same source inside the window is
 /// the same inquiry (a double click, a resubmitted page).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContentDedup {
-    /// Hex SHA-256 over the source and the exact request content.
+    /// Hex SHA-256 over the form and the submission's [`ContentHash`].
     pub key: String,
     /// How long an identical submission counts as a repeat, in seconds.
     pub window_secs: u32,
@@ -197,5 +239,29 @@ mod base64_bytes {
             .decode(text.as_bytes())
             .map(Bytes::from)
             .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_keyed_id_depends_on_the_channel_source_key_and_content() {
+        let one = ContentHash::from_bytes([1; 32]);
+        let two = ContentHash::from_bytes([2; 32]);
+        let id = |channel, source, key, content| {
+            InquiryId::from_keyed_content(channel, source, key, content)
+        };
+        let base = id(Channel::Form, "f", "k", &one);
+        assert_eq!(base, id(Channel::Form, "f", "k", &one));
+        for other in [
+            id(Channel::Form, "f", "k", &two),
+            id(Channel::Form, "f", "k2", &one),
+            id(Channel::Form, "g", "k", &one),
+            id(Channel::Chat, "f", "k", &one),
+        ] {
+            assert_ne!(base, other);
+        }
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! # Layout
 //! - [`inquiry`]: the one shape every connector produces, and its deterministic id.
-//! - [`sink`]: the small traits a connector hands its work to ([`IntakeSink`]) and asks
-//!   about idempotency keys ([`IdempotencyKeys`]); the binary and `store` implement them.
+//! - [`sink`]: the small traits a connector hands its work to ([`IntakeSink`], in two
+//!   steps: prepare, then submit) and asks about idempotency keys ([`IdempotencyKeys`]);
+//!   the binary and `store` implement them.
 //! - [`forms`]: the web-form connector, `POST /v1/intake/forms/{form}`.
 //! - [`problem`]: the JSON error body every HTTP endpoint answers with.
 //! - [`rate_limit`]: per-source, per-form rate limits on posts (429 with `Retry-After`),
@@ -16,10 +17,10 @@ pub mod rate_limit;
 pub mod sink;
 
 pub use inquiry::{
-    Attachment, Channel, ContactHints, ContentDedup, Inquiry, InquiryId, MessengerHandle,
-    RawPayload,
+    Attachment, Channel, ContactHints, ContentDedup, ContentHash, Inquiry, InquiryId,
+    MessengerHandle, RawPayload,
 };
 pub use sink::{
     Accepted, ClaimOutcome, FieldProblem, IdempotencyKeys, IntakeSink, KeyClaim, KeyStoreError,
-    Refusal,
+    PreparedInquiry, Refusal,
 };

@@ -8,7 +8,8 @@
 //!   (several, in order, when its locks would not fit), inquiry id unique so redeliveries
 //!   change nothing; batches the database refuses are held and reported.
 //! - [`inquiries`]: which inquiries are filed, for the leads import.
-//! - [`keys`]: idempotency keys for intake ([`ingest::IdempotencyKeys`]).
+//! - [`keys`]: idempotency keys for intake ([`ingest::IdempotencyKeys`]) on a pool of
+//!   their own, with expiry and a batched purge.
 //! - [`leads`]: reading leads for the ops API.
 //!
 //! SQL lives only in this crate.
@@ -33,6 +34,7 @@ pub use clients::{
 };
 pub use config::DatabaseConfig;
 pub use error::StoreError;
+pub use keys::{KeyStore, KeyStoreOptions};
 pub use leads::{
     Activity, ClientRef, LeadDetail, LeadEvent, LeadPage, LeadQuery, LeadView, StageChange,
     StageRef,

@@ -5,9 +5,7 @@ mod support;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use ingest::{
-    Channel, ClaimOutcome, ContentDedup, IdempotencyKeys, Inquiry, InquiryId, KeyClaim, RawPayload,
-};
+use ingest::{Channel, ContentDedup, Inquiry, InquiryId, RawPayload};
 use router::{BatchSink, SinkError, StoreOutcome};
 use sqlx::PgPool;
 use store::Store;
@@ -159,33 +157,4 @@ async fn an_unknown_pipeline_is_a_permanent_error_naming_the_envelope(pool: PgPo
     }
     // All or nothing: the good one was rolled back with the batch.
     assert_eq!(count(&pool, "SELECT count(*) FROM leads").await, 0);
-}
-
-#[sqlx::test(migrator = "store::MIGRATOR")]
-async fn an_idempotency_key_is_fresh_once_then_a_replay_or_a_conflict(pool: PgPool) {
-    let store = Store::from_pool(pool);
-    let id = InquiryId::from_external(Channel::Form, "it-contatti", "k-1");
-    let claim = |hash: &'static [u8; 32]| KeyClaim {
-        scope: "it-contatti",
-        key: "k-1",
-        body_hash: hash,
-        inquiry_id: id,
-    };
-    assert_eq!(
-        store.claim(claim(&[1; 32])).await.unwrap(),
-        ClaimOutcome::Fresh
-    );
-    assert_eq!(
-        store.claim(claim(&[1; 32])).await.unwrap(),
-        ClaimOutcome::Replay
-    );
-    assert_eq!(
-        store.claim(claim(&[2; 32])).await.unwrap(),
-        ClaimOutcome::Conflict
-    );
-    let other_scope = KeyClaim {
-        scope: "pl-kontakt",
-        ..claim(&[2; 32])
-    };
-    assert_eq!(store.claim(other_scope).await.unwrap(), ClaimOutcome::Fresh);
 }

@@ -113,3 +113,87 @@ fn a_missing_file_is_named() {
     assert!(!ok);
     assert!(text.contains("/nonexistent/leadpipe.toml"), "{text}");
 }
+
+#[test]
+fn blank_secrets_are_errors_with_their_keys_and_serve_refuses_to_start() {
+    let blank_file = temp_file("blank.secret", b"  \n");
+    let empty_token_file = temp_file("empty.token", b"\n");
+    let config = format!(
+        "{}\n[[forms]]\nname = \"blank-inline\"\nsource = \"s\"\ndefault_region = \"IT\"\nsecret = \"   \"\n\n\
+         [[forms]]\nname = \"blank-file\"\nsource = \"s\"\ndefault_region = \"IT\"\nsecret_file = \"{}\"\n",
+        CONTRACT.replace(
+            "admin_token = \"change-me-please\"",
+            &format!("admin_token_file = \"{}\"", empty_token_file.display())
+        ),
+        blank_file.display()
+    );
+    let path = temp_file("blank-secrets.toml", config.as_bytes());
+    let (ok, text) = check_config(&path, &[]);
+    assert!(!ok, "blank secrets must fail: {text}");
+    for key in [
+        "forms[1].secret",
+        "forms[2].secret_file",
+        "api.admin_token_file",
+    ] {
+        assert!(text.contains(key), "no problem reported for {key}:\n{text}");
+    }
+
+    let serve_config = config.replace("127.0.0.1:8080", "127.0.0.1:0");
+    let serve_path = temp_file("blank-secrets-serve.toml", serve_config.as_bytes());
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_leadpipe"))
+        .args(["serve", "--config"])
+        .arg(&serve_path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run leadpipe serve");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while serve.try_wait().expect("wait").is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    if serve.try_wait().expect("wait").is_none() {
+        let _ = serve.kill();
+    }
+    let serve = serve.wait_with_output().expect("the output");
+    let said = String::from_utf8_lossy(&serve.stderr);
+    assert!(
+        !serve.status.success() && said.contains("forms[2].secret_file"),
+        "serve must refuse to start: {said}"
+    );
+    let _ = std::fs::remove_file(serve_path);
+    for file in [blank_file, empty_token_file, path] {
+        let _ = std::fs::remove_file(file);
+    }
+}
+
+#[test]
+fn the_example_admin_token_is_a_loud_warning_and_strict_checking_refuses_it() {
+    let path = temp_file("example-token.toml", CONTRACT.as_bytes());
+    let (ok, text) = check_config(&path, &[]);
+    assert!(ok, "a warning, not an error: {text}");
+    assert!(
+        text.contains("WARNING") && text.contains("api.admin_token"),
+        "a loud warning naming the key: {text}"
+    );
+    let strict = Command::new(env!("CARGO_BIN_EXE_leadpipe"))
+        .args(["check-config", "--strict", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run leadpipe check-config --strict");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&strict.stdout),
+        String::from_utf8_lossy(&strict.stderr)
+    );
+    assert!(
+        !strict.status.success() && said.contains("api.admin_token"),
+        "--strict refuses the example token: {said}"
+    );
+    // Any other token passes strict checking.
+    let (ok, text) = check_config(
+        &path,
+        &[("LEADPIPE__API__ADMIN_TOKEN", "a-real-secret-token")],
+    );
+    assert!(ok && !text.contains("WARNING"), "{text}");
+    let _ = std::fs::remove_file(path);
+}

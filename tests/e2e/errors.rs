@@ -169,6 +169,156 @@ async fn cors_allows_listed_origins_and_refuses_others() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_logs_an_error_while_the_example_admin_token_is_in_use() {
+    let mut daemon = TestDaemon::start().await;
+    daemon.kill();
+    daemon.env.push((
+        "LEADPIPE__API__ADMIN_TOKEN".into(),
+        "change-me-please".into(),
+    ));
+    daemon.launch(true).await;
+    let log = daemon.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ERROR") && l.contains("example admin token")),
+        "an ERROR about the example token:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_timestamps_bound_replays_to_the_tolerance_window() {
+    let secret = "s3cret-with-time";
+    let daemon = TestDaemon::start_with(Options {
+        extra_config: format!(
+            "[[forms]]\nname = \"timed\"\nsource = \"partner-timed\"\ndefault_region = \"IT\"\nsecret = \"{secret}\"\n\
+             signature_timestamp = \"required\"\nsignature_tolerance_secs = 300\n\n\
+             [[forms]]\nname = \"optional\"\nsource = \"partner-optional\"\ndefault_region = \"IT\"\nsecret = \"{secret}\"\n"
+        ),
+        ..Options::default()
+    })
+    .await;
+    let now = chrono::Utc::now().timestamp();
+    let body = "email=tempo%40example.it&nome=Tempo";
+    let sign_at =
+        |ts: i64| ingest::forms::signature::sign_at(secret.as_bytes(), ts, body.as_bytes());
+    let post = |form: &'static str, ts: Option<String>, sig: String, key: &'static str| {
+        let daemon = &daemon;
+        async move {
+            let mut headers = vec![("x-leadpipe-signature", sig.clone())];
+            if let Some(ts) = ts {
+                headers.push(("x-leadpipe-timestamp", ts));
+            }
+            headers.push(("idempotency-key", key.to_owned()));
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            daemon
+                .post_form(form, Some(URLENCODED), body, &headers)
+                .await
+        }
+    };
+    let body_only = ingest::forms::signature::sign(secret.as_bytes(), body.as_bytes());
+
+    // Required: a body-only signature is not enough.
+    post("timed", None, body_only.clone(), "k1")
+        .await
+        .assert_error(401, "bad_signature");
+    // Outside the window on either side, even with a valid signature.
+    for ts in [now - 400, now + 400] {
+        let r = post("timed", Some(ts.to_string()), sign_at(ts), "k2").await;
+        r.assert_error(401, "timestamp_outside_window");
+        assert!(
+            r.json()["message"].as_str().unwrap().contains("300"),
+            "{}",
+            r.text()
+        );
+    }
+    // A timestamp that was not signed (a captured body-only signature with a new time).
+    post("timed", Some(now.to_string()), body_only.clone(), "k3")
+        .await
+        .assert_error(401, "bad_signature");
+    post("timed", Some("yesterday".into()), sign_at(now), "k4")
+        .await
+        .assert_error(401, "bad_signature");
+    let first = post("timed", Some(now.to_string()), sign_at(now), "k5").await;
+    assert_eq!(first.status, 202, "{}", first.text());
+    // Replayed inside the window under a fresh key: the same content, a duplicate.
+    let replay = post("timed", Some(now.to_string()), sign_at(now), "k6").await;
+    assert_eq!(replay.status, 202, "{}", replay.text());
+
+    // Optional: body-only signatures keep working, timestamped ones are checked.
+    let plain = post("optional", None, body_only, "k7").await;
+    assert_eq!(plain.status, 202, "{}", plain.text());
+    post(
+        "optional",
+        Some((now - 400).to_string()),
+        sign_at(now - 400),
+        "k8",
+    )
+    .await
+    .assert_error(401, "timestamp_outside_window");
+
+    daemon.wait_for_inquiries(3, Duration::from_secs(30)).await;
+    let pool = daemon.db().await;
+    let timed: Vec<String> = sqlx::query_scalar(
+        "SELECT disposition FROM inquiries WHERE source = 'partner-timed' ORDER BY received_at",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("dispositions");
+    assert_eq!(timed, ["lead", "duplicate"], "{}", daemon.log());
+    pool.close().await;
+}
+
+/// A JSON body whose custom field `deep` nests `depth` levels in all, sent twice (a
+/// repeated name becomes an array: one level more on the way to the consumer).
+fn nested_json_body(email: &str, depth: usize) -> String {
+    let inner = depth - 1;
+    let deep = format!("{}1{}", "[".repeat(inner), "]".repeat(inner));
+    format!(r#"{{"email":"{email}","deep":{deep},"deep":{deep}}}"#)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_nested_past_the_limit_is_refused_and_the_deepest_accepted_body_is_filed() {
+    let daemon = TestDaemon::start().await;
+    let limit = ingest::forms::body::MAX_JSON_DEPTH;
+    let too_deep = daemon
+        .post_form(
+            "en-contact",
+            Some("application/json"),
+            nested_json_body("too.deep@example.com", limit + 1),
+            &[],
+        )
+        .await;
+    too_deep.assert_error(400, "too_deep");
+    assert!(
+        too_deep.json()["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&limit.to_string())),
+        "the message names the limit: {}",
+        too_deep.text()
+    );
+
+    let deepest = daemon
+        .post_form(
+            "en-contact",
+            Some("application/json"),
+            nested_json_body("deepest@example.com", limit),
+            &[],
+        )
+        .await;
+    assert_eq!(deepest.status, 202, "{}", deepest.text());
+    let leads = daemon
+        .wait_for_leads("email=deepest%40example.com", 1, Duration::from_secs(30))
+        .await;
+    assert_eq!(leads.len(), 1, "the consumer filed it\n{}", daemon.log());
+    let metrics = daemon.get("/metrics").await.text();
+    assert!(
+        !metrics.contains("leadpipe_dead_lettered_total{"),
+        "nothing was dead-lettered:\n{metrics}"
+    );
+}
+
 /// A small deterministic generator, so a failure reproduces.
 struct Rng(u64);
 
@@ -300,8 +450,8 @@ async fn random_bytes_and_random_fields_never_cause_a_server_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreachable_broker_gives_503_with_retry_after_and_readyz_says_so() {
-    let daemon = TestDaemon::start_with(Options {
+async fn an_unreachable_broker_or_database_gives_a_plain_503_and_readyz_says_so() {
+    let mut daemon = TestDaemon::start_with(Options {
         amqp_url: Some("amqp://guest:guest@127.0.0.1:1/%2f".into()),
         no_wait_ready: true,
         ..Options::default()
@@ -317,7 +467,47 @@ async fn an_unreachable_broker_gives_503_with_retry_after_and_readyz_says_so() {
         .await;
     r.assert_error(503, "unavailable");
     assert!(r.headers.contains_key("retry-after"));
+    // Library error text stays in the log; the client gets a sentence.
+    assert_eq!(
+        r.json()["message"],
+        "the message broker did not confirm the inquiry; nothing was stored, retry later"
+    );
     let ready = daemon.get("/readyz").await;
     assert_eq!(ready.status, 503);
     assert_eq!(ready.json()["broker"], "down");
+
+    // The database goes away too: nothing answers on port 1.
+    daemon.kill();
+    daemon.env.push((
+        "LEADPIPE__DATABASE__URL".into(),
+        "postgres://postgres@127.0.0.1:1/leadpipe".into(),
+    ));
+    daemon.launch(false).await;
+    let leads = daemon.get("/v1/leads").await;
+    leads.assert_error(503, "database_unavailable");
+    assert_eq!(
+        leads.json()["message"],
+        "the database did not answer; retry later"
+    );
+    assert!(leads.headers.contains_key("retry-after"));
+    let ready = daemon.get("/readyz").await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(
+        ready.json(),
+        serde_json::json!({"status": "not_ready", "broker": "down", "database": "down"})
+    );
+    let r = daemon
+        .post_form(
+            "en-contact",
+            Some(URLENCODED),
+            "name=Lou&email=lou%40example.com",
+            &[],
+        )
+        .await;
+    r.assert_error(503, "unavailable");
+    let log = daemon.log();
+    assert!(
+        log.contains("Publishing failed") && log.contains("Reading from the database failed"),
+        "the details are logged:\n{log}"
+    );
 }

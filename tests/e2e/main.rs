@@ -11,6 +11,7 @@ mod delivery;
 mod errors;
 mod forms_corpus;
 mod held_batches;
+mod idempotency;
 mod import;
 mod keys;
 mod matching_seams;

@@ -5,13 +5,15 @@
 //! (RFC 7578 over RFC 2046). The declared type decides; bodies are never sniffed.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::fmt;
 
 use serde::Deserializer as _;
-use serde::de::{MapAccess, Visitor};
+use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
-use crate::inquiry::Attachment;
+use crate::inquiry::{Attachment, ContentHash};
 
 /// The encodings a client can choose from, quoted in every 415 answer.
 const SUPPORTED: &str =
@@ -19,6 +21,12 @@ const SUPPORTED: &str =
 
 /// Longest piece of client-supplied text echoed back in an error message.
 const ECHO_LIMIT: usize = 80;
+
+/// Deepest nesting of objects and arrays a JSON body may have, its top-level object
+/// included. The message that carries an inquiry to the consumer wraps the fields in
+/// more levels (and a repeated field name in an array), and every JSON reader on the way
+/// stops somewhere (serde_json at 128): whatever intake accepts must stay readable.
+pub const MAX_JSON_DEPTH: usize = 32;
 
 /// Why a body could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +42,14 @@ pub enum BodyError {
     /// The body does not match its declared type (answered with 400).
     #[error("malformed body: {0}")]
     Malformed(String),
+    /// A JSON body nests objects and arrays deeper than [`MAX_JSON_DEPTH`] (answered with 400).
+    #[error(
+        "the JSON body nests objects and arrays deeper than {limit} levels (the top-level object included): send custom fields flatter"
+    )]
+    TooDeep {
+        /// The limit that was passed.
+        limit: usize,
+    },
 }
 
 /// A parsed form: fields in the order they arrived (repeated names kept as separate entries), and file parts described.
@@ -43,6 +59,88 @@ pub struct ParsedBody {
     pub fields: Vec<(String, Value)>,
     /// Every uploaded file, described but not kept.
     pub attachments: Vec<Attachment>,
+}
+
+impl ParsedBody {
+    /// One hash of what was submitted, independent of how it was encoded: fields sorted by
+    /// name (repeated names keep their order), objects by key, each value with its JSON
+    /// type, and each file by its description and the digest of its bytes. A double click
+    /// of a multipart form (new boundary) or a JSON retry with other whitespace hashes the
+    /// same; any other value does not.
+    pub fn content_hash(&self) -> ContentHash {
+        let mut hasher = Sha256::new();
+        hasher.update(b"leadpipe form content v1");
+        let mut fields: Vec<&(String, Value)> = self.fields.iter().collect();
+        // A stable sort: repeated names stay in the order they came in.
+        fields.sort_by(|a, b| a.0.cmp(&b.0));
+        put_len(&mut hasher, fields.len());
+        for (name, value) in fields {
+            put_str(&mut hasher, name);
+            put_value(&mut hasher, value);
+        }
+        let mut files: Vec<&Attachment> = self.attachments.iter().collect();
+        files.sort_by(|a, b| a.field.cmp(&b.field));
+        put_len(&mut hasher, files.len());
+        for file in files {
+            put_str(&mut hasher, &file.field);
+            for optional in [&file.filename, &file.content_type, &file.sha256] {
+                match optional {
+                    Some(text) => {
+                        hasher.update(b"s");
+                        put_str(&mut hasher, text);
+                    }
+                    None => hasher.update(b"n"),
+                }
+            }
+            hasher.update(file.size.to_le_bytes());
+        }
+        ContentHash::from_bytes(hasher.finalize().into())
+    }
+}
+
+// Every piece is typed and length-prefixed, so no two different submissions can run
+// together into the same bytes.
+fn put_len(hasher: &mut Sha256, len: usize) {
+    hasher.update(u64::try_from(len).unwrap_or(u64::MAX).to_le_bytes());
+}
+
+fn put_str(hasher: &mut Sha256, text: &str) {
+    put_len(hasher, text.len());
+    hasher.update(text.as_bytes());
+}
+
+/// Depth is bounded by [`MAX_JSON_DEPTH`], so the recursion is too.
+fn put_value(hasher: &mut Sha256, value: &Value) {
+    match value {
+        Value::Null => hasher.update(b"n"),
+        Value::Bool(true) => hasher.update(b"t"),
+        Value::Bool(false) => hasher.update(b"f"),
+        Value::Number(number) => {
+            hasher.update(b"d");
+            put_str(hasher, &number.to_string());
+        }
+        Value::String(text) => {
+            hasher.update(b"s");
+            put_str(hasher, text);
+        }
+        Value::Array(items) => {
+            hasher.update(b"a");
+            put_len(hasher, items.len());
+            for item in items {
+                put_value(hasher, item);
+            }
+        }
+        Value::Object(map) => {
+            hasher.update(b"o");
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            put_len(hasher, entries.len());
+            for (key, item) in entries {
+                put_str(hasher, key);
+                put_value(hasher, item);
+            }
+        }
+    }
 }
 
 /// Reads a form body according to its declared `Content-Type`.
@@ -260,11 +358,22 @@ fn parse_urlencoded(body: &[u8]) -> Result<ParsedBody, BodyError> {
 fn parse_json(body: &[u8]) -> Result<ParsedBody, BodyError> {
     // RFC 8259 lets parsers ignore a byte order mark; some clients still send one.
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    let too_deep = Cell::new(false);
     let mut de = serde_json::Deserializer::from_slice(body);
     let fields = de
-        .deserialize_map(TopLevelFields)
+        .deserialize_map(TopLevelFields {
+            too_deep: &too_deep,
+        })
         .and_then(|fields| de.end().map(|()| fields))
-        .map_err(|e| BodyError::Malformed(format!("JSON body: {e}")))?;
+        .map_err(|e| {
+            if too_deep.get() {
+                BodyError::TooDeep {
+                    limit: MAX_JSON_DEPTH,
+                }
+            } else {
+                BodyError::Malformed(format!("JSON body: {e}"))
+            }
+        })?;
     Ok(ParsedBody {
         fields,
         attachments: Vec::new(),
@@ -272,9 +381,12 @@ fn parse_json(body: &[u8]) -> Result<ParsedBody, BodyError> {
 }
 
 /// Collects a top-level object's entries in order; a `Map` would merge repeated keys.
-struct TopLevelFields;
+struct TopLevelFields<'a> {
+    /// Set when a value nests too deep, so the error is told apart from a syntax error.
+    too_deep: &'a Cell<bool>,
+}
 
-impl<'de> Visitor<'de> for TopLevelFields {
+impl<'de> Visitor<'de> for TopLevelFields<'_> {
     type Value = Vec<(String, Value)>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -282,11 +394,103 @@ impl<'de> Visitor<'de> for TopLevelFields {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let value = NestedValue {
+            depth: 1,
+            too_deep: self.too_deep,
+        };
         let mut fields = Vec::new();
-        while let Some(entry) = map.next_entry::<String, Value>()? {
-            fields.push(entry);
+        while let Some(name) = map.next_key::<String>()? {
+            fields.push((name, map.next_value_seed(value)?));
         }
         Ok(fields)
+    }
+}
+
+/// Reads one JSON value inside a container at `depth`, refusing to go past
+/// [`MAX_JSON_DEPTH`] before serde_json's own recursion limit is ever reached.
+#[derive(Clone, Copy)]
+struct NestedValue<'a> {
+    /// Levels of objects and arrays around the value, the top-level object included.
+    depth: usize,
+    too_deep: &'a Cell<bool>,
+}
+
+impl NestedValue<'_> {
+    fn enter<E: serde::de::Error>(self) -> Result<Self, E> {
+        if self.depth >= MAX_JSON_DEPTH {
+            self.too_deep.set(true);
+            return Err(E::custom(format_args!(
+                "nested deeper than {MAX_JSON_DEPTH} levels"
+            )));
+        }
+        Ok(Self {
+            depth: self.depth + 1,
+            ..self
+        })
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for NestedValue<'_> {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NestedValue<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        // JSON text cannot spell NaN or infinity, so this is always a number.
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let inner = self.enter()?;
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(inner)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let inner = self.enter()?;
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            // As serde_json's own `Value`: a repeated key inside a value keeps the last.
+            object.insert(key, map.next_value_seed(inner)?);
+        }
+        Ok(Value::Object(object))
     }
 }
 
@@ -439,6 +643,7 @@ fn read_part(part: &[u8], part_no: usize, parsed: &mut ParsedBody) -> Result<(),
         filename: Some(filename).filter(|f| !f.is_empty()),
         content_type,
         size: u64::try_from(content.len()).unwrap_or(u64::MAX),
+        sha256: Some(hex::encode(Sha256::digest(content))),
     });
     Ok(())
 }
@@ -689,6 +894,9 @@ newsletter\n\
                 filename: Some("planimetria.txt".into()),
                 content_type: Some("text/plain".into()),
                 size: file_len,
+                sha256: Some(hex::encode(Sha256::digest(
+                    "Piano terra: 180 m2, open space\r\nPrimo piano: 140 m2, 3 uffici\r\n"
+                ))),
             }]
         );
     }
@@ -909,6 +1117,163 @@ Ada\n\
                 assert!(message.contains("expected a JSON object"), "{message}");
             }
         }
+    }
+
+    /// `{"deep": [[...1...]]}` with `depth` levels of objects and arrays in all.
+    fn nested_json(depth: usize) -> String {
+        let inner = depth.saturating_sub(1);
+        format!("{{\"deep\":{}1{}}}", "[".repeat(inner), "]".repeat(inner))
+    }
+
+    #[test]
+    fn json_nested_to_the_depth_limit_is_read_and_one_level_deeper_is_too_deep() {
+        let json = Some("application/json");
+        let at_limit = parse_body(json, nested_json(MAX_JSON_DEPTH).as_bytes());
+        assert_eq!(at_limit.map(|p| p.fields.len()), Ok(1));
+        for depth in [MAX_JSON_DEPTH + 1, 127, 128, 129, 5_000] {
+            assert_eq!(
+                parse_body(json, nested_json(depth).as_bytes()),
+                Err(BodyError::TooDeep {
+                    limit: MAX_JSON_DEPTH
+                }),
+                "depth {depth}"
+            );
+        }
+        let objects = format!(
+            "{{{}\"x\":1{}}}",
+            "\"o\":{".repeat(MAX_JSON_DEPTH),
+            "}".repeat(MAX_JSON_DEPTH)
+        );
+        assert_eq!(
+            parse_body(json, objects.as_bytes()),
+            Err(BodyError::TooDeep {
+                limit: MAX_JSON_DEPTH
+            })
+        );
+    }
+
+    #[test]
+    fn nested_json_values_keep_their_types_and_the_last_of_repeated_inner_keys() {
+        let parsed = parse_body(
+            Some("application/json"),
+            br#"{"o":{"a":1,"a":2,"n":-3,"f":1.5,"s":"x","t":true,"z":null,"l":[{"b":[]}]}}"#,
+        )
+        .expect("parses");
+        assert_eq!(
+            parsed.fields,
+            vec![(
+                "o".to_owned(),
+                json!({"a":2,"n":-3,"f":1.5,"s":"x","t":true,"z":null,"l":[{"b":[]}]})
+            )]
+        );
+    }
+
+    fn hash(content_type: &str, body: &[u8]) -> ContentHash {
+        parse_body(Some(content_type), body)
+            .expect("parses")
+            .content_hash()
+    }
+
+    fn one_file_multipart(boundary: &str, file: &str) -> Vec<u8> {
+        crlf(&format!(
+            "--{boundary}\n\
+Content-Disposition: form-data; name=\"email\"\n\
+\n\
+ada@example.com\n\
+--{boundary}\n\
+Content-Disposition: form-data; name=\"cv\"; filename=\"cv.txt\"\n\
+Content-Type: text/plain\n\
+\n\
+{file}\n\
+--{boundary}--\n"
+        ))
+    }
+
+    #[test]
+    fn the_content_hash_ignores_the_multipart_boundary_and_the_json_layout() {
+        assert_eq!(
+            hash(
+                "multipart/form-data; boundary=one",
+                &one_file_multipart("one", "ten years")
+            ),
+            hash(
+                "multipart/form-data; boundary=----two",
+                &one_file_multipart("----two", "ten years")
+            )
+        );
+        assert_eq!(
+            hash(
+                "application/json",
+                br#"{"email":"ada@example.com","x":{"a":1,"b":[1,2]}}"#
+            ),
+            hash(
+                "application/json",
+                b"{ \"x\": {\"b\": [1, 2], \"a\": 1},\n \"email\" : \"ada@example.com\" }"
+            )
+        );
+        assert_eq!(
+            hash(URLENCODED.unwrap(), b"a=1&b=x+y"),
+            hash(URLENCODED.unwrap(), b"b=x%20y&a=1")
+        );
+    }
+
+    #[test]
+    fn the_content_hash_changes_with_any_name_value_type_order_of_repeats_or_file() {
+        let json = "application/json";
+        let distinct = [
+            hash(json, br#"{"a":"1"}"#),
+            hash(json, br#"{"a":1}"#),
+            hash(json, br#"{"b":1}"#),
+            hash(json, br#"{"a":[1]}"#),
+            hash(json, br#"{"a":1,"a":2}"#),
+            hash(json, br#"{"a":2,"a":1}"#),
+            hash(json, br#"{"a":null}"#),
+            hash(json, br#"{"a":""}"#),
+            hash(json, br#"{"a":{}}"#),
+            hash(json, br#"{"a":[]}"#),
+            hash(json, br#"{"ab":"","":""}"#),
+            hash(json, br#"{"a":"b"}"#),
+            hash(
+                "multipart/form-data; boundary=b",
+                &one_file_multipart("b", "ten years"),
+            ),
+            hash(
+                "multipart/form-data; boundary=b",
+                &one_file_multipart("b", "ten yearz"),
+            ),
+            hash(
+                "multipart/form-data; boundary=b",
+                &one_file_multipart("b", "ten years").replace_bytes("cv.txt", "cv.md"),
+            ),
+        ];
+        for (i, a) in distinct.iter().enumerate() {
+            for b in distinct.iter().skip(i + 1) {
+                assert_ne!(a, b, "#{i} collides");
+            }
+        }
+    }
+
+    trait ReplaceBytes {
+        fn replace_bytes(&self, from: &str, to: &str) -> Vec<u8>;
+    }
+
+    impl ReplaceBytes for Vec<u8> {
+        fn replace_bytes(&self, from: &str, to: &str) -> Vec<u8> {
+            String::from_utf8_lossy(self).replace(from, to).into_bytes()
+        }
+    }
+
+    #[test]
+    fn an_attachment_is_described_with_the_digest_of_its_bytes() {
+        let parsed = parse_body(
+            Some("multipart/form-data; boundary=b"),
+            &one_file_multipart("b", "ten years"),
+        )
+        .expect("parses");
+        assert_eq!(
+            parsed.attachments[0].sha256,
+            Some(hex::encode(Sha256::digest(b"ten years")))
+        );
     }
 
     #[test]

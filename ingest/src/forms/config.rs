@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::signature::TimestampPolicy;
+
 /// Intake limits shared by every form (the `[intake]` section).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -14,7 +16,8 @@ pub struct IntakeSettings {
     /// inquiry (a double click); default 600.
     pub dedup_window_secs: u32,
     /// How long an idempotency-key look-up may take before intake accepts without it,
-    /// in milliseconds (the consumer's unique inquiry id still prevents a second lead).
+    /// in milliseconds (the inquiry id covers the key and the content, so nothing is
+    /// dropped: a retry is still one inquiry, another body under the key its own).
     pub key_lookup_timeout_ms: u64,
     /// Posts a minute one client address may make to one form once its burst is used;
     /// 0 (the default) turns the limit off. Off by default because behind a proxy that
@@ -23,6 +26,14 @@ pub struct IntakeSettings {
     /// Posts one client address may make to one form at once before the rate applies
     /// (default 10).
     pub rate_limit_burst: u32,
+    /// How long an `Idempotency-Key` stays bound to its content, in seconds (default
+    /// 86,400: a day); after that the key is free again.
+    pub key_ttl_secs: u64,
+    /// Connections of the key store's own pool (default 3), kept apart from the
+    /// consumers' pool so that a busy consumer never makes intake skip the check.
+    pub key_store_max_connections: u32,
+    /// How often expired keys are deleted, in seconds (default 300).
+    pub key_purge_interval_secs: u64,
 }
 
 impl Default for IntakeSettings {
@@ -33,6 +44,9 @@ impl Default for IntakeSettings {
             key_lookup_timeout_ms: 500,
             rate_limit_per_minute: 0,
             rate_limit_burst: 10,
+            key_ttl_secs: 24 * 60 * 60,
+            key_store_max_connections: 3,
+            key_purge_interval_secs: 300,
         }
     }
 }
@@ -56,9 +70,17 @@ pub struct FormConfig {
     /// Read the shared secret from this file instead (trailing newline ignored).
     #[serde(default)]
     pub secret_file: Option<PathBuf>,
-    /// Header carrying the signature, `sha256=<hex of HMAC-SHA256(secret, raw body)>`.
+    /// Header carrying the signature, `sha256=<hex of HMAC-SHA256(secret, raw body)>`, or
+    /// of `"{timestamp}.{raw body}"` when `X-Leadpipe-Timestamp` is sent.
     #[serde(default = "default_signature_header")]
     pub signature_header: String,
+    /// `optional` (default): a post may sign the body alone or a timestamp and the body;
+    /// `required`: every post must sign `X-Leadpipe-Timestamp`, which bounds replays.
+    #[serde(default)]
+    pub signature_timestamp: TimestampPolicy,
+    /// How far a signed timestamp may be from the server's clock, in seconds (default 300).
+    #[serde(default = "default_signature_tolerance_secs")]
+    pub signature_tolerance_secs: u64,
     /// Browser origins allowed to post from JavaScript (CORS); `*` allows any.
     /// When set, a post carrying another `Origin` is refused.
     #[serde(default)]
@@ -79,4 +101,8 @@ pub struct FormConfig {
 
 fn default_signature_header() -> String {
     "x-leadpipe-signature".to_owned()
+}
+
+fn default_signature_tolerance_secs() -> u64 {
+    300
 }

@@ -3,9 +3,12 @@
 //! The order of checks is part of the contract: unknown form (404), the client's rate
 //! limit (429, `crate::rate_limit`), body size before
 //! anything is parsed (413), signature over the raw bytes (401), origin (403), content
-//! type and body (415/400), idempotency key (400/422), then the sink decides (202, 422,
-//! 503). Nothing here touches the database on the way to an answer except the optional
-//! idempotency-key look-up, which degrades to accepting when it cannot answer in time.
+//! type and body (415/400, `too_deep` for JSON nested past its limit), the
+//! Idempotency-Key's syntax (400), the sink's checks (422 `no_contact`), the key's claim
+//! (422 `idempotency_key_reused`), then the sink hands it on (202, 503). The key is
+//! claimed last so that a refused body never uses it up. Nothing here touches the
+//! database on the way to an answer except that claim, which degrades to accepting when
+//! it cannot answer in time (the inquiry id covers key and content, so nothing is lost).
 
 pub mod body;
 mod config;
@@ -27,10 +30,12 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
 pub use config::{FormConfig, IntakeSettings};
+pub use signature::TimestampPolicy;
 
-use crate::inquiry::{Channel, ContentDedup, Inquiry, InquiryId, RawPayload};
+use crate::inquiry::{Channel, ContentDedup, ContentHash, Inquiry, InquiryId, RawPayload};
 use crate::problem::Problem;
 use crate::sink::{ClaimOutcome, IdempotencyKeys, IntakeSink, KeyClaim, Refusal};
+use signature::{Presented, SignatureError, SignatureRule};
 
 /// How much of an oversized body is read and thrown away before answering 413, so the
 /// client sees the answer instead of a connection reset.
@@ -128,21 +133,49 @@ pub fn validate_forms(forms: &[FormConfig]) -> Vec<FormSetupError> {
             });
         }
         if let Some(secret) = &form.secret
-            && secret.is_empty()
+            && secret.trim().is_empty()
         {
             problems.push(FormSetupError::Invalid {
                 index,
                 key: "secret",
-                problem: "must not be empty; remove it to accept unsigned posts".into(),
+                problem: "must not be empty or blank (an empty key signs anything); remove it to accept unsigned posts".into(),
             });
         }
-        if let Some(path) = &form.secret_file
-            && let Err(source) = std::fs::metadata(path)
+        if let Some(path) = &form.secret_file {
+            match read_secret_file(path) {
+                Err(source) => problems.push(FormSetupError::SecretFile {
+                    index,
+                    path: path.display().to_string(),
+                    source,
+                }),
+                Ok(secret) if secret.trim().is_empty() => {
+                    problems.push(FormSetupError::Invalid {
+                        index,
+                        key: "secret_file",
+                        problem: format!(
+                            "{} is empty or blank (an empty key signs anything): put the shared secret in it",
+                            path.display()
+                        ),
+                    });
+                }
+                Ok(_) => {}
+            }
+        }
+        if form.signature_timestamp == TimestampPolicy::Required
+            && form.secret.is_none()
+            && form.secret_file.is_none()
         {
-            problems.push(FormSetupError::SecretFile {
+            problems.push(FormSetupError::Invalid {
                 index,
-                path: path.display().to_string(),
-                source,
+                key: "signature_timestamp",
+                problem: "`required` needs `secret` or `secret_file`: only signed posts carry a timestamp".into(),
+            });
+        }
+        if !(1..=86_400).contains(&form.signature_tolerance_secs) {
+            problems.push(FormSetupError::Invalid {
+                index,
+                key: "signature_tolerance_secs",
+                problem: "must be 1 to 86400 seconds".into(),
             });
         }
         if HeaderValue::from_str(&form.signature_header).is_err()
@@ -192,14 +225,13 @@ impl FormsIntake {
             let secret = match (&config.secret, &config.secret_file) {
                 (Some(secret), _) => Some(secret.as_bytes().to_vec()),
                 (None, Some(path)) => {
-                    let text = std::fs::read_to_string(path).map_err(|source| {
-                        FormSetupError::SecretFile {
+                    let text =
+                        read_secret_file(path).map_err(|source| FormSetupError::SecretFile {
                             index,
                             path: path.display().to_string(),
                             source,
-                        }
-                    })?;
-                    Some(text.trim_end_matches(['\r', '\n']).as_bytes().to_vec())
+                        })?;
+                    Some(text.into_bytes())
                 }
                 (None, None) => None,
             };
@@ -272,12 +304,24 @@ impl FormsIntake {
         metrics::counter!("leadpipe_inquiries_received_total", "channel" => "form", "source" => form.config.source.clone()).increment(1);
 
         if let Some(secret) = &form.secret {
-            let header_value = headers
-                .get(form.config.signature_header.as_str())
-                .and_then(|v| v.to_str().ok());
-            signature::verify(secret, &form.config.signature_header, header_value, &raw).map_err(
-                |e| Problem::new(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string()),
-            )?;
+            let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+            let rule = SignatureRule {
+                header: &form.config.signature_header,
+                timestamp: form.config.signature_timestamp,
+                tolerance_secs: form.config.signature_tolerance_secs,
+            };
+            let presented = Presented {
+                signature: header(&form.config.signature_header),
+                timestamp: header(signature::TIMESTAMP_HEADER),
+            };
+            signature::verify_request(secret, &rule, presented, Utc::now().timestamp(), &raw)
+                .map_err(|e| {
+                    let code = match e {
+                        SignatureError::OutsideWindow { .. } => "timestamp_outside_window",
+                        _ => "bad_signature",
+                    };
+                    Problem::new(StatusCode::UNAUTHORIZED, code, e.to_string())
+                })?;
         }
         if !origin_allowed(form, headers) {
             return Err(Problem::new(
@@ -301,18 +345,20 @@ impl FormsIntake {
             body::BodyError::Malformed(_) => {
                 Problem::new(StatusCode::BAD_REQUEST, "malformed_body", e.to_string())
             }
+            body::BodyError::TooDeep { .. } => {
+                Problem::new(StatusCode::BAD_REQUEST, "too_deep", e.to_string())
+            }
         })?;
+        let content = parsed.content_hash();
         let mapped = fields::map_fields(parsed.fields, form.config.honeypot.as_deref());
 
         let key = idempotency_key(headers)?;
         let id = match &key {
-            Some(key) => InquiryId::from_external(Channel::Form, &form.config.name, key),
+            Some(key) => {
+                InquiryId::from_keyed_content(Channel::Form, &form.config.name, key, &content)
+            }
             None => InquiryId::new_unique(),
         };
-        if let Some(key) = &key {
-            self.check_key(form, key, &raw, id).await?;
-        }
-
         let spam = mapped.honeypot_filled.then(|| {
             format!(
                 "honeypot field `{}` was filled",
@@ -322,15 +368,17 @@ impl FormsIntake {
         if spam.is_some() {
             metrics::counter!("leadpipe_inquiries_spam_total", "channel" => "form", "source" => form.config.source.clone()).increment(1);
         }
-        let dedup = key.is_none().then(|| ContentDedup {
-            key: content_key(&form.config.name, &raw),
+        // A signed post is checked for identical content even under a key: a captured
+        // post replayed with a fresh Idempotency-Key is then a duplicate.
+        let dedup = (key.is_none() || form.secret.is_some()).then(|| ContentDedup {
+            key: content_key(&form.config.name, &content),
             window_secs: self.settings.dedup_window_secs,
         });
         let inquiry = Inquiry {
             id,
             channel: Channel::Form,
             source: form.config.source.clone(),
-            external_id: key,
+            external_id: key.clone(),
             received_at: Utc::now(),
             default_region: Some(form.config.default_region.clone()),
             contact: mapped.contact,
@@ -346,44 +394,27 @@ impl FormsIntake {
             },
         };
 
-        match self.sink.submit(inquiry).await {
-            Ok(accepted) => Ok(success(form, headers, accepted.inquiry_id)),
-            Err(Refusal::Unusable {
-                code,
-                message,
-                fields,
-            }) => Err(Problem {
-                status: StatusCode::UNPROCESSABLE_ENTITY,
-                code,
-                message,
-                fields,
-                retry_after_secs: None,
-            }),
-            Err(Refusal::Unavailable {
-                reason,
-                retry_after_secs,
-            }) => Err(Problem {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                code: "unavailable",
-                message: format!("{reason}; nothing was stored, retry later"),
-                fields: Vec::new(),
-                retry_after_secs: Some(retry_after_secs),
-            }),
+        // The key is claimed only for an inquiry nothing else will refuse, so a sender who
+        // fixes a refused body can send it again under the same key.
+        let prepared = self.sink.prepare(inquiry).await.map_err(refusal_problem)?;
+        if let Some(key) = &key {
+            self.check_key(form, key, &content, id).await?;
         }
+        let accepted = prepared.submit().await.map_err(refusal_problem)?;
+        Ok(success(form, headers, accepted.inquiry_id))
     }
 
     async fn check_key(
         &self,
         form: &Form,
         key: &str,
-        raw: &Bytes,
+        content: &ContentHash,
         inquiry_id: InquiryId,
     ) -> Result<(), Problem> {
-        let body_hash: [u8; 32] = Sha256::digest(raw).into();
         let claim = KeyClaim {
             scope: &form.config.name,
             key,
-            body_hash: &body_hash,
+            content_hash: content,
             inquiry_id,
         };
         let timeout = Duration::from_millis(self.settings.key_lookup_timeout_ms);
@@ -395,18 +426,49 @@ impl FormsIntake {
                 "this Idempotency-Key was already used with a different body: use a new key for a new submission",
             )),
             Ok(Err(error)) => {
-                // The consumer's unique inquiry id still stops a second lead; only the
-                // "same key, other body" check is lost while the key store is away.
-                tracing::warn!(%error, form = %form.config.name, "Idempotency key look-up failed; accepting without it.");
+                // The id covers the key and the content: a retry is still one inquiry and
+                // another body under this key is filed as its own, never dropped. Only the
+                // 422 for the client's reused key is lost while the key store is away.
+                tracing::warn!(%error, form = %form.config.name, %inquiry_id, "Idempotency key look-up failed; accepting without it.");
                 metrics::counter!("leadpipe_idempotency_lookups_degraded_total").increment(1);
                 Ok(())
             }
             Err(_) => {
-                tracing::warn!(form = %form.config.name, "Idempotency key look-up timed out; accepting without it.");
+                tracing::warn!(form = %form.config.name, %inquiry_id, "Idempotency key look-up timed out; accepting without it.");
                 metrics::counter!("leadpipe_idempotency_lookups_degraded_total").increment(1);
                 Ok(())
             }
         }
+    }
+}
+
+/// What the sender is told when the sink refuses an inquiry.
+fn refusal_problem(refusal: Refusal) -> Problem {
+    match refusal {
+        Refusal::Unusable {
+            code,
+            message,
+            fields,
+        } => Problem {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code,
+            message,
+            fields,
+            retry_after_secs: None,
+        },
+        // The reason (library error text) is the sink's to log; the sender gets a sentence.
+        Refusal::Unavailable {
+            reason: _,
+            retry_after_secs,
+        } => Problem {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "unavailable",
+            message:
+                "the message broker did not confirm the inquiry; nothing was stored, retry later"
+                    .into(),
+            fields: Vec::new(),
+            retry_after_secs: Some(retry_after_secs),
+        },
     }
 }
 
@@ -449,8 +511,9 @@ async fn preflight(
         HeaderValue::from_static("POST, OPTIONS"),
     );
     let allow_headers = format!(
-        "content-type, idempotency-key, {}",
-        form.config.signature_header
+        "content-type, idempotency-key, {}, {}",
+        form.config.signature_header,
+        signature::TIMESTAMP_HEADER
     );
     if let Ok(v) = HeaderValue::from_str(&allow_headers) {
         h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
@@ -485,11 +548,12 @@ async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<B
     }
     let mut buf = Vec::with_capacity(declared.map_or(4096, |n| n as usize));
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
+        let chunk = chunk.map_err(|error| {
+            tracing::debug!(%error, "Reading a form body failed.");
             Problem::new(
                 StatusCode::BAD_REQUEST,
                 "body_unreadable",
-                format!("the request body could not be read: {e}"),
+                "the request body could not be read to its end (did the connection break off?): send it again",
             )
         })?;
         if buf.len() + chunk.len() > limit {
@@ -533,12 +597,18 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     Ok(Some(text.to_owned()))
 }
 
-fn content_key(form: &str, raw: &[u8]) -> String {
+fn content_key(form: &str, content: &ContentHash) -> String {
     let mut hasher = Sha256::new();
     hasher.update(form.as_bytes());
     hasher.update([0x1f]);
-    hasher.update(raw);
+    hasher.update(content.as_bytes());
     hex::encode(hasher.finalize())
+}
+
+/// A secret file's content without its trailing line break.
+fn read_secret_file(path: &std::path::Path) -> std::io::Result<String> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(text.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 fn origin_allowed(form: &Form, headers: &HeaderMap) -> bool {
