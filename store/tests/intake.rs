@@ -5,7 +5,7 @@ mod support;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use ingest::{Channel, ContentDedup, Inquiry, InquiryId, RawPayload};
+use ingest::{ContentDedup, Inquiry, InquiryId, RawPayload};
 use router::{BatchSink, SinkError, StoreOutcome};
 use sqlx::PgPool;
 use store::Store;
