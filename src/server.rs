@@ -35,6 +35,35 @@ use tokio_util::task::TaskTracker;
 
 use crate::settings::HttpSettings;
 
+/// Answers `503 timeout` with the usual JSON error body when a request (its body
+/// included) is not answered within `http.request_timeout_secs`. The work is dropped at
+/// that point; a form post it cut short may still have been confirmed, so the client
+/// retries with the same `Idempotency-Key`.
+pub async fn request_deadline(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            metrics::counter!("leadpipe_http_request_timeouts_total").increment(1);
+            let mut problem = ingest::problem::Problem::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!(
+                    "the request was not answered within {} s (http.request_timeout_secs): \
+                     send it again, with the same Idempotency-Key if it had one",
+                    limit.as_secs()
+                ),
+            );
+            problem.retry_after_secs = Some(1);
+            problem.into_response()
+        }
+    }
+}
+
 /// File descriptors kept back from HTTP connections for the database and broker
 /// connections, log files and the listener.
 const RESERVED_DESCRIPTORS: u64 = 256;

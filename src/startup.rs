@@ -13,14 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::http::StatusCode;
 use ingest::forms::FormsIntake;
 use router::{ConsumerSet, Publisher, Router as LeadRouter};
 use store::{KeyStore, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::api::{ApiState, routes};
@@ -73,9 +71,9 @@ impl Application {
         let app = axum::Router::new()
             .merge(forms.router())
             .merge(routes(api))
-            .layer(TimeoutLayer::with_status_code(
-                StatusCode::SERVICE_UNAVAILABLE,
+            .layer(axum::middleware::from_fn_with_state(
                 Duration::from_secs(settings.http.request_timeout_secs),
+                crate::server::request_deadline,
             ))
             .layer(TraceLayer::new_for_http());
 

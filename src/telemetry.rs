@@ -52,6 +52,10 @@ fn describe() {
         "Inquiries refused at intake, by channel, source and reason."
     );
     describe_counter!(
+        "leadpipe_http_request_timeouts_total",
+        "Requests answered 503 because they took longer than http.request_timeout_secs."
+    );
+    describe_counter!(
         "leadpipe_inquiries_spam_total",
         "Inquiries recognised as spam at intake (kept, never a lead)."
     );

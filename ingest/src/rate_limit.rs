@@ -16,10 +16,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, Request, State};
+use axum::extract::Request;
 use axum::http::{Method, StatusCode};
-use axum::middleware::Next;
-use axum::response::Response;
 
 use crate::forms::{FormConfig, IntakeSettings};
 use crate::problem::Problem;
@@ -248,38 +246,31 @@ impl RateLimits {
     }
 }
 
-/// Middleware for the form route: answers 429 before anything is read when the client
-/// is over its form's quota. Only posts count; a CORS preflight is free.
-pub async fn enforce(
-    State(limits): State<Arc<RateLimits>>,
-    Path(form): Path<String>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let client = request.extensions().get::<ClientAddr>().copied();
-    if request.method() != Method::POST {
-        return next.run(request).await;
-    }
-    let Some(ClientAddr(ip)) = client else {
-        return next.run(request).await;
-    };
-    match limits.check(&form, ip, Instant::now()) {
-        Verdict::Allowed => next.run(request).await,
-        Verdict::Limited(wait) => {
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            let secs = u32::try_from(secs.max(1)).unwrap_or(u32::MAX);
-            let source = limits.forms.get(&form).map_or("", |l| l.source.as_str());
-            let mut problem = Problem::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!(
-                    "too many posts to this form from your address: retry in {secs} second{}",
-                    if secs == 1 { "" } else { "s" }
-                ),
-            );
-            problem.retry_after_secs = Some(secs);
-            crate::forms::reject(source, problem)
+impl RateLimits {
+    /// The 429 refusal for a post over its form's quota, with the source it counts
+    /// against, or `None` when it may go on. Only posts count (a CORS preflight is free),
+    /// and a request without a resolved [`ClientAddr`] is not limited.
+    pub fn refusal(&self, form: &str, request: &Request) -> Option<(&str, Problem)> {
+        if request.method() != Method::POST {
+            return None;
         }
+        let ClientAddr(ip) = request.extensions().get::<ClientAddr>().copied()?;
+        let Verdict::Limited(wait) = self.check(form, ip, Instant::now()) else {
+            return None;
+        };
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let secs = u32::try_from(secs.max(1)).unwrap_or(u32::MAX);
+        let source = self.forms.get(form).map_or("", |l| l.source.as_str());
+        let mut problem = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "too many posts to this form from your address: retry in {secs} second{}",
+                if secs == 1 { "" } else { "s" }
+            ),
+        );
+        problem.retry_after_secs = Some(secs);
+        Some((source, problem))
     }
 }
 

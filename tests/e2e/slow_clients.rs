@@ -563,6 +563,40 @@ async fn posts_over_a_forms_rate_limit_get_429_while_other_forms_and_addresses_g
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_script_over_the_limit_can_read_its_429() {
+    let daemon = TestDaemon::start_with(Options {
+        extra_config: "[[forms]]\nname = \"en-widget\"\nsource = \"web-en-widget\"\n\
+             default_region = \"US\"\nallowed_origins = [\"https://shop.example.com\"]\n\
+             rate_limit_per_minute = 1\nrate_limit_burst = 1\n"
+            .into(),
+        ..Default::default()
+    })
+    .await;
+    let client = fresh_client(Some("127.0.0.4".parse().unwrap()));
+    let origin = [("origin", "https://shop.example.com")];
+    let first = post_from(&client, &daemon, "en-widget", 0, &origin).await;
+    assert_eq!(first.0, 202, "{}", first.2);
+
+    let over = client
+        .post(format!("{}/v1/intake/forms/en-widget", daemon.base))
+        .header("content-type", URLENCODED)
+        .header("origin", "https://shop.example.com")
+        .body("name=Rate+Test&email=rate1%40example.com")
+        .send()
+        .await
+        .expect("the daemon answers");
+    assert_eq!(over.status().as_u16(), 429);
+    // Without the CORS header the browser hides the answer from the page's script, which
+    // then cannot tell a busy form from a network failure.
+    assert_eq!(
+        over.headers()
+            .get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok()),
+        Some("https://shop.example.com")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_a_trusted_proxy_the_forwarded_client_is_limited_and_an_untrusted_header_is_ignored()
 {
     let daemon = TestDaemon::start_with(Options {
@@ -758,5 +792,54 @@ async fn running_out_of_file_descriptors_backs_off_and_recovers() {
         (1.0..1000.0).contains(&errors),
         "{errors} accept errors\n{}",
         daemon.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_its_timeout_gets_a_json_503_naming_the_limit() {
+    let daemon = TestDaemon::start_with(Options {
+        http: "request_timeout_secs = 1\n".into(),
+        ..Default::default()
+    })
+    .await;
+    let mut stream = TcpStream::connect(socket_addr(&daemon))
+        .await
+        .expect("connect");
+    // The head arrives at once; the body is promised but trickles in too slowly.
+    stream
+        .write_all(
+            format!(
+                "POST /v1/intake/forms/en-contact HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                 Content-Type: {URLENCODED}\r\nContent-Length: 100\r\n\r\nname=Slow"
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    answer.extend_from_slice(&buf[..n]);
+                    if String::from_utf8_lossy(&answer).contains('}') {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer\n{}", daemon.log());
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    let body = &answer[answer.find("\r\n\r\n").expect("a head") + 4..];
+    let json: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+    assert_eq!(json["error"], "timeout", "{body}");
+    assert!(
+        json["message"].as_str().is_some_and(|m| m.contains("1 s")),
+        "{body}"
     );
 }

@@ -21,8 +21,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use chrono::Utc;
@@ -34,6 +35,7 @@ pub use signature::TimestampPolicy;
 
 use crate::inquiry::{Channel, ContentDedup, ContentHash, Inquiry, InquiryId, RawPayload};
 use crate::problem::Problem;
+use crate::rate_limit::RateLimits;
 use crate::sink::{ClaimOutcome, IdempotencyKeys, IntakeSink, KeyClaim, Refusal};
 use signature::{Presented, SignatureError, SignatureRule};
 
@@ -89,6 +91,7 @@ pub struct FormsIntake {
     settings: IntakeSettings,
     sink: Arc<dyn IntakeSink>,
     keys: Arc<dyn IdempotencyKeys>,
+    limits: Arc<RateLimits>,
 }
 
 /// Checks a list of form declarations without building anything; returns every problem.
@@ -245,11 +248,13 @@ impl FormsIntake {
                 },
             );
         }
+        let limits = RateLimits::new(&settings, map.values().map(|f| &f.config));
         Ok(Self {
             forms: map,
             settings,
             sink,
             keys,
+            limits,
         })
     }
 
@@ -261,11 +266,8 @@ impl FormsIntake {
                 post(submit_form).options(preflight),
             )
             .route_layer(axum::middleware::from_fn_with_state(
-                crate::rate_limit::RateLimits::new(
-                    &self.settings,
-                    self.forms.values().map(|f| &f.config),
-                ),
-                crate::rate_limit::enforce,
+                self.clone(),
+                limit_rate,
             ))
             .with_state(self)
     }
@@ -479,6 +481,26 @@ async fn submit_form(
     body: Body,
 ) -> Response {
     intake.handle(&form, &headers, body).await
+}
+
+/// Answers 429 before the body is read when the client is over its form's quota; the
+/// answer carries the form's CORS headers so a page's script can read it.
+async fn limit_rate(
+    State(intake): State<Arc<FormsIntake>>,
+    Path(form): Path<String>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some((source, problem)) = intake.limits.refusal(&form, &request) else {
+        return next.run(request).await;
+    };
+    let mut response = reject(source, problem);
+    if let Some(form) = intake.forms.get(&form) {
+        response
+            .headers_mut()
+            .extend(cors_headers(form, request.headers()));
+    }
+    response
 }
 
 async fn preflight(
