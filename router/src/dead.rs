@@ -81,8 +81,8 @@ async fn open(config: &AmqpConfig) -> Result<(Connection, lapin::Channel, u32), 
     let props = ConnectionProperties::default()
         .with_connection_name(format!("leadpipe dead-letters {}", std::process::id()).into());
     let connection = Connection::connect(&config.url, props).await?;
+    topology.declare(&connection).await?;
     let channel = connection.create_channel().await?;
-    topology.declare(&channel).await?;
     let queue = channel
         .queue_declare(
             topology.dead_queue().as_str().into(),

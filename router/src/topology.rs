@@ -8,8 +8,9 @@
 //! ```
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{Channel, ExchangeKind};
+use lapin::{Channel, Connection, ExchangeKind};
 
 use crate::config::AmqpConfig;
 
@@ -68,8 +69,37 @@ impl Topology {
         out
     }
 
-    /// Declares exchanges, queues and bindings.
-    pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
+    /// Declares exchanges, queues and bindings on a channel of its own.
+    pub async fn declare(&self, connection: &Connection) -> lapin::Result<()> {
+        self.declare_shards(connection, 0..self.shards).await
+    }
+
+    /// Declares the exchanges, the dead-letter queue and the queue of shard `n` only.
+    ///
+    /// A consumer declares no other shard's queue: RabbitMQ tells the consumers of a
+    /// deleted quorum queue about it some 30 ms later, and a queue of the same name
+    /// declared before that keeps their subscriptions attached but silent (3.10). Each
+    /// consumer declares its own queue after it learned that the old one is gone.
+    pub async fn declare_shard(&self, connection: &Connection, n: u16) -> lapin::Result<()> {
+        self.declare_shards(connection, n..n + 1).await
+    }
+
+    async fn declare_shards(
+        &self,
+        connection: &Connection,
+        shards: std::ops::Range<u16>,
+    ) -> lapin::Result<()> {
+        let channel = connection.create_channel().await?;
+        self.declare_on(&channel, shards).await?;
+        let _ = channel.close(200, "topology declared".into()).await;
+        Ok(())
+    }
+
+    async fn declare_on(
+        &self,
+        channel: &Channel,
+        shards: std::ops::Range<u16>,
+    ) -> lapin::Result<()> {
         let durable = ExchangeDeclareOptions {
             durable: true,
             ..ExchangeDeclareOptions::default()
@@ -110,7 +140,7 @@ impl Topology {
             )
             .await?;
 
-        for n in 0..self.shards {
+        for n in shards {
             channel
                 .queue_declare(
                     self.shard_queue(n).into(),
@@ -149,6 +179,12 @@ impl Topology {
         );
         args
     }
+}
+
+/// True when the broker refused an operation with this channel-level error (which also
+/// closed the channel).
+pub(crate) fn is_soft_error(error: &lapin::Error, code: AMQPSoftError) -> bool {
+    matches!(error.kind(), lapin::ErrorKind::ProtocolError(e) if *e.kind() == AMQPErrorKind::Soft(code))
 }
 
 fn long_string(s: &str) -> AMQPValue {

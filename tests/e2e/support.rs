@@ -443,3 +443,27 @@ pub fn temp_file(name: &str, contents: &[u8]) -> PathBuf {
     f.write_all(contents).expect("write");
     path
 }
+
+/// A connection to the test broker.
+pub async fn amqp_connect() -> Connection {
+    Connection::connect(&amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("connect to RabbitMQ (is it running? scripts/services.sh starts it)")
+}
+
+/// Ready messages and consumers of `queue`, or None when it does not exist.
+pub async fn queue_counts(queue: &str) -> Option<(u32, u32)> {
+    let connection = amqp_connect().await;
+    let channel = connection.create_channel().await.ok()?;
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..lapin::options::QueueDeclareOptions::default()
+    };
+    let declared = channel
+        .queue_declare(queue.into(), passive, lapin::types::FieldTable::default())
+        .await
+        .ok()
+        .map(|q| (q.message_count(), q.consumer_count()));
+    let _ = connection.close(200, "counted".into()).await;
+    declared
+}
