@@ -431,14 +431,29 @@ async fn dead_letter(
         .basic_publish(
             topology.dead_exchange().into(),
             "".into(),
-            BasicPublishOptions::default(),
+            // Mandatory: without a dead-letter queue the broker would confirm the copy and
+            // drop it, and acking the original would lose the inquiry.
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
             &delivery.data,
             properties,
         )
         .await?
         .await?;
+    // One dead letter at a time on this channel: a return can only be this message's.
     match confirmation {
-        Confirmation::Ack(_) => Ok(()),
+        Confirmation::Ack(None) => Ok(()),
+        Confirmation::Ack(Some(_)) => {
+            metrics::counter!("leadpipe_dead_letter_failures_total", "queue" => queue.to_owned())
+                .increment(1);
+            Err(SessionError::DeadLetter(
+                "the dead-letter queue is missing; the message stays in its queue until the \
+                 queue is declared again"
+                    .into(),
+            ))
+        }
         other => Err(SessionError::DeadLetter(format!("{other:?}"))),
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::support::{TestDaemon, amqp_connect, queue_counts};
+use crate::support::{TestDaemon, amqp_connect, publish_raw, queue_counts, wait_for_ready};
 
 const URLENCODED: &str = "application/x-www-form-urlencoded";
 
@@ -292,4 +292,42 @@ async fn shard_queues_deleted_underneath_are_declared_and_consumed_again() {
     pool.close().await;
     let stored = daemon.wait_for_inquiries(20, Duration::from_secs(30)).await;
     assert_eq!(stored, 20, "every 202 is filed\n{}", daemon.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_whose_queue_was_deleted_waits_for_it_instead_of_being_lost() {
+    use lapin::options::QueueDeleteOptions;
+
+    let daemon = TestDaemon::start().await;
+    let pool = daemon.db().await;
+    let shard0 = format!("{}.shard.0", daemon.prefix);
+    assert!(
+        wait_until_settled(&pool, &shard0, &HashSet::new(), Duration::from_secs(30)).await,
+        "{shard0} is consumed"
+    );
+    pool.close().await;
+    let dead = format!("{}.dead", daemon.prefix);
+    let amqp = amqp_connect().await;
+    let channel = amqp.create_channel().await.expect("a channel");
+    channel
+        .queue_delete(dead.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete the dead-letter queue");
+    let _ = amqp.close(200, "deleted".into()).await;
+
+    // A message the consumer cannot decode can only be dead-lettered.
+    publish_raw(&daemon.prefix, 0, b"this is not an envelope").await;
+
+    let counts = wait_for_ready(&dead, 1, Duration::from_secs(30)).await;
+    assert_eq!(
+        counts.map(|(ready, _)| ready),
+        Some(1),
+        "the dead letter reached the dead-letter queue once it was back\n{}",
+        daemon.log()
+    );
+    assert_eq!(
+        queue_counts(&shard0).await.map(|(ready, _)| ready),
+        Some(0),
+        "and left its shard queue"
+    );
 }

@@ -367,6 +367,7 @@ async fn cleanup(db_name: &str, prefix: &str, config_path: &Path) {
             // Shard counts in tests never exceed 8.
             let mut queues: Vec<String> = (0..8).map(|n| format!("{prefix}.shard.{n}")).collect();
             queues.push(format!("{prefix}.dead"));
+            queues.push(format!("{prefix}.parked"));
             for queue in queues {
                 // A missing queue closes the channel; use a fresh one each time.
                 let _ = channel
@@ -466,4 +467,46 @@ pub async fn queue_counts(queue: &str) -> Option<(u32, u32)> {
         .map(|q| (q.message_count(), q.consumer_count()));
     let _ = connection.close(200, "counted".into()).await;
     declared
+}
+
+/// Publishes `payload` to the intake exchange for shard `shard` and waits for the confirm.
+pub async fn publish_raw(prefix: &str, shard: u16, payload: &[u8]) {
+    let amqp = amqp_connect().await;
+    let channel = amqp.create_channel().await.expect("a channel");
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    let confirmation = channel
+        .basic_publish(
+            format!("{prefix}.intake").as_str().into(),
+            format!("shard.{shard}").as_str().into(),
+            lapin::options::BasicPublishOptions {
+                mandatory: true,
+                ..lapin::options::BasicPublishOptions::default()
+            },
+            payload,
+            lapin::BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    assert!(
+        matches!(confirmation, lapin::Confirmation::Ack(None)),
+        "the shard queue took the message: {confirmation:?}"
+    );
+    let _ = amqp.close(200, "published".into()).await;
+}
+
+/// Waits until `queue` holds `n` ready messages.
+pub async fn wait_for_ready(queue: &str, n: u32, timeout: Duration) -> Option<(u32, u32)> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let counts = queue_counts(queue).await;
+        if counts.is_some_and(|(ready, _)| ready == n) || Instant::now() >= deadline {
+            return counts;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
