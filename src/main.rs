@@ -218,9 +218,16 @@ async fn migrate(settings: Settings) -> anyhow::Result<()> {
 async fn dead_letters(settings: Settings, action: DeadLetters) -> anyhow::Result<()> {
     match action {
         DeadLetters::List { limit } => {
-            let (total, letters) = router::dead::list(&settings.amqp, limit).await?;
-            println!("{total} message(s) in the dead-letter queue.");
-            for letter in letters {
+            let summary = router::dead::list(&settings.amqp, limit).await?;
+            println!("{} message(s) in the dead-letter queue.", summary.total);
+            if summary.parked > 0 {
+                println!(
+                    "{} undecodable message(s) parked in {} (kept for inspection; replay \
+                     never touches them).",
+                    summary.parked, summary.parked_queue
+                );
+            }
+            for letter in summary.letters {
                 println!(
                     "- {} from {}: {}",
                     letter.message_id.as_deref().unwrap_or("(no id)"),
@@ -236,8 +243,8 @@ async fn dead_letters(settings: Settings, action: DeadLetters) -> anyhow::Result
             })
             .await?;
             println!(
-                "Replayed {} message(s); {} undecodable one(s) kept in the dead-letter queue.",
-                report.replayed, report.kept
+                "Replayed {} message(s); parked {} undecodable one(s).",
+                report.replayed, report.parked
             );
         }
     }

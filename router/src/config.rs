@@ -57,7 +57,8 @@ fn default_delivery_limit() -> u32 {
     20
 }
 fn default_publisher_channels() -> u16 {
-    4
+    // One publish per channel at a time: this is how many confirms can be outstanding.
+    64
 }
 fn default_true() -> bool {
     true
@@ -119,8 +120,8 @@ impl AmqpConfig {
         if self.delivery_limit == 0 {
             out.push(("delivery_limit", "must be at least 1".into()));
         }
-        if self.publisher_channels == 0 || self.publisher_channels > 64 {
-            out.push(("publisher_channels", "must be between 1 and 64".into()));
+        if self.publisher_channels == 0 || self.publisher_channels > 1024 {
+            out.push(("publisher_channels", "must be between 1 and 1024".into()));
         }
         out
     }

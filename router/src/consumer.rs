@@ -19,6 +19,7 @@ use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions,
 };
+use lapin::protocol::AMQPSoftError;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use tokio::time::Instant;
@@ -28,7 +29,7 @@ use tokio_util::task::TaskTracker;
 use crate::backoff::Backoff;
 use crate::config::AmqpConfig;
 use crate::envelope::Envelope;
-use crate::topology::Topology;
+use crate::topology::{Topology, is_soft_error};
 
 /// What the sink did with one envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +97,8 @@ enum SessionError {
     DeadLetter(String),
     #[error("stopping while the database is unavailable; the batch stays on the broker")]
     Abandoned,
+    #[error("the broker ended the subscription (was the queue deleted?)")]
+    CancelledByBroker,
 }
 
 /// The consumers of every shard queue.
@@ -137,7 +140,14 @@ impl ConsumerSet {
                         tracing::info!(%queue, %error, "Consumer stopped.");
                         break;
                     }
-                    let delay = backoff.next_delay();
+                    let delay = if matches!(error, SessionError::CancelledByBroker) {
+                        // Not a failure of ours: the queue went away, and the next session
+                        // declares it again, so there is nothing to wait for.
+                        backoff.reset();
+                        Duration::ZERO
+                    } else {
+                        backoff.next_delay()
+                    };
                     tracing::warn!(%queue, %error, retry_in = ?delay, "Consumer lost its session; reconnecting.");
                     metrics::counter!("leadpipe_consumer_restarts_total").increment(1);
                     tokio::select! {
@@ -160,14 +170,51 @@ impl ConsumerSet {
             format!("leadpipe consumer {} shard {shard}", std::process::id()).into(),
         );
         let connection = Connection::connect(&self.config.url, props).await?;
-        let channel = connection.create_channel().await?;
-        self.topology.declare(&channel).await?;
-        channel
-            .basic_qos(self.config.prefetch, BasicQosOptions::default())
-            .await?;
+        self.topology.declare_shard(&connection, shard).await?;
         let dead_channel = connection.create_channel().await?;
         dead_channel
             .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let mut announced = false;
+        loop {
+            let channel = connection.create_channel().await?;
+            let end = self
+                .subscription(
+                    shard,
+                    &channel,
+                    &dead_channel,
+                    shutdown,
+                    backoff,
+                    &mut announced,
+                )
+                .await;
+            // Closing the channel hands back to the queue anything delivered to it that
+            // was not acked.
+            let _ = channel.close(200, "subscription ended".into()).await;
+            match end? {
+                SubscriptionEnd::Renew => continue,
+                SubscriptionEnd::Finished => break,
+            }
+        }
+        let _ = connection.close(200, "leadpipe shutting down".into()).await;
+        tracing::info!(%queue, "Consumer finished its in-flight work.");
+        Ok(())
+    }
+
+    /// One subscription to the shard queue on `channel`, until shutdown, an error, or an
+    /// idle spell after which it is renewed.
+    async fn subscription(
+        &self,
+        shard: u16,
+        channel: &Channel,
+        dead_channel: &Channel,
+        shutdown: &CancellationToken,
+        backoff: &mut Backoff,
+        announced: &mut bool,
+    ) -> Result<SubscriptionEnd, SessionError> {
+        let queue = self.topology.shard_queue(shard);
+        channel
+            .basic_qos(self.config.prefetch, BasicQosOptions::default())
             .await?;
         let tag = format!("leadpipe-{}-shard-{shard}", std::process::id());
         let mut deliveries = channel
@@ -177,8 +224,18 @@ impl ConsumerSet {
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
-            .await?;
-        tracing::info!(%queue, "Consuming.");
+            .await
+            .map_err(|error| {
+                if is_soft_error(&error, AMQPSoftError::NOTFOUND) {
+                    SessionError::CancelledByBroker
+                } else {
+                    error.into()
+                }
+            })?;
+        if !*announced {
+            tracing::info!(%queue, "Consuming.");
+            *announced = true;
+        }
 
         let batch_wait = Duration::from_millis(self.config.batch_wait_ms);
         let mut cancel_deadline: Option<Instant> = None;
@@ -191,26 +248,40 @@ impl ConsumerSet {
                     cancel_deadline = Some(Instant::now() + Duration::from_secs(10));
                     continue;
                 }
-                _ = sleep_until_opt(cancel_deadline) => break,
-            };
-            let Some(first) = first else { break };
-            let mut batch = vec![first?];
-            let fill_until = Instant::now() + batch_wait;
-            while batch.len() < self.config.batch_size {
-                match tokio::time::timeout_at(fill_until, deliveries.next()).await {
-                    Ok(Some(Ok(delivery))) => batch.push(delivery),
-                    Ok(Some(Err(error))) => return Err(error.into()),
-                    Ok(None) | Err(_) => break,
+                _ = sleep_until_opt(cancel_deadline) => return Ok(SubscriptionEnd::Finished),
+                _ = tokio::time::sleep(RENEW_WHEN_IDLE), if cancel_deadline.is_none() => {
+                    return Ok(SubscriptionEnd::Renew);
                 }
+            };
+            // The stream ends when the subscription does: cancelled by us on shutdown, or
+            // by the broker when its queue goes away.
+            let mut ended = first.is_none();
+            if let Some(first) = first {
+                let mut batch = vec![first?];
+                let fill_until = Instant::now() + batch_wait;
+                while batch.len() < self.config.batch_size {
+                    match tokio::time::timeout_at(fill_until, deliveries.next()).await {
+                        Ok(Some(Ok(delivery))) => batch.push(delivery),
+                        Ok(Some(Err(error))) => return Err(error.into()),
+                        Ok(None) => {
+                            ended = true;
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                self.process(&queue, channel, dead_channel, batch, shutdown)
+                    .await?;
             }
-            self.process(&queue, &channel, &dead_channel, batch, shutdown)
-                .await?;
+            if ended {
+                if cancel_deadline.is_some() {
+                    return Ok(SubscriptionEnd::Finished);
+                }
+                // A new session declares the queue again and resubscribes.
+                return Err(SessionError::CancelledByBroker);
+            }
             backoff.reset();
         }
-        let _ = channel.close(200, "leadpipe shutting down".into()).await;
-        let _ = connection.close(200, "leadpipe shutting down".into()).await;
-        tracing::info!(%queue, "Consumer finished its in-flight work.");
-        Ok(())
     }
 
     /// Stores a batch (isolating poison messages) and acks it.
@@ -300,6 +371,23 @@ impl ConsumerSet {
     }
 }
 
+/// How long a subscription may see no delivery before it is renewed on a fresh channel.
+///
+/// A quorum queue deleted and declared again within milliseconds (RabbitMQ 3.10) can keep
+/// a subscription that the broker still counts but never delivers to, without sending a
+/// cancel; what the queue hands to it waits, unacked, on that channel. Renewing an idle
+/// subscription closes such a channel, which returns those messages to the queue, and
+/// subscribes afresh. An idle consumer holds nothing, so renewing costs nothing else.
+const RENEW_WHEN_IDLE: Duration = Duration::from_secs(5);
+
+/// How a subscription ended without an error.
+enum SubscriptionEnd {
+    /// Idle for a while: subscribe again on a fresh channel.
+    Renew,
+    /// Shutdown: what arrived is stored and acked.
+    Finished,
+}
+
 async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -343,14 +431,29 @@ async fn dead_letter(
         .basic_publish(
             topology.dead_exchange().into(),
             "".into(),
-            BasicPublishOptions::default(),
+            // Mandatory: without a dead-letter queue the broker would confirm the copy and
+            // drop it, and acking the original would lose the inquiry.
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
             &delivery.data,
             properties,
         )
         .await?
         .await?;
+    // One dead letter at a time on this channel: a return can only be this message's.
     match confirmation {
-        Confirmation::Ack(_) => Ok(()),
+        Confirmation::Ack(None) => Ok(()),
+        Confirmation::Ack(Some(_)) => {
+            metrics::counter!("leadpipe_dead_letter_failures_total", "queue" => queue.to_owned())
+                .increment(1);
+            Err(SessionError::DeadLetter(
+                "the dead-letter queue is missing; the message stays in its queue until the \
+                 queue is declared again"
+                    .into(),
+            ))
+        }
         other => Err(SessionError::DeadLetter(format!("{other:?}"))),
     }
 }

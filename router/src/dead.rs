@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
+    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
     QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
@@ -26,13 +26,26 @@ pub struct DeadLetter {
     pub queue: Option<String>,
 }
 
+/// What the dead-letter and parked queues hold.
+#[derive(Debug, Clone, Default)]
+pub struct DeadLetterSummary {
+    /// Messages in the dead-letter queue.
+    pub total: u32,
+    /// Undecodable dead letters set aside in the parked queue.
+    pub parked: u32,
+    /// The parked queue's name, for operators who inspect or purge it.
+    pub parked_queue: String,
+    /// The first dead letters, oldest first.
+    pub letters: Vec<DeadLetter>,
+}
+
 /// What a replay did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReplayReport {
     /// Messages published back to their shard and removed from the dead-letter queue.
     pub replayed: u64,
-    /// Messages left in the dead-letter queue because they cannot be decoded.
-    pub kept: u64,
+    /// Undecodable messages moved to the parked queue, out of the replay's way.
+    pub parked: u64,
 }
 
 /// Why the dead-letter queue could not be read or replayed.
@@ -81,28 +94,30 @@ async fn open(config: &AmqpConfig) -> Result<(Connection, lapin::Channel, u32), 
     let props = ConnectionProperties::default()
         .with_connection_name(format!("leadpipe dead-letters {}", std::process::id()).into());
     let connection = Connection::connect(&config.url, props).await?;
+    topology.declare(&connection).await?;
     let channel = connection.create_channel().await?;
-    topology.declare(&channel).await?;
-    let queue = channel
-        .queue_declare(
-            topology.dead_queue().as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    Ok((connection, channel, queue.message_count()))
+    let total = message_count(&channel, &topology.dead_queue()).await?;
+    Ok((connection, channel, total))
 }
 
-/// Lists up to `limit` dead letters without removing them.
-pub async fn list(
-    config: &AmqpConfig,
-    limit: u32,
-) -> Result<(u32, Vec<DeadLetter>), DeadLetterError> {
+async fn message_count(channel: &lapin::Channel, queue: &str) -> Result<u32, DeadLetterError> {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let declared = channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await?;
+    Ok(declared.message_count())
+}
+
+/// Counts the dead and parked messages and describes up to `limit` dead letters without
+/// removing them.
+pub async fn list(config: &AmqpConfig, limit: u32) -> Result<DeadLetterSummary, DeadLetterError> {
     let (connection, channel, total) = open(config).await?;
-    let queue = Topology::new(config).dead_queue();
+    let topology = Topology::new(config);
+    let parked = message_count(&channel, &topology.parked_queue()).await?;
+    let queue = topology.dead_queue();
     let mut out = Vec::new();
     for _ in 0..total.min(limit) {
         let Some(message) = channel
@@ -116,12 +131,18 @@ pub async fn list(
     // Closing without acking returns every message to the queue, in order.
     let _ = channel.close(200, "listed".into()).await;
     let _ = connection.close(200, "listed".into()).await;
-    Ok((total, out))
+    Ok(DeadLetterSummary {
+        total,
+        parked,
+        parked_queue: topology.parked_queue(),
+        letters: out,
+    })
 }
 
 /// Publishes each dead letter back to the shard of its lead (after `reroute` updated its
 /// route with the current rules), with confirms, and removes it from the dead-letter
-/// queue. Messages that cannot be decoded stay where they are.
+/// queue. Messages that cannot be decoded are moved to the parked queue, so that they are
+/// neither lost nor read again by every replay.
 pub async fn replay(
     config: &AmqpConfig,
     limit: u32,
@@ -134,7 +155,7 @@ pub async fn replay(
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
     let mut report = ReplayReport::default();
-    // Each message present at the start is looked at once, so kept ones are not looped.
+    // Each message present at the start is looked at once.
     for _ in 0..total.min(limit) {
         let Some(message) = channel
             .basic_get(
@@ -149,17 +170,25 @@ pub async fn replay(
         let mut envelope = match Envelope::from_bytes(&delivery.data) {
             Ok(envelope) => envelope,
             Err(reason) => {
-                tracing::warn!(%reason, "Keeping an undecodable dead letter.");
+                tracing::warn!(%reason, "Parking an undecodable dead letter.");
+                let parked = publish_confirmed(
+                    &publish,
+                    "",
+                    &topology.parked_queue(),
+                    &delivery.data,
+                    delivery.properties.clone(),
+                )
+                .await?;
+                if !parked {
+                    return Err(DeadLetterError::NotConfirmed(format!(
+                        "the parked queue {} is missing",
+                        topology.parked_queue()
+                    )));
+                }
                 channel
-                    .basic_nack(
-                        delivery.delivery_tag,
-                        BasicNackOptions {
-                            requeue: true,
-                            ..BasicNackOptions::default()
-                        },
-                    )
+                    .basic_ack(delivery.delivery_tag, BasicAckOptions::default())
                     .await?;
-                report.kept += 1;
+                report.parked += 1;
                 continue;
             }
         };
@@ -169,34 +198,59 @@ pub async fn replay(
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
             .with_message_id(envelope.lead.inquiry.id.to_string().into());
-        let confirmation = tokio::time::timeout(Duration::from_secs(30), async {
-            publish
-                .basic_publish(
-                    topology.intake_exchange().as_str().into(),
-                    topology.shard_routing_key(shard).as_str().into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..BasicPublishOptions::default()
-                    },
-                    &envelope.to_bytes(),
-                    properties,
-                )
-                .await?
-                .await
-        })
-        .await
-        .map_err(|_| DeadLetterError::NotConfirmed("timed out".into()))??;
-        match confirmation {
-            Confirmation::Ack(None) => {
-                channel
-                    .basic_ack(delivery.delivery_tag, BasicAckOptions::default())
-                    .await?;
-                report.replayed += 1;
-            }
-            other => return Err(DeadLetterError::NotConfirmed(format!("{other:?}"))),
+        let routed = publish_confirmed(
+            &publish,
+            &topology.intake_exchange(),
+            &topology.shard_routing_key(shard),
+            &envelope.to_bytes(),
+            properties,
+        )
+        .await?;
+        if !routed {
+            return Err(DeadLetterError::NotConfirmed(format!(
+                "shard queue {} went missing during the replay; run the replay again",
+                topology.shard_queue(shard)
+            )));
         }
+        channel
+            .basic_ack(delivery.delivery_tag, BasicAckOptions::default())
+            .await?;
+        report.replayed += 1;
     }
     let _ = channel.close(200, "replayed".into()).await;
     let _ = connection.close(200, "replayed".into()).await;
     Ok(report)
+}
+
+/// Publishes `payload` mandatory on a confirm channel with nothing else in flight; true
+/// when the broker routed and confirmed it, false when it came back unroutable.
+async fn publish_confirmed(
+    channel: &lapin::Channel,
+    exchange: &str,
+    routing_key: &str,
+    payload: &[u8],
+    properties: BasicProperties,
+) -> Result<bool, DeadLetterError> {
+    let confirmation = tokio::time::timeout(Duration::from_secs(30), async {
+        channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                payload,
+                properties,
+            )
+            .await?
+            .await
+    })
+    .await
+    .map_err(|_| DeadLetterError::NotConfirmed("timed out".into()))??;
+    match confirmation {
+        Confirmation::Ack(None) => Ok(true),
+        Confirmation::Ack(Some(_)) => Ok(false),
+        other => Err(DeadLetterError::NotConfirmed(format!("{other:?}"))),
+    }
 }

@@ -21,6 +21,9 @@ pub mod publisher;
 pub mod routing;
 pub mod topology;
 
+#[cfg(test)]
+mod testing;
+
 pub use config::{AmqpConfig, RoutingConfig};
 pub use consumer::{BatchSink, ConsumerSet, SinkError, StoreOutcome};
 pub use envelope::{Envelope, Route};

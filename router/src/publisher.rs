@@ -5,15 +5,40 @@
 //! a 503 to the client and never a silent loss. The connection is kept by a maintenance
 //! task that reconnects with backoff; while the broker is away, publishes fail fast
 //! instead of piling up.
+//!
+//! # One publish per channel at a time
+//!
+//! Every message is published `mandatory`, so one the broker cannot route (its shard
+//! queue was deleted) comes back as a `basic.return` ahead of its confirm. lapin keeps
+//! returned messages in one queue per channel and hands the oldest to whichever confirm
+//! of that channel completes next (`returned_messages.rs`, `acknowledgement.rs`). With
+//! several publishes in flight on a channel, the broker's return for message X can
+//! therefore be attached to the confirm of an earlier message Y that was routed and
+//! stored: Y's client would get a 503 and X's a 202 for a message that was dropped.
+//!
+//! The publisher therefore keeps a pool of confirm-mode channels and checks one out
+//! exclusively for each publish until its confirm arrived. A channel then never has more
+//! than one confirm outstanding, so a return on it can only belong to that publish. A
+//! channel that saw a return, a nack, an error or no confirm in time is closed rather
+//! than reused: it may still owe a confirm, or hold state for the queue that went away.
+//! The pool holds up to `publisher_channels` channels, opened on demand; throughput is
+//! about that many divided by the confirm latency (1-2 ms for a local quorum queue), and
+//! publishes beyond it wait for a channel within their confirm timeout.
+//!
+//! A return means a shard queue is missing. The maintenance task then declares the
+//! topology again on the same connection, so the queue is back within milliseconds and
+//! no other publish in flight is disturbed. (An alternate exchange would turn returns
+//! into a catch-all queue instead, which then needs its own draining and alarms; a
+//! 503 the client retries with its Idempotency-Key is simpler and loses nothing.)
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
-use tokio::sync::RwLock;
+use tokio::sync::{Notify, RwLock, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
@@ -39,15 +64,80 @@ pub enum PublishError {
     Timeout(Duration),
 }
 
+impl PublishError {
+    /// A short label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Unavailable(_) => "unavailable",
+            Self::Nacked => "nacked",
+            Self::Unroutable(_) => "unroutable",
+            Self::Timeout(_) => "timeout",
+        }
+    }
+}
+
+/// How long after a return the publisher waits before it declares the topology again.
+const REDECLARE_GRACE: Duration = Duration::from_millis(250);
+
+/// A connection and its pool of confirm-mode channels.
 struct Live {
     connection: Connection,
-    channels: Vec<Channel>,
-    next: AtomicUsize,
+    /// Channels whose last publish was confirmed, with the generation they were opened
+    /// in. std Mutex: never held across `.await`.
+    idle: Mutex<Vec<(u64, Channel)>>,
+    /// Bumped when a queue turned out to be missing: channels of an older generation are
+    /// closed instead of reused.
+    generation: AtomicU64,
+    /// One permit per channel the pool may have; a publish holds one until its confirm.
+    slots: Semaphore,
+    size: u32,
 }
 
 impl Live {
     fn healthy(&self) -> bool {
-        self.connection.status().connected() && self.channels.iter().all(|c| c.status().connected())
+        self.connection.status().connected()
+    }
+
+    /// An idle channel of the current generation, or a new one when none is left.
+    async fn checkout(&self) -> lapin::Result<(u64, Channel)> {
+        let generation = self.generation.load(Ordering::Acquire);
+        loop {
+            let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            match idle {
+                Some((g, channel)) if g == generation && channel.status().connected() => {
+                    return Ok((g, channel));
+                }
+                // Dropping the last handle closes the channel.
+                Some(_) => continue,
+                None => break,
+            }
+        }
+        let channel = self.connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok((generation, channel))
+    }
+
+    fn checkin(&self, generation: u64, channel: Channel) {
+        if generation == self.generation.load(Ordering::Acquire) {
+            self.idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((generation, channel));
+        }
+    }
+
+    /// Closes every idle channel and keeps busy ones from coming back to the pool.
+    ///
+    /// A channel that published to a quorum queue keeps its state for that queue. When the
+    /// queue is deleted and declared again under the same name, such a channel does not
+    /// always learn of it, and RabbitMQ 3.10 then confirms what it publishes to the new
+    /// queue without ever enqueueing it. Channels opened after the queue went missing
+    /// have no such state.
+    fn retire_channels(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 }
 
@@ -56,6 +146,10 @@ pub struct Publisher {
     config: AmqpConfig,
     topology: Topology,
     live: RwLock<Option<Arc<Live>>>,
+    /// Set when a message came back unroutable (a queue is missing), with `redeclare`
+    /// woken; cleared when the topology is declared again.
+    missing_queue: AtomicBool,
+    redeclare: Notify,
 }
 
 impl Publisher {
@@ -65,6 +159,8 @@ impl Publisher {
             topology: Topology::new(&config),
             config,
             live: RwLock::new(None),
+            missing_queue: AtomicBool::new(false),
+            redeclare: Notify::new(),
         })
     }
 
@@ -78,8 +174,9 @@ impl Publisher {
         self.live.read().await.as_ref().is_some_and(|l| l.healthy())
     }
 
-    /// Keeps the connection up until `shutdown`: connects, declares the topology,
-    /// watches the connection, reconnects with backoff, and reports queue depths.
+    /// Keeps the connection up until `shutdown`: connects, declares the topology (again
+    /// whenever a message came back unroutable), watches the connection, reconnects with
+    /// backoff, and reports queue depths.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
         let mut depth_tick = tokio::time::interval(Duration::from_secs(5));
@@ -107,6 +204,7 @@ impl Publisher {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                 _ = depth_tick.tick() => self.report_depths().await,
+                _ = self.redeclare.notified() => self.declare_again().await,
                 _ = shutdown.cancelled() => break,
             }
         }
@@ -116,10 +214,11 @@ impl Publisher {
     /// Closes the connection after the confirms in flight arrived.
     pub async fn close(&self) {
         if let Some(live) = self.live.write().await.take() {
-            for channel in &live.channels {
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(5), channel.wait_for_confirms()).await;
-            }
+            // Every publish in flight holds a slot until its confirm.
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), live.slots.acquire_many(live.size))
+                    .await;
+            live.slots.close();
             let _ = live
                 .connection
                 .close(200, "leadpipe shutting down".into())
@@ -131,26 +230,76 @@ impl Publisher {
         let props = ConnectionProperties::default()
             .with_connection_name(format!("leadpipe publisher {}", std::process::id()).into());
         let connection = Connection::connect(&self.config.url, props).await?;
-        let setup = connection.create_channel().await?;
-        self.topology.declare(&setup).await?;
-        let _ = setup.close(200, "topology declared".into()).await;
-        let mut channels = Vec::with_capacity(self.config.publisher_channels.into());
-        for _ in 0..self.config.publisher_channels {
-            let channel = connection.create_channel().await?;
-            channel
-                .confirm_select(ConfirmSelectOptions::default())
-                .await?;
-            channels.push(channel);
-        }
+        self.topology.declare(&connection).await?;
+        let size = u32::from(self.config.publisher_channels);
         Ok(Live {
             connection,
-            channels,
-            next: AtomicUsize::new(0),
+            idle: Mutex::new(Vec::new()),
+            generation: AtomicU64::new(0),
+            slots: Semaphore::new(size as usize),
+            size,
         })
+    }
+
+    /// Declares the topology again on the live connection: a message came back unroutable.
+    async fn declare_again(&self) {
+        // The consumers of a deleted quorum queue learn about it some 30 ms after the
+        // deletion, and a queue declared again before that keeps their subscriptions
+        // attached but silent (RabbitMQ 3.10). They declare their own queue once they
+        // know; this is the fallback for a shard nobody consumes right now.
+        if !self.missing_queue.load(Ordering::Acquire) {
+            return;
+        }
+        tokio::time::sleep(REDECLARE_GRACE).await;
+        // Returns that arrived during the grace are answered by this declaration.
+        if !self.missing_queue.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let Some(live) = self.live.read().await.clone() else {
+            return;
+        };
+        metrics::counter!("leadpipe_topology_redeclared_total").increment(1);
+        match self.topology.declare(&live.connection).await {
+            Ok(()) => tracing::warn!(
+                prefix = %self.config.prefix,
+                "A message could not be routed; declared the exchanges and queues again."
+            ),
+            Err(error) => {
+                tracing::warn!(%error, "Cannot declare the exchanges and queues again; reconnecting.");
+                self.forget(&live).await;
+            }
+        }
     }
 
     /// Publishes one envelope to its shard and waits for the broker's confirm.
     pub async fn publish(&self, envelope: &Envelope) -> Result<(), PublishError> {
+        let shard = shard_for(&envelope.lead.primary_key(), self.topology.shards());
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_message_id(envelope.lead.inquiry.id.to_string().into())
+            .with_timestamp(envelope.published_at.timestamp().max(0) as u64);
+        let outcome = self
+            .publish_to(shard, &envelope.to_bytes(), properties)
+            .await;
+        match &outcome {
+            Ok(()) => metrics::counter!("leadpipe_inquiries_published_total").increment(1),
+            Err(error) => {
+                metrics::counter!("leadpipe_publish_failures_total", "reason" => error.reason())
+                    .increment(1);
+                tracing::warn!(%error, inquiry_id = %envelope.lead.inquiry.id, "Publishing failed; the client is told to retry.");
+            }
+        }
+        outcome
+    }
+
+    /// Publishes `payload` to `shard` on a channel of its own and waits for the confirm.
+    async fn publish_to(
+        &self,
+        shard: u16,
+        payload: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), PublishError> {
         let live = self
             .live
             .read()
@@ -158,18 +307,18 @@ impl Publisher {
             .clone()
             .filter(|l| l.healthy())
             .ok_or_else(|| PublishError::Unavailable("not connected".into()))?;
-        let channel =
-            &live.channels[live.next.fetch_add(1, Ordering::Relaxed) % live.channels.len()];
-        let shard = shard_for(&envelope.lead.primary_key(), self.topology.shards());
-        let properties = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("application/json".into())
-            .with_message_id(envelope.lead.inquiry.id.to_string().into())
-            .with_timestamp(envelope.published_at.timestamp().max(0) as u64);
-        let payload = envelope.to_bytes();
         let timeout = Duration::from_millis(self.config.confirm_timeout_ms);
-        let confirm = async {
-            channel
+        // When the timeout drops this future, the channel goes with it, and lapin closes a
+        // channel whose last handle is dropped: one that still owes a confirm is never
+        // reused.
+        let attempt = async {
+            let _slot = live
+                .slots
+                .acquire()
+                .await
+                .map_err(|_| PublishError::Unavailable("the publisher is closing".into()))?;
+            let (generation, channel) = live.checkout().await.map_err(broken)?;
+            let confirmation = channel
                 .basic_publish(
                     self.topology.intake_exchange().into(),
                     self.topology.shard_routing_key(shard).into(),
@@ -177,35 +326,35 @@ impl Publisher {
                         mandatory: true,
                         ..BasicPublishOptions::default()
                     },
-                    &payload,
+                    payload,
                     properties,
                 )
-                .await?
                 .await
+                .map_err(broken)?
+                .await
+                .map_err(broken)?;
+            match confirmation {
+                Confirmation::Ack(None) => {
+                    live.checkin(generation, channel);
+                    Ok(())
+                }
+                Confirmation::Ack(Some(returned)) => {
+                    live.retire_channels();
+                    self.missing_queue.store(true, Ordering::Release);
+                    self.redeclare.notify_one();
+                    Err(PublishError::Unroutable(returned.reply_text.to_string()))
+                }
+                Confirmation::Nack(_) => Err(PublishError::Nacked),
+                Confirmation::NotRequested => Err(PublishError::Unavailable(
+                    "publisher confirms are not enabled on this channel".into(),
+                )),
+            }
         };
-        let outcome = match tokio::time::timeout(timeout, confirm).await {
-            Err(_) => Err(PublishError::Timeout(timeout)),
-            Ok(Err(error)) => {
-                self.forget(&live).await;
-                Err(PublishError::Unavailable(error.to_string()))
-            }
-            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
-            Ok(Ok(Confirmation::Ack(Some(returned)))) => {
-                // A missing queue: reconnecting re-declares the topology.
-                self.forget(&live).await;
-                Err(PublishError::Unroutable(returned.reply_text.to_string()))
-            }
-            Ok(Ok(Confirmation::Nack(_))) => Err(PublishError::Nacked),
-            Ok(Ok(Confirmation::NotRequested)) => Err(PublishError::Unavailable(
-                "publisher confirms are not enabled on this channel".into(),
-            )),
-        };
-        match &outcome {
-            Ok(()) => metrics::counter!("leadpipe_inquiries_published_total").increment(1),
-            Err(error) => {
-                metrics::counter!("leadpipe_publish_failures_total").increment(1);
-                tracing::warn!(%error, inquiry_id = %envelope.lead.inquiry.id, "Publishing failed; the client is told to retry.");
-            }
+        let outcome = tokio::time::timeout(timeout, attempt)
+            .await
+            .unwrap_or(Err(PublishError::Timeout(timeout)));
+        if matches!(outcome, Err(PublishError::Unavailable(_))) && !live.healthy() {
+            self.forget(&live).await;
         }
         outcome
     }
@@ -242,5 +391,154 @@ impl Publisher {
             }
         }
         let _ = channel.close(200, "depths read".into()).await;
+    }
+}
+
+/// A channel or connection failure, as the client sees it.
+fn broken(error: lapin::Error) -> PublishError {
+    PublishError::Unavailable(error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use futures_util::StreamExt;
+    use lapin::options::{BasicConsumeOptions, QueueDeleteOptions};
+    use tokio::task::JoinSet;
+
+    use super::*;
+    use crate::testing;
+
+    /// Takes every message out of `queue` (none when it does not exist) and counts each
+    /// message id. (Shard queues have a single active consumer, which rules out basic.get.)
+    async fn drain(connection: &Connection, queue: &str) -> HashMap<String, u32> {
+        let channel = connection.create_channel().await.expect("a channel");
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let mut ids = HashMap::new();
+        let Ok(declared) = channel
+            .queue_declare(queue.into(), passive, FieldTable::default())
+            .await
+        else {
+            return ids;
+        };
+        let mut deliveries = channel
+            .basic_consume(
+                queue.into(),
+                "drain".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume");
+        for _ in 0..declared.message_count() {
+            let delivery = tokio::time::timeout(Duration::from_secs(10), deliveries.next())
+                .await
+                .expect("a queued message arrives")
+                .expect("a delivery")
+                .expect("a delivery");
+            let id = delivery.properties.message_id().clone();
+            *ids.entry(id.map(|s| s.to_string()).unwrap_or_default())
+                .or_default() += 1;
+        }
+        let _ = channel.close(200, "drained".into()).await;
+        ids
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_publish_learns_whether_its_own_message_was_routed() {
+        let config = testing::config();
+        let publisher = Publisher::new(config.clone());
+        let stop = CancellationToken::new();
+        let maintenance = tokio::spawn(publisher.clone().run(stop.clone()));
+        while !publisher.is_ready().await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let topology = publisher.topology().clone();
+        let broker = testing::connect().await;
+        let channel = broker.create_channel().await.expect("a channel");
+        channel
+            .queue_delete(
+                topology.shard_queue(0).as_str().into(),
+                QueueDeleteOptions::default(),
+            )
+            .await
+            .expect("delete shard 0");
+
+        // Many publishes at once: those for shard 0 find no queue (until the publisher
+        // declares it again), those for shard 1 are routed.
+        let mut tasks = JoinSet::new();
+        for i in 0..1024u32 {
+            let publisher = publisher.clone();
+            tasks.spawn(async move {
+                let properties = BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_message_id(i.to_string().into());
+                let outcome = publisher
+                    .publish_to((i % 2) as u16, b"{}", properties)
+                    .await;
+                (i, outcome)
+            });
+        }
+        let mut outcomes = HashMap::new();
+        while let Some(joined) = tasks.join_next().await {
+            let (i, outcome) = joined.expect("a publish task");
+            outcomes.insert(i, outcome);
+        }
+
+        let mut queued: [HashMap<String, u32>; 2] = Default::default();
+        for (shard, ids) in queued.iter_mut().enumerate() {
+            *ids = drain(&broker, &topology.shard_queue(shard as u16)).await;
+        }
+        let _ = broker.close(200, "done".into()).await;
+        stop.cancel();
+        let _ = maintenance.await;
+        testing::clean_up(&config).await;
+
+        let mut wrong = Vec::new();
+        let mut returned = 0;
+        for (i, outcome) in &outcomes {
+            let copies = queued[(i % 2) as usize]
+                .get(&i.to_string())
+                .copied()
+                .unwrap_or(0);
+            let consistent = match outcome {
+                Ok(()) => copies == 1,
+                Err(PublishError::Timeout(_)) => true,
+                Err(PublishError::Unroutable(_)) => {
+                    returned += 1;
+                    copies == 0
+                }
+                Err(_) => copies == 0,
+            };
+            if !consistent {
+                wrong.push((*i, outcome.clone(), copies));
+            }
+        }
+        wrong.sort_by_key(|(i, _, _)| *i);
+        assert!(
+            wrong.is_empty(),
+            "{} of {} publishes were told something else than what became of their message \
+             ({returned} returned), e.g. {:?}",
+            wrong.len(),
+            outcomes.len(),
+            &wrong[..wrong.len().min(6)]
+        );
+        assert!(
+            returned > 0,
+            "the deleted queue made some publishes unroutable"
+        );
+        let confirmed = outcomes.values().filter(|o| o.is_ok()).count();
+        assert!(
+            confirmed > outcomes.len() / 2,
+            "the deleted queue came back while publishing: {confirmed} confirmed of {}",
+            outcomes.len()
+        );
     }
 }

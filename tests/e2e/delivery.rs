@@ -397,7 +397,8 @@ async fn a_poison_message_goes_to_the_dead_letter_queue_with_its_error_and_the_s
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lead_dead_lettered_for_a_bad_route_is_filed_after_the_fix_and_a_replay() {
+async fn a_lead_dead_lettered_for_a_bad_route_is_filed_after_the_fix_and_a_replay_and_garbage_is_parked()
+ {
     let mut daemon = TestDaemon::start_with(crate::support::Options {
         extra_config: "[routing]\npipeline = \"no-such-pipeline\"\n".into(),
         ..Default::default()
@@ -427,6 +428,11 @@ async fn a_lead_dead_lettered_for_a_bad_route_is_filed_after_the_fix_and_a_repla
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(dead, "{}", daemon.log());
+    // A message nobody can decode is dead-lettered too.
+    crate::support::publish_raw(&daemon.prefix, 0, b"not an envelope").await;
+    let dead_queue = format!("{}.dead", daemon.prefix);
+    let counts = crate::support::wait_for_ready(&dead_queue, 2, Duration::from_secs(30)).await;
+    assert_eq!(counts.map(|c| c.0), Some(2), "{}", daemon.log());
     daemon.kill();
 
     let cli = |args: &[&str]| {
@@ -444,8 +450,9 @@ async fn a_lead_dead_lettered_for_a_bad_route_is_filed_after_the_fix_and_a_repla
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let listed = cli(&["dead-letters", "list"]);
-    assert!(listed.contains("1 message(s)"), "{listed}");
+    assert!(listed.contains("2 message(s)"), "{listed}");
     assert!(listed.contains("no-such-pipeline"), "{listed}");
+    assert!(listed.contains("undecodable envelope"), "{listed}");
 
     // The operator fixes the route, replays, and starts the daemon again.
     let config = std::fs::read_to_string(&daemon.config_path).unwrap();
@@ -455,8 +462,25 @@ async fn a_lead_dead_lettered_for_a_bad_route_is_filed_after_the_fix_and_a_repla
     )
     .unwrap();
     let replayed = cli(&["dead-letters", "replay"]);
-    assert!(replayed.contains("Replayed 1 message(s)"), "{replayed}");
-    assert!(cli(&["dead-letters", "list"]).contains("0 message(s)"));
+    assert!(
+        replayed.contains("Replayed 1 message(s); parked 1 undecodable"),
+        "{replayed}"
+    );
+    // The undecodable one is set aside, not read again by the next replay.
+    let listed = cli(&["dead-letters", "list"]);
+    assert!(
+        listed.contains("0 message(s) in the dead-letter queue"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("1 undecodable message(s) parked"),
+        "{listed}"
+    );
+    let replayed = cli(&["dead-letters", "replay"]);
+    assert!(
+        replayed.contains("Replayed 0 message(s); parked 0"),
+        "{replayed}"
+    );
     daemon.launch(true).await;
     let leads = daemon
         .wait_for_leads("email=rita.lodi%40example.it", 1, Duration::from_secs(30))

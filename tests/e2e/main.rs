@@ -5,6 +5,7 @@
 
 mod support;
 
+mod broker_seams;
 mod clients;
 mod config;
 mod delivery;

@@ -367,6 +367,7 @@ async fn cleanup(db_name: &str, prefix: &str, config_path: &Path) {
             // Shard counts in tests never exceed 8.
             let mut queues: Vec<String> = (0..8).map(|n| format!("{prefix}.shard.{n}")).collect();
             queues.push(format!("{prefix}.dead"));
+            queues.push(format!("{prefix}.parked"));
             for queue in queues {
                 // A missing queue closes the channel; use a fresh one each time.
                 let _ = channel
@@ -442,4 +443,70 @@ pub fn temp_file(name: &str, contents: &[u8]) -> PathBuf {
     let mut f = std::fs::File::create(&path).expect("create");
     f.write_all(contents).expect("write");
     path
+}
+
+/// A connection to the test broker.
+pub async fn amqp_connect() -> Connection {
+    Connection::connect(&amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("connect to RabbitMQ (is it running? scripts/services.sh starts it)")
+}
+
+/// Ready messages and consumers of `queue`, or None when it does not exist.
+pub async fn queue_counts(queue: &str) -> Option<(u32, u32)> {
+    let connection = amqp_connect().await;
+    let channel = connection.create_channel().await.ok()?;
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..lapin::options::QueueDeclareOptions::default()
+    };
+    let declared = channel
+        .queue_declare(queue.into(), passive, lapin::types::FieldTable::default())
+        .await
+        .ok()
+        .map(|q| (q.message_count(), q.consumer_count()));
+    let _ = connection.close(200, "counted".into()).await;
+    declared
+}
+
+/// Publishes `payload` to the intake exchange for shard `shard` and waits for the confirm.
+pub async fn publish_raw(prefix: &str, shard: u16, payload: &[u8]) {
+    let amqp = amqp_connect().await;
+    let channel = amqp.create_channel().await.expect("a channel");
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    let confirmation = channel
+        .basic_publish(
+            format!("{prefix}.intake").as_str().into(),
+            format!("shard.{shard}").as_str().into(),
+            lapin::options::BasicPublishOptions {
+                mandatory: true,
+                ..lapin::options::BasicPublishOptions::default()
+            },
+            payload,
+            lapin::BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    assert!(
+        matches!(confirmation, lapin::Confirmation::Ack(None)),
+        "the shard queue took the message: {confirmation:?}"
+    );
+    let _ = amqp.close(200, "published".into()).await;
+}
+
+/// Waits until `queue` holds `n` ready messages.
+pub async fn wait_for_ready(queue: &str, n: u32, timeout: Duration) -> Option<(u32, u32)> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let counts = queue_counts(queue).await;
+        if counts.is_some_and(|(ready, _)| ready == n) || Instant::now() >= deadline {
+            return counts;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

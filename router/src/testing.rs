@@ -1,0 +1,50 @@
+//! Helpers for the tests that run against the real broker (`LEADPIPE_TEST_AMQP_URL`).
+
+use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+use lapin::{Connection, ConnectionProperties};
+
+use crate::config::AmqpConfig;
+use crate::topology::Topology;
+
+/// The broker the tests use.
+pub fn amqp_url() -> String {
+    std::env::var("LEADPIPE_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// Settings with a prefix of their own, so tests run side by side.
+pub fn config() -> AmqpConfig {
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let mut config = AmqpConfig::new(amqp_url(), format!("lpr{}", &token[..12]));
+    config.shards = 2;
+    config
+}
+
+/// A connection to the test broker.
+pub async fn connect() -> Connection {
+    Connection::connect(&amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("connect to RabbitMQ (is it running? scripts/services.sh starts it)")
+}
+
+/// Deletes every queue and exchange of `config`'s prefix.
+pub async fn clean_up(config: &AmqpConfig) {
+    let topology = Topology::new(config);
+    let connection = connect().await;
+    for queue in topology.all_queues() {
+        // A failed delete closes the channel: one channel each.
+        if let Ok(channel) = connection.create_channel().await {
+            let _ = channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+    }
+    for exchange in [topology.intake_exchange(), topology.dead_exchange()] {
+        if let Ok(channel) = connection.create_channel().await {
+            let _ = channel
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+    }
+    let _ = connection.close(200, "test cleanup".into()).await;
+}
