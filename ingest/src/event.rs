@@ -169,11 +169,12 @@ impl ConversationKey {
             key: self.as_key(),
             problem,
         };
-        let no_space = |s: &str| !s.is_empty() && !s.chars().any(char::is_whitespace);
+        let no_space =
+            |s: &str| !s.is_empty() && !s.chars().any(|c| c.is_whitespace() || c.is_control());
         match self {
-            Self::EmailThread(id) if !no_space(id) => {
-                Err(invalid("a Message-ID is not empty and has no spaces"))
-            }
+            Self::EmailThread(id) if !no_space(id) => Err(invalid(
+                "a Message-ID is not empty and has no spaces or control characters",
+            )),
             Self::Chat {
                 platform: account,
                 chat_id: id,
@@ -182,7 +183,7 @@ impl ConversationKey {
                 provider: account,
                 call_id: id,
             } if !no_space(account) || account.contains(':') || !no_space(id) => Err(invalid(
-                "the platform has no `:` and neither it nor the id is empty or has spaces",
+                "the platform has no `:`, and neither it nor the id is empty or has spaces or control characters",
             )),
             _ => Ok(()),
         }
@@ -303,6 +304,7 @@ mod tests {
             "call:twilio",
             "call::CA1",
             "chat:tele gram:1",
+            "call:twilio:CA\u{0}1",
             "fax:1:2",
             "email-thread:",
         ] {

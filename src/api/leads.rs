@@ -117,8 +117,10 @@ mod tests {
             ("created_after", "2026-01-01T00:00:00Z"),
             ("limit", "10"),
             ("cursor", "42"),
+            ("key", "phone:+390212345678;ext=12"),
         ]))
         .unwrap();
+        assert_eq!(q.key.as_deref(), Some("phone:+390212345678;ext=12"));
         assert_eq!(q.stage.as_deref(), Some("open"));
         assert_eq!(q.email.as_deref(), Some("ana@example.com"));
         assert_eq!(q.phone.as_deref(), Some("+39021234"));
@@ -136,6 +138,7 @@ mod tests {
             params(&[("cursor", "abc")]),
             params(&[("phone", "0212345")]),
             params(&[("created_before", "yesterday")]),
+            params(&[("key", "ana@example.com")]),
         ] {
             let problem = lead_query(&bad).unwrap_err();
             assert_eq!(problem.status, StatusCode::BAD_REQUEST);

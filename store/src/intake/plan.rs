@@ -18,7 +18,7 @@ use router::Envelope;
 use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use super::write::text;
+use super::write::{activity_key, text};
 use crate::error::StoreError;
 
 /// Why a transaction filed nothing: the error, and the envelope at fault when known.
@@ -130,10 +130,10 @@ impl Directory for Snapshot {
         self.contact_people.get(&contact_id)
     }
     fn activity_lead(&self, activity_key: &str) -> Option<i64> {
-        self.activity_leads.get(activity_key).copied()
+        self.activity_leads.get(&text(activity_key)).copied()
     }
     fn conversation_lead(&self, key: &ConversationKey) -> Option<i64> {
-        self.conversations.get(&key.as_key()).copied()
+        self.conversations.get(&text(&key.as_key())).copied()
     }
 }
 
@@ -203,13 +203,13 @@ pub(super) async fn plan_batch(
     let conversation_keys: Vec<String> = batch
         .iter()
         .filter_map(|e| e.lead.inquiry.event.as_ref())
-        .flat_map(|event| event.conversation.iter().map(ConversationKey::as_key))
+        .flat_map(|event| event.conversation.iter().map(|k| text(&k.as_key())))
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
     let activity_keys: Vec<String> = batch
         .iter()
-        .filter_map(|e| e.lead.inquiry.event.as_ref()?.activity_key.clone())
+        .filter_map(|e| activity_key(e))
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -289,10 +289,11 @@ pub(super) async fn plan_batch(
             };
             if let Some(event) = &inquiry.event {
                 for key in &event.conversation {
-                    snapshot.conversations.entry(key.as_key()).or_insert(target);
+                    let key = text(&key.as_key());
+                    snapshot.conversations.entry(key).or_insert(target);
                 }
-                if let Some(key) = &event.activity_key {
-                    snapshot.activity_leads.entry(key.clone()).or_insert(target);
+                if let Some(key) = activity_key(envelope) {
+                    snapshot.activity_leads.entry(key).or_insert(target);
                 }
             }
             Plan::Lead(decision)
@@ -333,9 +334,9 @@ pub(super) fn lock_keys(envelope: &Envelope) -> Vec<String> {
     let conversation = event
         .into_iter()
         .flat_map(|e| e.conversation.iter())
-        .map(|k| format!("conversation\u{1f}{}", k.as_key()));
+        .map(|k| format!("conversation\u{1f}{}", text(&k.as_key())));
     let activity = event
-        .and_then(|e| e.activity_key.as_deref())
+        .and_then(|_| activity_key(envelope))
         .map(|k| format!("activity\u{1f}{k}"));
     inquiry
         .dedup

@@ -456,6 +456,12 @@ pub(super) async fn apply_merges(
     Ok(())
 }
 
+/// The activity key an envelope's event names, as stored.
+pub(super) fn activity_key(envelope: &Envelope) -> Option<String> {
+    let event = envelope.lead.inquiry.event.as_ref()?;
+    event.activity_key.as_deref().map(text)
+}
+
 /// The tags an event adds to its lead, cleaned, sorted and without repeats.
 fn event_tags(event: Option<&EventRef>) -> BTreeSet<String> {
     event
@@ -503,7 +509,7 @@ impl ActivityState {
             kind: event.map_or(ActivityKind::of_channel(inquiry.channel), |e| e.kind),
             channel: inquiry.channel.as_str(),
             inquiry_id: inquiry.id.as_uuid(),
-            key: event.and_then(|e| e.activity_key.clone()),
+            key: activity_key(filed.envelope),
             subject: Some(
                 event.and_then(|e| e.subject.clone()).unwrap_or_else(|| {
                     format!("{} inquiry via {}", inquiry.channel, inquiry.source)
@@ -583,24 +589,17 @@ pub(super) async fn write_activities(
     let mut states: Vec<ActivityState> = Vec::with_capacity(filed.len());
     let mut by_key: HashMap<String, usize> = HashMap::new();
     for row in filed {
-        let key = row
-            .envelope
-            .lead
-            .inquiry
-            .event
-            .as_ref()
-            .and_then(|e| e.activity_key.as_deref());
-        match key {
-            Some(key) if by_key.contains_key(key) => states[by_key[key]].apply(row.envelope),
-            Some(key) if stored.contains_key(key) => {
-                let mut state = ActivityState::stored(key, &stored[key], row.envelope);
+        match activity_key(row.envelope) {
+            Some(key) if by_key.contains_key(&key) => states[by_key[&key]].apply(row.envelope),
+            Some(key) if stored.contains_key(&key) => {
+                let mut state = ActivityState::stored(&key, &stored[&key], row.envelope);
                 state.apply(row.envelope);
-                by_key.insert(key.to_owned(), states.len());
+                by_key.insert(key, states.len());
                 states.push(state);
             }
-            _ => {
+            key => {
                 if let Some(key) = key {
-                    by_key.insert(key.to_owned(), states.len());
+                    by_key.insert(key, states.len());
                 }
                 states.push(ActivityState::created(row));
             }
