@@ -4,15 +4,16 @@
 //! - [`settings`]: the configuration file and environment overrides, validated at once.
 //! - [`telemetry`]: logs (human or JSON) and the Prometheus recorder.
 //! - [`pipeline`]: the intake sink: normalise, route, publish, wait for the confirm.
-//! - [`api`]: the ops API (`/v1/leads`) and health endpoints.
-//! - [`clients_api`]: `/v1/contacts` and `/v1/companies`.
+//! - [`api`]: the ops API (`/v1/leads`, `/v1/contacts`, `/v1/companies`) and health
+//!   endpoints.
+//! - [`clients`]: contacts and companies as typed (API or CSV), parsed at the edge.
 //! - [`import`]: `leadpipe import`: contacts and companies in bulk, leads through the pipeline, from CSV.
 //! - [`server`]: serves HTTP with a header-read timeout, a connection limit, the client
 //!   address of each request, and a drain with a deadline on stop.
 //! - [`startup`]: builds everything, runs it, and shuts down in order.
 
 pub mod api;
-pub mod clients_api;
+pub mod clients;
 pub mod import;
 pub mod pipeline;
 pub mod server;

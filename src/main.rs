@@ -237,7 +237,7 @@ async fn dead_letters(settings: Settings, action: DeadLetters) -> anyhow::Result
             }
         }
         DeadLetters::Replay { limit } => {
-            let routes = router::Router::new(settings.routing.clone());
+            let routes = router::LeadRouter::new(settings.routing.clone());
             let report = router::dead::replay(&settings.amqp, limit, |envelope| {
                 envelope.route = routes.route(&envelope.lead);
             })

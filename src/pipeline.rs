@@ -7,21 +7,21 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use ingest::{Accepted, FieldProblem, Inquiry, IntakeSink, PreparedInquiry, Refusal};
 use normalizer::KeyRules;
-use router::{Envelope, Publisher, Router};
+use router::{Envelope, LeadRouter, Publisher};
 use store::KeyStore;
 use tokio_util::sync::CancellationToken;
 
 /// Normalise, refuse what has no contact, route, publish, and answer only once the
 /// broker confirmed.
 pub struct Pipeline {
-    router: Router,
+    router: LeadRouter,
     publisher: Arc<Publisher>,
     key_rules: KeyRules,
 }
 
 impl Pipeline {
     /// A pipeline publishing through `publisher`, with the built-in key rules.
-    pub fn new(router: Router, publisher: Arc<Publisher>) -> Self {
+    pub fn new(router: LeadRouter, publisher: Arc<Publisher>) -> Self {
         Self {
             router,
             publisher,
@@ -158,6 +158,7 @@ mod tests {
                 content_type: Some("application/json".into()),
                 body: Bytes::from(raw),
             },
+            event: None,
         })
     }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ingest::forms::FormsIntake;
-use router::{ConsumerSet, Publisher, Router as LeadRouter};
+use router::{ConsumerSet, LeadRouter, Publisher};
 use store::{KeyStore, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;

@@ -9,6 +9,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::event::EventRef;
+
 /// Namespace for deterministic inquiry ids (UUID v5 over the source and the external id).
 const INQUIRY_NAMESPACE: Uuid = Uuid::from_u128(0x6c65_6164_7069_7065_8000_0000_0000_0001);
 
@@ -223,6 +225,10 @@ pub struct Inquiry {
     pub dedup: Option<ContentDedup>,
     /// The bytes that arrived.
     pub raw: RawPayload,
+    /// Where this event belongs (its conversation and the activity it creates or updates);
+    /// `None` for inquiries that stand alone, such as form submissions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<EventRef>,
 }
 
 mod base64_bytes {

@@ -42,12 +42,104 @@ impl CompanyKey {
             CompanyKey::Name(v) => format!("name:{v}"),
         }
     }
+
+    /// The key under which a company lists a number as its own (E.164, no extension):
+    /// spelled as the person key of that number, `phone:+390212345678`.
+    pub fn phone_key(number: &str) -> String {
+        IdentityKey::Phone(number.to_owned()).as_key()
+    }
+}
+
+/// A person key typed by someone that cannot be used, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{key}` is not a person key: {problem}; use email:<address>, phone:<+E.164 number> or messenger:<platform>:<id>"
+)]
+pub struct InvalidIdentityKey {
+    key: String,
+    problem: String,
 }
 
 impl IdentityKey {
     /// The key as one string, e.g. `email:ana@example.com`, `phone:+393471234567`.
     pub fn as_key(&self) -> String {
         self.to_string()
+    }
+
+    /// The kind as stored beside a contact's key: `email`, `phone` or `messenger`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            IdentityKey::Email(_) => "email",
+            IdentityKey::Phone(_) => "phone",
+            IdentityKey::Messenger(_) => "messenger",
+        }
+    }
+
+    /// The value after the kind (`ana@example.com`, `+393471234567;ext=12`,
+    /// `telegram:12345`).
+    pub fn value(&self) -> &str {
+        match self {
+            IdentityKey::Email(v) | IdentityKey::Phone(v) | IdentityKey::Messenger(v) => v,
+        }
+    }
+
+    /// The person key of a checked email address.
+    pub fn email(address: &EmailAddress) -> Self {
+        IdentityKey::Email(address.as_str().to_owned())
+    }
+
+    /// A key as stored by [`IdentityKey::as_key`], read back without checking its value
+    /// again (rules change between versions; what was stored stays readable).
+    pub fn from_stored(stored: &str) -> Option<Self> {
+        let (kind, value) = stored.split_once(':')?;
+        let value = value.to_owned();
+        match kind {
+            "email" => Some(IdentityKey::Email(value)),
+            "phone" => Some(IdentityKey::Phone(value)),
+            "messenger" => Some(IdentityKey::Messenger(value)),
+            _ => None,
+        }
+    }
+
+    /// A key typed by a person (an API filter), checked and normalised: the address
+    /// lower-cased, the number in E.164 with an optional `;ext=`.
+    pub fn parse(raw: &str) -> Result<Self, InvalidIdentityKey> {
+        let invalid = |problem: String| InvalidIdentityKey {
+            key: raw.to_owned(),
+            problem,
+        };
+        let (kind, value) = raw
+            .trim()
+            .split_once(':')
+            .ok_or_else(|| invalid("it has no `kind:` prefix".into()))?;
+        match kind {
+            "email" => EmailAddress::parse(value)
+                .map(|address| IdentityKey::email(&address))
+                .map_err(|e| invalid(e.to_string())),
+            "phone" => {
+                let (number, extension) = match value.split_once(";ext=") {
+                    Some((number, ext)) if !ext.trim().is_empty() => (number, Some(ext)),
+                    Some(_) => return Err(invalid("the extension after `;ext=` is empty".into())),
+                    None => (value, None),
+                };
+                PhoneE164::try_from(number.to_owned())
+                    .map(|number| IdentityKey::phone(&number, extension))
+                    .map_err(|e| invalid(format!("{e} (URL-encode the + as %2B)")))
+            }
+            "messenger" => match value.split_once(':') {
+                Some((platform, id))
+                    if !platform.is_empty()
+                        && !id.is_empty()
+                        && !value.chars().any(char::is_whitespace) =>
+                {
+                    Ok(IdentityKey::Messenger(value.to_owned()))
+                }
+                _ => Err(invalid(
+                    "a messenger key is `messenger:<platform>:<id>`, without spaces".into(),
+                )),
+            },
+            _ => Err(invalid(format!("`{kind}` is not a kind of person key"))),
+        }
     }
 
     /// The person key of a phone number and the extension typed with it, if any.
@@ -295,6 +387,7 @@ pub(crate) mod tests_support {
                 content_type: None,
                 body: Default::default(),
             },
+            event: None,
         };
         normalize(inquiry)
     }
@@ -303,6 +396,34 @@ pub(crate) mod tests_support {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_typed_person_key_is_checked_and_normalised() {
+        let cases = [
+            ("email:Ana@Example.COM", "email:ana@example.com"),
+            ("phone:+390287361234", "phone:+390287361234"),
+            ("phone:+390287361234;ext=12", "phone:+390287361234;ext=12"),
+            ("messenger:telegram:4242", "messenger:telegram:4242"),
+        ];
+        for (raw, stored) in cases {
+            let key = IdentityKey::parse(raw).unwrap();
+            assert_eq!(key.as_key(), stored, "{raw}");
+            assert_eq!(IdentityKey::from_stored(stored), Some(key));
+        }
+        for bad in [
+            "ana@example.com",
+            "email:not-an-address",
+            "phone:0287361234",
+            "phone: 390287361234",
+            "phone:+390287361234;ext=",
+            "messenger:telegram",
+            "messenger::1",
+            "fax:+390287361234",
+        ] {
+            let error = IdentityKey::parse(bad).unwrap_err().to_string();
+            assert!(error.contains("is not a person key"), "{bad}: {error}");
+        }
+    }
 
     fn hints(contact: ingest::ContactHints, region: &str) -> Lead {
         let mut lead = tests_support::lead();

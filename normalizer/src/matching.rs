@@ -13,6 +13,8 @@
 //!
 //! In order:
 //!
+//! 0. an event whose activity is filed already, or whose conversation (a mail thread, a
+//!    chat, a call) belongs to a lead, goes onto that lead, and its keys find it from then on;
 //! 1. the same inquiry was filed before: nothing to do (the store sees this first);
 //! 2. an open or frozen lead shares a strong key, or belongs to the contact a strong key
 //!    belongs to: the inquiry is merged into it, and its keys become keys of that lead;
@@ -34,6 +36,8 @@
 //! leads and contacts passed over with why.
 
 use serde::{Deserialize, Serialize};
+
+use ingest::ConversationKey;
 
 use crate::lead::{CompanyKey, IdentityKey, Lead};
 use crate::text::fold_key;
@@ -137,12 +141,21 @@ pub trait Directory {
     fn lead_person(&self, lead_id: i64) -> Option<&Person>;
     /// Who a contact is (its name and strong keys), if known.
     fn contact_person(&self, contact_id: i64) -> Option<&Person>;
+    /// The lead an activity (by its key) is on, if it is filed already.
+    fn activity_lead(&self, _activity_key: &str) -> Option<i64> {
+        None
+    }
+    /// The lead a conversation (by one of its keys) belongs to, if any.
+    fn conversation_lead(&self, _key: &ConversationKey) -> Option<i64> {
+        None
+    }
 }
 
 /// Why a lead was filed the way it was: shown on the lead as `match`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Match {
-    /// `open_lead`, `known_contact`, `known_company`, `previous_lead` or `new`.
+    /// `conversation`, `open_lead`, `known_contact`, `known_company`, `previous_lead` or
+    /// `new`.
     pub rule: String,
     /// The key that matched (`phone:+390287361234`), if any.
     pub key: Option<String>,
@@ -385,7 +398,35 @@ impl<'a, D: Directory> Matcher<'a, D> {
         })
     }
 
+    /// Rule 0: an event whose activity is filed, or whose conversation belongs to a lead,
+    /// goes onto that lead whatever its person keys say (in whatever stage the lead is),
+    /// and its keys find the lead from then on: the conversation already tells it is the
+    /// same exchange.
+    fn conversation(&self) -> Option<Decision> {
+        let event = self.lead.inquiry.event.as_ref()?;
+        let by_activity = event.activity_key.as_deref().and_then(|key| {
+            self.directory
+                .activity_lead(key)
+                .map(|id| (id, format!("activity:{key}")))
+        });
+        let (lead_id, key) = by_activity.or_else(|| {
+            event.conversation.iter().find_map(|key| {
+                self.directory
+                    .conversation_lead(key)
+                    .map(|id| (id, key.as_key()))
+            })
+        })?;
+        Some(Decision::Merge {
+            lead_id,
+            adopt_keys: true,
+            reason: Match::new("conversation", Some(key), Some(format!("lead {lead_id}"))),
+        })
+    }
+
     fn decide(mut self) -> Decision {
+        if let Some(merge) = self.conversation() {
+            return merge;
+        }
         if let Some(merge) = self.open_lead() {
             return merge;
         }
@@ -474,9 +515,17 @@ mod tests {
         closed: HashMap<IdentityKey, i64>,
         lead_people: HashMap<i64, Person>,
         contact_people: HashMap<i64, Person>,
+        activities: HashMap<String, i64>,
+        conversations: HashMap<ConversationKey, i64>,
     }
 
     impl Directory for Files {
+        fn activity_lead(&self, activity_key: &str) -> Option<i64> {
+            self.activities.get(activity_key).copied()
+        }
+        fn conversation_lead(&self, key: &ConversationKey) -> Option<i64> {
+            self.conversations.get(key).copied()
+        }
         fn open_leads(&self, key: &IdentityKey) -> Vec<i64> {
             self.open.get(key).cloned().unwrap_or_default()
         }
@@ -554,6 +603,45 @@ mod tests {
             person(Some("Anna Conti"), &[email("anna@studio.example.it")]),
         );
         files
+    }
+
+    #[test]
+    fn an_event_goes_to_the_lead_of_its_activity_then_of_its_conversation_before_any_key() {
+        let thread = ConversationKey::email_thread("<root@mail.example.it>").unwrap();
+        let reply = ConversationKey::email_thread("<reply@mail.example.it>").unwrap();
+        let mut files = annas_lead();
+        files.conversations.insert(thread.clone(), 5);
+        files.activities.insert("call:twilio:CA1".into(), 8);
+        // By the phone alone it would join Anna's lead 17; its thread says lead 5.
+        let mut event = inquiry(None, None, Some(SWITCHBOARD));
+        let mut refs = ingest::EventRef::new(ingest::ActivityKind::Email);
+        refs.conversation = vec![reply, thread.clone()];
+        event.inquiry.event = Some(refs.clone());
+        let Decision::Merge {
+            lead_id: 5,
+            adopt_keys: true,
+            reason,
+        } = decide(&event, &files)
+        else {
+            panic!("not filed on its thread's lead");
+        };
+        assert_eq!(reason.rule, "conversation");
+        assert_eq!(reason.key, Some(thread.as_key()));
+        // A filed activity wins over the conversation.
+        refs.activity_key = Some("call:twilio:CA1".into());
+        event.inquiry.event = Some(refs.clone());
+        assert!(matches!(
+            decide(&event, &files),
+            Decision::Merge { lead_id: 8, .. }
+        ));
+        // An unknown conversation falls through to the person keys.
+        refs.activity_key = None;
+        refs.conversation = vec![ConversationKey::chat("telegram", "1").unwrap()];
+        event.inquiry.event = Some(refs);
+        assert!(matches!(
+            decide(&event, &files),
+            Decision::Merge { lead_id: 17, .. }
+        ));
     }
 
     #[test]

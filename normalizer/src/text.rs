@@ -7,7 +7,6 @@
 //! between two spellings of the same name, and its output is never shown.
 
 use unicode_normalization::UnicodeNormalization;
-use unicode_normalization::char::is_combining_mark;
 
 /// NFC-normalises and trims `raw`; `None` when nothing is left.
 pub fn clean_text(raw: &str) -> Option<String> {
@@ -34,46 +33,9 @@ pub fn join_name(full: Option<&str>, first: Option<&str>, last: Option<&str>) ->
     }
 }
 
-/// Folds `raw` to a lower-case, accent-free key for comparing names.
-pub fn fold_key(raw: &str) -> String {
-    // Lower-casing first turns letters such as 'İ' into their decomposable
-    // lower-case forms; lower-casing again afterwards catches compatibility
-    // decompositions that produce capitals (e.g. '㎒' -> "MHz").
-    let lowered = raw.to_lowercase();
-    let mut folded = String::with_capacity(lowered.len());
-    for c in lowered.nfkd().filter(|&c| !is_combining_mark(c)) {
-        match fold_letter(c) {
-            Some(replacement) => folded.push_str(replacement),
-            None => folded.extend(c.to_lowercase()),
-        }
-    }
-    let mut key = String::with_capacity(folded.len());
-    for word in folded.split_whitespace() {
-        if !key.is_empty() {
-            key.push(' ');
-        }
-        key.push_str(word);
-    }
-    key
-}
-
-/// Latin letters that carry their "accent" in the base glyph, so no Unicode
-/// decomposition strips it; people still type them without it.
-fn fold_letter(c: char) -> Option<&'static str> {
-    Some(match c {
-        'ł' | 'Ł' => "l",
-        'đ' | 'Đ' | 'ð' | 'Ð' => "d",
-        'ø' | 'Ø' => "o",
-        'æ' | 'Æ' => "ae",
-        'œ' | 'Œ' => "oe",
-        'ß' | 'ẞ' => "ss",
-        'ı' => "i",
-        'þ' | 'Þ' => "th",
-        'ħ' | 'Ħ' => "h",
-        'ŧ' | 'Ŧ' => "t",
-        _ => return None,
-    })
-}
+/// Folds `raw` to a lower-case, accent-free key for comparing names (one routine for
+/// every crate: it lives in `ingest`, the first of them).
+pub use ingest::fold::fold_key;
 
 #[cfg(test)]
 mod tests {
@@ -147,31 +109,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn fold_key_strips_accents_case_and_extra_spaces() {
-        let cases: &[(&str, &str)] = &[
-            ("ŁUKASZ", "lukasz"),
-            ("Łukasz", "lukasz"),
-            ("Lukasz", "lukasz"),
-            ("Nguyễn Thị Thu Hà", "nguyen thi thu ha"),
-            ("Đỗ", "do"),
-            ("  Hanna   Dąbrowska \t", "hanna dabrowska"),
-            ("Niccolò", "niccolo"),
-            ("Søren Kjærgaard", "soren kjaergaard"),
-            ("Œuvre", "oeuvre"),
-            ("Straße", "strasse"),
-            ("Þór", "thor"),
-            ("Iİı", "iii"),
-            ("Ｆｕｌｌ", "full"),
-            ("Jose\u{301}", "jose"),
-            ("", ""),
-            (" \u{a0} ", ""),
-        ];
-        for (raw, expected) in cases {
-            assert_eq!(fold_key(raw), *expected, "input {raw:?}");
-        }
-    }
-
     proptest! {
         #[test]
         fn clean_text_never_panics_and_is_idempotent(raw in any::<String>()) {
@@ -185,18 +122,6 @@ mod tests {
             if let Some(once) = clean_text(&raw) {
                 prop_assert_eq!(clean_text(&once), Some(once.clone()));
             }
-        }
-
-        #[test]
-        fn fold_key_never_panics_and_is_idempotent(raw in any::<String>()) {
-            let once = fold_key(&raw);
-            prop_assert_eq!(fold_key(&once), once);
-        }
-
-        #[test]
-        fn fold_key_is_idempotent_on_accented_text(raw in "[ \\u{a0}a-zA-Z\u{300}-\u{36f}\u{c0}-\u{17f}\u{1ea0}-\u{1ef9}]{0,24}") {
-            let once = fold_key(&raw);
-            prop_assert_eq!(fold_key(&once), once);
         }
     }
 }

@@ -74,6 +74,7 @@ fn check_file(path: &Path) -> usize {
                 content_type: None,
                 body: body.into(),
             },
+            event: None,
         });
         let got = [
             ("email", lead.email.as_ref().map(|e| e.as_str().to_owned())),

@@ -28,5 +28,5 @@ pub use config::{AmqpConfig, RoutingConfig};
 pub use consumer::{BatchSink, ConsumerSet, SinkError, StoreOutcome};
 pub use envelope::{Envelope, Route};
 pub use publisher::{PublishError, Publisher};
-pub use routing::Router;
+pub use routing::LeadRouter;
 pub use topology::Topology;

@@ -5,13 +5,14 @@ use normalizer::Lead;
 use crate::config::RoutingConfig;
 use crate::envelope::Route;
 
-/// Routes leads by the configured rules.
+/// Routes leads by the configured rules (named apart from `axum::Router`, which the binary
+/// uses beside it).
 #[derive(Debug, Clone)]
-pub struct Router {
+pub struct LeadRouter {
     config: RoutingConfig,
 }
 
-impl Router {
+impl LeadRouter {
     /// A router with these rules.
     pub fn new(config: RoutingConfig) -> Self {
         Self { config }

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use super::file::{Chunk, CsvFile, Field, LineTracker, first, read_rows, values};
 use super::{ImportKind, Tally, finish, open_store};
-use crate::clients_api::{CompanyInput, ContactInput, parse_company, parse_contact};
+use crate::clients::{CompanyInput, ContactInput, parse_company, parse_contact};
 use crate::settings::Settings;
 
 /// Attempts to write one batch while the database is unavailable.

@@ -23,7 +23,7 @@ use ingest::forms::fields::map_fields;
 use ingest::{Channel, FieldProblem, Inquiry, InquiryId, IntakeSink, RawPayload, Refusal};
 use normalizer::Region;
 use router::backoff::Backoff;
-use router::{Publisher, Router};
+use router::{LeadRouter, Publisher};
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -94,7 +94,7 @@ pub(super) async fn import_leads(
         );
     }
     let pipeline = Arc::new(
-        Pipeline::new(Router::new(settings.routing.clone()), publisher.clone())
+        Pipeline::new(LeadRouter::new(settings.routing.clone()), publisher.clone())
             .with_key_rules(key_rules),
     );
 
@@ -362,6 +362,7 @@ fn lead_inquiry(
             content_type: Some("text/csv".into()),
             body: raw.into(),
         },
+        event: None,
     })
 }
 

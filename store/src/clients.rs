@@ -4,12 +4,14 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use normalizer::company::company_key;
+use normalizer::{CompanyKey, IdentityKey};
 use normalizer::{EmailAddress, PhoneE164};
 use serde::Serialize;
 use sqlx::postgres::PgRow;
 use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 
-use crate::{Store, StoreError};
+use crate::error::StoreError;
+use crate::store::Store;
 
 /// A contact to create; values are already normalised.
 #[derive(Debug, Clone, Default)]
@@ -151,20 +153,9 @@ fn contact_keys(contact: &NewContact) -> Vec<(String, &'static str, String)> {
     let mut keys: Vec<(String, &'static str, String)> = contact
         .emails
         .iter()
-        .map(|e| {
-            (
-                format!("email:{}", e.as_str()),
-                "email",
-                e.as_str().to_owned(),
-            )
-        })
-        .chain(contact.phones.iter().map(|p| {
-            (
-                format!("phone:{}", p.as_str()),
-                "phone",
-                p.as_str().to_owned(),
-            )
-        }))
+        .map(IdentityKey::email)
+        .chain(contact.phones.iter().map(|p| IdentityKey::phone(p, None)))
+        .map(|key| (key.as_key(), key.kind(), key.value().to_owned()))
         .collect();
     keys.sort();
     keys.dedup();
@@ -181,9 +172,9 @@ fn company_keys(company: &NewCompany) -> Vec<String> {
 fn keys_of_company(name: &str, domain: Option<&str>, phones: &[impl AsRef<str>]) -> Vec<String> {
     let mut keys: Vec<String> = domain
         .iter()
-        .map(|d| format!("domain:{d}"))
-        .chain(company_key(name).map(|k| format!("name:{k}")))
-        .chain(phones.iter().map(|p| format!("phone:{}", p.as_ref())))
+        .map(|d| CompanyKey::Domain((*d).to_owned()).as_key())
+        .chain(company_key(name).map(|k| CompanyKey::Name(k).as_key()))
+        .chain(phones.iter().map(|p| CompanyKey::phone_key(p.as_ref())))
         .collect();
     keys.sort();
     keys.dedup();
@@ -686,11 +677,15 @@ async fn import_company_batch(
         .collect();
     let domain_keys: Vec<Option<String>> = batch
         .iter()
-        .map(|(_, c)| c.domain.as_ref().map(|d| format!("domain:{d}")))
+        .map(|(_, c)| {
+            c.domain
+                .as_ref()
+                .map(|d| CompanyKey::Domain(d.clone()).as_key())
+        })
         .collect();
     let name_keys: Vec<Option<String>> = batch
         .iter()
-        .map(|(_, c)| company_key(&c.name).map(|k| format!("name:{k}")))
+        .map(|(_, c)| company_key(&c.name).map(|k| CompanyKey::Name(k).as_key()))
         .collect();
     let taken = taken_company_keys(tx, domain_keys.iter().flatten()).await?;
     let mut candidates = name_candidates(
@@ -833,7 +828,7 @@ async fn import_company_batch(
         for (id, joined) in &updates {
             if updated.contains(id) {
                 for phone in joined.split(',') {
-                    keys.push(format!("phone:{phone}"));
+                    keys.push(CompanyKey::phone_key(phone));
                     owners.push(*id);
                 }
             }
@@ -944,7 +939,7 @@ mod tests {
         }
     }
 
-    #[sqlx::test(migrator = "crate::MIGRATOR")]
+    #[sqlx::test(migrator = "crate::store::MIGRATOR")]
     async fn a_contact_import_skips_taken_repeated_and_orphan_rows_and_names_their_lines(
         pool: PgPool,
     ) {
@@ -1030,7 +1025,7 @@ mod tests {
         assert_eq!(mai.name.as_deref(), Some("Nguyễn Thị Mai"));
     }
 
-    #[sqlx::test(migrator = "crate::MIGRATOR")]
+    #[sqlx::test(migrator = "crate::store::MIGRATOR")]
     async fn a_contact_import_over_several_batches_gives_each_row_its_own_keys(pool: PgPool) {
         let store = Store::from_pool(pool.clone());
         let total = IMPORT_BATCH + 500;
@@ -1071,7 +1066,7 @@ mod tests {
         assert_eq!(mismatched, 0);
     }
 
-    #[sqlx::test(migrator = "crate::MIGRATOR")]
+    #[sqlx::test(migrator = "crate::store::MIGRATOR")]
     async fn a_company_import_keeps_one_company_per_domain_and_stores_phones(pool: PgPool) {
         let store = Store::from_pool(pool);
         let known = store
@@ -1183,7 +1178,7 @@ mod tests {
             .unwrap()
     }
 
-    #[sqlx::test(migrator = "crate::MIGRATOR")]
+    #[sqlx::test(migrator = "crate::store::MIGRATOR")]
     async fn a_company_without_a_domain_is_matched_by_its_name_and_told_apart_by_its_phones(
         pool: PgPool,
     ) {
@@ -1285,7 +1280,7 @@ mod tests {
         assert_eq!(company_count(&pool).await, 5);
     }
 
-    #[sqlx::test(migrator = "crate::MIGRATOR")]
+    #[sqlx::test(migrator = "crate::store::MIGRATOR")]
     async fn two_company_imports_at_once_create_a_company_without_a_domain_once(pool: PgPool) {
         let store = Store::from_pool(pool.clone());
         let rows = vec![

@@ -6,7 +6,8 @@ use std::collections::HashSet;
 use ingest::InquiryId;
 use uuid::Uuid;
 
-use crate::{Store, StoreError};
+use crate::error::StoreError;
+use crate::store::Store;
 
 impl Store {
     /// Of `ids`, those the consumers have filed, whatever became of them (lead, merge,
@@ -34,7 +35,7 @@ mod tests {
 
     use super::*;
 
-    #[sqlx::test(migrator = "crate::MIGRATOR")]
+    #[sqlx::test(migrator = "crate::store::MIGRATOR")]
     async fn filed_inquiries_are_those_of_the_ids_that_are_stored(pool: PgPool) {
         let store = Store::from_pool(pool.clone());
         let filed = InquiryId::from_external(Channel::Import, "crm-export", "row:a");

@@ -7,7 +7,7 @@ use ingest::{ClaimOutcome, IdempotencyKeys, KeyClaim, KeyStoreError};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::StoreError;
+use crate::error::StoreError;
 
 /// How to size the key store's pool and how long a key lives.
 #[derive(Debug, Clone, Copy)]

@@ -6,7 +6,8 @@ use sqlx::postgres::PgRow;
 use sqlx::{QueryBuilder, Row};
 use uuid::Uuid;
 
-use crate::{Store, StoreError};
+use crate::error::StoreError;
+use crate::store::Store;
 
 /// Filters and paging for [`Store::list_leads`]; every filter is optional.
 #[derive(Debug, Clone, Default)]
@@ -21,6 +22,8 @@ pub struct LeadQuery {
     pub email: Option<String>,
     /// E.164 phone number.
     pub phone: Option<String>,
+    /// A person key the lead holds (`email:...`, `phone:...`, `messenger:...`), as stored.
+    pub key: Option<String>,
     /// Only leads created at or after this instant.
     pub created_after: Option<DateTime<Utc>>,
     /// Only leads created before this instant.
@@ -87,6 +90,11 @@ pub struct LeadView {
     pub client: ClientRef,
     /// The person's previous, closed lead.
     pub previous_lead_id: Option<i64>,
+    /// The person keys that find the lead (`email:<addr>`, `phone:<e164>`,
+    /// `messenger:<platform>:<id>`), sorted.
+    pub keys: Vec<String>,
+    /// Labels (`missed_call`), sorted.
+    pub tags: Vec<String>,
     /// How the lead was matched: `{rule, key, target}`.
     #[serde(rename = "match")]
     pub matched: serde_json::Value,
@@ -149,7 +157,7 @@ pub struct StageChange {
 pub struct Activity {
     /// Activity id.
     pub id: i64,
-    /// `inquiry`, `email`, `call`, `task`, ...
+    /// `form`, `email`, `message`, `call`, `import`, `note`.
     pub kind: String,
     /// Channel, for communication.
     pub channel: Option<String>,
@@ -161,7 +169,8 @@ pub struct Activity {
     pub body: Option<String>,
     /// When it happened (or is due).
     pub occurred_at: DateTime<Utc>,
-    /// Extra data (attachments, call details).
+    /// The channel's fields (attachments, message and call details; see the channel
+    /// contract), plus `merged`: why the inquiry joined the lead, when it did.
     pub data: serde_json::Value,
 }
 
@@ -184,7 +193,10 @@ const LEAD_COLUMNS: &str =
         l.message, l.channel, l.source, p.code AS pipeline, s.code AS stage_code,
         s.name AS stage_name, s.semantic AS stage_semantic, s.color AS stage_color, l.utm,
         l.fields, l.problems, l.inquiry_id, l.created_at, l.updated_at, l.stage_entered_at,
-        l.inquiry_count, l.is_repeat, l.contact_id, l.company_id, l.previous_lead_id, l.match
+        l.inquiry_count, l.is_repeat, l.contact_id, l.company_id, l.previous_lead_id, l.match,
+        l.tags,
+        ARRAY(SELECT li.key FROM lead_identities li WHERE li.lead_id = l.id ORDER BY li.key)
+            AS keys
      FROM leads l JOIN stages s ON s.id = l.stage_id JOIN pipelines p ON p.id = l.pipeline_id";
 
 fn lead_from_row(row: &PgRow) -> Result<LeadView, sqlx::Error> {
@@ -217,6 +229,8 @@ fn lead_from_row(row: &PgRow) -> Result<LeadView, sqlx::Error> {
             company_id: row.try_get("company_id")?,
         },
         previous_lead_id: row.try_get("previous_lead_id")?,
+        keys: row.try_get("keys")?,
+        tags: row.try_get("tags")?,
         matched: row.try_get("match")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
@@ -244,6 +258,13 @@ impl Store {
         }
         if let Some(phone) = &query.phone {
             sql.push(" AND l.phone = ").push_bind(phone.clone());
+        }
+        if let Some(key) = &query.key {
+            sql.push(
+                " AND EXISTS (SELECT 1 FROM lead_identities li WHERE li.lead_id = l.id AND li.key = ",
+            )
+            .push_bind(key.clone())
+            .push(")");
         }
         if let Some(after) = query.created_after {
             sql.push(" AND l.created_at >= ").push_bind(after);

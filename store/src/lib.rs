@@ -11,6 +11,7 @@
 //! - [`keys`]: idempotency keys for intake ([`ingest::IdempotencyKeys`]) on a pool of
 //!   their own, with expiry and a batched purge.
 //! - [`leads`]: reading leads for the ops API.
+//! - [`store`]: the handle to the database ([`Store`]), the schema ([`MIGRATOR`]).
 //!
 //! SQL lives only in this crate.
 
@@ -21,13 +22,7 @@ pub mod inquiries;
 pub mod intake;
 pub mod keys;
 pub mod leads;
-
-use std::sync::Arc;
-use std::time::Duration;
-
-use sqlx::PgPool;
-use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+pub mod store;
 
 pub use clients::{
     ClientPage, ClientQuery, CompanyView, ContactView, ImportReport, NewCompany, NewContact,
@@ -39,85 +34,4 @@ pub use leads::{
     Activity, ClientRef, LeadDetail, LeadEvent, LeadPage, LeadQuery, LeadView, StageChange,
     StageRef,
 };
-
-/// The schema, embedded in the binary; applied by `leadpipe migrate` and on start-up.
-pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
-
-/// Handle to the database; cheap to clone.
-#[derive(Clone, Debug)]
-pub struct Store {
-    pool: PgPool,
-    held: Arc<intake::HeldBatches>,
-    max_batch_locks: usize,
-}
-
-impl Store {
-    /// A store whose connections are opened on first use, so the daemon starts (and takes
-    /// inquiries) while the database is still away.
-    pub fn connect_lazy(config: &DatabaseConfig) -> Result<Self, StoreError> {
-        let options: PgConnectOptions = config
-            .url
-            .parse()
-            .map_err(|e| StoreError::Config(format!("database.url: {e}")))?;
-        let pool = PgPoolOptions::new()
-            .max_connections(config.max_connections)
-            .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
-            .connect_lazy_with(options.application_name("leadpipe"));
-        Ok(Self::from_pool_with_config(pool, config))
-    }
-
-    /// Wraps an existing pool (tests), with the default limits.
-    pub fn from_pool(pool: PgPool) -> Self {
-        Self::from_pool_with_config(pool, &DatabaseConfig::new(""))
-    }
-
-    /// Wraps an existing pool, with the limits of `config` (its URL is not used).
-    pub fn from_pool_with_config(pool: PgPool, config: &DatabaseConfig) -> Self {
-        Self {
-            pool,
-            held: Arc::new(intake::HeldBatches::new(Duration::from_secs(
-                config.hold_alert_secs,
-            ))),
-            max_batch_locks: config.max_batch_locks,
-        }
-    }
-
-    /// The pool, for callers in this workspace that need one (tests, tools).
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
-    /// Applies every pending migration.
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR
-            .run(&self.pool)
-            .await
-            .map_err(|e| StoreError::Migration(e.to_string()))
-    }
-
-    /// True when the database answers a trivial query.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    /// Closes every connection.
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
-}
-
-/// Creates the database named in `url` if it does not exist yet (a fresh machine).
-pub async fn ensure_database(url: &str) -> Result<(), StoreError> {
-    use sqlx::migrate::MigrateDatabase;
-    if !sqlx::Postgres::database_exists(url).await? {
-        tracing::info!("Creating the database.");
-        match sqlx::Postgres::create_database(url).await {
-            Ok(()) => {}
-            // Another replica created it meanwhile (42P04 duplicate_database).
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
-}
+pub use store::{MIGRATOR, Store, ensure_database};

@@ -42,7 +42,7 @@ async fn a_new_inquiry_becomes_a_lead_in_the_initial_stage_with_history_and_acti
     assert_eq!(detail.stage_history.len(), 1);
     assert_eq!(detail.stage_history[0].from, None);
     assert_eq!(detail.activities.len(), 1);
-    assert_eq!(detail.activities[0].kind, "inquiry");
+    assert_eq!(detail.activities[0].kind, "form");
     assert_eq!(
         count(
             &pool,

@@ -83,3 +83,39 @@ async fn merges_filed_before_keep_only_the_keys_a_strong_match_brought(pool: PgP
         ]
     );
 }
+
+#[sqlx::test(migrations = false)]
+async fn activities_filed_before_say_what_they_record_by_their_channel(pool: PgPool) {
+    migrate_below(&pool, 6).await;
+    sqlx::raw_sql(
+        r#"
+        INSERT INTO inquiries (id, channel, source, received_at, disposition, payload, raw_body)
+        VALUES
+          ('00000000-0000-0000-0000-000000000001', 'form', 'web', now(), 'lead', '{}', ''),
+          ('00000000-0000-0000-0000-000000000002', 'import', 'import:crm.csv', now(), 'merged', '{}', '');
+        INSERT INTO leads (id, inquiry_id, title, channel, source, pipeline_id, stage_id, stage_entered_at)
+        SELECT 1, '00000000-0000-0000-0000-000000000001', 'Anna', 'form', 'web', p.id, s.id, now()
+        FROM pipelines p JOIN stages s ON s.pipeline_id = p.id AND s.is_initial;
+        INSERT INTO activities (lead_id, kind, channel, inquiry_id, occurred_at) VALUES
+          (1, 'inquiry', 'form', '00000000-0000-0000-0000-000000000001', now()),
+          (1, 'inquiry', 'import', '00000000-0000-0000-0000-000000000002', now()),
+          (1, 'task', NULL, NULL, now());
+        "#,
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    migrate_from(&pool, 6).await;
+
+    let kinds: Vec<String> = sqlx::query_scalar("SELECT kind FROM activities ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(kinds, ["form", "import", "task"]);
+    let tags: Vec<String> = sqlx::query_scalar("SELECT tags FROM leads WHERE id = 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(tags.is_empty());
+}

@@ -63,7 +63,7 @@ async fn a_202_means_the_lead_and_its_stage_history_are_in_postgresql() {
 
     let detail = daemon.get(&format!("/v1/leads/{lead_id}")).await.json();
     assert_eq!(detail["stage_history"][0]["to"], "open");
-    assert_eq!(detail["activities"][0]["kind"], "inquiry");
+    assert_eq!(detail["activities"][0]["kind"], "form");
     assert_eq!(
         detail["activities"][0]["inquiry_id"],
         inquiry_id.to_string()

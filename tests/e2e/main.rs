@@ -16,5 +16,6 @@ mod idempotency;
 mod import;
 mod keys;
 mod matching_seams;
+mod observing;
 mod ops;
 mod slow_clients;

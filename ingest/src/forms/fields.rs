@@ -445,56 +445,9 @@ fn match_key(name: &str) -> String {
     canonical(name)
 }
 
-/// Lower-cases, strips diacritics and drops everything but letters and digits, so
-/// "E-Mail", "e_mail" and "email" compare equal, as do "Wiadomość" and "wiadomosc".
+/// The comparable form of a name: folded, letters and digits only.
 fn canonical(name: &str) -> String {
-    let mut key = String::with_capacity(name.len());
-    for c in name.chars().flat_map(char::to_lowercase) {
-        match c {
-            // Combining marks: what is left of a decomposed accent.
-            '\u{300}'..='\u{36f}' => {}
-            'ß' => key.push_str("ss"),
-            'æ' => key.push_str("ae"),
-            'œ' => key.push_str("oe"),
-            'þ' => key.push_str("th"),
-            c if c.is_alphanumeric() => key.push(fold(c)),
-            _ => {}
-        }
-    }
-    key
-}
-
-/// Lower-case letters with diacritics and the base letter they are written without.
-const FOLDS: &[(char, &str)] = &[
-    ('a', "àáâãäåāăąǎǟǡǻȁȃȧạảấầẩẫậắằẳẵặ"),
-    ('c', "çćĉċč"),
-    ('d', "ďđḍḏð"),
-    ('e', "èéêëēĕėęěȅȇȩẹẻẽếềểễệ"),
-    ('g', "ĝğġģǧ"),
-    ('h', "ĥħ"),
-    ('i', "ìíîïĩīĭįıǐȉȋỉị"),
-    ('j', "ĵ"),
-    ('k', "ķǩ"),
-    ('l', "ĺļľŀł"),
-    ('n', "ñńņňǹ"),
-    ('o', "òóôõöøōŏőơǒǫȍȏȫȭȯȱọỏốồổỗộớờởỡợ"),
-    ('r', "ŕŗř"),
-    ('s', "śŝşšș"),
-    ('t', "ţťŧț"),
-    ('u', "ùúûüũūŭůűųưǔǖǘǚǜȕȗụủứừửữự"),
-    ('w', "ŵẁẃẅ"),
-    ('y', "ýÿŷỳỵỷỹ"),
-    ('z', "źżž"),
-];
-
-fn fold(c: char) -> char {
-    if c.is_ascii() {
-        return c;
-    }
-    FOLDS
-        .iter()
-        .find(|(_, accented)| accented.contains(c))
-        .map_or(c, |(base, _)| *base)
+    crate::fold::fold_compact(name)
 }
 
 #[cfg(test)]

@@ -394,6 +394,7 @@ impl FormsIntake {
                 content_type,
                 body: raw,
             },
+            event: None,
         };
 
         // The key is claimed only for an inquiry nothing else will refuse, so a sender who

@@ -43,6 +43,7 @@ pub fn inquiry(
             content_type: None,
             body: Bytes::from_static(b"x"),
         },
+        event: None,
     }
 }
 

@@ -1,7 +1,4 @@
 //! `/v1/contacts` and `/v1/companies`: the clients leads are matched against.
-//!
-//! Values are normalised here, at the edge, with the same rules as inquiries, so a
-//! contact created by hand matches the leads its person sends.
 
 use std::collections::HashMap;
 
@@ -14,49 +11,11 @@ use axum::{Json, Router};
 use ingest::FieldProblem;
 use ingest::problem::Problem;
 use normalizer::company::domain_key;
-use normalizer::{EmailAddress, PhoneE164, Region, clean_text, parse_phone};
-use serde::Deserialize;
-use store::{ClientQuery, NewCompany, NewContact, StoreError};
+use normalizer::{CompanyKey, EmailAddress, IdentityKey, parse_phone};
+use store::{ClientQuery, StoreError};
 
-use crate::api::{ApiState, bad_query, page_cursor, page_limit, store_problem};
-
-/// A contact as posted.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ContactInput {
-    /// Name as typed.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// Email addresses.
-    #[serde(default)]
-    pub emails: Vec<String>,
-    /// Phone numbers; without a country code they need `default_region`.
-    #[serde(default)]
-    pub phones: Vec<String>,
-    /// The contact's company.
-    #[serde(default)]
-    pub company_id: Option<i64>,
-    /// ISO 3166-1 alpha-2 region for phone numbers without a country code.
-    #[serde(default)]
-    pub default_region: Option<String>,
-}
-
-/// A company as posted.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CompanyInput {
-    /// Name as written.
-    pub name: String,
-    /// Its website or domain.
-    #[serde(default)]
-    pub domain: Option<String>,
-    /// Phone numbers; without a country code they need `default_region`.
-    #[serde(default)]
-    pub phones: Vec<String>,
-    /// ISO 3166-1 alpha-2 region for phone numbers without a country code.
-    #[serde(default)]
-    pub default_region: Option<String>,
-}
+use super::common::{ApiState, bad_query, page_cursor, page_limit, store_problem};
+use crate::clients::{CompanyInput, ContactInput, parse_company, parse_contact};
 
 fn unusable(fields: Vec<FieldProblem>) -> Problem {
     let mut p = Problem::new(
@@ -78,114 +37,6 @@ fn json_problem(rejection: JsonRejection) -> Problem {
         "malformed_body"
     };
     Problem::new(status, code, rejection.body_text())
-}
-
-fn region(raw: Option<&str>, problems: &mut Vec<FieldProblem>) -> Option<Region> {
-    let raw = raw?;
-    match Region::parse(raw) {
-        Ok(region) => Some(region),
-        Err(e) => {
-            problems.push(FieldProblem {
-                field: "default_region".into(),
-                problem: e.to_string(),
-            });
-            None
-        }
-    }
-}
-
-fn phones(
-    raw: &[String],
-    region: Option<Region>,
-    problems: &mut Vec<FieldProblem>,
-) -> Vec<PhoneE164> {
-    raw.iter()
-        .enumerate()
-        .filter_map(|(i, p)| match parse_phone(p, region) {
-            Ok(parsed) => Some(parsed.number),
-            Err(e) => {
-                problems.push(FieldProblem {
-                    field: format!("phones[{i}]"),
-                    problem: e.to_string(),
-                });
-                None
-            }
-        })
-        .collect()
-}
-
-/// Normalises a posted contact, or lists every field that cannot be used.
-pub fn parse_contact(input: ContactInput) -> Result<NewContact, Vec<FieldProblem>> {
-    let mut problems = Vec::new();
-    let region = region(input.default_region.as_deref(), &mut problems);
-    let emails: Vec<EmailAddress> = input
-        .emails
-        .iter()
-        .enumerate()
-        .filter_map(|(i, e)| match EmailAddress::parse(e) {
-            Ok(email) => Some(email),
-            Err(err) => {
-                problems.push(FieldProblem {
-                    field: format!("emails[{i}]"),
-                    problem: err.to_string(),
-                });
-                None
-            }
-        })
-        .collect();
-    let phones = phones(&input.phones, region, &mut problems);
-    if problems.is_empty() && emails.is_empty() && phones.is_empty() {
-        problems.push(FieldProblem {
-            field: "emails".into(),
-            problem: "a contact needs at least one email address or phone number".into(),
-        });
-    }
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-    Ok(NewContact {
-        name: input.name.as_deref().and_then(clean_text),
-        emails,
-        phones,
-        company_id: input.company_id,
-    })
-}
-
-/// Normalises a posted company, or lists every field that cannot be used.
-pub fn parse_company(input: CompanyInput) -> Result<NewCompany, Vec<FieldProblem>> {
-    let mut problems = Vec::new();
-    let region = region(input.default_region.as_deref(), &mut problems);
-    let name = clean_text(&input.name);
-    if name.is_none() {
-        problems.push(FieldProblem {
-            field: "name".into(),
-            problem: "must not be empty".into(),
-        });
-    }
-    let domain = match input.domain.as_deref().filter(|d| !d.trim().is_empty()) {
-        None => None,
-        Some(raw) => match domain_key(raw) {
-            Some(domain) => Some(domain),
-            None => {
-                problems.push(FieldProblem {
-                    field: "domain".into(),
-                    problem: format!(
-                        "`{raw}` is not a company domain (invalid, or a free-mail provider)"
-                    ),
-                });
-                None
-            }
-        },
-    };
-    let phones = phones(&input.phones, region, &mut problems);
-    match name {
-        Some(name) if problems.is_empty() => Ok(NewCompany {
-            name,
-            domain,
-            phones,
-        }),
-        _ => Err(problems),
-    }
 }
 
 fn client_problem(error: StoreError) -> Problem {
@@ -250,18 +101,18 @@ fn client_query(
             "email" if key_params.contains(&"email") => {
                 let email =
                     EmailAddress::parse(value).map_err(|e| bad_query(format!("email: {e}")))?;
-                query.key = Some(format!("email:{}", email.as_str()));
+                query.key = Some(IdentityKey::email(&email).as_key());
             }
             "phone" if key_params.contains(&"phone") => {
                 let phone = parse_phone(value, None)
                     .map_err(|e| bad_query(format!("phone: {e} (use E.164, + as %2B)")))?;
-                query.key = Some(format!("phone:{}", phone.number.as_str()));
+                query.key = Some(IdentityKey::phone(&phone.number, None).as_key());
             }
             "domain" if key_params.contains(&"domain") => {
                 let domain = domain_key(value).ok_or_else(|| {
                     bad_query(format!("domain: `{value}` is not a company domain"))
                 })?;
-                query.key = Some(format!("domain:{domain}"));
+                query.key = Some(CompanyKey::Domain(domain).as_key());
             }
             other => {
                 return Err(bad_query(format!(

@@ -1,0 +1,143 @@
+//! What every part of the ops API shares: its state, the admin-token check, query
+//! parameters, and database failures as answers.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use ingest::problem::Problem;
+use metrics_exporter_prometheus::PrometheusHandle;
+use router::Publisher;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use store::{Store, StoreError};
+use subtle::ConstantTimeEq;
+
+/// What the API handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The database.
+    pub store: Store,
+    /// The publisher (for readiness).
+    pub publisher: Arc<Publisher>,
+    /// SHA-256 of the admin token; `None` when no token is configured.
+    pub admin_token_hash: Option<[u8; 32]>,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// Set once the schema is migrated; until then the database is not ready for use.
+    pub schema_ready: Arc<AtomicBool>,
+}
+
+impl ApiState {
+    /// Hashes the token once so that comparisons take the same time whatever its length.
+    pub fn token_hash(token: Option<&SecretString>) -> Option<[u8; 32]> {
+        token.map(|t| Sha256::digest(t.expose_secret().as_bytes()).into())
+    }
+}
+
+/// Lets a request through only with `Authorization: Bearer <api.admin_token>`.
+pub(crate) async fn require_admin(
+    State(state): State<ApiState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(expected) = state.admin_token_hash else {
+        return Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "api_disabled",
+            "the ops API has no token configured: set api.admin_token (or LEADPIPE__API__ADMIN_TOKEN)",
+        )
+        .into_response();
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(|t| -> [u8; 32] { Sha256::digest(t.trim().as_bytes()).into() });
+    match presented {
+        Some(hash) if bool::from(hash.ct_eq(&expected)) => next.run(request).await,
+        Some(_) => Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_token",
+            "the bearer token is not valid for this API",
+        )
+        .into_response(),
+        None => {
+            let mut response = Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "missing_token",
+                "send `Authorization: Bearer <api.admin_token>`",
+            )
+            .into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            response
+        }
+    }
+}
+
+/// A 400 for a query string that cannot be used.
+pub(crate) fn bad_query(message: String) -> Problem {
+    Problem::new(StatusCode::BAD_REQUEST, "bad_query", message)
+}
+
+/// A `cursor` query parameter: the id a previous page's `next_cursor` gave.
+pub(crate) fn page_cursor(value: &str) -> Result<i64, Problem> {
+    value.parse().map_err(|_| {
+        bad_query(format!(
+            "cursor: `{value}` is not a cursor from next_cursor"
+        ))
+    })
+}
+
+/// A `limit` query parameter: 1 to 500.
+pub(crate) fn page_limit(value: &str) -> Result<i64, Problem> {
+    value
+        .parse()
+        .ok()
+        .filter(|n| (1..=500).contains(n))
+        .ok_or_else(|| bad_query(format!("limit: `{value}` must be 1 to 500")))
+}
+
+/// A database failure as an HTTP answer: a plain sentence for the client, the error text
+/// (which can name hosts, users and statements) only in the log.
+pub(crate) fn store_problem(error: StoreError) -> Problem {
+    if error.is_transient() {
+        tracing::warn!(%error, "Reading from the database failed; answered 503.");
+        let mut p = Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "the database did not answer; retry later",
+        );
+        p.retry_after_secs = Some(5);
+        p
+    } else {
+        tracing::error!(%error, "Reading from the database failed.");
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_error",
+            "the database could not answer this query; the error is in the daemon's log",
+        )
+    }
+}
+
+/// A time query parameter in RFC 3339.
+pub(crate) fn parse_time(key: &str, value: &str) -> Result<DateTime<Utc>, Problem> {
+    DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            bad_query(format!(
+                "{key}: `{value}` is not an RFC 3339 time like 2026-01-31T09:00:00Z ({e})"
+            ))
+        })
+}

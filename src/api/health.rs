@@ -1,0 +1,61 @@
+//! `/healthz` (the process is alive), `/readyz` (broker connected, database answering)
+//! and `/metrics` (Prometheus); open, so bind them to a private interface or filter them
+//! at the proxy.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+
+use super::common::ApiState;
+
+/// The health and metrics routes.
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+async fn healthz() -> Response {
+    Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+async fn readyz(State(state): State<ApiState>) -> Response {
+    let broker = state.publisher.is_ready().await;
+    let database = state.schema_ready.load(Ordering::Acquire)
+        && matches!(
+            tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await,
+            Ok(Ok(()))
+        );
+    let status = if broker && database {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let word = |up: bool| if up { "up" } else { "down" };
+    (
+        status,
+        Json(serde_json::json!({
+            "status": if status == StatusCode::OK { "ready" } else { "not_ready" },
+            "broker": word(broker),
+            "database": word(database),
+        })),
+    )
+        .into_response()
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}

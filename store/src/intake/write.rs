@@ -1,0 +1,774 @@
+//! Writing a planned batch: inquiries, new leads with their keys and first stage, merges,
+//! activities (created, or updated in place by their activity key), conversations and tags.
+//!
+//! The statements are per batch, not per lead (arrays through `unnest`), so a batch of
+//! two hundred costs about as many round trips as a batch of one.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use ingest::{ActivityKind, EventRef};
+use normalizer::IdentityKey;
+use normalizer::matching::{Decision as MatchDecision, Match};
+use router::Envelope;
+use sqlx::types::Json;
+use sqlx::{Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use super::plan::{Placements, Plan, StoredActivity};
+
+/// PostgreSQL refuses NUL in text and jsonb; hostile input may carry it. The raw bytes
+/// keep the original, the columns get a visible replacement.
+pub(super) fn text(value: &str) -> String {
+    value.replace('\0', "\u{FFFD}")
+}
+
+pub(super) fn opt_text(value: Option<&str>) -> Option<String> {
+    value.map(text)
+}
+
+pub(super) fn json<T: serde::Serialize>(value: &T) -> Json<serde_json::Value> {
+    let encoded = serde_json::to_string(value).unwrap_or_else(|_| "null".into());
+    // A NUL escaped inside JSON text is refused by jsonb too.
+    let cleaned = encoded.replace("\\u0000", "\\ufffd");
+    Json(serde_json::from_str(&cleaned).unwrap_or(serde_json::Value::Null))
+}
+
+/// Inserts every inquiry that is not a replay; returns the ids actually inserted.
+pub(super) async fn insert_inquiries(
+    tx: &mut Transaction<'_, Postgres>,
+    batch: &[&Envelope],
+    plans: &[Plan],
+) -> Result<HashSet<Uuid>, sqlx::Error> {
+    let mut ids = Vec::new();
+    let mut channels = Vec::new();
+    let mut sources = Vec::new();
+    let mut external_ids = Vec::new();
+    let mut received = Vec::new();
+    let mut dispositions = Vec::new();
+    let mut duplicate_of = Vec::new();
+    let mut spam_reasons = Vec::new();
+    let mut dedup_keys = Vec::new();
+    let mut payloads = Vec::new();
+    let mut content_types = Vec::new();
+    let mut bodies: Vec<Vec<u8>> = Vec::new();
+    for (envelope, plan) in batch.iter().zip(plans) {
+        let inquiry = &envelope.lead.inquiry;
+        let (disposition, original) = match plan {
+            Plan::Replay => continue,
+            Plan::Spam => ("spam", None),
+            Plan::Duplicate(first) => ("duplicate", Some(*first)),
+            Plan::Lead(MatchDecision::New { .. }) => ("lead", None),
+            Plan::Lead(MatchDecision::Merge { .. }) => ("merged", None),
+        };
+        ids.push(inquiry.id.as_uuid());
+        channels.push(inquiry.channel.as_str());
+        sources.push(text(&inquiry.source));
+        external_ids.push(opt_text(inquiry.external_id.as_deref()));
+        received.push(inquiry.received_at);
+        dispositions.push(disposition);
+        duplicate_of.push(original);
+        spam_reasons.push(opt_text(inquiry.spam.as_deref()));
+        dedup_keys.push(inquiry.dedup.as_ref().map(|d| d.key.clone()));
+        payloads.push(json(&InquiryPayload::from(*envelope)));
+        content_types.push(opt_text(inquiry.raw.content_type.as_deref()));
+        bodies.push(inquiry.raw.body.to_vec());
+    }
+    if ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let inserted: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO inquiries (id, channel, source, external_id, received_at, disposition,
+                                duplicate_of, spam_reason, dedup_key, payload, raw_content_type, raw_body)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+                              $6::text[], $7::uuid[], $8::text[], $9::text[], $10::jsonb[],
+                              $11::text[], $12::bytea[])
+         ON CONFLICT (id) DO NOTHING
+         RETURNING id",
+    )
+    .bind(&ids)
+    .bind(&channels)
+    .bind(&sources)
+    .bind(&external_ids)
+    .bind(&received)
+    .bind(&dispositions)
+    .bind(&duplicate_of)
+    .bind(&spam_reasons)
+    .bind(&dedup_keys)
+    .bind(&payloads)
+    .bind(&content_types)
+    .bind(&bodies)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(inserted.into_iter().collect())
+}
+
+/// Inserts new leads with their person keys and first stage-history row; returns the
+/// lead id of each inquiry id.
+pub(super) async fn insert_leads(
+    tx: &mut Transaction<'_, Postgres>,
+    leads: &[(usize, &Envelope, &MatchDecision)],
+    placements: &Placements,
+) -> Result<HashMap<Uuid, i64>, sqlx::Error> {
+    if leads.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let now: DateTime<Utc> = Utc::now();
+    let n = leads.len();
+    let mut inquiry_ids = Vec::with_capacity(n);
+    let mut titles = Vec::with_capacity(n);
+    let mut names = Vec::with_capacity(n);
+    let mut emails = Vec::with_capacity(n);
+    let mut phones = Vec::with_capacity(n);
+    let mut extensions = Vec::with_capacity(n);
+    let mut companies = Vec::with_capacity(n);
+    let mut messages = Vec::with_capacity(n);
+    let mut channels = Vec::with_capacity(n);
+    let mut sources = Vec::with_capacity(n);
+    let mut utms = Vec::with_capacity(n);
+    let mut fields = Vec::with_capacity(n);
+    let mut problems = Vec::with_capacity(n);
+    let mut pipeline_ids = Vec::with_capacity(n);
+    let mut stage_ids = Vec::with_capacity(n);
+    let mut repeats = Vec::with_capacity(n);
+    let mut contact_ids = Vec::with_capacity(n);
+    let mut company_ids = Vec::with_capacity(n);
+    let mut previous_ids = Vec::with_capacity(n);
+    let mut matches = Vec::with_capacity(n);
+    let mut tags = Vec::with_capacity(n);
+    for (_, envelope, decision) in leads {
+        let MatchDecision::New {
+            contact_id,
+            company_id,
+            is_repeat,
+            previous_lead_id,
+            reason,
+        } = decision
+        else {
+            continue;
+        };
+        let lead = &envelope.lead;
+        let inquiry = &lead.inquiry;
+        let place = placements
+            .get(&(
+                envelope.route.pipeline.clone(),
+                envelope.route.stage.clone(),
+            ))
+            .copied()
+            .ok_or_else(|| sqlx::Error::Protocol("route resolved before insert".into()))?;
+        inquiry_ids.push(inquiry.id.as_uuid());
+        titles.push(text(&lead.title()));
+        names.push(opt_text(lead.name.as_deref()));
+        emails.push(lead.email.as_ref().map(|e| e.as_str().to_owned()));
+        phones.push(lead.phone.as_ref().map(|p| p.as_str().to_owned()));
+        extensions.push(opt_text(lead.phone_extension.as_deref()));
+        companies.push(opt_text(lead.company.as_deref()));
+        messages.push(opt_text(lead.message.as_deref()));
+        channels.push(inquiry.channel.as_str());
+        sources.push(text(&inquiry.source));
+        utms.push(json(&inquiry.utm));
+        fields.push(json(&inquiry.fields));
+        problems.push(json(&lead.problems));
+        pipeline_ids.push(place.pipeline_id);
+        stage_ids.push(place.stage_id);
+        repeats.push(*is_repeat);
+        contact_ids.push(*contact_id);
+        company_ids.push(*company_id);
+        previous_ids.push(*previous_lead_id);
+        matches.push(json(reason));
+        tags.push(json(&event_tags(inquiry.event.as_ref())));
+    }
+    let rows = sqlx::query(
+        "INSERT INTO leads (inquiry_id, title, name, email, phone, phone_extension, company,
+                            message, channel, source, utm, fields, problems, pipeline_id,
+                            stage_id, is_repeat, contact_id, company_id, previous_lead_id, match,
+                            tags, stage_entered_at, created_at, updated_at)
+         SELECT i, t, n, e, p, x, c, m, ch, s, u, f, pr, pl, st, rep, con, com, prev, mat,
+                ARRAY(SELECT jsonb_array_elements_text(tg)), $21, $21, $21
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                     $7::text[], $8::text[], $9::text[], $10::text[], $11::jsonb[], $12::jsonb[],
+                     $13::jsonb[], $14::bigint[], $15::bigint[], $16::bool[], $17::bigint[],
+                     $18::bigint[], $19::bigint[], $20::jsonb[], $22::jsonb[])
+              WITH ORDINALITY AS r(i, t, n, e, p, x, c, m, ch, s, u, f, pr, pl, st, rep, con, com, prev, mat, tg, ord)
+         ORDER BY ord
+         RETURNING id, inquiry_id, stage_id",
+    )
+    .bind(&inquiry_ids)
+    .bind(&titles)
+    .bind(&names)
+    .bind(&emails)
+    .bind(&phones)
+    .bind(&extensions)
+    .bind(&companies)
+    .bind(&messages)
+    .bind(&channels)
+    .bind(&sources)
+    .bind(&utms)
+    .bind(&fields)
+    .bind(&problems)
+    .bind(&pipeline_ids)
+    .bind(&stage_ids)
+    .bind(&repeats)
+    .bind(&contact_ids)
+    .bind(&company_ids)
+    .bind(&previous_ids)
+    .bind(&matches)
+    .bind(now)
+    .bind(&tags)
+    .fetch_all(&mut **tx)
+    .await?;
+
+    let mut lead_of = HashMap::with_capacity(n);
+    let mut history_leads = Vec::with_capacity(n);
+    let mut history_stages = Vec::with_capacity(n);
+    for row in &rows {
+        let lead_id: i64 = row.try_get("id")?;
+        lead_of.insert(row.try_get::<Uuid, _>("inquiry_id")?, lead_id);
+        history_leads.push(lead_id);
+        history_stages.push(row.try_get::<i64, _>("stage_id")?);
+    }
+    sqlx::query(
+        "INSERT INTO lead_stage_history (lead_id, from_stage_id, to_stage_id, changed_at, changed_by, reason)
+         SELECT l, NULL, s, $3, 'leadpipe', 'new lead' FROM unnest($1::bigint[], $2::bigint[]) AS t(l, s)",
+    )
+    .bind(&history_leads)
+    .bind(&history_stages)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+
+    let (key_leads, keys): (Vec<i64>, Vec<String>) = leads
+        .iter()
+        .filter_map(|(_, e, _)| {
+            lead_of
+                .get(&e.lead.inquiry.id.as_uuid())
+                .map(|id| (*id, *e))
+        })
+        .flat_map(|(id, e)| e.lead.identity_keys.iter().map(move |k| (id, k.as_key())))
+        .unzip();
+    insert_lead_keys(tx, &key_leads, &keys).await?;
+    Ok(lead_of)
+}
+
+async fn insert_lead_keys(
+    tx: &mut Transaction<'_, Postgres>,
+    lead_ids: &[i64],
+    keys: &[String],
+) -> Result<(), sqlx::Error> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO lead_identities (key, lead_id)
+         SELECT k, l FROM unnest($1::text[], $2::bigint[]) AS t(k, l)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(keys)
+    .bind(lead_ids)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// One inquiry merged into an open lead.
+pub(super) struct MergeRow<'a> {
+    /// Its position in the batch.
+    pub(super) index: usize,
+    pub(super) lead_id: i64,
+    pub(super) reason: &'a Match,
+    /// The match was by a strong key: the inquiry's keys find the lead from now on.
+    pub(super) adopt_keys: bool,
+}
+
+/// Adds merged inquiries to their open leads: counts them, fills fields the lead does
+/// not have yet (never overwrites), records the merge as an event with the keys it
+/// brought, and lets those keys find the lead only when the match was by a strong key.
+pub(super) async fn apply_merges(
+    tx: &mut Transaction<'_, Postgres>,
+    batch: &[&Envelope],
+    merges: &[MergeRow<'_>],
+) -> Result<(), sqlx::Error> {
+    if merges.is_empty() {
+        return Ok(());
+    }
+    // One update per lead: the count, and the first value each empty field can take.
+    struct Fill {
+        count: i32,
+        name: Option<String>,
+        email: Option<String>,
+        phone: Option<String>,
+        extension: Option<String>,
+        company: Option<String>,
+        tags: BTreeSet<String>,
+    }
+    let mut fills: Vec<(i64, Fill)> = Vec::new();
+    for merge in merges {
+        let (lead, lead_id) = (&batch[merge.index].lead, &merge.lead_id);
+        let position = match fills.iter().position(|(id, _)| id == lead_id) {
+            Some(p) => p,
+            None => {
+                fills.push((
+                    *lead_id,
+                    Fill {
+                        count: 0,
+                        name: None,
+                        email: None,
+                        phone: None,
+                        extension: None,
+                        company: None,
+                        tags: BTreeSet::new(),
+                    },
+                ));
+                fills.len() - 1
+            }
+        };
+        let fill = &mut fills[position].1;
+        fill.count += 1;
+        fill.name = fill.name.take().or_else(|| opt_text(lead.name.as_deref()));
+        fill.email = fill
+            .email
+            .take()
+            .or_else(|| lead.email.as_ref().map(|e| e.as_str().to_owned()));
+        if fill.phone.is_none() && lead.phone.is_some() {
+            fill.phone = lead.phone.as_ref().map(|p| p.as_str().to_owned());
+            fill.extension = opt_text(lead.phone_extension.as_deref());
+        }
+        fill.company = fill
+            .company
+            .take()
+            .or_else(|| opt_text(lead.company.as_deref()));
+        fill.tags.extend(event_tags(lead.inquiry.event.as_ref()));
+    }
+    let ids: Vec<i64> = fills.iter().map(|(id, _)| *id).collect();
+    let counts: Vec<i32> = fills.iter().map(|(_, f)| f.count).collect();
+    let names: Vec<Option<String>> = fills.iter().map(|(_, f)| f.name.clone()).collect();
+    let emails: Vec<Option<String>> = fills.iter().map(|(_, f)| f.email.clone()).collect();
+    let phones: Vec<Option<String>> = fills.iter().map(|(_, f)| f.phone.clone()).collect();
+    let extensions: Vec<Option<String>> = fills.iter().map(|(_, f)| f.extension.clone()).collect();
+    let companies: Vec<Option<String>> = fills.iter().map(|(_, f)| f.company.clone()).collect();
+    let tags: Vec<Json<serde_json::Value>> = fills.iter().map(|(_, f)| json(&f.tags)).collect();
+    sqlx::query(
+        "UPDATE leads SET
+            inquiry_count = leads.inquiry_count + u.n,
+            name = COALESCE(leads.name, u.name),
+            email = COALESCE(leads.email, u.email),
+            phone_extension = CASE WHEN leads.phone IS NULL THEN u.ext ELSE leads.phone_extension END,
+            phone = COALESCE(leads.phone, u.phone),
+            company = COALESCE(leads.company, u.company),
+            tags = ARRAY(SELECT DISTINCT t FROM unnest(
+                       leads.tags || ARRAY(SELECT jsonb_array_elements_text(u.tags))) AS t
+                     ORDER BY t),
+            updated_at = now()
+         FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[],
+                     $7::text[], $8::jsonb[])
+              AS u(id, n, name, email, phone, ext, company, tags)
+         WHERE leads.id = u.id",
+    )
+    .bind(&ids)
+    .bind(&counts)
+    .bind(&names)
+    .bind(&emails)
+    .bind(&phones)
+    .bind(&extensions)
+    .bind(&companies)
+    .bind(&tags)
+    .execute(&mut **tx)
+    .await?;
+
+    let event_leads: Vec<i64> = merges.iter().map(|m| m.lead_id).collect();
+    let event_inquiries: Vec<Uuid> = merges
+        .iter()
+        .map(|m| batch[m.index].lead.inquiry.id.as_uuid())
+        .collect();
+    let event_data: Vec<Json<serde_json::Value>> = merges
+        .iter()
+        .map(|m| {
+            let inquiry = &batch[m.index].lead.inquiry;
+            let keys: Vec<String> = batch[m.index]
+                .lead
+                .identity_keys
+                .iter()
+                .map(IdentityKey::as_key)
+                .collect();
+            json(&serde_json::json!({
+                "match": m.reason,
+                "reason": m.reason.describe(),
+                "channel": inquiry.channel,
+                "source": inquiry.source,
+                "keys": keys,
+                "keys_adopted": m.adopt_keys,
+            }))
+        })
+        .collect();
+    let rows = sqlx::query(
+        "INSERT INTO lead_events (lead_id, kind, inquiry_id, data)
+         SELECT l, 'merged', i, d FROM unnest($1::bigint[], $2::uuid[], $3::jsonb[]) AS t(l, i, d)
+         RETURNING id, inquiry_id",
+    )
+    .bind(&event_leads)
+    .bind(&event_inquiries)
+    .bind(&event_data)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut event_of: HashMap<Uuid, i64> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        event_of.insert(row.try_get("inquiry_id")?, row.try_get("id")?);
+    }
+
+    // Every key the inquiry brought is recorded with its merge; adopted ones find the lead.
+    let mut event_ids = Vec::new();
+    let mut key_leads = Vec::new();
+    let mut keys = Vec::new();
+    let mut adopted = Vec::new();
+    for merge in merges {
+        let lead = &batch[merge.index].lead;
+        let Some(&event_id) = event_of.get(&lead.inquiry.id.as_uuid()) else {
+            continue;
+        };
+        for key in lead.identity_keys.iter().map(IdentityKey::as_key) {
+            event_ids.push(event_id);
+            key_leads.push(merge.lead_id);
+            keys.push(key);
+            adopted.push(merge.adopt_keys);
+        }
+    }
+    if keys.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "WITH recorded AS (
+             INSERT INTO lead_event_keys (event_id, key, adopted)
+             SELECT e, k, a FROM unnest($1::bigint[], $2::text[], $3::bool[]) AS t(e, k, a)
+             ON CONFLICT DO NOTHING
+         )
+         INSERT INTO lead_identities (key, lead_id, added_by_event)
+         SELECT k, l, e FROM unnest($1::bigint[], $2::text[], $3::bool[], $4::bigint[])
+              AS t(e, k, a, l)
+         WHERE a
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&event_ids)
+    .bind(&keys)
+    .bind(&adopted)
+    .bind(&key_leads)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The activity key an envelope's event names, as stored.
+pub(super) fn activity_key(envelope: &Envelope) -> Option<String> {
+    let event = envelope.lead.inquiry.event.as_ref()?;
+    event.activity_key.as_deref().map(text)
+}
+
+/// The tags an event adds to its lead, cleaned, sorted and without repeats.
+fn event_tags(event: Option<&EventRef>) -> BTreeSet<String> {
+    event
+        .into_iter()
+        .flat_map(|e| e.tags.iter())
+        .map(|t| text(t.trim()))
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// A filed envelope and the lead it went to (`merged`: why, when it joined a lead).
+pub(super) struct Filed<'a> {
+    pub(super) lead_id: i64,
+    pub(super) envelope: &'a Envelope,
+    pub(super) merged: Option<&'a Match>,
+}
+
+/// An activity as it will be written: new (`id` none) or stored and updated.
+struct ActivityState {
+    id: Option<i64>,
+    lead_id: i64,
+    kind: ActivityKind,
+    channel: &'static str,
+    inquiry_id: Uuid,
+    key: Option<String>,
+    subject: Option<String>,
+    body: Option<String>,
+    occurred_at: DateTime<Utc>,
+    order: Option<i64>,
+    data: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ActivityState {
+    /// The activity a filed envelope creates.
+    fn created(filed: &Filed<'_>) -> Self {
+        let inquiry = &filed.envelope.lead.inquiry;
+        let event = inquiry.event.as_ref();
+        let mut data = serde_json::Map::new();
+        data.insert("attachments".into(), json(&inquiry.attachments).0);
+        data.insert("merged".into(), json(&filed.merged).0);
+        data.extend(event.map(|e| e.data.clone()).unwrap_or_default());
+        Self {
+            id: None,
+            lead_id: filed.lead_id,
+            kind: event.map_or(ActivityKind::of_channel(inquiry.channel), |e| e.kind),
+            channel: inquiry.channel.as_str(),
+            inquiry_id: inquiry.id.as_uuid(),
+            key: activity_key(filed.envelope),
+            subject: Some(
+                event.and_then(|e| e.subject.clone()).unwrap_or_else(|| {
+                    format!("{} inquiry via {}", inquiry.channel, inquiry.source)
+                }),
+            ),
+            body: filed.envelope.lead.message.clone(),
+            occurred_at: event
+                .and_then(|e| e.occurred_at)
+                .unwrap_or(inquiry.received_at),
+            order: event.and_then(|e| e.order),
+            data,
+        }
+    }
+
+    /// A stored activity that an event of this batch updates.
+    fn stored(key: &str, stored: &StoredActivity, envelope: &Envelope) -> Self {
+        let inquiry = &envelope.lead.inquiry;
+        Self {
+            id: Some(stored.id),
+            lead_id: stored.lead_id,
+            kind: ActivityKind::of_channel(inquiry.channel),
+            channel: inquiry.channel.as_str(),
+            inquiry_id: inquiry.id.as_uuid(),
+            key: Some(key.to_owned()),
+            subject: stored.subject.clone(),
+            body: stored.body.clone(),
+            occurred_at: stored.occurred_at,
+            order: stored.order,
+            data: stored.data.clone(),
+        }
+    }
+
+    /// Applies a later-filed event of the same activity. A newer event (higher order, or
+    /// arriving later where neither has one) replaces what it carries; an older one only
+    /// fills what is missing, so a late older event never overwrites a newer one. The
+    /// activity keeps the time it began.
+    fn apply(&mut self, envelope: &Envelope) {
+        let inquiry = &envelope.lead.inquiry;
+        let Some(event) = inquiry.event.as_ref() else {
+            return;
+        };
+        let newer = match (event.order, self.order) {
+            (Some(new), Some(old)) => new > old,
+            (Some(_), None) | (None, None) => true,
+            (None, Some(_)) => false,
+        };
+        let subject = event.subject.clone();
+        let body = envelope.lead.message.clone();
+        if newer {
+            self.subject = subject.or(self.subject.take());
+            self.body = body.or(self.body.take());
+            self.order = event.order.or(self.order);
+            self.data.extend(event.data.clone());
+        } else {
+            self.subject = self.subject.take().or(subject);
+            self.body = self.body.take().or(body);
+            for (name, value) in &event.data {
+                self.data
+                    .entry(name.clone())
+                    .or_insert_with(|| value.clone());
+            }
+        }
+        self.occurred_at = self
+            .occurred_at
+            .min(event.occurred_at.unwrap_or(inquiry.received_at));
+    }
+}
+
+/// Files each envelope as an activity on its lead: a new one, or, for an event whose
+/// activity key is already filed (stored, or earlier in this batch), the same activity
+/// updated in place.
+pub(super) async fn write_activities(
+    tx: &mut Transaction<'_, Postgres>,
+    filed: &[Filed<'_>],
+    stored: &HashMap<String, StoredActivity>,
+) -> Result<(), sqlx::Error> {
+    let mut states: Vec<ActivityState> = Vec::with_capacity(filed.len());
+    let mut by_key: HashMap<String, usize> = HashMap::new();
+    for row in filed {
+        match activity_key(row.envelope) {
+            Some(key) if by_key.contains_key(&key) => states[by_key[&key]].apply(row.envelope),
+            Some(key) if stored.contains_key(&key) => {
+                let mut state = ActivityState::stored(&key, &stored[&key], row.envelope);
+                state.apply(row.envelope);
+                by_key.insert(key, states.len());
+                states.push(state);
+            }
+            key => {
+                if let Some(key) = key {
+                    by_key.insert(key, states.len());
+                }
+                states.push(ActivityState::created(row));
+            }
+        }
+    }
+
+    let (updates, inserts): (Vec<&ActivityState>, Vec<&ActivityState>) =
+        states.iter().partition(|s| s.id.is_some());
+    if !inserts.is_empty() {
+        let lead_ids: Vec<i64> = inserts.iter().map(|s| s.lead_id).collect();
+        let kinds: Vec<&str> = inserts.iter().map(|s| s.kind.as_str()).collect();
+        let channels: Vec<&str> = inserts.iter().map(|s| s.channel).collect();
+        let inquiry_ids: Vec<Uuid> = inserts.iter().map(|s| s.inquiry_id).collect();
+        let keys: Vec<Option<String>> =
+            inserts.iter().map(|s| opt_text(s.key.as_deref())).collect();
+        let subjects: Vec<Option<String>> = inserts
+            .iter()
+            .map(|s| opt_text(s.subject.as_deref()))
+            .collect();
+        let bodies: Vec<Option<String>> = inserts
+            .iter()
+            .map(|s| opt_text(s.body.as_deref()))
+            .collect();
+        let occurred: Vec<DateTime<Utc>> = inserts.iter().map(|s| s.occurred_at).collect();
+        let orders: Vec<Option<i64>> = inserts.iter().map(|s| s.order).collect();
+        let data: Vec<Json<serde_json::Value>> = inserts.iter().map(|s| json(&s.data)).collect();
+        sqlx::query(
+            "INSERT INTO activities (lead_id, kind, channel, inquiry_id, activity_key, subject,
+                                     body, occurred_at, event_order, data)
+             SELECT l, k, ch, i, ak, sub, b, at, o, d
+             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::text[],
+                         $7::text[], $8::timestamptz[], $9::bigint[], $10::jsonb[])
+                  WITH ORDINALITY AS t(l, k, ch, i, ak, sub, b, at, o, d, n)
+             ORDER BY n",
+        )
+        .bind(&lead_ids)
+        .bind(&kinds)
+        .bind(&channels)
+        .bind(&inquiry_ids)
+        .bind(&keys)
+        .bind(&subjects)
+        .bind(&bodies)
+        .bind(&occurred)
+        .bind(&orders)
+        .bind(&data)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !updates.is_empty() {
+        let ids: Vec<i64> = updates.iter().filter_map(|s| s.id).collect();
+        let subjects: Vec<Option<String>> = updates
+            .iter()
+            .map(|s| opt_text(s.subject.as_deref()))
+            .collect();
+        let bodies: Vec<Option<String>> = updates
+            .iter()
+            .map(|s| opt_text(s.body.as_deref()))
+            .collect();
+        let occurred: Vec<DateTime<Utc>> = updates.iter().map(|s| s.occurred_at).collect();
+        let orders: Vec<Option<i64>> = updates.iter().map(|s| s.order).collect();
+        let data: Vec<Json<serde_json::Value>> = updates.iter().map(|s| json(&s.data)).collect();
+        sqlx::query(
+            "UPDATE activities a
+             SET subject = u.sub, body = u.b, occurred_at = u.at, event_order = u.o, data = u.d
+             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::bigint[],
+                         $6::jsonb[]) AS u(id, sub, b, at, o, d)
+             WHERE a.id = u.id",
+        )
+        .bind(&ids)
+        .bind(&subjects)
+        .bind(&bodies)
+        .bind(&occurred)
+        .bind(&orders)
+        .bind(&data)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Records the conversation keys of each filed event for the lead it went to; a key
+/// already recorded keeps its lead.
+pub(super) async fn record_conversations(
+    tx: &mut Transaction<'_, Postgres>,
+    filed: &[Filed<'_>],
+) -> Result<(), sqlx::Error> {
+    let mut seen = HashSet::new();
+    let mut keys = Vec::new();
+    let mut lead_ids = Vec::new();
+    let mut inquiry_ids = Vec::new();
+    for row in filed {
+        let inquiry = &row.envelope.lead.inquiry;
+        for key in inquiry.event.iter().flat_map(|e| e.conversation.iter()) {
+            let key = text(&key.as_key());
+            if seen.insert(key.clone()) {
+                keys.push(key);
+                lead_ids.push(row.lead_id);
+                inquiry_ids.push(inquiry.id.as_uuid());
+            }
+        }
+    }
+    if keys.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO lead_conversations (key, lead_id, inquiry_id)
+         SELECT * FROM unnest($1::text[], $2::bigint[], $3::uuid[])
+         ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(&keys)
+    .bind(&lead_ids)
+    .bind(&inquiry_ids)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// What is kept of an envelope beside the raw bytes: everything but the bytes themselves.
+#[derive(serde::Serialize)]
+struct InquiryPayload<'a> {
+    contact: &'a ingest::ContactHints,
+    message: Option<&'a str>,
+    utm: &'a std::collections::BTreeMap<String, String>,
+    fields: &'a serde_json::Map<String, serde_json::Value>,
+    attachments: &'a [ingest::Attachment],
+    default_region: Option<&'a str>,
+    normalized: Normalized<'a>,
+    route: &'a router::Route,
+    published_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event: Option<&'a EventRef>,
+}
+
+#[derive(serde::Serialize)]
+struct Normalized<'a> {
+    name: Option<&'a str>,
+    email: Option<&'a str>,
+    phone: Option<&'a str>,
+    phone_extension: Option<&'a str>,
+    company: Option<&'a str>,
+    problems: &'a [ingest::FieldProblem],
+    identity_keys: Vec<String>,
+    company_keys: Vec<String>,
+}
+
+impl<'a> From<&'a Envelope> for InquiryPayload<'a> {
+    fn from(envelope: &'a Envelope) -> Self {
+        let lead = &envelope.lead;
+        let inquiry = &lead.inquiry;
+        Self {
+            contact: &inquiry.contact,
+            message: inquiry.message.as_deref(),
+            utm: &inquiry.utm,
+            fields: &inquiry.fields,
+            attachments: &inquiry.attachments,
+            default_region: inquiry.default_region.as_deref(),
+            normalized: Normalized {
+                name: lead.name.as_deref(),
+                email: lead.email.as_ref().map(|e| e.as_str()),
+                phone: lead.phone.as_ref().map(|p| p.as_str()),
+                phone_extension: lead.phone_extension.as_deref(),
+                company: lead.company.as_deref(),
+                problems: &lead.problems,
+                identity_keys: lead.identity_keys.iter().map(|k| k.as_key()).collect(),
+                company_keys: lead.company_keys.iter().map(|k| k.as_key()).collect(),
+            },
+            route: &envelope.route,
+            published_at: envelope.published_at,
+            event: inquiry.event.as_ref(),
+        }
+    }
+}
