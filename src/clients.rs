@@ -4,7 +4,7 @@
 
 use ingest::FieldProblem;
 use normalizer::company::domain_key;
-use normalizer::{EmailAddress, PhoneE164, Region, clean_text, parse_phone};
+use normalizer::{EmailAddress, KeyRules, PhoneE164, Region, clean_text, parse_phone};
 use serde::Deserialize;
 use store::{NewCompany, NewContact};
 
@@ -81,7 +81,13 @@ fn phones(
 }
 
 /// Normalises a contact, or lists every field that cannot be used.
-pub fn parse_contact(input: ContactInput) -> Result<NewContact, Vec<FieldProblem>> {
+///
+/// Addresses the key rules say identify nobody (role mailboxes, placeholders) are kept
+/// as the contact's shared addresses rather than as keys.
+pub fn parse_contact(
+    input: ContactInput,
+    rules: &KeyRules,
+) -> Result<NewContact, Vec<FieldProblem>> {
     let mut problems = Vec::new();
     let region = region(input.default_region.as_deref(), &mut problems);
     let emails: Vec<EmailAddress> = input
@@ -109,9 +115,13 @@ pub fn parse_contact(input: ContactInput) -> Result<NewContact, Vec<FieldProblem
     if !problems.is_empty() {
         return Err(problems);
     }
+    let (emails, shared_emails) = emails
+        .into_iter()
+        .partition(|email| rules.person_key(email).is_some());
     Ok(NewContact {
         name: input.name.as_deref().and_then(clean_text),
         emails,
+        shared_emails,
         phones,
         company_id: input.company_id,
     })

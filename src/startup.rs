@@ -67,6 +67,7 @@ impl Application {
             publisher: publisher.clone(),
             admin_token_hash: ApiState::token_hash(settings.admin_token()?.as_ref()),
             metrics,
+            key_rules: Arc::new(settings.key_rules()?),
         };
         let app = axum::Router::new()
             .merge(forms.router())

@@ -60,7 +60,7 @@ async fn create_contact(
     body: Result<Json<ContactInput>, JsonRejection>,
 ) -> Result<Response, Problem> {
     let Json(input) = body.map_err(json_problem)?;
-    let contact = parse_contact(input).map_err(unusable)?;
+    let contact = parse_contact(input, &state.key_rules).map_err(unusable)?;
     let stored = state
         .store
         .create_contact(&contact)

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use ingest::problem::Problem;
 use metrics_exporter_prometheus::PrometheusHandle;
+use normalizer::KeyRules;
 use router::Publisher;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
@@ -30,6 +31,8 @@ pub struct ApiState {
     pub metrics: PrometheusHandle,
     /// Set once the schema is migrated; until then the database is not ready for use.
     pub schema_ready: Arc<AtomicBool>,
+    /// Which addresses may be keys, for contacts created over the API.
+    pub key_rules: Arc<KeyRules>,
 }
 
 impl ApiState {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use indicatif::ProgressBar;
 use ingest::FieldProblem;
-use normalizer::{InvalidPhone, Region, join_name};
+use normalizer::{InvalidPhone, KeyRules, Region, join_name};
 use router::backoff::Backoff;
 use store::clients::IMPORT_BATCH;
 use store::{ImportReport, NewCompany, NewContact, StoreError};
@@ -35,12 +35,14 @@ pub(super) async fn import_clients(
         lines,
         columns,
     } = csv_file;
+    let key_rules = settings.key_rules()?;
     let store = open_store(settings).await?;
     let region_code = region.map(|r| r.as_str().to_owned());
     let result = match kind {
         ImportKind::Contacts => {
-            let parse =
-                move |cells: &[&str]| contact_row(&columns.fields, cells, region_code.as_deref());
+            let parse = move |cells: &[&str]| {
+                contact_row(&columns.fields, cells, region_code.as_deref(), &key_rules)
+            };
             load_clients(reader, lines, bar, kind, parse, |rows| {
                 let store = store.clone();
                 async move { store.import_contacts(rows.as_slice()).await }
@@ -148,6 +150,7 @@ fn contact_row(
     fields: &[Field],
     cells: &[&str],
     region: Option<&str>,
+    rules: &KeyRules,
 ) -> Result<NewContact, String> {
     let company_id = match first(fields, cells, Field::CompanyId) {
         None => None,
@@ -174,7 +177,7 @@ fn contact_row(
         default_region: region.map(str::to_owned),
     };
     let (emails, phones) = (input.emails.clone(), input.phones.clone());
-    parse_contact(input).map_err(|problems| describe(&problems, &emails, &phones, region))
+    parse_contact(input, rules).map_err(|problems| describe(&problems, &emails, &phones, region))
 }
 
 fn company_row(
@@ -256,7 +259,7 @@ mod tests {
             "info@fabbri.example.it",
             " 7 ",
         ];
-        let contact = contact_row(&fields, &cells, Some("IT")).unwrap();
+        let contact = contact_row(&fields, &cells, Some("IT"), KeyRules::builtin()).unwrap();
         assert_eq!(contact.name.as_deref(), Some("Niccolò Fabbri"));
         let emails: Vec<&str> = contact.emails.iter().map(|e| e.as_str()).collect();
         assert_eq!(
@@ -274,19 +277,34 @@ mod tests {
     #[test]
     fn a_bad_contact_row_names_the_value_and_what_is_wrong() {
         let fields = [Field::Name, Field::Email, Field::Phone, Field::CompanyId];
-        let bad_email = contact_row(&fields, &["Ada", "ada.example.com", "", ""], None);
+        let bad_email = contact_row(
+            &fields,
+            &["Ada", "ada.example.com", "", ""],
+            None,
+            KeyRules::builtin(),
+        );
         assert_eq!(
             bad_email.unwrap_err(),
             "email `ada.example.com`: no @ in the address"
         );
-        let no_region = contact_row(&fields, &["Ada", "", "347 123 4567", ""], None);
+        let no_region = contact_row(
+            &fields,
+            &["Ada", "", "347 123 4567", ""],
+            None,
+            KeyRules::builtin(),
+        );
         assert_eq!(
             no_region.unwrap_err(),
             "phone `347 123 4567`: no country code and no default region (give --default-region)"
         );
-        let nothing = contact_row(&fields, &["Ada", "", "", ""], None);
+        let nothing = contact_row(&fields, &["Ada", "", "", ""], None, KeyRules::builtin());
         assert_eq!(nothing.unwrap_err(), "no email address or phone number");
-        let company = contact_row(&fields, &["Ada", "a@example.com", "", "nove"], None);
+        let company = contact_row(
+            &fields,
+            &["Ada", "a@example.com", "", "nove"],
+            None,
+            KeyRules::builtin(),
+        );
         assert_eq!(company.unwrap_err(), "company_id `nove` is not a number");
     }
 }

@@ -20,10 +20,26 @@ pub struct NewContact {
     pub name: Option<String>,
     /// Email addresses (each identifies this person).
     pub emails: Vec<EmailAddress>,
+    /// Addresses the person lists that identify nobody (role mailboxes, placeholders):
+    /// kept on the contact, never a key.
+    pub shared_emails: Vec<EmailAddress>,
     /// Phone numbers (each identifies this person).
     pub phones: Vec<PhoneE164>,
     /// The company the person works for.
     pub company_id: Option<i64>,
+}
+
+impl NewContact {
+    fn shared_email_values(&self) -> Vec<&str> {
+        let mut values: Vec<&str> = self
+            .shared_emails
+            .iter()
+            .map(EmailAddress::as_str)
+            .collect();
+        values.sort_unstable();
+        values.dedup();
+        values
+    }
 }
 
 /// A company to create; values are already normalised.
@@ -121,7 +137,8 @@ impl ImportReport {
 }
 
 const CONTACT_COLUMNS: &str = "SELECT c.id, c.name, c.company_id, c.created_at, c.updated_at,
-        COALESCE(array_agg(ci.value ORDER BY ci.key) FILTER (WHERE ci.kind = 'email'), '{}') AS emails,
+        COALESCE(array_agg(ci.value ORDER BY ci.key) FILTER (WHERE ci.kind = 'email'), '{}')
+            || c.shared_emails AS emails,
         COALESCE(array_agg(ci.value ORDER BY ci.key) FILTER (WHERE ci.kind = 'phone'), '{}') AS phones
      FROM contacts c LEFT JOIN contact_identities ci ON ci.contact_id = c.id";
 
@@ -185,19 +202,21 @@ async fn insert_contact(
     tx: &mut Transaction<'_, Postgres>,
     contact: &NewContact,
 ) -> Result<i64, StoreError> {
-    let id: i64 =
-        sqlx::query_scalar("INSERT INTO contacts (name, company_id) VALUES ($1, $2) RETURNING id")
-            .bind(contact.name.as_deref())
-            .bind(contact.company_id)
-            .fetch_one(&mut **tx)
-            .await
-            .map_err(|e| match StoreError::from(e) {
-                StoreError::NotFound(_) => StoreError::NotFound(format!(
-                    "company {} does not exist",
-                    contact.company_id.unwrap_or_default()
-                )),
-                other => other,
-            })?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO contacts (name, company_id, shared_emails) VALUES ($1, $2, $3) RETURNING id",
+    )
+    .bind(contact.name.as_deref())
+    .bind(contact.company_id)
+    .bind(contact.shared_email_values())
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(|e| match StoreError::from(e) {
+        StoreError::NotFound(_) => StoreError::NotFound(format!(
+            "company {} does not exist",
+            contact.company_id.unwrap_or_default()
+        )),
+        other => other,
+    })?;
     let keys = contact_keys(contact);
     let (names, (kinds, values)): (Vec<String>, (Vec<&str>, Vec<String>)) =
         keys.into_iter().map(|(k, kind, v)| (k, (kind, v))).unzip();
@@ -268,9 +287,17 @@ impl Store {
         let mut sql: QueryBuilder<'_, Postgres> = QueryBuilder::new(CONTACT_COLUMNS);
         sql.push(" WHERE true");
         if let Some(key) = &query.key {
-            sql.push(" AND c.id IN (SELECT contact_id FROM contact_identities WHERE key = ")
+            sql.push(" AND (c.id IN (SELECT contact_id FROM contact_identities WHERE key = ")
                 .push_bind(key.clone())
                 .push(")");
+            // A shared mailbox is no key, but everyone who lists it is found by it.
+            match IdentityKey::parse(key) {
+                Ok(IdentityKey::Email(address)) => sql
+                    .push(" OR c.shared_emails @> ARRAY[")
+                    .push_bind(address)
+                    .push("]::text[])"),
+                _ => sql.push(")"),
+            };
         }
         if let Some(cursor) = query.cursor {
             sql.push(" AND c.id < ").push_bind(cursor);
@@ -578,16 +605,23 @@ async fn import_contact_batch(
     if !chosen.is_empty() {
         let names: Vec<Option<&str>> = chosen.iter().map(|&i| batch[i].1.name.as_deref()).collect();
         let companies: Vec<Option<i64>> = chosen.iter().map(|&i| batch[i].1.company_id).collect();
+        // Arrays of arrays must be rectangular in PostgreSQL: each row's list goes as JSON.
+        let shared: Vec<serde_json::Value> = chosen
+            .iter()
+            .map(|&i| serde_json::json!(batch[i].1.shared_email_values()))
+            .collect();
         // Rows come back in the order of `ord`, so the n-th id is the n-th chosen row.
         let ids: Vec<i64> = sqlx::query_scalar(
-            "INSERT INTO contacts (name, company_id)
-             SELECT name, company_id
-             FROM unnest($1::text[], $2::int8[]) WITH ORDINALITY AS t(name, company_id, ord)
+            "INSERT INTO contacts (name, company_id, shared_emails)
+             SELECT name, company_id, ARRAY(SELECT jsonb_array_elements_text(shared))
+             FROM unnest($1::text[], $2::int8[], $3::jsonb[]) WITH ORDINALITY
+                  AS t(name, company_id, shared, ord)
              ORDER BY ord
              RETURNING id",
         )
         .bind(&names)
         .bind(&companies)
+        .bind(&shared)
         .fetch_all(&mut **tx)
         .await?;
         if ids.len() != chosen.len() {
@@ -936,7 +970,70 @@ mod tests {
             emails: emails.iter().map(|e| email(e)).collect(),
             phones: phones.iter().map(|p| phone(p)).collect(),
             company_id: company,
+            ..NewContact::default()
         }
+    }
+
+    #[sqlx::test(migrator = "crate::store::MIGRATOR")]
+    async fn people_sharing_a_mailbox_are_imported_as_contacts_of_their_own(pool: PgPool) {
+        let store = Store::from_pool(pool);
+        let sharing = |name: &str, phone_number: &str, shared: &[&str]| NewContact {
+            shared_emails: shared.iter().map(|e| email(e)).collect(),
+            ..contact(name, &[], &[phone_number], None)
+        };
+        let rows = vec![
+            (
+                2,
+                sharing("Anna Conti", "+39 347 111 2233", &["info@example.it"]),
+            ),
+            (
+                3,
+                sharing(
+                    "Marco Galli",
+                    "+39 347 444 5566",
+                    &["noreply@example.it", "info@example.it", "info@example.it"],
+                ),
+            ),
+            (4, sharing("Nobody", "+39 347 777 8899", &[])),
+        ];
+        let report = store.import_contacts(&rows).await.unwrap();
+        assert_eq!(
+            (report.inserted, report.skipped.len()),
+            (3, 0),
+            "{report:?}"
+        );
+
+        let query = |key: &str| ClientQuery {
+            key: Some(key.into()),
+            cursor: None,
+            limit: 10,
+        };
+        let listing = store
+            .list_contacts(&query("email:info@example.it"))
+            .await
+            .unwrap();
+        let mut emails: Vec<(Option<String>, Vec<String>)> = listing
+            .items
+            .into_iter()
+            .map(|c| (c.name, c.emails))
+            .collect();
+        emails.sort();
+        assert_eq!(
+            emails,
+            vec![
+                (Some("Anna Conti".into()), vec!["info@example.it".into()]),
+                (
+                    Some("Marco Galli".into()),
+                    vec!["info@example.it".into(), "noreply@example.it".into()]
+                ),
+            ]
+        );
+        let shared_keys: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM contact_identities WHERE kind = 'email'")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        assert_eq!(shared_keys, 0, "a shared mailbox is no key");
     }
 
     #[sqlx::test(migrator = "crate::store::MIGRATOR")]

@@ -96,6 +96,7 @@ async fn a_known_contact_makes_a_repeat_lead_linked_to_the_contact_and_company(p
                     .number,
             ],
             company_id: Some(company.id),
+            ..NewContact::default()
         })
         .await
         .unwrap();

@@ -47,6 +47,7 @@ async fn a_known_contact_writing_by_email_and_by_phone_at_once_gets_one_open_lea
             emails: vec![email("marta@galli.example.it")],
             phones: vec![phone("+39 02 8736 5511")],
             company_id: None,
+            ..NewContact::default()
         })
         .await
         .unwrap();
@@ -293,6 +294,7 @@ async fn a_company_holding_the_number_is_linked_but_another_person_at_it_is_not_
             emails: vec![email("anna@conti.example.it")],
             phones: vec![phone("+39 02 8736 9999")],
             company_id: Some(company.id),
+            ..NewContact::default()
         })
         .await
         .unwrap();

@@ -181,3 +181,67 @@ async fn leads_from_known_clients_and_returning_people_say_how_they_were_matched
     assert_eq!(merged["events"][0]["kind"], "merged");
     assert_eq!(daemon.leads("").await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_mailbox_is_kept_on_each_contact_and_identifies_none_of_them() {
+    let daemon = TestDaemon::start().await;
+    let mut ids = Vec::new();
+    for (name, phone) in [
+        ("Anna Conti", "+39 347 111 2233"),
+        ("Marco Galli", "+39 347 444 5566"),
+    ] {
+        let contact = post_json(
+            &daemon,
+            "/v1/contacts",
+            json!({"name": name, "emails": ["Info@Conti-Galli.example.it", "noreply@conti-galli.example.it"],
+                   "phones": [phone]}),
+        )
+        .await;
+        assert_eq!(contact.status, 201, "{name}: {}", contact.text());
+        let contact = contact.json();
+        assert_eq!(
+            contact["emails"],
+            json!([
+                "info@conti-galli.example.it",
+                "noreply@conti-galli.example.it"
+            ]),
+            "{contact}"
+        );
+        ids.push(contact["id"].clone());
+    }
+    assert_ne!(ids[0], ids[1], "two people, two contacts");
+
+    // Looking the mailbox up finds everyone who lists it.
+    let page = daemon
+        .get("/v1/contacts?email=info%40conti-galli.example.it")
+        .await
+        .json();
+    let found: Vec<Value> = page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|c| c["id"].clone())
+        .collect();
+    assert_eq!(found.len(), 2, "{page}");
+
+    // An inquiry from the shared mailbox is nobody's repeat lead.
+    let r = daemon
+        .post_form(
+            "en-contact",
+            Some(URLENCODED),
+            "name=Someone&email=info%40conti-galli.example.it&message=hello",
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let leads = daemon
+        .wait_for_leads(
+            "email=info%40conti-galli.example.it",
+            1,
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(leads.len(), 1, "{}", daemon.log());
+    assert_eq!(leads[0]["is_repeat"], false, "{}", leads[0]);
+    assert!(leads[0]["client"]["contact_id"].is_null(), "{}", leads[0]);
+}
