@@ -253,6 +253,7 @@ async fn readyz(State(state): State<ApiState>) -> Response {
             "status": if status == StatusCode::OK { "ready" } else { "not_ready" },
             "broker": word(broker),
             "database": word(database),
+            "connectors": crate::connectors::status::report(),
         })),
     )
         .into_response()

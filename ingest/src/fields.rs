@@ -500,7 +500,7 @@ fn fold(c: char) -> char {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::forms::body::parse_body;
+    use crate::http::body::parse_body;
     use proptest::prelude::*;
     use serde_json::json;
 
