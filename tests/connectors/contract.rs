@@ -1,6 +1,6 @@
 //! A pull task under the supervisor: restarts with backoff, and a lossless SIGTERM.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::daemon::{Daemon, FeedEntry, World, metric};
 use crate::source::Feed;
@@ -135,9 +135,23 @@ pub async fn sigterm_while_a_pull_task_holds_work_loses_nothing() {
         "every item filed exactly once\n{}",
         daemon.log()
     );
-    let after_restart: Vec<u64> = feed.requests().iter().skip(1).map(|r| r.after).collect();
+    let restarted = daemon.pid();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let after_restart = loop {
+        let reads: Vec<u64> = feed
+            .requests()
+            .iter()
+            .filter(|r| r.replica == restarted)
+            .map(|r| r.after)
+            .collect();
+        if !reads.is_empty() || Instant::now() > deadline {
+            break reads;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(
         !after_restart.is_empty() && after_restart.iter().all(|after| *after == 30),
-        "the restarted task reads on from the cursor, nothing again: {after_restart:?}"
+        "the restarted task reads on from the cursor, nothing again: {after_restart:?}\n{}",
+        daemon.log()
     );
 }
