@@ -1,5 +1,8 @@
 //! What each connector is doing, for `/readyz` and `leadpipe_connector_up`.
 //!
+//! Every connector sets its `up` gauge; `/readyz` lists the pull connectors (an HTTP
+//! connector is up exactly when the server answers, so listing it would say nothing).
+//!
 //! One registry per process, like the metrics recorder: a daemon is one process, and
 //! the health handler reads it without being handed anything.
 
@@ -125,7 +128,20 @@ impl Entry {
     }
 }
 
-/// Every connector's status, for `/readyz`.
+/// Every pull connector's status.
 pub fn report() -> Vec<ConnectorStatus> {
-    registry().values().cloned().collect()
+    registry()
+        .values()
+        .filter(|status| status.kind == Kind::Pull)
+        .cloned()
+        .collect()
+}
+
+/// The `/readyz` body with `"connectors"` (the pull connectors) added when there are any.
+pub fn with_connectors(mut body: serde_json::Value) -> serde_json::Value {
+    let connectors = report();
+    if let (false, Some(fields)) = (connectors.is_empty(), body.as_object_mut()) {
+        fields.insert("connectors".into(), serde_json::json!(connectors));
+    }
+    body
 }
