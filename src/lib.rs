@@ -1,6 +1,9 @@
 //! The leadpipe daemon: wires the connectors, the normaliser, the router and the store.
 //!
 //! # Layout
+//! - [`cli`]: the command line, run with a list of connectors.
+//! - [`connectors`]: the list of connectors the daemon runs, their configuration
+//!   sections, the supervisor of pull connectors, and what `/readyz` says of each.
 //! - [`settings`]: the configuration file and environment overrides, validated at once.
 //! - [`telemetry`]: logs (human or JSON) and the Prometheus recorder.
 //! - [`pipeline`]: the intake sink: normalise, route, publish, wait for the confirm.
@@ -10,10 +13,12 @@
 //! - [`import`]: `leadpipe import`: contacts and companies in bulk, leads through the pipeline, from CSV.
 //! - [`server`]: serves HTTP with a header-read timeout, a connection limit, the client
 //!   address of each request, and a drain with a deadline on stop.
-//! - [`startup`]: builds everything, runs it, and shuts down in order.
+//! - [`startup`]: builds everything, runs it, and shuts down in stages.
 
 pub mod api;
+pub mod cli;
 pub mod clients;
+pub mod connectors;
 pub mod import;
 pub mod pipeline;
 pub mod server;

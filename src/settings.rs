@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use ingest::forms::{FormConfig, IntakeSettings};
+use ingest::connector::{Checks, IntakeSettings};
 use router::{AmqpConfig, RoutingConfig};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -40,9 +40,10 @@ pub struct Settings {
     /// `[matching]`: values that never become identity keys, beyond the built-in lists.
     #[serde(default)]
     pub matching: normalizer::MatchingConfig,
-    /// `[[forms]]`: the web forms that may post.
-    #[serde(default)]
-    pub forms: Vec<FormConfig>,
+    /// The connectors' own sections (`[[forms]]`, ...), read by the kinds the daemon
+    /// lists (`crate::connectors`).
+    #[serde(skip)]
+    pub connectors: crate::connectors::Sections,
     /// `[log]`: logging.
     #[serde(default)]
     pub log: LogSettings,
@@ -103,12 +104,16 @@ pub struct ShutdownSettings {
     /// On SIGTERM, how long consumers may take to store and ack what they hold, in
     /// seconds; this runs alongside the HTTP drain, not after it.
     pub consumer_grace_secs: u64,
+    /// On SIGTERM, how long pull connectors may take to publish what they fetched and
+    /// commit their cursors, in seconds; what is left is read again on the next start.
+    pub connector_grace_secs: u64,
 }
 
 impl Default for ShutdownSettings {
     fn default() -> Self {
         Self {
             consumer_grace_secs: 30,
+            connector_grace_secs: 30,
         }
     }
 }
@@ -153,7 +158,7 @@ pub enum LogFormat {
 }
 
 /// `forms.0.foo` (how the deserialiser names it) as `forms[0].foo` (how problems name it).
-fn key_path(dotted: &str) -> String {
+pub(crate) fn key_path(dotted: &str) -> String {
     let mut out = String::new();
     for segment in dotted.split('.') {
         if !out.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
@@ -184,8 +189,17 @@ impl std::fmt::Display for ConfigProblem {
 }
 
 impl Settings {
-    /// Loads and validates: the file (if given), then environment overrides.
+    /// Loads and validates: the file (if given), then environment overrides, with the
+    /// shipped connectors' sections.
     pub fn load(path: Option<&Path>) -> Result<Settings, Vec<ConfigProblem>> {
+        Self::load_with(path, &crate::connectors::shipped())
+    }
+
+    /// Loads and validates with the sections of `catalogue`'s connectors.
+    pub fn load_with(
+        path: Option<&Path>,
+        catalogue: &crate::connectors::Catalogue,
+    ) -> Result<Settings, Vec<ConfigProblem>> {
         let mut builder = config::Config::builder();
         if let Some(path) = path {
             if !path.exists() {
@@ -215,8 +229,13 @@ impl Settings {
         })?;
 
         let mut unknown = Vec::new();
-        let settings: Settings = serde_ignored::deserialize(raw, |path| {
-            unknown.push(key_path(&path.to_string()));
+        let mut settings: Settings = serde_ignored::deserialize(raw.clone(), |path| {
+            let path = path.to_string();
+            // The connectors read their own sections.
+            let section = path.split('.').next().unwrap_or_default();
+            if !catalogue.has_section(section) {
+                unknown.push(key_path(&path));
+            }
         })
         .map_err(|e| {
             vec![ConfigProblem {
@@ -224,6 +243,7 @@ impl Settings {
                 problem: e.to_string(),
             }]
         })?;
+        let sections = catalogue.load(&raw, &mut unknown);
 
         let mut problems: Vec<ConfigProblem> = unknown
             .into_iter()
@@ -232,6 +252,10 @@ impl Settings {
                 key,
             })
             .collect();
+        match sections {
+            Ok(sections) => settings.connectors = sections,
+            Err(unreadable) => problems.extend(unreadable),
+        }
         problems.extend(settings.problems());
         if problems.is_empty() {
             Ok(settings)
@@ -330,18 +354,17 @@ impl Settings {
         for (key, problem) in self.matching.problems() {
             push(format!("matching.{key}"), problem);
         }
-        for (key, problem) in ingest::rate_limit::problems(&self.intake, &self.forms) {
+        let region = |code: &str| {
+            normalizer::Region::parse(code)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        let checks = Checks {
+            intake: &self.intake,
+            region: &region,
+        };
+        for (key, problem) in self.connectors.problems(&checks) {
             push(key, problem);
-        }
-        for problem in ingest::forms::validate_forms(&self.forms) {
-            let text = problem.to_string();
-            let (key, message) = text.split_once(": ").unwrap_or(("forms", text.as_str()));
-            push(key.to_owned(), message.to_owned());
-        }
-        for (index, form) in self.forms.iter().enumerate() {
-            if let Err(e) = normalizer::Region::parse(&form.default_region) {
-                push(format!("forms[{index}].default_region"), e.to_string());
-            }
         }
         out
     }

@@ -1,11 +1,19 @@
-//! Builds the daemon, runs it, and shuts down in order.
+//! Builds the daemon, runs it, and shuts down in stages.
 //!
-//! On stop two things happen at once, each against its own deadline: the HTTP server
-//! stops taking connections and finishes the requests in flight (each waits for its broker
-//! confirm, `http.shutdown_grace_secs`), and the consumers cancel their subscriptions and
-//! store and ack what they hold (`shutdown.consumer_grace_secs`). Consumers do not need
-//! HTTP, so a slow client cannot keep them running. The publisher closes last, once no
-//! request can still be answered 202: that order is what makes SIGTERM lossless.
+//! Stopping goes through explicit stages, each waiting on the parts it names and each
+//! part against its own deadline:
+//! 1. **Stop taking work.** The HTTP server closes its listener and its idle
+//!    connections, pull connectors are told to stop, consumers cancel their
+//!    subscriptions.
+//! 2. **Finish what is held.** Requests in flight finish, each waiting for its broker
+//!    confirm (`http.shutdown_grace_secs`); pull connectors publish what they fetched and
+//!    commit their cursors (`shutdown.connector_grace_secs`); consumers store and ack
+//!    what they received (`shutdown.consumer_grace_secs`). Consumers drain beside
+//!    intake, not after it: nothing intake still publishes needs this replica's
+//!    consumers (it waits on the broker), and a slow client must not hold them.
+//! 3. **Close the publisher**, once intake is done: no request or pull task can still be
+//!    waiting for a confirm, which is what makes SIGTERM lossless.
+//! 4. **Close the database pools.**
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,15 +21,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use ingest::forms::FormsIntake;
+use ingest::Channel;
+use ingest::connector::{Connector, Deps, Leases, PullConnector};
 use router::{ConsumerSet, LeadRouter, Publisher};
-use store::{KeyStore, Store};
+use store::{ConnectorLeases, KeyStore, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::trace::TraceLayer;
 
 use crate::api::{ApiState, routes};
+use crate::connectors::status::{Entry, Kind, State};
+use crate::connectors::supervisor;
 use crate::pipeline::Pipeline;
 use crate::server::ServeOptions;
 use crate::settings::Settings;
@@ -36,6 +47,10 @@ pub struct Application {
     publisher: Arc<Publisher>,
     serve_options: ServeOptions,
     schema_ready: Arc<AtomicBool>,
+    /// The channel and source of every HTTP connector.
+    http_sources: Vec<(Channel, String)>,
+    pulls: Vec<PullConnector>,
+    pull_shared: supervisor::Shared,
 }
 
 impl Application {
@@ -46,20 +61,32 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let store = Store::connect_lazy(&settings.database)?;
         let keys = KeyStore::connect_lazy(&settings.database.url, settings.key_store_options())?;
+        let leases: Arc<dyn Leases> = Arc::new(ConnectorLeases::new(&settings.database.url)?);
         let publisher = Publisher::new(settings.amqp.clone());
         let pipeline = Arc::new(
             Pipeline::new(LeadRouter::new(settings.routing.clone()), publisher.clone())
                 .with_key_rules(settings.key_rules()?),
         );
-        let forms = Arc::new(
-            FormsIntake::new(
-                settings.intake.clone(),
-                settings.forms.clone(),
-                pipeline,
-                Arc::new(keys.clone()),
-            )
-            .context("Failed to set up the forms")?,
-        );
+        let deps = Deps {
+            intake: settings.intake.clone(),
+            sink: pipeline.clone(),
+            keys: Arc::new(keys.clone()),
+        };
+        let connectors = settings
+            .connectors
+            .build(&deps)
+            .map_err(|problem| anyhow::anyhow!("Failed to set up the connectors: {problem}"))?;
+        let mut app = axum::Router::new();
+        let (mut http_sources, mut pulls) = (Vec::new(), Vec::new());
+        for connector in connectors {
+            match connector {
+                Connector::Http(http) => {
+                    http_sources.extend(http.sources.into_iter().map(|s| (http.channel, s)));
+                    app = app.merge(http.routes);
+                }
+                Connector::Pull(pull) => pulls.push(pull),
+            }
+        }
         let schema_ready = Arc::new(AtomicBool::new(false));
         let api = ApiState {
             schema_ready: schema_ready.clone(),
@@ -69,8 +96,7 @@ impl Application {
             metrics,
             key_rules: Arc::new(settings.key_rules()?),
         };
-        let app = axum::Router::new()
-            .merge(forms.router())
+        let app = app
             .merge(routes(api))
             .layer(axum::middleware::from_fn_with_state(
                 Duration::from_secs(settings.http.request_timeout_secs),
@@ -89,6 +115,11 @@ impl Application {
                 "Cannot listen on {addr}: is another process using the port? Change http.listen"
             )
         })?;
+        let pull_shared = supervisor::Shared {
+            sink: pipeline,
+            leases,
+            schema_ready: schema_ready.clone(),
+        };
         Ok(Self {
             listener,
             app,
@@ -98,6 +129,9 @@ impl Application {
             publisher,
             serve_options,
             schema_ready,
+            http_sources,
+            pulls,
+            pull_shared,
         })
     }
 
@@ -106,7 +140,8 @@ impl Application {
         self.listener.local_addr()
     }
 
-    /// Serves until `stop` fires, then shuts down without losing or duplicating anything.
+    /// Serves until `stop` fires, then shuts down in stages without losing or
+    /// duplicating anything.
     pub async fn run_until_stopped(self, stop: CancellationToken) -> anyhow::Result<()> {
         let Self {
             listener,
@@ -117,12 +152,15 @@ impl Application {
             publisher,
             serve_options,
             schema_ready,
+            http_sources,
+            pulls,
+            pull_shared,
         } = self;
 
         // Phonenumber metadata loads lazily; pay for it before the first request.
         normalizer::phone::warm_up();
 
-        // One tracker per part that stops on its own schedule.
+        // One token and tracker per part that stops on its own schedule.
         let broker = TaskTracker::new();
         let broker_stop = CancellationToken::new();
         broker.spawn(publisher.clone().run(broker_stop.clone()));
@@ -154,13 +192,59 @@ impl Application {
             });
         }
 
+        let intake_stop = CancellationToken::new();
+        let pull_tasks = TaskTracker::new();
+        let pull_count = pulls.len();
+        for pull in pulls {
+            pull_tasks.spawn(supervisor::supervise(
+                pull,
+                pull_shared.clone(),
+                intake_stop.clone(),
+            ));
+        }
+        pull_tasks.close();
+        let http_entries: Vec<Entry> = http_sources
+            .iter()
+            .map(|(channel, source)| Entry::register(*channel, source, Kind::Http, State::Running))
+            .collect();
+
         let addr = listener.local_addr()?;
-        tracing::info!(%addr, forms = settings.forms.len(), "Listening.");
-        let http = crate::server::serve(listener, app, serve_options, stop.clone());
+        tracing::info!(%addr, http_sources = http_entries.len(), pull_connectors = pull_count, "Listening.");
+
+        let signal = async {
+            stop.cancelled().await;
+            tracing::info!("Stopping: intake and consumers stop taking work.");
+            intake_stop.cancel();
+            consumers_stop.cancel();
+            for entry in &http_entries {
+                entry.set(State::Stopping);
+            }
+        };
+        let http = async {
+            crate::server::serve(listener, app, serve_options, intake_stop.clone()).await;
+            for entry in &http_entries {
+                entry.set(State::Stopped);
+            }
+        };
+        let connector_grace = Duration::from_secs(settings.shutdown.connector_grace_secs);
+        let pull = async {
+            intake_stop.cancelled().await;
+            if tokio::time::timeout(connector_grace, pull_tasks.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "Pull connectors did not finish within shutdown.connector_grace_secs; what they had not committed is read again on the next start."
+                );
+            }
+        };
+        let intake = async {
+            tokio::join!(http, pull);
+            tracing::info!("Intake stopped.");
+        };
         let consumer_grace = Duration::from_secs(settings.shutdown.consumer_grace_secs);
         let consumers_done = async {
-            stop.cancelled().await;
-            consumers_stop.cancel();
+            consumers_stop.cancelled().await;
             consumers.close();
             if tokio::time::timeout(consumer_grace, consumers.wait())
                 .await
@@ -173,10 +257,10 @@ impl Application {
                 tracing::info!("Consumers stopped.");
             }
         };
-        tokio::join!(http, consumers_done);
-        tracing::info!("Intake stopped; closing the broker connection.");
+        tokio::join!(signal, intake, consumers_done);
 
-        // Only now can no request still be waiting for a confirm.
+        // Only now can nothing still be waiting for a confirm.
+        tracing::info!("Closing the broker connection.");
         broker_stop.cancel();
         broker.close();
         if tokio::time::timeout(Duration::from_secs(10), broker.wait())
@@ -198,6 +282,19 @@ impl Application {
     }
 }
 
+/// Builds the daemon from `settings` and serves until SIGTERM or SIGINT.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let metrics = crate::telemetry::init_metrics()?;
+    let app = Application::build(settings, metrics).await?;
+    let stop = CancellationToken::new();
+    let trigger = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("Stop signal received.");
+        trigger.cancel();
+    });
+    app.run_until_stopped(stop).await
+}
 /// Applies migrations, retrying with backoff while the database is away. Returns false
 /// when asked to stop first.
 async fn migrate_until_done(store: &Store, url: &str, stop: &CancellationToken) -> bool {

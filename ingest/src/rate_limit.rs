@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use axum::extract::Request;
 use axum::http::{Method, StatusCode};
 
-use crate::forms::{FormConfig, IntakeSettings};
+use crate::connector::IntakeSettings;
+use crate::forms::FormConfig;
 use crate::problem::Problem;
 
 /// How many (form, source) pairs are remembered at most, about 5 MiB.

@@ -40,11 +40,13 @@ async fn readyz(State(state): State<ApiState>) -> Response {
     let word = |up: bool| if up { "up" } else { "down" };
     (
         status,
-        Json(serde_json::json!({
-            "status": if status == StatusCode::OK { "ready" } else { "not_ready" },
-            "broker": word(broker),
-            "database": word(database),
-        })),
+        Json(crate::connectors::status::with_connectors(
+            serde_json::json!({
+                "status": if status == StatusCode::OK { "ready" } else { "not_ready" },
+                "broker": word(broker),
+                "database": word(database),
+            }),
+        )),
     )
         .into_response()
 }

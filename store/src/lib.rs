@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`clients`]: contacts and companies with their identity keys.
 //! - [`config`]: the `[database]` section.
+//! - [`connectors`]: per-source leases and cursors of pull connectors
+//!   ([`ingest::connector::Leases`]), on sessions of their own.
 //! - [`error`]: SQLSTATE mapped to what callers can act on, in one place.
 //! - [`intake`]: the consumer's sink ([`router::BatchSink`]): one transaction per batch
 //!   (several, in order, when its locks would not fit), inquiry id unique so redeliveries
@@ -17,6 +19,7 @@
 
 pub mod clients;
 pub mod config;
+pub mod connectors;
 pub mod error;
 pub mod inquiries;
 pub mod intake;
@@ -28,6 +31,7 @@ pub use clients::{
     ClientPage, ClientQuery, CompanyView, ContactView, ImportReport, NewCompany, NewContact,
 };
 pub use config::DatabaseConfig;
+pub use connectors::ConnectorLeases;
 pub use error::StoreError;
 pub use keys::{KeyStore, KeyStoreOptions};
 pub use leads::{

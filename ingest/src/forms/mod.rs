@@ -9,79 +9,204 @@
 //! claimed last so that a refused body never uses it up. Nothing here touches the
 //! database on the way to an answer except that claim, which degrades to accepting when
 //! it cannot answer in time (the inquiry id covers key and content, so nothing is lost).
+//! The steps webhooks share with forms are in [`crate::http`]; this module holds what is
+//! a form's own: its declaration, its CORS answers and how its fields become an inquiry.
 
-pub mod body;
 mod config;
-pub mod fields;
-pub mod signature;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use chrono::Utc;
-use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
-pub use config::{FormConfig, IntakeSettings};
+pub use crate::fields;
+pub use crate::http::{body, signature};
+pub use config::FormConfig;
 pub use signature::TimestampPolicy;
 
+use crate::connector::{
+    Checks, ConfigProblem, Connector, ConnectorKind, Deps, HttpConnector, IntakeSettings,
+};
+use crate::http::{self, HandOn, HmacSignature, SignatureCheck};
 use crate::inquiry::{Channel, ContentDedup, ContentHash, Inquiry, InquiryId, RawPayload};
 use crate::problem::Problem;
 use crate::rate_limit::RateLimits;
-use crate::sink::{ClaimOutcome, IdempotencyKeys, IntakeSink, KeyClaim, Refusal};
-use signature::{Presented, SignatureError, SignatureRule};
+use crate::sink::{IdempotencyKeys, IntakeSink, KeyClaim};
 
-/// How much of an oversized body is read and thrown away before answering 413, so the
-/// client sees the answer instead of a connection reset.
-const DRAIN_LIMIT: usize = 1024 * 1024;
+/// The forms channel, as every count and inquiry names it.
+const CHANNEL: Channel = Channel::Form;
 
-/// Header clients use to make retries safe.
-const IDEMPOTENCY_KEY: &str = "idempotency-key";
+pub fn validate_forms(forms: &[FormConfig]) -> Vec<ConfigProblem> {
+    let mut problems = Vec::new();
+    let mut push = |index: usize, key: &str, problem: String| {
+        problems.push((format!("forms[{index}].{key}"), problem));
+    };
+    let mut seen = HashMap::new();
+    for (index, form) in forms.iter().enumerate() {
+        if seen.insert(form.name.as_str(), index).is_some() {
+            push(
+                index,
+                "name",
+                format!(
+                    "`{}` is declared twice; form names must be unique",
+                    form.name
+                ),
+            );
+        }
+        let name_ok = !form.name.is_empty()
+            && form.name.len() <= 100
+            && form
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        if !name_ok {
+            push(
+                index,
+                "name",
+                format!(
+                    "`{}` must be 1 to 100 characters of letters, digits, `-`, `_` or `.` (it is part of a URL)",
+                    form.name
+                ),
+            );
+        }
+        if form.source.trim().is_empty() {
+            push(
+                index,
+                "source",
+                "must not be empty: it is recorded on every lead".into(),
+            );
+        }
+        if form.secret.is_some() && form.secret_file.is_some() {
+            push(
+                index,
+                "secret",
+                "set either `secret` or `secret_file`, not both".into(),
+            );
+        }
+        if let Some(secret) = &form.secret
+            && secret.trim().is_empty()
+        {
+            push(index, "secret", "must not be empty or blank (an empty key signs anything); remove it to accept unsigned posts".into());
+        }
+        if let Some(path) = &form.secret_file {
+            match read_secret_file(path) {
+                Err(error) => push(
+                    index,
+                    "secret_file",
+                    format!("cannot read {}: {error}", path.display()),
+                ),
+                Ok(secret) if secret.trim().is_empty() => {
+                    push(
+                        index,
+                        "secret_file",
+                        format!(
+                            "{} is empty or blank (an empty key signs anything): put the shared secret in it",
+                            path.display()
+                        ),
+                    );
+                }
+                Ok(_) => {}
+            }
+        }
+        if form.signature_timestamp == TimestampPolicy::Required
+            && form.secret.is_none()
+            && form.secret_file.is_none()
+        {
+            push(
+                index,
+                "signature_timestamp",
+                "`required` needs `secret` or `secret_file`: only signed posts carry a timestamp"
+                    .into(),
+            );
+        }
+        if !(1..=86_400).contains(&form.signature_tolerance_secs) {
+            push(
+                index,
+                "signature_tolerance_secs",
+                "must be 1 to 86400 seconds".into(),
+            );
+        }
+        if HeaderValue::from_str(&form.signature_header).is_err()
+            || axum::http::HeaderName::from_bytes(form.signature_header.as_bytes()).is_err()
+        {
+            push(
+                index,
+                "signature_header",
+                format!("`{}` is not a valid header name", form.signature_header),
+            );
+        }
+        if let Some(0) = form.max_body_bytes {
+            push(index, "max_body_bytes", "must be greater than 0".into());
+        }
+        if let Some(redirect) = &form.redirect
+            && !(redirect.starts_with("https://")
+                || redirect.starts_with("http://")
+                || redirect.starts_with('/'))
+        {
+            push(
+                index,
+                "redirect",
+                format!("`{redirect}` must be an absolute http(s) URL or a path"),
+            );
+        }
+    }
+    problems
+}
 
-/// A form's configuration could not be turned into a working form.
-#[derive(Debug, thiserror::Error)]
-pub enum FormSetupError {
-    /// Two `[[forms]]` share a name.
-    #[error("forms[{index}].name: `{name}` is declared twice; form names must be unique")]
-    DuplicateName {
-        /// Position in the list.
-        index: usize,
-        /// The repeated name.
-        name: String,
-    },
-    /// The secret file could not be read.
-    #[error("forms[{index}].secret_file: cannot read {path}: {source}")]
-    SecretFile {
-        /// Position in the list.
-        index: usize,
-        /// The file.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// A field holds a value that cannot work.
-    #[error("forms[{index}].{key}: {problem}")]
-    Invalid {
-        /// Position in the list.
-        index: usize,
-        /// The key within the form.
-        key: &'static str,
-        /// What is wrong.
-        problem: String,
-    },
+/// The forms connector: `[[forms]]`, served at `POST /v1/intake/forms/{form}`.
+pub struct Forms;
+
+impl ConnectorKind for Forms {
+    const SECTION: &'static str = "forms";
+    type Config = Vec<FormConfig>;
+
+    fn validate(forms: &Self::Config, checks: &Checks<'_>) -> Vec<ConfigProblem> {
+        let mut problems = validate_forms(forms);
+        problems.extend(crate::rate_limit::problems(checks.intake, forms));
+        for (index, form) in forms.iter().enumerate() {
+            if let Err(problem) = (checks.region)(&form.default_region) {
+                problems.push((format!("forms[{index}].default_region"), problem));
+            }
+        }
+        problems
+    }
+
+    fn summary(forms: &Self::Config) -> Option<String> {
+        Some(format!(
+            "{} form{}",
+            forms.len(),
+            if forms.len() == 1 { "" } else { "s" }
+        ))
+    }
+
+    fn build(forms: Self::Config, deps: &Deps) -> Result<Vec<Connector>, ConfigProblem> {
+        let sources: BTreeSet<String> = forms.iter().map(|f| f.source.clone()).collect();
+        let intake = FormsIntake::new(
+            deps.intake.clone(),
+            forms,
+            deps.sink.clone(),
+            deps.keys.clone(),
+        )?;
+        Ok(vec![Connector::Http(HttpConnector {
+            channel: CHANNEL,
+            sources: sources.into_iter().collect(),
+            routes: Arc::new(intake).router(),
+        })])
+    }
 }
 
 struct Form {
     config: FormConfig,
-    secret: Option<Vec<u8>>,
+    signature: Option<HmacSignature>,
     max_body: usize,
 }
 
@@ -94,124 +219,6 @@ pub struct FormsIntake {
     limits: Arc<RateLimits>,
 }
 
-/// Checks a list of form declarations without building anything; returns every problem.
-pub fn validate_forms(forms: &[FormConfig]) -> Vec<FormSetupError> {
-    let mut problems = Vec::new();
-    let mut seen = HashMap::new();
-    for (index, form) in forms.iter().enumerate() {
-        if seen.insert(form.name.as_str(), index).is_some() {
-            problems.push(FormSetupError::DuplicateName {
-                index,
-                name: form.name.clone(),
-            });
-        }
-        let name_ok = !form.name.is_empty()
-            && form.name.len() <= 100
-            && form
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-        if !name_ok {
-            problems.push(FormSetupError::Invalid {
-                index,
-                key: "name",
-                problem: format!(
-                    "`{}` must be 1 to 100 characters of letters, digits, `-`, `_` or `.` (it is part of a URL)",
-                    form.name
-                ),
-            });
-        }
-        if form.source.trim().is_empty() {
-            problems.push(FormSetupError::Invalid {
-                index,
-                key: "source",
-                problem: "must not be empty: it is recorded on every lead".into(),
-            });
-        }
-        if form.secret.is_some() && form.secret_file.is_some() {
-            problems.push(FormSetupError::Invalid {
-                index,
-                key: "secret",
-                problem: "set either `secret` or `secret_file`, not both".into(),
-            });
-        }
-        if let Some(secret) = &form.secret
-            && secret.trim().is_empty()
-        {
-            problems.push(FormSetupError::Invalid {
-                index,
-                key: "secret",
-                problem: "must not be empty or blank (an empty key signs anything); remove it to accept unsigned posts".into(),
-            });
-        }
-        if let Some(path) = &form.secret_file {
-            match read_secret_file(path) {
-                Err(source) => problems.push(FormSetupError::SecretFile {
-                    index,
-                    path: path.display().to_string(),
-                    source,
-                }),
-                Ok(secret) if secret.trim().is_empty() => {
-                    problems.push(FormSetupError::Invalid {
-                        index,
-                        key: "secret_file",
-                        problem: format!(
-                            "{} is empty or blank (an empty key signs anything): put the shared secret in it",
-                            path.display()
-                        ),
-                    });
-                }
-                Ok(_) => {}
-            }
-        }
-        if form.signature_timestamp == TimestampPolicy::Required
-            && form.secret.is_none()
-            && form.secret_file.is_none()
-        {
-            problems.push(FormSetupError::Invalid {
-                index,
-                key: "signature_timestamp",
-                problem: "`required` needs `secret` or `secret_file`: only signed posts carry a timestamp".into(),
-            });
-        }
-        if !(1..=86_400).contains(&form.signature_tolerance_secs) {
-            problems.push(FormSetupError::Invalid {
-                index,
-                key: "signature_tolerance_secs",
-                problem: "must be 1 to 86400 seconds".into(),
-            });
-        }
-        if HeaderValue::from_str(&form.signature_header).is_err()
-            || axum::http::HeaderName::from_bytes(form.signature_header.as_bytes()).is_err()
-        {
-            problems.push(FormSetupError::Invalid {
-                index,
-                key: "signature_header",
-                problem: format!("`{}` is not a valid header name", form.signature_header),
-            });
-        }
-        if let Some(0) = form.max_body_bytes {
-            problems.push(FormSetupError::Invalid {
-                index,
-                key: "max_body_bytes",
-                problem: "must be greater than 0".into(),
-            });
-        }
-        if let Some(redirect) = &form.redirect
-            && !(redirect.starts_with("https://")
-                || redirect.starts_with("http://")
-                || redirect.starts_with('/'))
-        {
-            problems.push(FormSetupError::Invalid {
-                index,
-                key: "redirect",
-                problem: format!("`{redirect}` must be an absolute http(s) URL or a path"),
-            });
-        }
-    }
-    problems
-}
-
 impl FormsIntake {
     /// Builds the intake from configuration; reads secret files.
     pub fn new(
@@ -219,7 +226,7 @@ impl FormsIntake {
         forms: Vec<FormConfig>,
         sink: Arc<dyn IntakeSink>,
         keys: Arc<dyn IdempotencyKeys>,
-    ) -> Result<Self, FormSetupError> {
+    ) -> Result<Self, ConfigProblem> {
         if let Some(problem) = validate_forms(&forms).into_iter().next() {
             return Err(problem);
         }
@@ -228,22 +235,30 @@ impl FormsIntake {
             let secret = match (&config.secret, &config.secret_file) {
                 (Some(secret), _) => Some(secret.as_bytes().to_vec()),
                 (None, Some(path)) => {
-                    let text =
-                        read_secret_file(path).map_err(|source| FormSetupError::SecretFile {
-                            index,
-                            path: path.display().to_string(),
-                            source,
-                        })?;
+                    let text = read_secret_file(path).map_err(|error| {
+                        (
+                            format!("forms[{index}].secret_file"),
+                            format!("cannot read {}: {error}", path.display()),
+                        )
+                    })?;
                     Some(text.into_bytes())
                 }
                 (None, None) => None,
             };
             let max_body = config.max_body_bytes.unwrap_or(settings.max_body_bytes);
+            let signature = secret.map(|secret| {
+                HmacSignature::new(
+                    secret,
+                    config.signature_header.clone(),
+                    config.signature_timestamp,
+                    config.signature_tolerance_secs,
+                )
+            });
             map.insert(
                 config.name.clone(),
                 Form {
                     config,
-                    secret,
+                    signature,
                     max_body,
                 },
             );
@@ -274,7 +289,8 @@ impl FormsIntake {
 
     async fn handle(&self, form_name: &str, headers: &HeaderMap, body: Body) -> Response {
         let Some(form) = self.forms.get(form_name) else {
-            return reject(
+            return http::reject(
+                CHANNEL,
                 "form",
                 Problem::new(
                     StatusCode::NOT_FOUND,
@@ -290,7 +306,7 @@ impl FormsIntake {
         let outcome = self.accept(form, headers, body).await;
         let mut response = match outcome {
             Ok(response) => response,
-            Err(problem) => reject(source, problem),
+            Err(problem) => http::reject(CHANNEL, source, problem),
         };
         response.headers_mut().extend(cors);
         response
@@ -302,63 +318,27 @@ impl FormsIntake {
         headers: &HeaderMap,
         body: Body,
     ) -> Result<Response, Problem> {
-        let raw = read_limited(headers, body, form.max_body).await?;
-        metrics::counter!("leadpipe_inquiries_received_total", "channel" => "form", "source" => form.config.source.clone()).increment(1);
-
-        if let Some(secret) = &form.secret {
-            let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-            let rule = SignatureRule {
-                header: &form.config.signature_header,
-                timestamp: form.config.signature_timestamp,
-                tolerance_secs: form.config.signature_tolerance_secs,
-            };
-            let presented = Presented {
-                signature: header(&form.config.signature_header),
-                timestamp: header(signature::TIMESTAMP_HEADER),
-            };
-            signature::verify_request(secret, &rule, presented, Utc::now().timestamp(), &raw)
-                .map_err(|e| {
-                    let code = match e {
-                        SignatureError::OutsideWindow { .. } => "timestamp_outside_window",
-                        _ => "bad_signature",
-                    };
-                    Problem::new(StatusCode::UNAUTHORIZED, code, e.to_string())
-                })?;
+        let source = form.config.source.as_str();
+        let raw = http::read_limited(headers, body, form.max_body).await?;
+        http::received(CHANNEL, source);
+        if let Some(signature) = &form.signature {
+            signature.check(headers, &raw)?;
         }
-        if !origin_allowed(form, headers) {
-            return Err(Problem::new(
-                StatusCode::FORBIDDEN,
-                "origin_not_allowed",
-                "this form does not accept posts from the page's origin: add it to the form's allowed_origins",
-            ));
+        if headers
+            .get(header::ORIGIN)
+            .is_some_and(|origin| listed_origin(form, origin).is_none())
+        {
+            return Err(origin_refused());
         }
 
-        let content_type = headers
-            .get(header::CONTENT_TYPE)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-        let parsed = body::parse_body(content_type.as_deref(), &raw).map_err(|e| match e {
-            body::BodyError::MissingContentType | body::BodyError::UnsupportedContentType(_) => {
-                Problem::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_content_type",
-                    e.to_string(),
-                )
-            }
-            body::BodyError::Malformed(_) => {
-                Problem::new(StatusCode::BAD_REQUEST, "malformed_body", e.to_string())
-            }
-            body::BodyError::TooDeep { .. } => {
-                Problem::new(StatusCode::BAD_REQUEST, "too_deep", e.to_string())
-            }
-        })?;
+        let content_type = http::content_type(headers);
+        let parsed = body::parse_body(content_type.as_deref(), &raw).map_err(http::body_problem)?;
         let content = parsed.content_hash();
         let mapped = fields::map_fields(parsed.fields, form.config.honeypot.as_deref());
 
-        let key = idempotency_key(headers)?;
+        let key = http::idempotency_key(headers)?;
         let id = match &key {
-            Some(key) => {
-                InquiryId::from_keyed_content(Channel::Form, &form.config.name, key, &content)
-            }
+            Some(key) => InquiryId::from_keyed_content(CHANNEL, &form.config.name, key, &content),
             None => InquiryId::new_unique(),
         };
         let spam = mapped.honeypot_filled.then(|| {
@@ -368,17 +348,17 @@ impl FormsIntake {
             )
         });
         if spam.is_some() {
-            metrics::counter!("leadpipe_inquiries_spam_total", "channel" => "form", "source" => form.config.source.clone()).increment(1);
+            http::spam(CHANNEL, source);
         }
         // A signed post is checked for identical content even under a key: a captured
         // post replayed with a fresh Idempotency-Key is then a duplicate.
-        let dedup = (key.is_none() || form.secret.is_some()).then(|| ContentDedup {
+        let dedup = (key.is_none() || form.signature.is_some()).then(|| ContentDedup {
             key: content_key(&form.config.name, &content),
             window_secs: self.settings.dedup_window_secs,
         });
         let inquiry = Inquiry {
             id,
-            channel: Channel::Form,
+            channel: CHANNEL,
             source: form.config.source.clone(),
             external_id: key.clone(),
             received_at: Utc::now(),
@@ -397,81 +377,26 @@ impl FormsIntake {
             event: None,
         };
 
-        // The key is claimed only for an inquiry nothing else will refuse, so a sender who
-        // fixes a refused body can send it again under the same key.
-        let prepared = self.sink.prepare(inquiry).await.map_err(refusal_problem)?;
-        if let Some(key) = &key {
-            self.check_key(form, key, &content, id).await?;
-        }
-        let accepted = prepared.submit().await.map_err(refusal_problem)?;
-        Ok(success(form, headers, accepted.inquiry_id))
-    }
-
-    async fn check_key(
-        &self,
-        form: &Form,
-        key: &str,
-        content: &ContentHash,
-        inquiry_id: InquiryId,
-    ) -> Result<(), Problem> {
-        let claim = KeyClaim {
+        let claim = key.as_deref().map(|key| KeyClaim {
             scope: &form.config.name,
             key,
-            content_hash: content,
-            inquiry_id,
+            content_hash: &content,
+            inquiry_id: id,
+        });
+        let how = HandOn {
+            sink: self.sink.as_ref(),
+            keys: self.keys.as_ref(),
+            claim,
+            key_timeout: Duration::from_millis(self.settings.key_lookup_timeout_ms),
         };
-        let timeout = Duration::from_millis(self.settings.key_lookup_timeout_ms);
-        match tokio::time::timeout(timeout, self.keys.claim(claim)).await {
-            Ok(Ok(ClaimOutcome::Fresh | ClaimOutcome::Replay)) => Ok(()),
-            Ok(Ok(ClaimOutcome::Conflict)) => Err(Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
-                "this Idempotency-Key was already used with a different body: use a new key for a new submission",
-            )),
-            Ok(Err(error)) => {
-                // The id covers the key and the content: a retry is still one inquiry and
-                // another body under this key is filed as its own, never dropped. Only the
-                // 422 for the client's reused key is lost while the key store is away.
-                tracing::warn!(%error, form = %form.config.name, %inquiry_id, "Idempotency key look-up failed; accepting without it.");
-                metrics::counter!("leadpipe_idempotency_lookups_degraded_total").increment(1);
-                Ok(())
-            }
-            Err(_) => {
-                tracing::warn!(form = %form.config.name, %inquiry_id, "Idempotency key look-up timed out; accepting without it.");
-                metrics::counter!("leadpipe_idempotency_lookups_degraded_total").increment(1);
-                Ok(())
-            }
-        }
-    }
-}
-
-/// What the sender is told when the sink refuses an inquiry.
-fn refusal_problem(refusal: Refusal) -> Problem {
-    match refusal {
-        Refusal::Unusable {
-            code,
-            message,
-            fields,
-        } => Problem {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            code,
-            message,
-            fields,
-            retry_after_secs: None,
-        },
-        // The reason (library error text) is the sink's to log; the sender gets a sentence.
-        Refusal::Unavailable {
-            reason: _,
-            retry_after_secs,
-        } => Problem {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "unavailable",
-            message:
-                "the message broker did not confirm the inquiry; nothing was stored, retry later"
-                    .into(),
-            fields: Vec::new(),
-            retry_after_secs: Some(retry_after_secs),
-        },
+        let accepted = http::hand_on(inquiry, how).await?;
+        Ok(http::accepted(
+            CHANNEL,
+            source,
+            headers,
+            accepted.inquiry_id,
+            form.config.redirect.as_deref(),
+        ))
     }
 }
 
@@ -495,7 +420,7 @@ async fn limit_rate(
     let Some((source, problem)) = intake.limits.refusal(&form, &request) else {
         return next.run(request).await;
     };
-    let mut response = reject(source, problem);
+    let mut response = http::reject(CHANNEL, source, problem);
     if let Some(form) = intake.forms.get(&form) {
         response
             .headers_mut()
@@ -519,12 +444,7 @@ async fn preflight(
     };
     let cors = cors_headers(form, &headers);
     if cors.is_empty() {
-        return Problem::new(
-            StatusCode::FORBIDDEN,
-            "origin_not_allowed",
-            "this form does not accept posts from the page's origin: add it to the form's allowed_origins",
-        )
-        .into_response();
+        return origin_refused().into_response();
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     let h = response.headers_mut();
@@ -545,81 +465,6 @@ async fn preflight(
     response
 }
 
-pub(crate) fn reject(source: &str, problem: Problem) -> Response {
-    metrics::counter!("leadpipe_inquiries_rejected_total", "channel" => "form", "source" => source.to_owned(), "reason" => problem.code).increment(1);
-    tracing::debug!(source, code = problem.code, status = problem.status.as_u16(), message = %problem.message, "Form post refused.");
-    problem.into_response()
-}
-
-/// Reads the body up to `limit` bytes; larger bodies are refused before any parsing.
-async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Problem> {
-    let too_large = || {
-        Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("the body is larger than this form's limit of {limit} bytes"),
-        )
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    let mut stream = body.into_data_stream();
-    if declared.is_some_and(|n| n > limit as u64) {
-        drain(&mut stream).await;
-        return Err(too_large());
-    }
-    let mut buf = Vec::with_capacity(declared.map_or(4096, |n| n as usize));
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|error| {
-            tracing::debug!(%error, "Reading a form body failed.");
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                "body_unreadable",
-                "the request body could not be read to its end (did the connection break off?): send it again",
-            )
-        })?;
-        if buf.len() + chunk.len() > limit {
-            drain(&mut stream).await;
-            return Err(too_large());
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(Bytes::from(buf))
-}
-
-/// Reads and discards what is left of a refused body, up to a bound and a deadline.
-async fn drain(stream: &mut axum::body::BodyDataStream) {
-    let work = async {
-        let mut seen = 0usize;
-        while let Some(Ok(chunk)) = stream.next().await {
-            seen += chunk.len();
-            if seen > DRAIN_LIMIT {
-                break;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(2), work).await;
-}
-
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
-    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
-        return Ok(None);
-    };
-    let bad = || {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_idempotency_key",
-            "Idempotency-Key must be 1 to 255 visible ASCII characters (a UUID is a good choice)",
-        )
-    };
-    let text = value.to_str().map_err(|_| bad())?.trim();
-    if text.is_empty() || text.len() > 255 || !text.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(bad());
-    }
-    Ok(Some(text.to_owned()))
-}
-
 fn content_key(form: &str, content: &ContentHash) -> String {
     let mut hasher = Sha256::new();
     hasher.update(form.as_bytes());
@@ -634,73 +479,36 @@ fn read_secret_file(path: &std::path::Path) -> std::io::Result<String> {
     Ok(text.trim_end_matches(['\r', '\n']).to_owned())
 }
 
-fn origin_allowed(form: &Form, headers: &HeaderMap) -> bool {
+/// The request's `Origin` when the form lists it (or allows any); `None` otherwise.
+fn listed_origin<'a>(form: &Form, origin: &'a HeaderValue) -> Option<&'a HeaderValue> {
     let allowed = &form.config.allowed_origins;
-    match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        None => true,
-        Some(_) if allowed.is_empty() => true,
-        Some(origin) => allowed
-            .iter()
-            .any(|a| a == "*" || a.eq_ignore_ascii_case(origin)),
-    }
+    // A form that lists no origins takes posts from anywhere, but sends no CORS headers.
+    let open = allowed.is_empty();
+    let listed = origin
+        .to_str()
+        .is_ok_and(|o| http::origin_listed(allowed, o));
+    (open || listed).then_some(origin)
 }
 
+fn origin_refused() -> Problem {
+    Problem::new(
+        StatusCode::FORBIDDEN,
+        "origin_not_allowed",
+        "this form does not accept posts from the page's origin: add it to the form's allowed_origins",
+    )
+}
+
+/// The CORS headers of an answer to a page on a listed origin; none for other pages.
 fn cors_headers(form: &Form, headers: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::new();
     let Some(origin) = headers.get(header::ORIGIN) else {
         return out;
     };
-    let listed = origin.to_str().is_ok_and(|o| {
-        form.config
-            .allowed_origins
-            .iter()
-            .any(|a| a == "*" || a.eq_ignore_ascii_case(o))
-    });
-    if listed {
+    if !form.config.allowed_origins.is_empty()
+        && let Some(origin) = listed_origin(form, origin)
+    {
         out.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
         out.insert(header::VARY, HeaderValue::from_static("origin"));
     }
     out
 }
-
-fn wants_html(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| {
-            let html = accept.find("text/html");
-            let json = accept.find("application/json");
-            match (html, json) {
-                (Some(h), Some(j)) => h < j,
-                (Some(_), None) => true,
-                _ => false,
-            }
-        })
-}
-
-fn success(form: &Form, headers: &HeaderMap, inquiry_id: InquiryId) -> Response {
-    if wants_html(headers) {
-        if let Some(redirect) = &form.config.redirect
-            && let Ok(location) = HeaderValue::from_str(redirect)
-        {
-            return (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response();
-        }
-        return (
-            StatusCode::ACCEPTED,
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            )],
-            THANK_YOU_PAGE,
-        )
-            .into_response();
-    }
-    let body = serde_json::json!({"inquiry_id": inquiry_id, "status": "accepted"});
-    (StatusCode::ACCEPTED, axum::Json(body)).into_response()
-}
-
-const THANK_YOU_PAGE: &str = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>Thank you</title></head>\
-<body style=\"font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem\">\
-<h1>Thank you!</h1><p>We have received your message and will get back to you soon.</p>\
-<p><a href=\"javascript:history.back()\">Back</a></p></body></html>\n";

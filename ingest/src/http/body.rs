@@ -1,4 +1,5 @@
-//! Web-form request bodies, read strictly according to their declared content type.
+//! Request bodies of web forms and webhooks, read strictly according to their declared
+//! content type.
 //!
 //! Three encodings are understood: `application/x-www-form-urlencoded` (WHATWG),
 //! JSON objects (`application/json`, `application/*+json`) and `multipart/form-data`
@@ -143,7 +144,7 @@ fn put_value(hasher: &mut Sha256, value: &Value) {
     }
 }
 
-/// Reads a form body according to its declared `Content-Type`.
+/// Reads a body according to its declared `Content-Type`.
 pub fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<ParsedBody, BodyError> {
     let declared = content_type
         .map(str::trim)
@@ -322,7 +323,11 @@ fn hex_value(byte: u8) -> Option<u8> {
     }
 }
 
-fn parse_urlencoded(body: &[u8]) -> Result<ParsedBody, BodyError> {
+/// Reads an `application/x-www-form-urlencoded` body (WHATWG: `+` is a space, a bare `%`
+/// stays, empty pairs are skipped); names and values must be UTF-8 once decoded. Every
+/// webhook that posts form-encoded data (telephony callbacks, chat platforms) reads it
+/// here.
+pub fn parse_urlencoded(body: &[u8]) -> Result<ParsedBody, BodyError> {
     let mut fields = Vec::new();
     let pairs = body.split(|b| *b == b'&').filter(|pair| !pair.is_empty());
     for (index, pair) in pairs.enumerate() {

@@ -1,5 +1,6 @@
-//! HMAC-SHA256 request signatures for forms that have a shared secret, optionally over a
-//! signed timestamp that bounds how long a captured post can be replayed.
+//! HMAC-SHA256 request signatures for endpoints that have a shared secret (a form's
+//! `secret`), optionally over a signed timestamp that bounds how long a captured post can
+//! be replayed.
 
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;

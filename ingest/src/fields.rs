@@ -453,7 +453,7 @@ fn canonical(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::forms::body::parse_body;
+    use crate::http::body::parse_body;
     use proptest::prelude::*;
     use serde_json::json;
 

@@ -1,0 +1,87 @@
+//! The connector contract, proven with a pull connector that exists only here.
+//!
+//! The daemon under test is this binary started again with [`daemon::DAEMON_ROLE`] set:
+//! then `main` runs the daemon's own command line with the shipped connectors plus the
+//! test feed (`feed`), so the shipped binary carries no test code. Without it, `main`
+//! runs the tests below one after another (they start daemons, so they do not run in
+//! parallel), each on its own database and AMQP prefix. Arguments that do not start
+//! with `-` filter tests by name, as with the standard harness.
+
+mod contract;
+mod daemon;
+mod feed;
+mod lease;
+mod source;
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::process::ExitCode;
+
+type Test = fn() -> Pin<Box<dyn Future<Output = ()>>>;
+
+const TESTS: &[(&str, Test)] = &[
+    (
+        "contract::a_pull_task_that_fails_twice_is_restarted_with_backoff_and_then_files_its_inquiries",
+        || {
+            Box::pin(contract::a_pull_task_that_fails_twice_is_restarted_with_backoff_and_then_files_its_inquiries())
+        },
+    ),
+    (
+        "contract::sigterm_while_a_pull_task_holds_work_loses_nothing",
+        || Box::pin(contract::sigterm_while_a_pull_task_holds_work_loses_nothing()),
+    ),
+    (
+        "lease::the_lease_moves_to_the_survivor_within_10_s_of_sigkill_and_the_cursor_resumes_without_gaps_or_repeats",
+        || {
+            Box::pin(lease::the_lease_moves_to_the_survivor_within_10_s_of_sigkill_and_the_cursor_resumes_without_gaps_or_repeats())
+        },
+    ),
+];
+
+fn main() -> ExitCode {
+    if std::env::var_os(daemon::DAEMON_ROLE).is_some() {
+        return leadpipe::cli::run(leadpipe::connectors::shipped().with::<feed::TestFeeds>());
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--list") {
+        for (name, _) in TESTS {
+            println!("{name}: test");
+        }
+        return ExitCode::SUCCESS;
+    }
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    let chosen: Vec<&(&str, Test)> = TESTS
+        .iter()
+        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
+        .collect();
+    println!("\nrunning {} tests", chosen.len());
+    let mut failed = Vec::new();
+    for (name, test) in chosen.iter().copied() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| runtime.block_on(test())));
+        drop(runtime);
+        match outcome {
+            Ok(()) => println!("test {name} ... ok"),
+            Err(_) => {
+                println!("test {name} ... FAILED");
+                failed.push(*name);
+            }
+        }
+    }
+    println!(
+        "\ntest result: {}. {} passed; {} failed\n",
+        if failed.is_empty() { "ok" } else { "FAILED" },
+        chosen.len() - failed.len(),
+        failed.len()
+    );
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
