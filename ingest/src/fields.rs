@@ -413,6 +413,52 @@ fn is_utm(name: &str) -> bool {
             .is_some_and(|p| p.eq_ignore_ascii_case("utm_"))
 }
 
+/// Names of a field that holds the sender's company website (compared like the other
+/// aliases). A form keeps such a field among its custom fields (the word alone is too
+/// ambiguous to be contact data); the normaliser reads a company domain key from it, and
+/// the companies import reads its domain column by the same names.
+const WEBSITE_ALIASES: &[&str] = &[
+    // EN
+    "website",
+    "web_site",
+    "company_website",
+    "company_url",
+    "homepage",
+    "web",
+    "www",
+    "domain",
+    // IT
+    "sito",
+    "sito_web",
+    "sito_internet",
+    "dominio",
+    // PL
+    "strona",
+    "strona_www",
+    "strona_internetowa",
+    "domena",
+    // VI
+    "trang_web",
+    "ten_mien",
+    // DE
+    "webseite",
+    // FR
+    "site_web",
+    "site_internet",
+    // ES
+    "sitio_web",
+    "pagina_web",
+];
+
+/// Whether a field of this name holds the sender's company website.
+pub fn is_website_field(name: &str) -> bool {
+    let key = match_key(name);
+    !key.is_empty()
+        && WEBSITE_ALIASES
+            .iter()
+            .any(|alias| alias.bytes().filter(|b| *b != b'_').eq(key.bytes()))
+}
+
 fn role_of(key: &str) -> Option<Role> {
     if key.is_empty() {
         return None;
@@ -453,6 +499,29 @@ fn canonical(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn website_fields_are_known_by_their_names_in_every_focus_language() {
+        for name in [
+            "website",
+            "Website",
+            "company-website",
+            "Sito web",
+            "sitoWeb",
+            "strona_www",
+            "Trang web",
+            "tên miền",
+            "Webseite",
+            "site_web",
+            "sitio-web",
+            "fields[website]",
+        ] {
+            assert!(is_website_field(name), "{name}");
+        }
+        for name in ["", "web_form_id", "email", "sito_preferito", "company"] {
+            assert!(!is_website_field(name), "{name}");
+        }
+    }
     use crate::http::body::parse_body;
     use proptest::prelude::*;
     use serde_json::json;

@@ -227,27 +227,6 @@ impl Lead {
     }
 }
 
-/// Field names (letters and digits only, lower case) that hold the sender's company
-/// website. A form's honeypot never gets here: intake removes it from the fields.
-const WEBSITE_FIELDS: &[&str] = &[
-    "companywebsite",
-    "companyurl",
-    "homepage",
-    "sito",
-    "sitointernet",
-    "sitoweb",
-    "siteweb",
-    "siteinternet",
-    "strona",
-    "stronainternetowa",
-    "stronawww",
-    "trangweb",
-    "web",
-    "webseite",
-    "website",
-    "www",
-];
-
 /// The company domain from a website field, if the inquiry has one that parses and
 /// may be a key.
 fn website_domain(
@@ -255,12 +234,7 @@ fn website_domain(
     rules: &KeyRules,
 ) -> Option<String> {
     fields.iter().find_map(|(name, value)| {
-        let key: String = name
-            .chars()
-            .filter(char::is_ascii_alphanumeric)
-            .map(|c| c.to_ascii_lowercase())
-            .collect();
-        if !WEBSITE_FIELDS.contains(&key.as_str()) {
+        if !ingest::fields::is_website_field(name) {
             return None;
         }
         value.as_str().and_then(|raw| rules.website_key(raw))

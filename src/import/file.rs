@@ -279,10 +279,7 @@ pub(super) fn field_of(header: &str, kind: ImportKind) -> Field {
         .collect();
     match kind {
         ImportKind::Contacts if squashed == "companyid" => return Field::CompanyId,
-        ImportKind::Companies
-            if ["domain", "dominio", "website", "sito", "sitoweb", "www"]
-                .contains(&squashed.as_str()) =>
-        {
+        ImportKind::Companies if ingest::fields::is_website_field(header) => {
             return Field::Domain;
         }
         _ => {}
