@@ -14,7 +14,8 @@ use store::clients::IMPORT_BATCH;
 use store::{ImportReport, NewCompany, NewContact, StoreError};
 use tokio::sync::mpsc;
 
-use super::file::{Chunk, CsvFile, Field, LineTracker, first, read_rows, values};
+use super::file::{Chunk, CsvFile, LineTracker, read_rows};
+use super::mapping::{Field, first, values};
 use super::{ImportKind, Tally, finish, open_store};
 use crate::clients::{CompanyInput, ContactInput, parse_company, parse_contact};
 use crate::settings::Settings;

@@ -1,39 +1,15 @@
-//! The CSV file: its header row mapped to fields, its rows read with their line numbers
-//! and raw bytes on a blocking thread, handed over in chunks.
+//! The CSV file: its header row (mapped by [`super::mapping`]), its rows read with their
+//! line numbers and raw bytes on a blocking thread, handed over in chunks.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use anyhow::{Context, anyhow, bail};
-use ingest::forms::fields::map_fields;
-use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::ImportKind;
-
-/// What one column of the file is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Field {
-    Name,
-    FirstName,
-    LastName,
-    Email,
-    Phone,
-    Company,
-    CompanyId,
-    Domain,
-    Other,
-}
-
-/// The file's header row, renamed and mapped.
-#[derive(Debug, Clone)]
-pub(super) struct Columns {
-    /// Header names after `--map`.
-    pub(super) names: Vec<String>,
-    /// What each column is.
-    pub(super) fields: Vec<Field>,
-}
+use super::mapping::{Columns, apply_maps};
 
 /// The file, opened: the CSV reader past the header row, what its columns are, and a
 /// second handle that counts lines.
@@ -243,115 +219,7 @@ pub(super) fn read_header(
             name.to_owned()
         });
     }
-    for (from, to) in maps {
-        let exact: Vec<usize> = (0..names.len()).filter(|&i| names[i] == *from).collect();
-        let matches = if exact.is_empty() {
-            (0..names.len())
-                .filter(|&i| names[i].to_lowercase() == from.to_lowercase())
-                .collect()
-        } else {
-            exact
-        };
-        if matches.is_empty() {
-            bail!(
-                "--map \"{from}={to}\": the file has no column `{from}`; its columns are {}",
-                names
-                    .iter()
-                    .map(|n| format!("`{n}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        }
-        for i in matches {
-            names[i] = to.clone();
-        }
-    }
-    let fields = names.iter().map(|n| field_of(n, kind)).collect();
-    Ok(Columns { names, fields })
-}
-
-/// What a header means for `kind`: our own aliases first, then those of web forms.
-pub(super) fn field_of(header: &str, kind: ImportKind) -> Field {
-    let squashed: String = header
-        .chars()
-        .filter(|c| c.is_alphanumeric())
-        .flat_map(char::to_lowercase)
-        .collect();
-    match kind {
-        ImportKind::Contacts if squashed == "companyid" => return Field::CompanyId,
-        ImportKind::Companies if ingest::fields::is_website_field(header) => {
-            return Field::Domain;
-        }
-        _ => {}
-    }
-    // The forms connector's aliases decide, so a column is read the way the same field
-    // of a web form would be.
-    let probe = map_fields(vec![(header.to_owned(), Value::String("x".into()))], None);
-    let contact = &probe.contact;
-    if contact.full_name.is_some() {
-        Field::Name
-    } else if contact.first_name.is_some() {
-        Field::FirstName
-    } else if contact.last_name.is_some() {
-        Field::LastName
-    } else if contact.email.is_some() {
-        Field::Email
-    } else if contact.phone.is_some() {
-        Field::Phone
-    } else if contact.company.is_some() {
-        Field::Company
-    } else {
-        Field::Other
-    }
-}
-
-/// Whether `kind` imports a column of this field.
-pub(super) fn used_by(kind: ImportKind, field: Field) -> bool {
-    match kind {
-        ImportKind::Contacts => matches!(
-            field,
-            Field::Name
-                | Field::FirstName
-                | Field::LastName
-                | Field::Email
-                | Field::Phone
-                | Field::CompanyId
-        ),
-        ImportKind::Companies => matches!(
-            field,
-            Field::Name | Field::Company | Field::Domain | Field::Phone
-        ),
-        ImportKind::Leads => true,
-    }
-}
-
-/// `HEADER=field` pairs, checked against the fields of `kind`.
-pub(super) fn parse_maps(
-    maps: &[String],
-    kind: ImportKind,
-) -> anyhow::Result<Vec<(String, String)>> {
-    maps.iter()
-        .map(|raw| {
-            // The last `=`: a header may contain one, a field name never does.
-            let (from, to) = raw
-                .rsplit_once('=')
-                .map(|(f, t)| (f.trim(), t.trim()))
-                .filter(|(f, t)| !f.is_empty() && !t.is_empty())
-                .ok_or_else(|| {
-                    anyhow!(
-                        "--map \"{raw}\": write it as \"CSV header=field\", e.g. \"Mail=email\""
-                    )
-                })?;
-            if kind != ImportKind::Leads && !used_by(kind, field_of(to, kind)) {
-                bail!(
-                    "--map \"{raw}\": `{to}` is not a {} field; use one of {}",
-                    kind.as_str(),
-                    kind.targets().join(", ")
-                );
-            }
-            Ok((from.to_owned(), to.to_owned()))
-        })
-        .collect()
+    apply_maps(names, kind, maps)
 }
 
 pub(super) fn parse_delimiter(raw: &str) -> anyhow::Result<u8> {
@@ -369,34 +237,13 @@ pub(super) fn parse_delimiter(raw: &str) -> anyhow::Result<u8> {
     }
 }
 
-/// The values of a row's columns of `field`, `;`-separated lists split, blanks dropped.
-pub(super) fn values<'a>(fields: &[Field], cells: &[&'a str], field: Field) -> Vec<&'a str> {
-    fields
-        .iter()
-        .zip(cells)
-        .filter(|(f, _)| **f == field)
-        .flat_map(|(_, cell)| cell.split(';'))
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .collect()
-}
-
-/// The first non-blank value of a row's columns of `field`.
-pub(super) fn first<'a>(fields: &[Field], cells: &[&'a str], field: Field) -> Option<&'a str> {
-    fields
-        .iter()
-        .zip(cells)
-        .filter(|(f, _)| **f == field)
-        .map(|(_, cell)| cell.trim())
-        .find(|v| !v.is_empty())
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::import::Tally;
+    use crate::import::mapping::{Field, field_of, parse_maps};
+    use crate::import::report::Tally;
     use crate::import::test_support::csv_file;
 
     /// Each good row's cells and raw bytes, by line.

@@ -33,7 +33,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::file::Chunk;
-use super::file::{Columns, CsvFile, read_rows};
+use super::file::{CsvFile, read_rows};
+use super::mapping::Columns;
 use super::{Tally, finish, without_credentials};
 use crate::pipeline::Pipeline;
 use crate::settings::Settings;
@@ -462,7 +463,7 @@ fn file_fingerprint(path: &Path) -> anyhow::Result<String> {
 mod tests {
     use super::*;
     use crate::import::ImportKind;
-    use crate::import::file::field_of;
+    use crate::import::mapping::field_of;
     use crate::import::test_support::csv_file;
 
     fn columns(names: &[&str]) -> Columns {

@@ -12,17 +12,22 @@
 //! so parsing one chunk overlaps with writing or publishing the previous one.
 //!
 //! # Layout
-//! - `file`: the CSV file: header mapping, rows with their line numbers and raw bytes.
+//! - `file`: the CSV file: its header row, rows with their line numbers and raw bytes.
+//! - `mapping`: what each column means (the forms' field aliases plus the import's own,
+//!   `--map`), and a row's values by field.
 //! - `clients`: contacts and companies, written in bulk batches through `store`.
 //! - `leads`: rows as inquiries, published through the pipeline.
+//! - `report`: the totals and the summary printed at the end.
 
 mod clients;
 mod file;
 mod leads;
+mod mapping;
+mod report;
 
 use std::fs::File;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -31,11 +36,10 @@ use store::Store;
 
 use crate::settings::Settings;
 use clients::import_clients;
-use file::{Chunk, CsvFile, LineTracker, parse_delimiter, parse_maps, read_header, used_by};
+use file::{CsvFile, LineTracker, parse_delimiter, read_header};
 use leads::import_leads;
-
-/// Bad rows printed in full; the rest are counted.
-const SHOWN_BAD_ROWS: usize = 100;
+use mapping::{parse_maps, used_by};
+use report::{Tally, print_summary};
 
 /// What a file holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -89,30 +93,6 @@ pub struct ImportOptions {
     pub source: Option<String>,
     /// The field separator: one character, or `tab`.
     pub delimiter: String,
-}
-
-/// Totals for the summary.
-#[derive(Debug, Default)]
-struct Tally {
-    read: u64,
-    blank: u64,
-    /// Rows stored (contacts, companies) or published (leads).
-    done: u64,
-    /// Rows stored (companies) or filed (leads) before this run, left as they are.
-    present: u64,
-    /// Stored companies whose empty fields a row filled in.
-    updated: u64,
-    /// Why the leads import could not ask which rows were filed before, if it could not.
-    unchecked: Option<String>,
-    bad: Vec<(usize, String)>,
-}
-
-impl Tally {
-    fn take<T>(&mut self, chunk: &mut Chunk<T>) {
-        self.read += chunk.read;
-        self.blank += chunk.blank;
-        self.bad.append(&mut chunk.bad);
-    }
 }
 
 /// Runs the import and prints a summary. Rows that cannot be imported are reported and
@@ -268,57 +248,6 @@ fn progress_bar(length: u64) -> ProgressBar {
         bar.set_style(style.progress_chars("=> "));
     }
     bar
-}
-
-fn print_summary(kind: ImportKind, file_name: &str, tally: &Tally, took: Duration) {
-    let rows = tally.read - tally.blank;
-    println!(
-        "Imported {} from {file_name} in {:.1} s.",
-        kind.as_str(),
-        took.as_secs_f64()
-    );
-    println!("  rows read:  {rows}");
-    match kind {
-        ImportKind::Leads => {
-            println!("  published:  {}", tally.done);
-            match &tally.unchecked {
-                None => println!("  already filed: {}", tally.present),
-                Some(_) => println!("  already filed: not checked"),
-            }
-        }
-        ImportKind::Companies => {
-            println!("  stored:     {}", tally.done);
-            println!("  updated:    {}", tally.updated);
-            println!("  already stored: {}", tally.present);
-        }
-        ImportKind::Contacts => println!("  stored:     {}", tally.done),
-    }
-    println!("  skipped:    {}", tally.bad.len());
-    if tally.blank > 0 {
-        println!("  blank rows ignored: {}", tally.blank);
-    }
-    if kind == ImportKind::Leads {
-        println!(
-            "The daemon's consumers file the published rows as leads; a row filed before from \
-             the same source is not published again."
-        );
-        if let Some(why) = &tally.unchecked {
-            println!(
-                "Cannot check which rows were filed before ({why}), so every row was published; \
-                 the daemon still files each row only once."
-            );
-        }
-    }
-    if tally.bad.is_empty() {
-        return;
-    }
-    println!("Rows not imported:");
-    for (line, why) in tally.bad.iter().take(SHOWN_BAD_ROWS) {
-        println!("  line {line}: {why}");
-    }
-    if tally.bad.len() > SHOWN_BAD_ROWS {
-        println!("  ... and {} more", tally.bad.len() - SHOWN_BAD_ROWS);
-    }
 }
 
 #[cfg(test)]
