@@ -104,8 +104,8 @@ async fn drain(stream: &mut axum::body::BodyDataStream) {
     let _ = tokio::time::timeout(Duration::from_secs(2), work).await;
 }
 
-/// The hook through which an endpoint proves a request came from whom it claims,
-/// checked over the raw bytes before anything is parsed.
+/// The hook through which an endpoint checks that a request is authentic, over the raw
+/// bytes before anything is parsed.
 pub trait SignatureCheck: Send + Sync {
     /// `Ok` for an authentic request, else the 401 to answer.
     fn check(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), Problem>;

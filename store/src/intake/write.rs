@@ -615,17 +615,7 @@ pub(super) async fn write_activities(
         let inquiry_ids: Vec<Uuid> = inserts.iter().map(|s| s.inquiry_id).collect();
         let keys: Vec<Option<String>> =
             inserts.iter().map(|s| opt_text(s.key.as_deref())).collect();
-        let subjects: Vec<Option<String>> = inserts
-            .iter()
-            .map(|s| opt_text(s.subject.as_deref()))
-            .collect();
-        let bodies: Vec<Option<String>> = inserts
-            .iter()
-            .map(|s| opt_text(s.body.as_deref()))
-            .collect();
-        let occurred: Vec<DateTime<Utc>> = inserts.iter().map(|s| s.occurred_at).collect();
-        let orders: Vec<Option<i64>> = inserts.iter().map(|s| s.order).collect();
-        let data: Vec<Json<serde_json::Value>> = inserts.iter().map(|s| json(&s.data)).collect();
+        let content = ActivityContent::of(&inserts);
         sqlx::query(
             "INSERT INTO activities (lead_id, kind, channel, inquiry_id, activity_key, subject,
                                      body, occurred_at, event_order, data)
@@ -640,27 +630,17 @@ pub(super) async fn write_activities(
         .bind(&channels)
         .bind(&inquiry_ids)
         .bind(&keys)
-        .bind(&subjects)
-        .bind(&bodies)
-        .bind(&occurred)
-        .bind(&orders)
-        .bind(&data)
+        .bind(&content.subjects)
+        .bind(&content.bodies)
+        .bind(&content.occurred)
+        .bind(&content.orders)
+        .bind(&content.data)
         .execute(&mut **tx)
         .await?;
     }
     if !updates.is_empty() {
         let ids: Vec<i64> = updates.iter().filter_map(|s| s.id).collect();
-        let subjects: Vec<Option<String>> = updates
-            .iter()
-            .map(|s| opt_text(s.subject.as_deref()))
-            .collect();
-        let bodies: Vec<Option<String>> = updates
-            .iter()
-            .map(|s| opt_text(s.body.as_deref()))
-            .collect();
-        let occurred: Vec<DateTime<Utc>> = updates.iter().map(|s| s.occurred_at).collect();
-        let orders: Vec<Option<i64>> = updates.iter().map(|s| s.order).collect();
-        let data: Vec<Json<serde_json::Value>> = updates.iter().map(|s| json(&s.data)).collect();
+        let content = ActivityContent::of(&updates);
         sqlx::query(
             "UPDATE activities a
              SET subject = u.sub, body = u.b, occurred_at = u.at, event_order = u.o, data = u.d
@@ -669,11 +649,11 @@ pub(super) async fn write_activities(
              WHERE a.id = u.id",
         )
         .bind(&ids)
-        .bind(&subjects)
-        .bind(&bodies)
-        .bind(&occurred)
-        .bind(&orders)
-        .bind(&data)
+        .bind(&content.subjects)
+        .bind(&content.bodies)
+        .bind(&content.occurred)
+        .bind(&content.orders)
+        .bind(&content.data)
         .execute(&mut **tx)
         .await?;
     }
@@ -769,6 +749,30 @@ impl<'a> From<&'a Envelope> for InquiryPayload<'a> {
             route: &envelope.route,
             published_at: envelope.published_at,
             event: inquiry.event.as_ref(),
+        }
+    }
+}
+
+/// What activities record, one array per column, for a statement over many of them.
+struct ActivityContent {
+    subjects: Vec<Option<String>>,
+    bodies: Vec<Option<String>>,
+    occurred: Vec<DateTime<Utc>>,
+    orders: Vec<Option<i64>>,
+    data: Vec<Json<serde_json::Value>>,
+}
+
+impl ActivityContent {
+    fn of(states: &[&ActivityState]) -> Self {
+        Self {
+            subjects: states
+                .iter()
+                .map(|s| opt_text(s.subject.as_deref()))
+                .collect(),
+            bodies: states.iter().map(|s| opt_text(s.body.as_deref())).collect(),
+            occurred: states.iter().map(|s| s.occurred_at).collect(),
+            orders: states.iter().map(|s| s.order).collect(),
+            data: states.iter().map(|s| json(&s.data)).collect(),
         }
     }
 }
