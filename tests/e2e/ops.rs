@@ -232,11 +232,11 @@ async fn database_connections_killed_underneath_are_replaced_without_losing_lead
     assert!(ready, "ready again after the outage");
 }
 
-/// Names of the broker connections a daemon process opened (its connection names carry
-/// its pid).
+/// The broker's ids (Erlang pids) of the connections a daemon process opened (its
+/// connection names carry its pid).
 fn broker_connections_of(pid: u32) -> Vec<String> {
     let out = std::process::Command::new("rabbitmqctl")
-        .args(["-q", "list_connections", "name", "client_properties"])
+        .args(["-q", "list_connections", "pid", "client_properties"])
         .output()
         .expect("rabbitmqctl");
     String::from_utf8_lossy(&out.stdout)
@@ -270,9 +270,15 @@ async fn broker_connections_closed_underneath_are_reopened_without_losing_leads(
         "publisher and consumer connections: {names:?}"
     );
     for name in &names {
-        let _ = std::process::Command::new("rabbitmqctl")
+        let closed = std::process::Command::new("rabbitmqctl")
             .args(["-q", "close_connection", name, "closed by a leadpipe test"])
-            .status();
+            .output()
+            .expect("rabbitmqctl");
+        assert!(
+            closed.status.success() && closed.stderr.is_empty(),
+            "close {name}: {}",
+            String::from_utf8_lossy(&closed.stderr)
+        );
     }
 
     // While it reconnects intake may answer 503 (never 500); every 202 must be stored.
