@@ -14,6 +14,7 @@
 //! - [`rate_limit`]: per-source, per-form rate limits on posts (429 with `Retry-After`),
 //!   and [`rate_limit::ClientAddr`], the client address the HTTP server resolved.
 
+pub mod email;
 pub mod event;
 pub mod fold;
 pub mod forms;
