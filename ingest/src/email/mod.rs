@@ -5,9 +5,9 @@
 //! connector (which fetches, checkpoints and submits) and the tests share it.
 //!
 //! - **Who**: the From name and address. A machine notification (sent from a `noreply@`
-//!   kind of address, or one whose body repeats its Reply-To address in a labelled line)
-//!   names its customer in Reply-To and in the labelled lines or table of its body; the
-//!   machine sender is never the lead.
+//!   kind of address, or one whose body labels a person's name or address beside a
+//!   Reply-To other than its sender) names its customer in the labelled lines or table of
+//!   its body and in Reply-To; the machine sender is never the lead.
 //! - **What**: the decoded Subject and the text part (an HTML-only mail turned into
 //!   readable text), in NFC whatever the charset and transfer encoding were; attachments
 //!   are described (name, type, size) and their content left out of the inquiry.
@@ -29,6 +29,7 @@ use std::fmt;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use mail_parser::decoders::charsets::map::charset_decoder;
 use mail_parser::{Addr, Message, MessageParser, MimeHeaders, PartType};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -155,9 +156,16 @@ pub fn read_message(
             );
         }
     };
+    // Headers written as raw 8-bit text in the body's charset (no encoded words) come out
+    // of the parser as U+FFFD; read them again in that charset.
+    let headers = legacy_headers(&message, raw);
+    let headers = headers.as_ref().unwrap_or(&message);
     let from =
-        first_address(&message, Field::From).or_else(|| first_address(&message, Field::Sender));
-    let reply_to = first_address(&message, Field::ReplyTo);
+        first_address(headers, Field::From).or_else(|| first_address(headers, Field::Sender));
+    let reply_to = first_address(headers, Field::ReplyTo);
+    let subject = headers
+        .subject()
+        .map(|s| s.nfc().collect::<String>().trim().to_owned());
     if from.as_ref().and_then(|a| a.address.as_deref()).is_none()
         && reply_to
             .as_ref()
@@ -170,11 +178,34 @@ pub fn read_message(
         raw,
         reading,
         received_at,
-        message,
+        message: &message,
         from,
         reply_to,
+        subject,
     }
     .read()
+}
+
+/// The header section of `message` read again in the charset of its first text part,
+/// when it holds 8-bit text that is not UTF-8 and the parser could not decode it.
+fn legacy_headers(message: &Message<'_>, raw: &[u8]) -> Option<Message<'static>> {
+    let end = (message.root_part().offset_body as usize).min(raw.len());
+    let block = &raw[..end];
+    if block.is_ascii() || std::str::from_utf8(block).is_ok() {
+        return None;
+    }
+    let charset = message
+        .text_body
+        .iter()
+        .chain(&message.html_body)
+        .filter_map(|&id| message.parts.get(id as usize))
+        .find_map(|part| part.content_type()?.attribute("charset"))?;
+    let decode = charset_decoder(charset.as_bytes())?;
+    let mut utf8 = decode(block).into_bytes();
+    utf8.extend_from_slice(b"\r\n");
+    MessageParser::default()
+        .parse(&utf8[..])
+        .map(Message::into_owned)
 }
 
 /// A name and an address as a header gives them, decoded and in NFC.
@@ -229,14 +260,15 @@ struct Reader<'a> {
     raw: &'a [u8],
     reading: &'a MailboxReading,
     received_at: DateTime<Utc>,
-    message: Message<'a>,
+    message: &'a Message<'a>,
     from: Option<Person>,
     reply_to: Option<Person>,
+    subject: Option<String>,
 }
 
 impl Reader<'_> {
     fn read(self) -> MailVerdict {
-        let message = &self.message;
+        let message = self.message;
         let (message_id, generated_id) = match message.message_id().map(str::trim) {
             Some(id) if ConversationKey::email_thread(id).is_ok() => (id.to_owned(), false),
             _ => (hashed_message_id(self.raw), true),
@@ -255,12 +287,18 @@ impl Reader<'_> {
         // from a machine's address, or repeating its Reply-To address in the body.
         let labelled_email = labelled.contact.email.as_deref().map(str::trim);
         let reply_to_address = reply_to.as_ref().and_then(|p| p.address.as_deref());
+        // A person writing from one address with Reply-To another is still the sender;
+        // a body that labels a name or an address beside that Reply-To is a form's.
+        let labels_someone = labelled_email.is_some()
+            || labelled.contact.full_name.is_some()
+            || labelled.contact.first_name.is_some()
+            || labelled.contact.last_name.is_some();
+        let replies_elsewhere = reply_to_address.is_some_and(|r| {
+            !sender.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(r))
+                && labelled_email.is_none_or(|l| l.eq_ignore_ascii_case(r))
+        });
         let notification = sender.as_deref().is_some_and(classify::is_machine_address)
-            || (labelled_email.is_some()
-                && reply_to_address.is_some_and(|r| {
-                    labelled_email.is_some_and(|l| l.eq_ignore_ascii_case(r))
-                        && !sender.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(r))
-                }));
+            || (labels_someone && replies_elsewhere);
         let customer_address = labelled_email.or(reply_to_address);
         let customer_outside = notification
             && customer_address
@@ -288,10 +326,7 @@ impl Reader<'_> {
         }
 
         let mut event = EventRef::new(ActivityKind::Email);
-        event.subject = message
-            .subject()
-            .map(|s| s.nfc().collect::<String>().trim().to_owned())
-            .filter(|s| !s.is_empty());
+        event.subject = self.subject.clone().filter(|s| !s.is_empty());
         event.occurred_at = message
             .date()
             .filter(|d| d.is_valid())
@@ -417,20 +452,26 @@ fn conversation_keys(message: &Message<'_>, own: &str) -> Vec<ConversationKey> {
     keys
 }
 
-/// The text of every body part, HTML turned into text, in order.
+/// The text of every body part, HTML turned into text, in order; the HTML alternative when
+/// the plain one is empty.
 fn body_text(message: &Message<'_>) -> String {
-    let mut texts = Vec::new();
-    for &id in &message.text_body {
-        let Some(part) = message.parts.get(id as usize) else {
-            continue;
-        };
-        match &part.body {
-            PartType::Text(text) => texts.push(text.to_string()),
-            PartType::Html(html) => texts.push(text::html_to_text(html)),
-            _ => {}
+    let read = |ids: &[u32]| {
+        let mut texts = Vec::new();
+        for &id in ids {
+            match message.parts.get(id as usize).map(|part| &part.body) {
+                Some(PartType::Text(text)) => texts.push(text.to_string()),
+                Some(PartType::Html(html)) => texts.push(text::html_to_text(html)),
+                _ => {}
+            }
         }
+        texts.join("\n\n")
+    };
+    let plain = read(&message.text_body);
+    if plain.trim().is_empty() {
+        read(&message.html_body)
+    } else {
+        plain
     }
-    texts.join("\n\n")
 }
 
 /// A Message-ID for a message without one: the SHA-256 of its bytes, so reading the same
@@ -758,5 +799,45 @@ mod tests {
             again.message.as_deref(),
             Some("Vedi allegati, 347 123 4567")
         );
+    }
+
+    #[test]
+    fn raw_8bit_headers_are_read_in_the_charset_of_the_text() {
+        let raw: &[u8] = b"From: \xa3ukasz \xaf\xf3\xb3kiewski <l@example.pl>\r\nSubject: Zapytanie \xb3\xf3d\xbc\r\nMessage-ID: <r8@x>\r\nContent-Type: text/plain; charset=iso-8859-2\r\nContent-Transfer-Encoding: 8bit\r\n\r\nDzie\xf1 dobry\r\n";
+        let inquiry = read_bytes(raw, &[]).into_inquiry();
+        assert_eq!(
+            inquiry.contact.full_name.as_deref(),
+            Some("Łukasz Żółkiewski")
+        );
+        let event = inquiry.event.unwrap();
+        assert_eq!(event.subject.as_deref(), Some("Zapytanie łódź"));
+        assert_eq!(inquiry.message.as_deref(), Some("Dzień dobry"));
+    }
+
+    #[test]
+    fn an_empty_plain_part_gives_way_to_the_html_one() {
+        let raw = format!(
+            "{PLAIN}Content-Type: multipart/alternative; boundary=b\n\n--b\nContent-Type: text/plain\n\n \n--b\nContent-Type: text/html\n\n<p>Chiamatemi al <b>347 123 4567</b></p>\n--b--\n"
+        );
+        let inquiry = read(&raw, &[]).into_inquiry();
+        assert_eq!(
+            inquiry.message.as_deref(),
+            Some("Chiamatemi al 347 123 4567")
+        );
+        assert_eq!(inquiry.contact.phone.as_deref(), Some("347 123 4567"));
+    }
+
+    #[test]
+    fn a_form_relayed_by_a_person_s_address_is_read_as_a_notification() {
+        let relayed = "From: Negozio <ordini@shop.example.it>\nReply-To: <ugo.riva@example.it>\nMessage-ID: <o@x>\n\nNome: Ugo Riva\nTelefono: 333 444 5555\n\nOrdini - 02 1111 2222\n";
+        let contact = read(relayed, &[]).into_inquiry().contact;
+        assert_eq!(contact.email.as_deref(), Some("ugo.riva@example.it"));
+        assert_eq!(contact.first_name.as_deref(), Some("Ugo Riva"));
+        assert_eq!(contact.phone.as_deref(), Some("333 444 5555"));
+        // A person who only sets Reply-To elsewhere is still the sender.
+        let person = "From: Anna Neri <anna@work.example.it>\nReply-To: <anna.neri@example.it>\nMessage-ID: <p@x>\n\nSalve, sono Anna.\nTel: 347 123 4567\n";
+        let contact = read(person, &[]).into_inquiry().contact;
+        assert_eq!(contact.email.as_deref(), Some("anna@work.example.it"));
+        assert_eq!(contact.full_name.as_deref(), Some("Anna Neri"));
     }
 }
