@@ -283,8 +283,7 @@ impl Reader<'_> {
                 .is_some_and(|a| !classify::is_machine_address(a))
         });
 
-        // A notification names its customer in Reply-To and its labelled lines: sent
-        // from a machine's address, or repeating its Reply-To address in the body.
+        // A notification names its customer in its labelled lines and Reply-To.
         let labelled_email = labelled.contact.email.as_deref().map(str::trim);
         let reply_to_address = reply_to.as_ref().and_then(|p| p.address.as_deref());
         // A person writing from one address with Reply-To another is still the sender;
@@ -390,7 +389,11 @@ impl Reader<'_> {
             )
         };
         inquiry.contact = contact;
-        inquiry.fields.extend(extra);
+        for (name, value) in extra {
+            // What the mail itself says (its From, its Reply-To) is not overwritten by a
+            // label of the same name.
+            inquiry.fields.entry(name).or_insert(value);
+        }
 
         event.conversation = conversation_keys(message, &message_id);
         event.activity_key = Some(format!("email:{message_id}"));
@@ -839,5 +842,21 @@ mod tests {
         let contact = read(person, &[]).into_inquiry().contact;
         assert_eq!(contact.email.as_deref(), Some("anna@work.example.it"));
         assert_eq!(contact.full_name.as_deref(), Some("Anna Neri"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_read_without_panicking(raw in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+            let verdict = read_bytes(&raw, &["example.it"]);
+            proptest::prop_assert_eq!(verdict.inquiry().channel, Channel::Email);
+        }
+
+        #[test]
+        fn any_text_in_a_mail_reads_without_panicking(body in "\\PC{0,300}", html in proptest::bool::ANY) {
+            let kind = if html { "text/html" } else { "text/plain" };
+            let raw = format!("{PLAIN}Content-Type: {kind}; charset=utf-8\nReply-To: <x@example.it>\n\n{body}\n");
+            let verdict = read(&raw, &[]);
+            proptest::prop_assert!(verdict.inquiry().event.is_some());
+        }
     }
 }

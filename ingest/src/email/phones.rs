@@ -483,4 +483,13 @@ mod tests {
         );
         assert_eq!(found("347 1234567, 347 1234567"), ["347 1234567"]);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_is_scanned_without_panicking(text in "[0-9 ()+./xX\\-:#€a-zđ\u{a0}\u{300}\n]{0,80}|\\PC{0,80}") {
+            for found in phone_candidates(&text) {
+                proptest::prop_assert!(text.contains(found.as_str()));
+            }
+        }
+    }
 }

@@ -549,4 +549,13 @@ mod tests {
         let (text, cut) = tidy(&long);
         assert!(cut && text.len() <= MAX_TEXT_BYTES && text.chars().all(|c| c == 'é'));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_html_and_quotes_read_without_panicking(text in "[<>/!&#;a-z\"' \n-]{0,120}|\\PC{0,120}") {
+            let _ = html_to_text(&text);
+            let _ = own_text(&text);
+            let _ = tidy(&text);
+        }
+    }
 }
