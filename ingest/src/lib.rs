@@ -8,6 +8,8 @@
 //! - [`http`]: the steps every HTTP connector shares: body limit, signature hook,
 //!   idempotency key, hand-on to the sink, JSON refusals, HTML and redirect answers; the
 //!   body parsers ([`http::body`]) and HMAC signatures ([`http::signature`]).
+//! - [`email`]: reading one mail message into an email inquiry, or a non-lead kept with
+//!   its reason (auto-reply, bounce, list, internal sender, unparseable).
 //! - [`inquiry`]: the one shape every connector produces, and its deterministic id.
 //! - [`event`]: where an event belongs: its conversation ([`ConversationKey`]), the
 //!   activity it creates or updates in place, its order ([`EventRef`]).
@@ -27,6 +29,7 @@
 //! in the binary's list of connectors.
 
 pub mod connector;
+pub mod email;
 pub mod event;
 pub mod fields;
 pub mod fold;

@@ -1,0 +1,131 @@
+//! The labelled lines of a machine notification ("Nome: Francesca Romano",
+//! "Telefono: 06 4567 8901", a table row "Email | anna@example.it"), read into the same
+//! fields a web form posts, so the forms' field names decide what each one means.
+
+use serde_json::Value;
+
+use crate::forms::fields::{MappedFields, map_fields};
+
+/// Longest label, in characters; longer text before a colon is a sentence.
+const MAX_LABEL_CHARS: usize = 40;
+/// Most words in a label ("Numero di telefono cellulare").
+const MAX_LABEL_WORDS: usize = 5;
+
+/// The labelled values of `text` sorted as a form's fields are: contact data, message and
+/// the rest as custom fields.
+pub(crate) fn labelled_fields(text: &str) -> MappedFields {
+    map_fields(
+        labelled_pairs(text)
+            .into_iter()
+            .map(|(label, value)| (label, Value::String(value)))
+            .collect(),
+        None,
+    )
+}
+
+/// `(label, value)` for every labelled line; a label alone on its line takes the lines
+/// below it up to the next blank or labelled line ("Messaggio:" and the message).
+pub(crate) fn labelled_pairs(text: &str) -> Vec<(String, String)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut pairs = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let Some((label, value)) = split_labelled(lines[i]) else {
+            i += 1;
+            continue;
+        };
+        i += 1;
+        if !value.is_empty() {
+            pairs.push((label, value));
+            continue;
+        }
+        let mut block = Vec::new();
+        while i < lines.len() {
+            let line = lines[i].trim();
+            if line.is_empty() || split_labelled(line).is_some() {
+                break;
+            }
+            block.push(line);
+            i += 1;
+        }
+        if !block.is_empty() {
+            pairs.push((label, block.join("\n")));
+        }
+    }
+    pairs
+}
+
+/// A line as `(label, value)`: "Label: value", "Label\tvalue" (a table row), or
+/// "Label | value".
+fn split_labelled(line: &str) -> Option<(String, String)> {
+    let line = line
+        .trim()
+        .trim_start_matches(['*', '-', '•', '|'])
+        .trim_end_matches('|')
+        .trim();
+    let (label, value) = [':', '：', '\t', '|']
+        .iter()
+        .filter_map(|&sep| line.split_once(sep))
+        .min_by_key(|(label, _)| label.len())?;
+    let label = label.trim().trim_matches('*').trim_end_matches(':').trim();
+    let value = value
+        .trim()
+        .trim_start_matches([':', '\t', '|', '*'])
+        .trim()
+        .replace('\t', " ");
+    is_label(label).then(|| (label.to_owned(), value))
+}
+
+fn is_label(label: &str) -> bool {
+    let mut chars = label.chars();
+    chars.next().is_some_and(char::is_alphabetic)
+        && label.chars().count() <= MAX_LABEL_CHARS
+        && label.split_whitespace().count() <= MAX_LABEL_WORDS
+        && label.chars().all(|c| {
+            c.is_alphabetic()
+                || c.is_whitespace()
+                || matches!(c, '-' | '_' | '.' | '/' | '\'' | '’' | '(' | ')')
+                || c.is_ascii_digit()
+        })
+        && !label.to_ascii_lowercase().starts_with("http")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labelled_lines_and_a_message_block_are_read_into_form_fields() {
+        let text = "Nuovo messaggio dal modulo contatti.\n\nNome: Francesca Romano\nEmail: francesca.romano@libero.it\nTelefono: 0039 06 4567 8901\nProdotto: Libreria (cod. LB-220)\nMessaggio:\nBuongiorno, vorrei sapere\ne se montate a Roma. Grazie!\n\n--\nGenerato automaticamente.";
+        let mapped = labelled_fields(text);
+        assert_eq!(
+            mapped.contact.first_name.as_deref(),
+            Some("Francesca Romano")
+        );
+        assert_eq!(
+            mapped.contact.email.as_deref(),
+            Some("francesca.romano@libero.it")
+        );
+        assert_eq!(mapped.contact.phone.as_deref(), Some("0039 06 4567 8901"));
+        assert_eq!(
+            mapped.message.as_deref(),
+            Some("Buongiorno, vorrei sapere\ne se montate a Roma. Grazie!")
+        );
+        assert_eq!(mapped.fields["Prodotto"], "Libreria (cod. LB-220)");
+    }
+
+    #[test]
+    fn table_rows_and_bold_labels_count_and_sentences_do_not() {
+        let text = "Imię i nazwisko\tAnna Nowak\n**E-mail:** anna@example.pl\n| Telefon | 601 234 567 |\nProszę o kontakt, bo: pilne sprawy są ważne\nGodzina: 10:30";
+        let pairs = labelled_pairs(text);
+        assert_eq!(
+            pairs,
+            [
+                ("Imię i nazwisko".to_owned(), "Anna Nowak".to_owned()),
+                ("E-mail".to_owned(), "anna@example.pl".to_owned()),
+                ("Telefon".to_owned(), "601 234 567".to_owned()),
+                ("Godzina".to_owned(), "10:30".to_owned()),
+            ]
+        );
+    }
+}
