@@ -44,6 +44,12 @@ pub struct Settings {
     /// lists (`crate::connectors`).
     #[serde(skip)]
     pub connectors: crate::connectors::Sections,
+    /// `[smtp]`: where outgoing mail is handed over; no mail is sent without it.
+    #[serde(default)]
+    pub smtp: Option<crate::mail::SmtpSettings>,
+    /// `[[acknowledgements]]`: the mail that answers each source's new leads.
+    #[serde(default)]
+    pub acknowledgements: Vec<crate::mail::AckSettings>,
     /// `[log]`: logging.
     #[serde(default)]
     pub log: LogSettings,
@@ -351,6 +357,9 @@ impl Settings {
                 push(format!("intake.{key}"), format!("must be at most {most}"));
             }
         }
+        for (key, problem) in crate::mail::problems(self.smtp.as_ref(), &self.acknowledgements) {
+            push(key, problem);
+        }
         for (key, problem) in self.matching.problems() {
             push(format!("matching.{key}"), problem);
         }
@@ -399,6 +408,11 @@ impl Settings {
             });
         }
         out
+    }
+
+    /// What the store acknowledges, from `[smtp]` and `[[acknowledgements]]`.
+    pub fn ack_rules(&self) -> store::AckRules {
+        crate::mail::ack_rules(self.smtp.as_ref(), &self.acknowledgements)
     }
 
     /// How intake's idempotency-key store is sized, from `[intake]`.

@@ -139,7 +139,7 @@ impl AckRules {
         self.by_source.is_empty()
     }
 
-    fn from_address(&self) -> String {
+    fn sending_address(&self) -> String {
         // `Name <addr>` or a bare address.
         let inner = self
             .from
@@ -149,7 +149,7 @@ impl AckRules {
     }
 
     fn message_id_domain(&self) -> String {
-        self.from_address()
+        self.sending_address()
             .rsplit_once('@')
             .map(|(_, domain)| domain.to_owned())
             .filter(|d| !d.is_empty())
@@ -185,7 +185,7 @@ pub(crate) async fn queue_acknowledgements(
     if rules.is_empty() {
         return Ok(());
     }
-    let own = rules.from_address();
+    let own = rules.sending_address();
     let mut seen: HashSet<String> = HashSet::new();
     let mut rows = Vec::new();
     for FiledLead { lead_id, lead } in filed {
@@ -379,6 +379,19 @@ impl Store {
             .collect();
         mails.sort_by_key(|m| m.id);
         Ok(mails)
+    }
+
+    /// Hands claimed mails back unsent (a stopping worker), as if never attempted.
+    pub async fn release_mail(&self, ids: &[i64]) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET state = 'pending', claimed_until = NULL,
+                               attempts = greatest(attempts - 1, 0)
+             WHERE id = ANY($1) AND state = 'sending'",
+        )
+        .bind(ids)
+        .execute(self.pool())
+        .await?;
+        Ok(())
     }
 
     /// Records that `id` was sent.
