@@ -355,7 +355,7 @@ impl Sender {
 
     /// Sends one claimed mail and records the outcome.
     async fn deliver(&self, mail: OutgoingMail) {
-        let result = match self.message(&mail) {
+        let result = match build_message(&self.from, &mail) {
             Ok(message) => self
                 .transport
                 .send(message)
@@ -413,42 +413,42 @@ impl Sender {
         }
         Err(last.unwrap_or_else(|| store::StoreError::Unavailable("no attempt made".into())))
     }
-
-    fn message(&self, mail: &OutgoingMail) -> Result<Message, String> {
-        let to: Mailbox = mail
-            .recipient
-            .parse()
-            .map_err(|e| format!("the recipient `{}` is not an address: {e}", mail.recipient))?;
-        let mut builder = Message::builder()
-            .from(self.from.clone())
-            .to(to)
-            .subject(mail.subject.clone())
-            .message_id(Some(mail.message_id.clone()))
-            .date_now()
-            .header(ContentType::TEXT_PLAIN);
-        let mut extra = Vec::new();
-        for (name, value) in &mail.headers {
-            match name.as_str() {
-                "In-Reply-To" => builder = builder.in_reply_to(value.clone()),
-                "References" => builder = builder.references(value.clone()),
-                _ => extra.push((name, value)),
-            }
-        }
-        let mut message = builder
-            .body(mail.body.clone())
-            .map_err(|e| format!("the mail cannot be built: {e}"))?;
-        for (name, value) in extra {
-            let name = HeaderName::new_from_ascii(name.clone())
-                .map_err(|e| format!("header `{name}`: {e}"))?;
-            message
-                .headers_mut()
-                .insert_raw(HeaderValue::new(name, value.clone()));
-        }
-        Ok(message)
-    }
 }
 
-#[cfg(test)]
+/// The mail of an outbox row, with its own Message-ID and stored headers.
+fn build_message(from: &Mailbox, mail: &OutgoingMail) -> Result<Message, String> {
+    let to: Mailbox = mail
+        .recipient
+        .parse()
+        .map_err(|e| format!("the recipient `{}` is not an address: {e}", mail.recipient))?;
+    let mut builder = Message::builder()
+        .from(from.clone())
+        .to(to)
+        .subject(mail.subject.clone())
+        .message_id(Some(mail.message_id.clone()))
+        .date_now()
+        .header(ContentType::TEXT_PLAIN);
+    let mut extra = Vec::new();
+    for (name, value) in &mail.headers {
+        match name.as_str() {
+            "In-Reply-To" => builder = builder.in_reply_to(value.clone()),
+            "References" => builder = builder.references(value.clone()),
+            _ => extra.push((name, value)),
+        }
+    }
+    let mut message = builder
+        .body(mail.body.clone())
+        .map_err(|e| format!("the mail cannot be built: {e}"))?;
+    for (name, value) in extra {
+        let name = HeaderName::new_from_ascii(name.clone())
+            .map_err(|e| format!("header `{name}`: {e}"))?;
+        message
+            .headers_mut()
+            .insert_raw(HeaderValue::new(name, value.clone()));
+    }
+    Ok(message)
+}
+
 mod tests {
     use super::*;
 
@@ -507,6 +507,40 @@ mod tests {
         entry.enabled = false;
         assert!(problems(None, &[entry.clone()]).is_empty());
         assert!(ack_rules(Some(&smtp()), &[entry]).is_empty());
+    }
+
+    #[test]
+    fn a_mail_in_a_thread_carries_its_references_and_marks_itself_automatic() {
+        let mail = OutgoingMail {
+            id: 1,
+            recipient: "luca@bianchi.it".into(),
+            subject: "Re: Preventivo città".into(),
+            body: "Gentile Luca,\ngrazie.".into(),
+            message_id: "<ack.1@example.com>".into(),
+            headers: vec![
+                ("Auto-Submitted".into(), "auto-replied".into()),
+                ("In-Reply-To".into(), "<q1@bianchi.it>".into()),
+                ("References".into(), "<q1@bianchi.it>".into()),
+            ],
+            attempts: 1,
+            created_at: chrono::Utc::now(),
+        };
+        let from: Mailbox = "Vendite <leads@example.com>".parse().unwrap();
+        let wire = String::from_utf8(build_message(&from, &mail).unwrap().formatted()).unwrap();
+        for line in [
+            "Message-ID: <ack.1@example.com>\r\n",
+            "In-Reply-To: <q1@bianchi.it>\r\n",
+            "References: <q1@bianchi.it>\r\n",
+            "Auto-Submitted: auto-replied\r\n",
+            "To: luca@bianchi.it\r\n",
+        ] {
+            assert!(wire.contains(line), "{line} missing from:\n{wire}");
+        }
+        // The non-ASCII subject is an encoded word, not raw bytes.
+        assert!(
+            wire.contains("Subject: Re: Preventivo =?utf-8?b?"),
+            "{wire}"
+        );
     }
 
     #[test]
