@@ -449,6 +449,7 @@ fn build_message(from: &Mailbox, mail: &OutgoingMail) -> Result<Message, String>
     Ok(message)
 }
 
+#[cfg(test)]
 mod tests {
     use super::*;
 

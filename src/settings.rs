@@ -166,7 +166,8 @@ pub enum LogFormat {
 /// `forms.0.foo` (how the deserialiser names it) as `forms[0].foo` (how problems name it).
 pub(crate) fn key_path(dotted: &str) -> String {
     let mut out = String::new();
-    for segment in dotted.split('.') {
+    // `?` marks the inside of an optional section (`smtp.?.host`): not part of the key.
+    for segment in dotted.split('.').filter(|s| *s != "?") {
         if !out.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
             out.push_str(&format!("[{segment}]"));
         } else {
