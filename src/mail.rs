@@ -241,6 +241,9 @@ pub struct Sender {
     settings: SmtpSettings,
 }
 
+/// How long sent mail stays in the outbox (for operators; the once-a-day rule needs one).
+const SENT_KEPT: Duration = Duration::from_secs(30 * 86_400);
+
 /// Mails claimed at once.
 const CLAIM_BATCH: i64 = 20;
 
@@ -299,8 +302,19 @@ impl Sender {
         let mut db_backoff =
             router::backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         let mut gauge_due = tokio::time::Instant::now();
+        let mut purge_due = tokio::time::Instant::now();
         tracing::info!(host = %self.settings.host, port = self.settings.port, "Sending queued mail.");
         while !stop.is_cancelled() {
+            if tokio::time::Instant::now() >= purge_due {
+                match self.store.purge_sent_mail(SENT_KEPT).await {
+                    Ok(0) => {}
+                    Ok(purged) => tracing::info!(purged, "Purged old sent mail from the outbox."),
+                    Err(error) => {
+                        tracing::warn!(%error, "Could not purge old sent mail; trying again in an hour.")
+                    }
+                }
+                purge_due = tokio::time::Instant::now() + Duration::from_secs(3_600);
+            }
             if tokio::time::Instant::now() >= gauge_due {
                 self.publish_depth().await;
                 gauge_due = tokio::time::Instant::now() + Duration::from_secs(5);

@@ -442,6 +442,20 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes mail sent longer than `age` ago (it must be longer than a day, which the
+    /// once-a-day rule reads); answers how many rows went.
+    pub async fn purge_sent_mail(&self, age: Duration) -> Result<u64, StoreError> {
+        let age = age.max(Duration::from_secs(2 * 86_400));
+        let done = sqlx::query(
+            "DELETE FROM outbox
+             WHERE state = 'sent' AND sent_at < now() - make_interval(secs => $1)",
+        )
+        .bind(age.as_secs_f64())
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// How many mails wait, are being sent, and were given up on.
     pub async fn outbox_depth(&self) -> Result<OutboxDepth, StoreError> {
         let row = sqlx::query(

@@ -224,4 +224,14 @@ async fn a_claim_is_taken_once_until_its_lease_lapses(pool: PgPool) {
     assert!(store.claim_due_mail(10, lease).await.unwrap().is_empty());
     let depth = store.outbox_depth().await.unwrap();
     assert_eq!((depth.pending, depth.sending, depth.failed), (0, 0, 0));
+
+    // Sent mail is kept for a while, then purged.
+    let month = Duration::from_secs(30 * 86_400);
+    assert_eq!(store.purge_sent_mail(month).await.unwrap(), 0);
+    support::execute(
+        &pool,
+        "UPDATE outbox SET sent_at = now() - interval '31 days'",
+    )
+    .await;
+    assert_eq!(store.purge_sent_mail(month).await.unwrap(), 1);
 }
