@@ -11,6 +11,7 @@
 //!   endpoints.
 //! - [`clients`]: contacts and companies as typed (API or CSV), parsed at the edge.
 //! - [`import`]: `leadpipe import`: contacts and companies in bulk, leads through the pipeline, from CSV.
+//! - [`mail`]: `[smtp]` and `[[acknowledgements]]`, and the worker that sends the outbox.
 //! - [`server`]: serves HTTP with a header-read timeout, a connection limit, the client
 //!   address of each request, and a drain with a deadline on stop.
 //! - [`startup`]: builds everything, runs it, and shuts down in stages.
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod clients;
 pub mod connectors;
 pub mod import;
+pub mod mail;
 pub mod pipeline;
 pub mod server;
 pub mod settings;

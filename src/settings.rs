@@ -44,6 +44,12 @@ pub struct Settings {
     /// lists (`crate::connectors`).
     #[serde(skip)]
     pub connectors: crate::connectors::Sections,
+    /// `[smtp]`: where outgoing mail is handed over; no mail is sent without it.
+    #[serde(default)]
+    pub smtp: Option<crate::mail::SmtpSettings>,
+    /// `[[acknowledgements]]`: the mail that answers each source's new leads.
+    #[serde(default)]
+    pub acknowledgements: Vec<crate::mail::AckSettings>,
     /// `[log]`: logging.
     #[serde(default)]
     pub log: LogSettings,
@@ -160,7 +166,8 @@ pub enum LogFormat {
 /// `forms.0.foo` (how the deserialiser names it) as `forms[0].foo` (how problems name it).
 pub(crate) fn key_path(dotted: &str) -> String {
     let mut out = String::new();
-    for segment in dotted.split('.') {
+    // `?` marks the inside of an optional section (`smtp.?.host`): not part of the key.
+    for segment in dotted.split('.').filter(|s| *s != "?") {
         if !out.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
             out.push_str(&format!("[{segment}]"));
         } else {
@@ -351,6 +358,9 @@ impl Settings {
                 push(format!("intake.{key}"), format!("must be at most {most}"));
             }
         }
+        for (key, problem) in crate::mail::problems(self.smtp.as_ref(), &self.acknowledgements) {
+            push(key, problem);
+        }
         for (key, problem) in self.matching.problems() {
             push(format!("matching.{key}"), problem);
         }
@@ -399,6 +409,11 @@ impl Settings {
             });
         }
         out
+    }
+
+    /// What the store acknowledges, from `[smtp]` and `[[acknowledgements]]`.
+    pub fn ack_rules(&self) -> store::AckRules {
+        crate::mail::ack_rules(self.smtp.as_ref(), &self.acknowledgements)
     }
 
     /// How intake's idempotency-key store is sized, from `[intake]`.

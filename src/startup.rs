@@ -59,7 +59,8 @@ impl Application {
         settings: Settings,
         metrics: metrics_exporter_prometheus::PrometheusHandle,
     ) -> anyhow::Result<Self> {
-        let store = Store::connect_lazy(&settings.database)?;
+        let store =
+            Store::connect_lazy(&settings.database)?.with_acknowledgements(settings.ack_rules());
         let keys = KeyStore::connect_lazy(&settings.database.url, settings.key_store_options())?;
         let leases: Arc<dyn Leases> = Arc::new(ConnectorLeases::new(&settings.database.url)?);
         let publisher = Publisher::new(settings.amqp.clone());
@@ -179,6 +180,12 @@ impl Application {
             let amqp = settings.amqp.clone();
             let consumers_inner = consumers.clone();
             let consumers_stop = consumers_stop.clone();
+            // Sending mail is database work beside the consumers, once the schema is ready.
+            let sender = settings
+                .smtp
+                .as_ref()
+                .map(|smtp| crate::mail::Sender::new(store.clone(), smtp))
+                .transpose()?;
             consumers.spawn(async move {
                 if settings_db.migrate_on_start
                     && !migrate_until_done(&store, &settings_db.url, &consumers_stop).await
@@ -186,6 +193,9 @@ impl Application {
                     return;
                 }
                 schema_ready.store(true, Ordering::Release);
+                if let Some(sender) = sender {
+                    consumers_inner.spawn(sender.run(consumers_stop.clone()));
+                }
                 if amqp.consume {
                     ConsumerSet::new(amqp, Arc::new(store)).spawn(&consumers_inner, consumers_stop);
                 }

@@ -13,6 +13,8 @@
 //! - [`keys`]: idempotency keys for intake ([`ingest::IdempotencyKeys`]) on a pool of
 //!   their own, with expiry and a batched purge.
 //! - [`leads`]: reading leads for the ops API.
+//! - [`outbox`]: outgoing mail, queued with the lead it answers ([`AckRules`]), and the
+//!   claims of the sender worker.
 //! - [`store`]: the handle to the database ([`Store`]), the schema ([`MIGRATOR`]).
 //!
 //! SQL lives only in this crate.
@@ -25,6 +27,7 @@ pub mod inquiries;
 pub mod intake;
 pub mod keys;
 pub mod leads;
+pub mod outbox;
 pub mod store;
 
 pub use clients::{
@@ -38,4 +41,5 @@ pub use leads::{
     Activity, ClientRef, LeadDetail, LeadEvent, LeadPage, LeadQuery, LeadView, StageChange,
     StageRef,
 };
+pub use outbox::{AckRules, Acknowledgement, OutboxDepth, OutgoingMail, Template};
 pub use store::{MIGRATOR, Store, ensure_database};

@@ -11,6 +11,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use crate::config::DatabaseConfig;
 use crate::error::StoreError;
 use crate::intake;
+use crate::outbox::AckRules;
 
 /// The schema, embedded in the binary; applied by `leadpipe migrate` and on start-up.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -21,6 +22,7 @@ pub struct Store {
     pool: PgPool,
     pub(crate) held: Arc<intake::HeldBatches>,
     pub(crate) max_batch_locks: usize,
+    pub(crate) acks: Arc<AckRules>,
 }
 
 impl Store {
@@ -51,6 +53,15 @@ impl Store {
                 config.hold_alert_secs,
             ))),
             max_batch_locks: config.max_batch_locks,
+            acks: Arc::new(AckRules::default()),
+        }
+    }
+
+    /// The same store, queuing the acknowledgements `rules` ask for as it files leads.
+    pub fn with_acknowledgements(self, rules: AckRules) -> Self {
+        Self {
+            acks: Arc::new(rules),
+            ..self
         }
     }
 

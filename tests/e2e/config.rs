@@ -51,6 +51,44 @@ fn the_documented_contract_and_the_example_file_pass() {
 }
 
 #[test]
+fn mail_settings_are_checked_with_their_keys() {
+    let good = format!(
+        "{CONTRACT}\n[smtp]\nhost = \"127.0.0.1\"\nport = 2525\ntls = \"none\"\nfrom = \"leads@example.com\"\n\n\
+         [[acknowledgements]]\nsource = \"website-it\"\nsubject = \"Grazie {{name}}\"\nbody = \"Richiesta {{lead_id}}\"\n"
+    );
+    let path = temp_file("mail-good.toml", good.as_bytes());
+    let (ok, text) = check_config(&path, &[]);
+    let _ = std::fs::remove_file(path);
+    assert!(ok, "{text}");
+
+    let bad = format!("{CONTRACT}\n[smtp]\nhost = \"\"\ntls = \"ssl\"\nfrom = \"leads\"\n");
+    let path = temp_file("mail-bad-tls.toml", bad.as_bytes());
+    let (ok, text) = check_config(&path, &[]);
+    let _ = std::fs::remove_file(path);
+    assert!(!ok && text.contains("ssl"), "{text}");
+
+    let bad = format!(
+        "{CONTRACT}\n[smtp]\nhost = \"\"\nfrom = \"leads\"\npassword = \"x\"\ncolour = 1\n\n\
+         [[acknowledgements]]\nsource = \"website-it\"\nsubject = \"Grazie {{nome}}\"\nbody = \"\"\n"
+    );
+    let path = temp_file("mail-bad.toml", bad.as_bytes());
+    let (ok, text) = check_config(&path, &[]);
+    let _ = std::fs::remove_file(path);
+    assert!(!ok, "{text}");
+    for key in [
+        "smtp.colour",
+        "smtp.host",
+        "smtp.from",
+        "smtp.user",
+        "acknowledgements[0].subject",
+        "acknowledgements[0].body",
+    ] {
+        assert!(text.contains(key), "{key} not reported: {text}");
+    }
+    assert!(text.contains("{nome}"), "{text}");
+}
+
+#[test]
 fn every_problem_is_reported_with_its_key_and_the_exit_code_is_non_zero() {
     let bad = format!(
         "{CONTRACT}\n[http_typo]\nlisten = \"x\"\n\n[[forms]]\nname = \"pl kontakt\"\nsource = \"\"\ndefault_region = \"XX\"\ncolour = \"red\"\n"

@@ -15,6 +15,7 @@ mod held_batches;
 mod idempotency;
 mod import;
 mod keys;
+mod mail;
 mod matching_seams;
 mod observing;
 mod ops;

@@ -30,7 +30,8 @@ fn database_url(name: &str) -> String {
     format!("{base}/{name}")
 }
 
-fn free_port() -> u16 {
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

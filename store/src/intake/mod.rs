@@ -9,7 +9,9 @@
 //! open lead of the same person (the keys it brings recorded with the merge, and finding
 //! the lead only after a match by a strong key), or filed as a new lead (a repeat lead
 //! when the person or company is a known client) with its first stage-history row. Each
-//! filed inquiry is an activity on its lead, or updates the activity its event names.
+//! filed inquiry is an activity on its lead, or updates the activity its event names. A
+//! new or merged lead from a source with an acknowledgement queues it in the same
+//! transaction (`crate::outbox`).
 //!
 //! - [`plan`]: the locks, the look-ups under them, and the decision for each envelope.
 //! - [`write`]: the statements that file what was decided.
@@ -29,6 +31,7 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::error::StoreError;
+use crate::outbox::{AckRules, FiledLead, queue_acknowledgements};
 use crate::store::Store;
 use plan::{Failure, Plan, Planned, lock_keys, plan_batch};
 use write::{
@@ -174,7 +177,7 @@ impl Store {
         let mut conn = self.pool().acquire().await?;
         let result = async {
             let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-            let outcomes = file_batch(&mut tx, batch, self.max_batch_locks).await?;
+            let outcomes = file_batch(&mut tx, batch, self.max_batch_locks, &self.acks).await?;
             tx.commit().await?;
             Ok(outcomes)
         }
@@ -228,6 +231,7 @@ async fn file_batch(
     tx: &mut Transaction<'_, Postgres>,
     batch: &[&Envelope],
     max_locks: usize,
+    acks: &AckRules,
 ) -> Result<Vec<StoreOutcome>, Failure> {
     let db = Failure::from;
     let Planned {
@@ -326,6 +330,16 @@ async fn file_batch(
         .await
         .map_err(db)?;
     record_conversations(tx, &filed).await.map_err(db)?;
+    let acknowledged: Vec<FiledLead> = filed
+        .iter()
+        .map(|f| FiledLead {
+            lead_id: f.lead_id,
+            lead: &f.envelope.lead,
+        })
+        .collect();
+    queue_acknowledgements(tx, acks, &acknowledged)
+        .await
+        .map_err(db)?;
 
     let merged_into: HashMap<usize, i64> = merges.iter().map(|m| (m.index, m.lead_id)).collect();
     Ok(batch
