@@ -20,6 +20,7 @@ pub mod cli;
 pub mod clients;
 pub mod connectors;
 pub mod import;
+mod mailbox;
 pub mod pipeline;
 pub mod server;
 pub mod settings;
