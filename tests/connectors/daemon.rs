@@ -196,6 +196,16 @@ pub struct Daemon {
 impl Daemon {
     /// Starts a daemon on `world` with one form and `feed`, and waits until it is ready.
     pub async fn start(world: &World, feed: &FeedEntry<'_>) -> Self {
+        let entry = format!(
+            "[[test_feeds]]\nsource = \"{}\"\nurl = \"{}\"\nbatch = {}\npublish_delay_ms = {}\n",
+            feed.source, feed.url, feed.batch, feed.publish_delay_ms,
+        );
+        Self::start_with(world, &entry).await
+    }
+
+    /// Starts a daemon on `world` with one form and the configuration text `extra`
+    /// (connector sections), and waits until it is ready.
+    pub async fn start_with(world: &World, extra: &str) -> Self {
         let port = free_port();
         let dir = std::env::temp_dir().join("leadpipe-tests");
         std::fs::create_dir_all(&dir).expect("a temp dir");
@@ -207,16 +217,12 @@ impl Daemon {
              [database]\nurl = \"{}\"\nmax_connections = 4\n\n\
              [amqp]\nurl = \"{}\"\nprefix = \"{}\"\nshards = 2\npublisher_channels = 2\n\n\
              [api]\nadmin_token = \"{}\"\n\n\
-             [[forms]]\nname = \"en-contact\"\nsource = \"web-en-contact\"\ndefault_region = \"US\"\n\n\
-             [[test_feeds]]\nsource = \"{}\"\nurl = \"{}\"\nbatch = {}\npublish_delay_ms = {}\n",
+             [[forms]]\nname = \"en-contact\"\nsource = \"web-en-contact\"\ndefault_region = \"US\"\n\n{}",
             world.db_url,
             amqp_url(),
             world.prefix,
             world.admin,
-            feed.source,
-            feed.url,
-            feed.batch,
-            feed.publish_delay_ms,
+            extra,
         );
         std::fs::write(&config_path, config).expect("write the config");
         let mut daemon = Self {

@@ -11,6 +11,7 @@ mod contract;
 mod daemon;
 mod feed;
 mod lease;
+mod mailbox;
 mod source;
 
 use std::future::Future;
@@ -36,6 +37,20 @@ const TESTS: &[(&str, Test)] = &[
         || {
             Box::pin(lease::the_lease_moves_to_the_survivor_within_10_s_of_sigkill_and_the_cursor_resumes_without_gaps_or_repeats())
         },
+    ),
+    (
+        "mailbox::every_fixture_appended_to_a_real_mailbox_gives_its_expectations",
+        || Box::pin(mailbox::every_fixture_appended_to_a_real_mailbox_gives_its_expectations()),
+    ),
+    (
+        "mailbox::a_500_message_mailbox_killed_mid_way_then_recreated_files_each_message_exactly_once",
+        || {
+            Box::pin(mailbox::a_500_message_mailbox_killed_mid_way_then_recreated_files_each_message_exactly_once())
+        },
+    ),
+    (
+        "mailbox::two_daemons_on_one_mailbox_never_both_read_it",
+        || Box::pin(mailbox::two_daemons_on_one_mailbox_never_both_read_it()),
     ),
 ];
 
