@@ -316,7 +316,10 @@ async fn check_corpus(dir: &std::path::Path) {
             }
         } else if e["lead"].as_bool() != Some(true) {
             if e["duplicate_of"].is_null() && !got.activity_leads.is_empty() {
-                bad.push(format!("{file}: never a lead, yet on leads {:?}", got.activity_leads));
+                bad.push(format!(
+                    "{file}: never a lead, yet on leads {:?}",
+                    got.activity_leads
+                ));
             }
         } else {
             if got.activity_leads.len() != 1 {
@@ -436,9 +439,13 @@ pub async fn a_500_message_mailbox_killed_mid_way_then_recreated_files_each_mess
         "the cursor is at the last UID"
     );
 
-    // A new UIDVALIDITY: the folder is read again, and nothing is filed twice.
+    // A new UIDVALIDITY: the folder is read again, and nothing is filed twice. The
+    // daemon is stopped meanwhile: the server refuses to recreate a folder another
+    // session has open.
+    daemon.kill();
     let all_messages = numbered(&tag, 0, N);
     folder.recreate(&all_messages).await;
+    daemon.launch().await;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let now = cursor(&pool, "kill").await.expect("a cursor");
