@@ -281,6 +281,25 @@ impl Daemon {
         }
     }
 
+    /// Runs a one-off command of the daemon's binary (`mailbox test NAME`) on its
+    /// configuration and returns its exit success and its output.
+    pub fn command(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(std::env::current_exe().expect("this test binary"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.config_path)
+            .env(DAEMON_ROLE, "1")
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run a command");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
     /// The process id.
     pub fn pid(&self) -> String {
         self.child

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use ingest::email::imap::{ImapSession, connect};
 use ingest::email::mailbox::MailboxConfig;
 use serde_json::Value;
@@ -522,4 +523,100 @@ pub async fn two_daemons_on_one_mailbox_never_both_read_it() {
     );
     pool.close().await;
     drop((first, second, folder));
+}
+
+/// The flags of every message of `folder`, read without changing any.
+async fn flags(folder: &str) -> Vec<Vec<String>> {
+    let mut s = session().await;
+    s.examine(folder).await.expect("EXAMINE");
+    let fetched: Vec<_> = s
+        .fetch("1:*", "(UID FLAGS)")
+        .await
+        .expect("FETCH FLAGS")
+        .collect()
+        .await;
+    let mut out: Vec<(u32, Vec<String>)> = fetched
+        .into_iter()
+        .filter_map(Result::ok)
+        .map(|f| {
+            let flags = f.flags().map(|flag| format!("{flag:?}")).collect();
+            (f.uid.unwrap_or_default(), flags)
+        })
+        .collect();
+    let _ = s.logout().await;
+    out.sort();
+    out.into_iter().map(|(_, f)| f).collect()
+}
+
+pub async fn mail_is_never_marked_read_flagged_only_when_asked_and_a_backfill_files_nothing_twice()
+{
+    let world = World::new().await;
+    let plain = Folder::create("plain").await;
+    let flagged = Folder::create("flagged").await;
+    let tag = plain.name.clone();
+    plain.append(&numbered(&tag, 0, 5)).await;
+    flagged.append(&numbered(&tag, 5, 10)).await;
+    let text = entry(&config("plain", &plain.name, "IT", &[]))
+        + &entry(&config("flagged", &flagged.name, "IT", &[])).replace(
+            "poll_interval_secs = 1\n",
+            "poll_interval_secs = 1\nprocessed = \"flag\"\n",
+        );
+    let daemon = Daemon::start_with(&world, &text).await;
+    let pool = world.db().await;
+    wait_for(&pool, "mail-it", 10, Duration::from_secs(60)).await;
+    // The flag follows the cursor's commit by a moment.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cursor(&pool, "flagged")
+        .await
+        .is_none_or(|c| c["last_uid"] != 5)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the flagged mailbox is read\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for f in flags(&plain.name).await {
+        // \\Recent is the server's session flag, not a mark anyone set.
+        assert!(
+            f.iter().all(|flag| flag == "Recent"),
+            "a message of the plain mailbox got flags {f:?}"
+        );
+    }
+    for f in flags(&flagged.name).await {
+        assert!(
+            f.iter().any(|flag| flag.contains("$Leadpipe"))
+                && !f.iter().any(|flag| flag.contains("Seen")),
+            "a flagged mailbox's message has $Leadpipe and is still unread: {f:?}"
+        );
+    }
+
+    let (ok, out) = daemon.command(&["mailbox", "test", "plain"]);
+    assert!(ok, "mailbox test succeeds: {out}");
+    assert!(
+        out.contains("messages:    5")
+            && out.contains("UIDVALIDITY: ")
+            && out.contains("IDLE:        supported"),
+        "{out}"
+    );
+    let (ok, out) = daemon.command(&["mailbox", "test", "nosuch"]);
+    assert!(!ok && out.contains("no mailbox named `nosuch`"), "{out}");
+
+    let before = filed(&pool, "mail-it").await;
+    let (ok, out) = daemon.command(&["mailbox", "backfill", "plain", "--since", "2000-01-01"]);
+    assert!(ok, "backfill succeeds: {out}");
+    assert!(out.contains("5 message(s)"), "{out}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = filed(&pool, "mail-it").await;
+    assert_eq!(before.len(), after.len());
+    assert!(
+        after
+            .values()
+            .all(|f| f.inquiries == 1 && f.activity_leads.len() == 1),
+        "a backfill of filed mail files nothing: {after:?}"
+    );
+    assert_eq!(lead_count(&pool, "mail-it").await, 10);
+    pool.close().await;
+    drop((daemon, plain, flagged));
 }

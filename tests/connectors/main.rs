@@ -49,6 +49,12 @@ const TESTS: &[(&str, Test)] = &[
         },
     ),
     (
+        "mailbox::mail_is_never_marked_read_flagged_only_when_asked_and_a_backfill_files_nothing_twice",
+        || {
+            Box::pin(mailbox::mail_is_never_marked_read_flagged_only_when_asked_and_a_backfill_files_nothing_twice())
+        },
+    ),
+    (
         "mailbox::two_daemons_on_one_mailbox_never_both_read_it",
         || Box::pin(mailbox::two_daemons_on_one_mailbox_never_both_read_it()),
     ),
