@@ -315,6 +315,22 @@ async fn check_corpus(dir: &std::path::Path) {
                     got.activity_leads
                 ));
             }
+            // A phone the reply adds joins the thread's lead.
+            if let (Some(phone), Some(lead)) =
+                (e["phone_e164"].as_str(), got.activity_leads.first())
+            {
+                let keys: Vec<String> =
+                    sqlx::query_scalar("SELECT key FROM lead_identities WHERE lead_id = $1")
+                        .bind(lead)
+                        .fetch_all(&pool)
+                        .await
+                        .expect("the lead's keys");
+                if !keys.iter().any(|k| k == &format!("phone:{phone}")) {
+                    bad.push(format!(
+                        "{file}: the phone it adds is not among the lead's keys {keys:?}"
+                    ));
+                }
+            }
         } else if e["lead"].as_bool() != Some(true) {
             if e["duplicate_of"].is_null() && !got.activity_leads.is_empty() {
                 bad.push(format!(
