@@ -39,6 +39,9 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How many messages one FETCH asks for; their inquiries are submitted together and the
 /// cursor moves once all are confirmed.
 const BATCH: usize = 50;
+/// How many bytes of mail one FETCH may bring in (at least one message), so a batch of
+/// large messages is read in parts rather than held in memory at once.
+const BATCH_BYTES: u64 = 32 * 1024 * 1024;
 
 /// The cursor of one mailbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -330,6 +333,8 @@ fn uid_set(uids: &[u32]) -> String {
         .join(",")
 }
 
+/// Fetches the longest prefix of `uids` within [`BATCH_BYTES`] (at least one message):
+/// one [`Fetched`] per UID of that prefix, in order.
 async fn fetch(
     session: &mut ImapSession,
     uids: &[u32],
@@ -353,6 +358,21 @@ async fn fetch(
             Ok::<_, async_imap::error::Error>(sizes)
         })
         .await?;
+    // The longest prefix of `uids` within the byte budget, at least one message.
+    let mut budget = 0u64;
+    let take = uids
+        .iter()
+        .take_while(|u| {
+            let size = sizes
+                .get(u)
+                .map_or(0, |&(s, _)| if s > max_bytes { 0 } else { u64::from(s) });
+            let first = budget == 0;
+            budget += size;
+            first || budget <= BATCH_BYTES
+        })
+        .count()
+        .max(1);
+    let uids = &uids[..take.min(uids.len())];
     let wanted: Vec<u32> = uids
         .iter()
         .copied()
@@ -545,15 +565,16 @@ impl PullTask for MailboxTask {
                 break;
             }
             let uids = uids_after(&mut session, cursor.last_uid).await?;
-            for chunk in uids.chunks(BATCH) {
-                if ctx.stop_requested() {
-                    break;
-                }
+            let mut pending = uids.as_slice();
+            while !pending.is_empty() && !ctx.stop_requested() {
+                let chunk = &pending[..pending.len().min(BATCH)];
                 let fetched = fetch(&mut session, chunk, self.config.max_message_bytes).await?;
+                let read = &chunk[..fetched.len()];
                 file_batch(ctx_sink(&ctx), &self.config, &fetched).await?;
-                mark_processed(&mut session, &processed, chunk).await?;
-                cursor.last_uid = *chunk.last().unwrap_or(&cursor.last_uid);
+                mark_processed(&mut session, &processed, read).await?;
+                cursor.last_uid = *read.last().unwrap_or(&cursor.last_uid);
                 ctx.commit(&cursor).await?;
+                pending = &pending[read.len()..];
             }
             if ctx.stop_requested() {
                 break;
@@ -635,8 +656,11 @@ pub async fn backfill(
     let uids = uids_since(&mut session, since).await?;
     let mut done = Backfilled::default();
     let not_leads = std::sync::atomic::AtomicUsize::new(0);
-    for chunk in uids.chunks(BATCH) {
+    let mut pending = uids.as_slice();
+    while !pending.is_empty() {
+        let chunk = &pending[..pending.len().min(BATCH)];
         let fetched = fetch(&mut session, chunk, config.max_message_bytes).await?;
+        pending = &pending[fetched.len()..];
         let results = future::join_all(fetched.iter().map(|message| {
             file_message(sink, config, message, |reason| {
                 if reason != "lead" {
@@ -648,7 +672,7 @@ pub async fn backfill(
         for result in results {
             result.map_err(|refusal| PullError::Intake(refusal.to_string()))?;
         }
-        done.messages += chunk.len();
+        done.messages += fetched.len();
     }
     done.not_leads = not_leads.into_inner();
     let _ = tokio::time::timeout(Duration::from_secs(5), session.logout()).await;
