@@ -636,3 +636,75 @@ pub async fn mail_is_never_marked_read_flagged_only_when_asked_and_a_backfill_fi
     pool.close().await;
     drop((daemon, plain, flagged));
 }
+
+/// How many messages `folder` holds.
+async fn count(folder: &str) -> u32 {
+    let mut s = session().await;
+    let mailbox = s.examine(folder).await.expect("EXAMINE");
+    let _ = s.logout().await;
+    mailbox.exists
+}
+
+pub async fn an_oversized_message_is_kept_unread_and_processed_mail_is_moved_after_filing() {
+    let world = World::new().await;
+    let inbox = Folder::create("in").await;
+    let done = Folder::create("done").await;
+    let tag = inbox.name.clone();
+    let mut messages = numbered(&tag, 0, 3);
+    // The middle one is far over the cap: never fetched, kept with its size.
+    messages[1].extend(std::iter::repeat_n(b'x', 8000));
+    messages[1].extend_from_slice(b"\r\n");
+    inbox.append(&messages).await;
+    let text = entry(&config("moving", &inbox.name, "IT", &[])).replace(
+        "poll_interval_secs = 1\n",
+        &format!(
+            "poll_interval_secs = 1\nmax_message_bytes = 4096\nprocessed = \"{}\"\n",
+            done.name
+        ),
+    );
+    let daemon = Daemon::start_with(&world, &text).await;
+    let pool = world.db().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cursor(&pool, "moving")
+        .await
+        .is_none_or(|c| c["last_uid"] != 3)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the mailbox is read\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let all = wait_for(&pool, "mail-it", 3, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let leads = lead_count(&pool, "mail-it").await;
+    let kept: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT disposition, payload->'fields'->>'error' FROM inquiries WHERE spam_reason = 'unparseable'",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("the kept message");
+    pool.close().await;
+    assert_eq!(all.len(), 3, "three inquiries: {all:?}\n{}", daemon.log());
+    assert_eq!(leads, 2, "the two readable messages are leads");
+    assert_eq!(
+        kept.len(),
+        1,
+        "the oversized message is kept once: {kept:?}"
+    );
+    assert!(
+        kept[0]
+            .1
+            .as_deref()
+            .is_some_and(|e| e.contains("max_message_bytes")),
+        "its error names the cap: {kept:?}"
+    );
+    assert_eq!(
+        count(&inbox.name).await,
+        0,
+        "every filed message left the folder"
+    );
+    assert_eq!(count(&done.name).await, 3, "and is in the processed folder");
+    drop((daemon, inbox, done));
+}

@@ -55,6 +55,12 @@ const TESTS: &[(&str, Test)] = &[
         },
     ),
     (
+        "mailbox::an_oversized_message_is_kept_unread_and_processed_mail_is_moved_after_filing",
+        || {
+            Box::pin(mailbox::an_oversized_message_is_kept_unread_and_processed_mail_is_moved_after_filing())
+        },
+    ),
+    (
         "mailbox::two_daemons_on_one_mailbox_never_both_read_it",
         || Box::pin(mailbox::two_daemons_on_one_mailbox_never_both_read_it()),
     ),
