@@ -708,3 +708,117 @@ pub async fn an_oversized_message_is_kept_unread_and_processed_mail_is_moved_aft
     assert_eq!(count(&done.name).await, 3, "and is in the processed folder");
     drop((daemon, inbox, done));
 }
+
+/// A TCP proxy to the IMAP server whose connections can be frozen: they stay open but
+/// carry nothing more, as a connection behind a dead NAT or a hung server does.
+struct Proxy {
+    port: u16,
+    frozen_below: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    next: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Proxy {
+    async fn start() -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let (host, port, _, _) = server();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port");
+        let local = listener.local_addr().expect("an address").port();
+        let frozen_below = std::sync::Arc::new(AtomicU64::new(0));
+        let next = std::sync::Arc::new(AtomicU64::new(1));
+        let frozen = frozen_below.clone();
+        let counter = next.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let id = counter.fetch_add(1, Ordering::SeqCst);
+                let Ok(upstream) = tokio::net::TcpStream::connect((host.as_str(), port)).await
+                else {
+                    continue;
+                };
+                let (cr, cw) = client.into_split();
+                let (ur, uw) = upstream.into_split();
+                for (mut from, mut to) in [
+                    (
+                        Box::new(cr) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                        Box::new(uw) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+                    ),
+                    (Box::new(ur), Box::new(cw)),
+                ] {
+                    let frozen = frozen.clone();
+                    tokio::spawn(async move {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            if id < frozen.load(Ordering::SeqCst) {
+                                // Silence, with both sockets kept open.
+                                std::future::pending::<()>().await;
+                            }
+                            if to.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Self {
+            port: local,
+            frozen_below,
+            next,
+        }
+    }
+
+    /// Every connection open now carries nothing more; new ones work.
+    fn freeze(&self) {
+        use std::sync::atomic::Ordering;
+        self.frozen_below
+            .store(self.next.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+}
+
+pub async fn a_connection_that_stops_answering_is_noticed_and_the_reader_reconnects() {
+    let world = World::new().await;
+    let folder = Folder::create("dead").await;
+    let tag = folder.name.clone();
+    folder.append(&numbered(&tag, 0, 2)).await;
+    let proxy = Proxy::start().await;
+    let (_, port, _, _) = server();
+    let text = entry(&config("dead", &folder.name, "IT", &[]))
+        .replace(
+            &format!("port = {port}\n"),
+            &format!("port = {}\n", proxy.port),
+        )
+        .replace(
+            "poll_interval_secs = 1\n",
+            "poll_interval_secs = 1\nidle_interval_secs = 10\n",
+        );
+    let daemon = Daemon::start_with(&world, &text).await;
+    let pool = world.db().await;
+    assert_eq!(
+        wait_for(&pool, "mail-it", 2, Duration::from_secs(60))
+            .await
+            .len(),
+        2,
+        "{}",
+        daemon.log()
+    );
+    // The reader now waits in IDLE on a connection that goes silent.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    proxy.freeze();
+    folder.append(&numbered(&tag, 2, 3)).await;
+    let all = wait_for(&pool, "mail-it", 3, Duration::from_secs(150)).await;
+    pool.close().await;
+    assert_eq!(
+        all.len(),
+        3,
+        "the message that arrived while the connection was silent is read after a \
+         reconnect\n{}",
+        daemon.log()
+    );
+    drop((daemon, folder));
+}

@@ -61,6 +61,14 @@ const TESTS: &[(&str, Test)] = &[
         },
     ),
     (
+        "mailbox::a_connection_that_stops_answering_is_noticed_and_the_reader_reconnects",
+        || {
+            Box::pin(
+                mailbox::a_connection_that_stops_answering_is_noticed_and_the_reader_reconnects(),
+            )
+        },
+    ),
+    (
         "mailbox::two_daemons_on_one_mailbox_never_both_read_it",
         || Box::pin(mailbox::two_daemons_on_one_mailbox_never_both_read_it()),
     ),
