@@ -32,4 +32,12 @@ if [ -f ../shared/acceptance/forms.py ]; then
 else
   echo "== acceptance: ../shared/acceptance/forms.py not found, skipped"
 fi
+
+if [ -f ../shared/acceptance/mail.py ]; then
+  echo "== acceptance: ../shared/acceptance/mail.py"
+  python3 ../shared/acceptance/mail.py
+  passed=$((passed + 1))
+else
+  echo "== acceptance: ../shared/acceptance/mail.py not found, skipped"
+fi
 echo "$passed passed, $failed failed"

@@ -54,6 +54,9 @@ enum Command {
     /// Inspect or replay the dead-letter queue (messages that could not be stored).
     #[command(subcommand)]
     DeadLetters(DeadLetters),
+    /// Check or backfill a mailbox of the `[[mailboxes]]` section.
+    #[command(subcommand)]
+    Mailbox(Mailbox),
     /// Import contacts, companies or leads from a CSV file with a header row.
     ///
     /// Contacts and companies are written to PostgreSQL in bulk. Leads are published to
@@ -80,6 +83,25 @@ enum Command {
         /// The field separator: one character, or `tab`.
         #[arg(long, default_value = ",")]
         delimiter: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Mailbox {
+    /// Log in to a `[[mailboxes]]` entry and report its folder, UIDVALIDITY, message count
+    /// and IDLE support; changes nothing.
+    Test {
+        /// The mailbox's `name`.
+        name: String,
+    },
+    /// Read the messages received on or after a date again (after an outage) and file
+    /// them; messages filed already are no-ops. The cursor and the mailbox are untouched.
+    Backfill {
+        /// The mailbox's `name`.
+        name: String,
+        /// The first day to read, as YYYY-MM-DD.
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        since: chrono::NaiveDate,
     },
 }
 
@@ -161,6 +183,7 @@ pub fn run(catalogue: Catalogue) -> ExitCode {
             }
             Command::Migrate => migrate(settings).await,
             Command::DeadLetters(action) => dead_letters(settings, action).await,
+            Command::Mailbox(action) => crate::mailbox::run(settings, action).await,
             Command::CheckConfig { .. } => Ok(()),
             Command::Import {
                 kind,

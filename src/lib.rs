@@ -22,6 +22,7 @@ pub mod clients;
 pub mod connectors;
 pub mod import;
 pub mod mail;
+mod mailbox;
 pub mod pipeline;
 pub mod server;
 pub mod settings;

@@ -47,8 +47,15 @@ impl IntakeSink for Pipeline {
     async fn prepare(&self, inquiry: Inquiry) -> Result<Box<dyn PreparedInquiry>, Refusal> {
         let started = Instant::now();
         let lead = normalizer::normalize_with(inquiry, &self.key_rules);
-        // Spam is kept whatever it holds; anything else needs a way to reach the person.
-        if lead.inquiry.spam.is_none() && !lead.is_contactable() {
+        // Spam is kept whatever it holds; an event of a conversation (a reply in a mail
+        // thread) joins the lead that already knows the person; anything else needs a way
+        // to reach the person.
+        let in_conversation = lead
+            .inquiry
+            .event
+            .as_ref()
+            .is_some_and(|event| !event.conversation.is_empty());
+        if lead.inquiry.spam.is_none() && !in_conversation && !lead.is_contactable() {
             let mut fields = lead.problems.clone();
             for field in ["email", "phone"] {
                 if !fields.iter().any(|p| p.field == field) {
@@ -160,6 +167,42 @@ mod tests {
             },
             event: None,
         })
+    }
+
+    fn pipeline() -> super::Pipeline {
+        super::Pipeline::new(
+            router::LeadRouter::new(Default::default()),
+            router::Publisher::new(router::AmqpConfig::new("amqp://127.0.0.1:1", "unused")),
+        )
+    }
+
+    #[tokio::test]
+    async fn an_event_of_a_conversation_is_taken_without_contact_data_and_nothing_else_is() {
+        use ingest::IntakeSink;
+        use ingest::event::{ActivityKind, ConversationKey, EventRef};
+
+        let mut inquiry = inquiry_from(br#"{"message":"see below"}"#.to_vec()).expect("a body");
+        assert!(inquiry.contact.email.is_none() && inquiry.contact.phone.is_none());
+        let refused = pipeline().prepare(inquiry.clone()).await;
+        assert!(
+            matches!(
+                refused,
+                Err(ingest::Refusal::Unusable {
+                    code: "no_contact",
+                    ..
+                })
+            ),
+            "no contact and no conversation must be refused"
+        );
+        let mut event = EventRef::new(ActivityKind::Email);
+        inquiry.event = Some(event.clone());
+        assert!(pipeline().prepare(inquiry.clone()).await.is_err());
+        event.conversation = vec![ConversationKey::email_thread("a1@example.com").expect("a key")];
+        inquiry.event = Some(event);
+        assert!(
+            pipeline().prepare(inquiry).await.is_ok(),
+            "an event naming a conversation goes to the store, which files it on its thread"
+        );
     }
 
     #[test]

@@ -20,7 +20,9 @@ use crate::settings::ConfigProblem;
 
 /// Every connector kind the shipped daemon runs; adding a connector is one line here.
 pub fn shipped() -> Catalogue {
-    Catalogue::default().with::<ingest::forms::Forms>()
+    Catalogue::default()
+        .with::<ingest::forms::Forms>()
+        .with::<ingest::email::mailbox::Mailboxes>()
 }
 
 /// The connector kinds a daemon knows.
@@ -130,6 +132,7 @@ fn nested_key(section: &str, path: &str) -> String {
 /// One kind's section as read.
 trait Section: Send + Sync {
     fn name(&self) -> &'static str;
+    fn as_any(&self) -> &dyn std::any::Any;
     fn problems(&self, checks: &Checks<'_>) -> Vec<(String, String)>;
     fn summary(&self) -> Option<String>;
     fn build(&self, deps: &Deps) -> Result<Vec<Connector>, (String, String)>;
@@ -140,6 +143,10 @@ struct Loaded<K: ConnectorKind>(K::Config);
 impl<K: ConnectorKind> Section for Loaded<K> {
     fn name(&self) -> &'static str {
         K::SECTION
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 
     fn problems(&self, checks: &Checks<'_>) -> Vec<(String, String)> {
@@ -171,6 +178,14 @@ impl Sections {
     /// Every problem of every section, with key paths from the file's root.
     pub fn problems(&self, checks: &Checks<'_>) -> Vec<(String, String)> {
         self.0.iter().flat_map(|s| s.problems(checks)).collect()
+    }
+
+    /// The section of kind `K` as read, for commands that work on one connector.
+    pub fn get<K: ConnectorKind>(&self) -> Option<&K::Config> {
+        self.0
+            .iter()
+            .find_map(|s| s.as_any().downcast_ref::<Loaded<K>>())
+            .map(|loaded| &loaded.0)
     }
 
     /// What the sections declare ("4 forms"), for `check-config`.

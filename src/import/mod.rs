@@ -226,7 +226,7 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
 }
 
 /// A URL fit for messages: no user name or password.
-fn without_credentials(url: &str) -> String {
+pub(crate) fn without_credentials(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => {
             let host_end = rest.find('/').unwrap_or(rest.len());

@@ -196,6 +196,16 @@ pub struct Daemon {
 impl Daemon {
     /// Starts a daemon on `world` with one form and `feed`, and waits until it is ready.
     pub async fn start(world: &World, feed: &FeedEntry<'_>) -> Self {
+        let entry = format!(
+            "[[test_feeds]]\nsource = \"{}\"\nurl = \"{}\"\nbatch = {}\npublish_delay_ms = {}\n",
+            feed.source, feed.url, feed.batch, feed.publish_delay_ms,
+        );
+        Self::start_with(world, &entry).await
+    }
+
+    /// Starts a daemon on `world` with one form and the configuration text `extra`
+    /// (connector sections), and waits until it is ready.
+    pub async fn start_with(world: &World, extra: &str) -> Self {
         let port = free_port();
         let dir = std::env::temp_dir().join("leadpipe-tests");
         std::fs::create_dir_all(&dir).expect("a temp dir");
@@ -207,16 +217,12 @@ impl Daemon {
              [database]\nurl = \"{}\"\nmax_connections = 4\n\n\
              [amqp]\nurl = \"{}\"\nprefix = \"{}\"\nshards = 2\npublisher_channels = 2\n\n\
              [api]\nadmin_token = \"{}\"\n\n\
-             [[forms]]\nname = \"en-contact\"\nsource = \"web-en-contact\"\ndefault_region = \"US\"\n\n\
-             [[test_feeds]]\nsource = \"{}\"\nurl = \"{}\"\nbatch = {}\npublish_delay_ms = {}\n",
+             [[forms]]\nname = \"en-contact\"\nsource = \"web-en-contact\"\ndefault_region = \"US\"\n\n{}",
             world.db_url,
             amqp_url(),
             world.prefix,
             world.admin,
-            feed.source,
-            feed.url,
-            feed.batch,
-            feed.publish_delay_ms,
+            extra,
         );
         std::fs::write(&config_path, config).expect("write the config");
         let mut daemon = Self {
@@ -273,6 +279,25 @@ impl Daemon {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Runs a one-off command of the daemon's binary (`mailbox test NAME`) on its
+    /// configuration and returns its exit success and its output.
+    pub fn command(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(std::env::current_exe().expect("this test binary"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.config_path)
+            .env(DAEMON_ROLE, "1")
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run a command");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
     }
 
     /// The process id.

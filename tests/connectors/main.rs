@@ -11,6 +11,7 @@ mod contract;
 mod daemon;
 mod feed;
 mod lease;
+mod mailbox;
 mod source;
 
 use std::future::Future;
@@ -36,6 +37,40 @@ const TESTS: &[(&str, Test)] = &[
         || {
             Box::pin(lease::the_lease_moves_to_the_survivor_within_10_s_of_sigkill_and_the_cursor_resumes_without_gaps_or_repeats())
         },
+    ),
+    (
+        "mailbox::every_fixture_appended_to_a_real_mailbox_gives_its_expectations",
+        || Box::pin(mailbox::every_fixture_appended_to_a_real_mailbox_gives_its_expectations()),
+    ),
+    (
+        "mailbox::a_500_message_mailbox_killed_mid_way_then_recreated_files_each_message_exactly_once",
+        || {
+            Box::pin(mailbox::a_500_message_mailbox_killed_mid_way_then_recreated_files_each_message_exactly_once())
+        },
+    ),
+    (
+        "mailbox::mail_is_never_marked_read_flagged_only_when_asked_and_a_backfill_files_nothing_twice",
+        || {
+            Box::pin(mailbox::mail_is_never_marked_read_flagged_only_when_asked_and_a_backfill_files_nothing_twice())
+        },
+    ),
+    (
+        "mailbox::an_oversized_message_is_kept_unread_and_processed_mail_is_moved_after_filing",
+        || {
+            Box::pin(mailbox::an_oversized_message_is_kept_unread_and_processed_mail_is_moved_after_filing())
+        },
+    ),
+    (
+        "mailbox::a_connection_that_stops_answering_is_noticed_and_the_reader_reconnects",
+        || {
+            Box::pin(
+                mailbox::a_connection_that_stops_answering_is_noticed_and_the_reader_reconnects(),
+            )
+        },
+    ),
+    (
+        "mailbox::two_daemons_on_one_mailbox_never_both_read_it",
+        || Box::pin(mailbox::two_daemons_on_one_mailbox_never_both_read_it()),
     ),
 ];
 

@@ -254,3 +254,18 @@ pub fn record_success(channel: Channel, source: &str) {
 pub fn record_up(channel: Channel, source: &str, up: bool) {
     metrics::gauge!("leadpipe_connector_up", "channel" => channel.as_str(), "source" => source.to_owned()).set(if up { 1.0 } else { 0.0 });
 }
+
+/// A context is a sink too: what goes through it is counted as this connector's.
+#[async_trait]
+impl IntakeSink for PullContext {
+    async fn prepare(
+        &self,
+        inquiry: Inquiry,
+    ) -> Result<Box<dyn crate::sink::PreparedInquiry>, Refusal> {
+        self.sink.prepare(inquiry).await
+    }
+
+    async fn submit(&self, inquiry: Inquiry) -> Result<Accepted, Refusal> {
+        PullContext::submit(self, inquiry).await
+    }
+}

@@ -21,7 +21,9 @@
 
 mod attachments;
 mod classify;
+pub mod imap;
 mod labelled;
+pub mod mailbox;
 mod phones;
 mod text;
 
@@ -512,7 +514,9 @@ fn undeliverable_recipients(message: &Message<'_>) -> Vec<String> {
 }
 
 /// A message that could not be read: kept raw with the error, its id from its bytes.
-fn unparseable(
+/// A message kept as unreadable; its id is the hash of `raw` (the message, or what
+/// stands for it when it was not fetched).
+pub(crate) fn unparseable(
     raw: &[u8],
     reading: &MailboxReading,
     received_at: DateTime<Utc>,
