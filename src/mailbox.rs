@@ -1,19 +1,15 @@
 //! `leadpipe mailbox test|backfill`: an operator's tools for one `[[mailboxes]]` entry.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, anyhow};
 use ingest::email::imap;
 use ingest::email::mailbox::{MailboxConfig, Mailboxes};
-use router::{LeadRouter, Publisher};
-use tokio_util::sync::CancellationToken;
+use router::LeadRouter;
 
 use crate::cli::Mailbox;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{CommandPublisher, Pipeline};
 use crate::settings::Settings;
-
-const BROKER_WAIT: Duration = Duration::from_secs(10);
 
 /// Runs a `mailbox` command.
 pub(crate) async fn run(settings: Settings, action: Mailbox) -> anyhow::Result<()> {
@@ -64,32 +60,14 @@ pub(crate) async fn run(settings: Settings, action: Mailbox) -> anyhow::Result<(
         Mailbox::Backfill { name, since } => {
             let config = find(&settings, &name)?;
             let password = config.resolve_password().map_err(|e| anyhow!("{e}"))?;
-            let publisher = Publisher::new(settings.amqp.clone());
-            let stop = CancellationToken::new();
-            let connection = tokio::spawn(publisher.clone().run(stop.clone()));
-            let ready = tokio::time::timeout(BROKER_WAIT, async {
-                while !publisher.is_ready().await {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            })
-            .await;
-            if ready.is_err() {
-                stop.cancel();
-                let _ = connection.await;
-                bail!(
-                    "Cannot reach the message broker at {} within {} s: start RabbitMQ or fix \
-                     amqp.url (LEADPIPE__AMQP__URL)",
-                    crate::import::without_credentials(&settings.amqp.url),
-                    BROKER_WAIT.as_secs()
-                );
-            }
+            let broker = CommandPublisher::connect(&settings.amqp).await?;
+            let publisher = broker.publisher.clone();
             let pipeline = Arc::new(
                 Pipeline::new(LeadRouter::new(settings.routing.clone()), publisher.clone())
                     .with_key_rules(settings.key_rules()?),
             );
             let result = imap::backfill(&config, &password, since, pipeline.as_ref()).await;
-            stop.cancel();
-            let _ = connection.await;
+            broker.close().await;
             let done = result.with_context(|| format!("mailbox {name}: backfill stopped"))?;
             println!(
                 "Mailbox {name}: {} message(s) since {since} handed on ({} not leads); \

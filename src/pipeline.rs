@@ -103,6 +103,54 @@ impl PreparedInquiry for RoutedLead {
     }
 }
 
+/// A publisher connected for a one-off command (an import, a backfill), with the task
+/// that keeps its connection.
+pub(crate) struct CommandPublisher {
+    /// The connected publisher.
+    pub(crate) publisher: Arc<Publisher>,
+    stop: CancellationToken,
+    connection: tokio::task::JoinHandle<()>,
+}
+
+impl CommandPublisher {
+    /// How long a command waits for the broker before it gives up.
+    const BROKER_WAIT: Duration = Duration::from_secs(10);
+
+    /// Connects, or says how to make the broker reachable.
+    pub(crate) async fn connect(config: &router::AmqpConfig) -> anyhow::Result<Self> {
+        let publisher = Publisher::new(config.clone());
+        let stop = CancellationToken::new();
+        let connection = tokio::spawn(publisher.clone().run(stop.clone()));
+        let ready = tokio::time::timeout(Self::BROKER_WAIT, async {
+            while !publisher.is_ready().await {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        let session = Self {
+            publisher,
+            stop,
+            connection,
+        };
+        if ready.is_err() {
+            session.close().await;
+            anyhow::bail!(
+                "Cannot reach the message broker at {} within {} s: start RabbitMQ (bash \
+                 scripts/services.sh) or fix amqp.url (LEADPIPE__AMQP__URL)",
+                crate::import::without_credentials(&config.url),
+                Self::BROKER_WAIT.as_secs()
+            );
+        }
+        Ok(session)
+    }
+
+    /// Closes the connection after the confirms still in flight arrived.
+    pub(crate) async fn close(self) {
+        self.stop.cancel();
+        let _ = self.connection.await;
+    }
+}
+
 /// Expired keys deleted per statement.
 const PURGE_BATCH: u32 = 1_000;
 

@@ -22,21 +22,20 @@ use indicatif::ProgressBar;
 use ingest::forms::fields::map_fields;
 use ingest::{Channel, FieldProblem, Inquiry, InquiryId, IntakeSink, RawPayload, Refusal};
 use normalizer::Region;
+use router::LeadRouter;
 use router::backoff::Backoff;
-use router::{LeadRouter, Publisher};
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use store::Store;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 
 use super::file::Chunk;
 use super::file::{CsvFile, read_rows};
 use super::mapping::Columns;
 use super::{Tally, finish, without_credentials};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{CommandPublisher, Pipeline};
 use crate::settings::Settings;
 
 /// Leads being published at once: enough to keep every publisher channel busy while
@@ -49,8 +48,6 @@ const PUBLISH_ATTEMPTS: u32 = 4;
 /// Rows in a row that failed for the broker after which the import stops: the broker
 /// is down, and every further row would only wait out its retries.
 const BROKER_GIVE_UP: usize = LEADS_IN_FLIGHT;
-/// How long to wait for the first connection to the broker.
-const BROKER_WAIT: Duration = Duration::from_secs(10);
 
 /// Leads: every row becomes an inquiry, published through the pipeline with bounded
 /// concurrency.
@@ -75,25 +72,8 @@ pub(super) async fn import_leads(
             .map_err(|e| anyhow!("hashing the file stopped unexpectedly: {e}"))??
     };
 
-    let publisher = Publisher::new(settings.amqp.clone());
-    let stop = CancellationToken::new();
-    let connection = tokio::spawn(publisher.clone().run(stop.clone()));
-    let ready = tokio::time::timeout(BROKER_WAIT, async {
-        while !publisher.is_ready().await {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    if ready.is_err() {
-        stop.cancel();
-        let _ = connection.await;
-        bail!(
-            "Cannot reach the message broker at {} within {} s: start RabbitMQ (bash \
-             scripts/services.sh) or fix amqp.url (LEADPIPE__AMQP__URL)",
-            without_credentials(&settings.amqp.url),
-            BROKER_WAIT.as_secs()
-        );
-    }
+    let broker = CommandPublisher::connect(&settings.amqp).await?;
+    let publisher = broker.publisher.clone();
     let pipeline = Arc::new(
         Pipeline::new(LeadRouter::new(settings.routing.clone()), publisher.clone())
             .with_key_rules(key_rules),
@@ -126,8 +106,7 @@ pub(super) async fn import_leads(
     let filed = FiledCheck::new(settings);
     let published = publish_rows(rx, pipeline, filed, bar).await;
     // Closing waits for the confirms still in flight.
-    stop.cancel();
-    let _ = connection.await;
+    broker.close().await;
     finish(reading, published).await
 }
 

@@ -104,7 +104,7 @@ async fn drain(stream: &mut axum::body::BodyDataStream) {
     let _ = tokio::time::timeout(Duration::from_secs(2), work).await;
 }
 
-/// The hook through which an endpoint checks that a request is authentic, over the raw
+/// How an endpoint checks that a request is authentic, over the raw
 /// bytes before anything is parsed.
 pub trait SignatureCheck: Send + Sync {
     /// `Ok` for an authentic request, else the 401 to answer.
