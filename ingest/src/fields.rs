@@ -413,6 +413,21 @@ fn is_utm(name: &str) -> bool {
             .is_some_and(|p| p.eq_ignore_ascii_case("utm_"))
 }
 
+/// Words that introduce a phone extension after a number ("ext. 204", "int. 12",
+/// "wew. 112", "máy lẻ 15", "x204"), without accents; accents and case are ignored when
+/// matching, and a space stands for any run of whitespace. Shared by the normaliser
+/// (typed numbers) and the mail reader (numbers in running text).
+pub const PHONE_EXTENSION_WORDS: &[&str] = &[
+    "extension",
+    "ext",
+    "interno",
+    "int",
+    "wewn",
+    "wew",
+    "may le",
+    "x",
+];
+
 /// Names of a field that holds the sender's company website (compared like the other
 /// aliases). A form keeps such a field among its custom fields (the word alone is too
 /// ambiguous to be contact data); the normaliser reads a company domain key from it, and

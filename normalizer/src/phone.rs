@@ -406,20 +406,14 @@ fn after_prefix(digits: &str, prefix_len: usize) -> Option<&str> {
     (!rest.is_empty() && !rest.starts_with('0')).then_some(rest)
 }
 
-/// Words and symbols that introduce an extension, written without accents;
-/// accents and case are ignored when matching, and a space stands for any
-/// run of whitespace.
-const EXTENSION_MARKERS: &[&str] = &[
-    "extension",
-    "ext",
-    "interno",
-    "int",
-    "wewn",
-    "wew",
-    "may le",
-    "x",
-    "#",
-];
+/// What may introduce an extension in a typed number: the shared words, and `#`
+/// (which in running text means too many other things).
+fn extension_markers() -> impl Iterator<Item = &'static str> {
+    ingest::fields::PHONE_EXTENSION_WORDS
+        .iter()
+        .copied()
+        .chain(["#"])
+}
 
 /// Splits a trailing extension ("ext. 204", "wew. 112", "x204", "#12") off a
 /// typed number; returns the number part and the extension digits.
@@ -439,14 +433,14 @@ pub fn split_extension(raw: &str) -> (&str, Option<String>) {
             head = stripped.trim_end();
         }
     }
-    for marker in EXTENSION_MARKERS {
+    for marker in extension_markers() {
         let Some(before) = strip_marker(head, marker) else {
             continue;
         };
         let Some(previous) = before.chars().next_back() else {
             continue;
         };
-        let separated = if *marker == "x" {
+        let separated = if marker == "x" {
             // A bare "x" is only an extension marker right after the number,
             // not at the end of a word such as "Box".
             previous.is_ascii_digit() || previous.is_whitespace()

@@ -120,19 +120,6 @@ fn balance_brackets(number: &str) -> &str {
     }
 }
 
-/// Extension markers, folded, that may follow a number ("ext. 204", "int. 12",
-/// "wew. 112", "máy lẻ 15", "x204"); the normalizer splits them off again.
-const EXTENSION_MARKERS: &[&str] = &[
-    "extension",
-    "ext",
-    "interno",
-    "int",
-    "wewn",
-    "wew",
-    "may le",
-    "x",
-];
-
 /// The end of the number with its extension, if one follows, and whether what follows
 /// the number lets it be one (not a letter or digit run glued to it).
 fn extension_end(line: &str, number_end: usize) -> (usize, bool) {
@@ -154,7 +141,7 @@ fn extension_end(line: &str, number_end: usize) -> (usize, bool) {
         }
         (taken > 0).then_some(taken)
     };
-    for marker in EXTENSION_MARKERS {
+    for marker in crate::fields::PHONE_EXTENSION_WORDS {
         let Some(len) = folded_word(trimmed, marker) else {
             continue;
         };
