@@ -4,34 +4,14 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Response, TestDaemon};
+use crate::support::TestDaemon;
 
 const URLENCODED: &str = "application/x-www-form-urlencoded";
-
-async fn post_json(daemon: &TestDaemon, path: &str, body: Value) -> Response {
-    let response = daemon
-        .http
-        .post(format!("{}{path}", daemon.base))
-        .bearer_auth(&daemon.admin)
-        .json(&body)
-        .send()
-        .await
-        .expect("the daemon answers");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.bytes().await.unwrap().to_vec();
-    Response {
-        status,
-        headers,
-        body,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contacts_and_companies_are_created_normalised_and_refused_when_unusable() {
     let daemon = TestDaemon::start().await;
-    let company = post_json(
-        &daemon,
+    let company = daemon.post_json(
         "/v1/companies",
         json!({"name": "Żółkiewski i Synowie Sp. z o.o.", "domain": "https://www.zolkiewski.example.pl/", "phones": []}),
     )
@@ -40,13 +20,13 @@ async fn contacts_and_companies_are_created_normalised_and_refused_when_unusable
     let company = company.json();
     assert_eq!(company["domain"], "zolkiewski.example.pl");
 
-    let contact = post_json(
-        &daemon,
-        "/v1/contacts",
-        json!({"name": " Łukasz Żółkiewski ", "emails": ["Lukasz@Zolkiewski.Example.PL"],
+    let contact = daemon
+        .post_json(
+            "/v1/contacts",
+            json!({"name": " Łukasz Żółkiewski ", "emails": ["Lukasz@Zolkiewski.Example.PL"],
                "phones": ["601 234 567"], "default_region": "PL", "company_id": company["id"]}),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(contact.status, 201, "{}", contact.text());
     let contact = contact.json();
     assert_eq!(contact["name"], "Łukasz Żółkiewski");
@@ -55,40 +35,39 @@ async fn contacts_and_companies_are_created_normalised_and_refused_when_unusable
     assert_eq!(contact["company_id"], company["id"]);
 
     // The same email again belongs to that contact already.
-    post_json(
-        &daemon,
-        "/v1/contacts",
-        json!({"emails": ["lukasz@zolkiewski.example.pl"]}),
-    )
-    .await
-    .assert_error(409, "identity_taken");
-    post_json(
-        &daemon,
-        "/v1/contacts",
-        json!({"emails": ["not-an-address"], "phones": ["brak"], "default_region": "PL"}),
-    )
-    .await
-    .assert_error(422, "invalid_fields");
-    post_json(&daemon, "/v1/contacts", json!({"emails": [], "phones": []}))
+    daemon
+        .post_json(
+            "/v1/contacts",
+            json!({"emails": ["lukasz@zolkiewski.example.pl"]}),
+        )
+        .await
+        .assert_error(409, "identity_taken");
+    daemon
+        .post_json(
+            "/v1/contacts",
+            json!({"emails": ["not-an-address"], "phones": ["brak"], "default_region": "PL"}),
+        )
         .await
         .assert_error(422, "invalid_fields");
-    post_json(&daemon, "/v1/contacts", json!({"email": "typo@example.pl"}))
+    daemon
+        .post_json("/v1/contacts", json!({"emails": [], "phones": []}))
         .await
         .assert_error(422, "invalid_fields");
-    post_json(
-        &daemon,
-        "/v1/companies",
-        json!({"name": "X", "domain": "gmail.com"}),
-    )
-    .await
-    .assert_error(422, "invalid_fields");
-    post_json(
-        &daemon,
-        "/v1/contacts",
-        json!({"emails": ["a@b.example.com"], "company_id": 999999}),
-    )
-    .await
-    .assert_error(422, "unknown_reference");
+    daemon
+        .post_json("/v1/contacts", json!({"email": "typo@example.pl"}))
+        .await
+        .assert_error(422, "invalid_fields");
+    daemon
+        .post_json("/v1/companies", json!({"name": "X", "domain": "gmail.com"}))
+        .await
+        .assert_error(422, "invalid_fields");
+    daemon
+        .post_json(
+            "/v1/contacts",
+            json!({"emails": ["a@b.example.com"], "company_id": 999999}),
+        )
+        .await
+        .assert_error(422, "unknown_reference");
 
     let found = daemon
         .get("/v1/contacts?email=LUKASZ%40zolkiewski.example.pl")
@@ -125,8 +104,7 @@ async fn contacts_and_companies_are_created_normalised_and_refused_when_unusable
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leads_from_known_clients_and_returning_people_say_how_they_were_matched() {
     let daemon = TestDaemon::start().await;
-    let contact = post_json(
-        &daemon,
+    let contact = daemon.post_json(
         "/v1/contacts",
         json!({"name": "Federica Mancini", "emails": ["federica.mancini@libero.it"], "phones": ["+39 338 765 4321"]}),
     )
@@ -190,8 +168,7 @@ async fn a_shared_mailbox_is_kept_on_each_contact_and_identifies_none_of_them() 
         ("Anna Conti", "+39 347 111 2233"),
         ("Marco Galli", "+39 347 444 5566"),
     ] {
-        let contact = post_json(
-            &daemon,
+        let contact = daemon.post_json(
             "/v1/contacts",
             json!({"name": name, "emails": ["Info@Conti-Galli.example.it", "noreply@conti-galli.example.it"],
                    "phones": [phone]}),

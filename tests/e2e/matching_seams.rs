@@ -10,17 +10,11 @@ use crate::support::TestDaemon;
 const URLENCODED: &str = "application/x-www-form-urlencoded";
 const SHARDS: u16 = 4;
 
-async fn post_json(daemon: &TestDaemon, path: &str, body: Value) -> Value {
-    let response = daemon
-        .http
-        .post(format!("{}{path}", daemon.base))
-        .bearer_auth(&daemon.admin)
-        .json(&body)
-        .send()
-        .await
-        .expect("the daemon answers");
-    assert_eq!(response.status().as_u16(), 201);
-    response.json().await.unwrap()
+/// Creates a client over the API and returns it.
+async fn create(daemon: &TestDaemon, path: &str, body: Value) -> Value {
+    let response = daemon.post_json(path, body).await;
+    assert_eq!(response.status, 201, "{}", response.text());
+    response.json()
 }
 
 /// A daemon with more shard consumers than the default test daemon.
@@ -58,7 +52,7 @@ async fn concurrent_inquiries_by_a_known_contacts_email_and_phone_end_in_one_ope
     let people = contacts(6);
     let mut ids = Vec::new();
     for (i, (email, phone)) in people.iter().enumerate() {
-        let contact = post_json(
+        let contact = create(
             &daemon,
             "/v1/contacts",
             json!({"name": format!("Cliente {i}"), "emails": [email], "phones": [phone]}),

@@ -278,6 +278,19 @@ impl TestDaemon {
         Response::read(response).await
     }
 
+    /// POST a JSON body with the admin token.
+    pub async fn post_json(&self, path: &str, body: Value) -> Response {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.admin)
+            .json(&body)
+            .send()
+            .await
+            .expect("the daemon answers");
+        Response::read(response).await
+    }
+
     /// Every lead matching `query`, following cursors.
     pub async fn leads(&self, query: &str) -> Vec<Value> {
         let mut out = Vec::new();
