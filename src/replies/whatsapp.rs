@@ -80,7 +80,7 @@ pub(crate) async fn send(
         Ok(response) => response,
         Err(error) => return Attempt::Retry(format!("WhatsApp: {}", describe(error)), None),
     };
-    let status = response.status();
+    let status = response.status().as_u16();
     let retry_after = response
         .headers()
         .get(RETRY_AFTER)
@@ -88,8 +88,13 @@ pub(crate) async fn send(
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
     let raw = response.bytes().await.unwrap_or_default();
-    let answer: Option<Answer> = serde_json::from_slice(&raw).ok();
-    if status.is_success() {
+    classify(status, retry_after, &raw)
+}
+
+/// What the Graph API's answer `raw` with HTTP `status` (and `Retry-After`) means.
+fn classify(status: u16, retry_after: Option<Duration>, raw: &[u8]) -> Attempt {
+    let answer: Option<Answer> = serde_json::from_slice(raw).ok();
+    if (200..300).contains(&status) {
         return match answer.and_then(|a| a.messages.into_iter().next()) {
             Some(message) => {
                 let mut fields = serde_json::Map::new();
@@ -104,17 +109,14 @@ pub(crate) async fn send(
     let code = error.as_ref().and_then(|e| e.code);
     let message = error
         .and_then(|e| e.message)
-        .unwrap_or_else(|| String::from_utf8_lossy(&raw).chars().take(300).collect());
+        .unwrap_or_else(|| String::from_utf8_lossy(raw).chars().take(300).collect());
     let text = match code {
-        Some(code) => format!(
-            "WhatsApp answered {} (code {code}): {message}",
-            status.as_u16()
-        ),
-        None => format!("WhatsApp answered {}: {message}", status.as_u16()),
+        Some(code) => format!("WhatsApp answered {status} (code {code}): {message}"),
+        None => format!("WhatsApp answered {status}: {message}"),
     };
-    if status.as_u16() == 429 || code.is_some_and(|c| THROTTLED.contains(&c)) {
+    if status == 429 || code.is_some_and(|c| THROTTLED.contains(&c)) {
         Attempt::RateLimited(text, retry_after)
-    } else if status.is_server_error() {
+    } else if status >= 500 {
         Attempt::Retry(text, retry_after)
     } else {
         // A bad recipient, an expired token, a message outside the 24-hour window: the
@@ -126,6 +128,35 @@ pub(crate) async fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_are_read_as_the_cloud_api_documents_them() {
+        let sent = classify(
+            200,
+            None,
+            br#"{"messaging_product":"whatsapp","contacts":[{"input":"39333","wa_id":"39333"}],"messages":[{"id":"wamid.HBg"}]}"#,
+        );
+        assert!(
+            matches!(sent, Attempt::Sent(ref id, ref f) if id == "wamid.HBg" && f["wamid"] == "wamid.HBg")
+        );
+        // Throttling comes as a 400 with its own code.
+        let throttled = classify(
+            400,
+            None,
+            br#"{"error":{"message":"(#130429) Rate limit hit","type":"OAuthException","code":130429,"fbtrace_id":"x"}}"#,
+        );
+        assert!(matches!(throttled, Attempt::RateLimited(ref e, None) if e.contains("130429")));
+        assert!(matches!(
+            classify(503, Some(Duration::from_secs(3)), b""),
+            Attempt::Retry(_, Some(d)) if d == Duration::from_secs(3)
+        ));
+        let expired = classify(
+            401,
+            None,
+            br#"{"error":{"message":"Error validating access token","type":"OAuthException","code":190,"fbtrace_id":"y"}}"#,
+        );
+        assert!(matches!(expired, Attempt::Refused(ref e) if e.contains("access token")));
+    }
 
     #[test]
     fn the_messages_url_keeps_a_version_or_adds_one() {
