@@ -468,8 +468,20 @@ async fn a_reply_to_a_telegram_lead_is_sent_once_through_its_bot_and_marked_sent
     reply(&daemon, lead, json!({"text": "altro"}), Some("k-1"))
         .await
         .assert_error(422, "idempotency_key_reused");
+    // Concurrent retries of one request: one reply.
+    let retries = (0..5).map(|_| reply(&daemon, lead, json!({"text": "Grazie!"}), Some("k-2")));
+    let answers = futures_util::future::join_all(retries).await;
+    let ids: std::collections::BTreeSet<i64> = answers
+        .iter()
+        .map(|r| {
+            assert_eq!(r.status, 202, "{}", r.text());
+            r.json()["id"].as_i64().unwrap()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "one activity for one key: {ids:?}");
+    api.wait_seen(2, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(api.seen().len(), 1, "sent once");
+    assert_eq!(api.seen().len(), 2, "each request sent once");
     assert!(
         metric(&daemon, "leadpipe_replies_sent_total{channel=\"telegram\"}").await >= 1.0,
         "counted"
