@@ -29,9 +29,6 @@ use tokio_util::sync::CancellationToken;
 use crate::mail::{backoff_delay, record_with_retries};
 pub use whatsapp::{GRAPH_VERSION, messages_url};
 
-/// Telegram and WhatsApp text messages are at most this many characters.
-pub const MAX_CHAT_TEXT_CHARS: usize = 4096;
-
 /// One Telegram bot replies are sent as.
 #[derive(Debug, Clone)]
 pub struct TelegramBot {
