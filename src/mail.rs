@@ -228,9 +228,38 @@ pub fn ack_rules(smtp: Option<&SmtpSettings>, acks: &[AckSettings]) -> AckRules 
 /// The delay after failed attempt number `attempts`: the initial delay, doubled with
 /// each further attempt, never above the ceiling.
 fn retry_delay(settings: &SmtpSettings, attempts: i32) -> Duration {
-    let initial = Duration::from_millis(settings.retry_initial_ms);
+    backoff_delay(
+        Duration::from_millis(settings.retry_initial_ms),
+        Duration::from_secs(settings.retry_max_secs),
+        attempts,
+    )
+}
+
+/// The delay after failed attempt number `attempts` of an outgoing message: `initial`,
+/// doubled with each further attempt, never above `ceiling`.
+pub(crate) fn backoff_delay(initial: Duration, ceiling: Duration, attempts: i32) -> Duration {
     let doubled = initial.saturating_mul(1u32 << (attempts.clamp(1, 20) - 1));
-    doubled.min(Duration::from_secs(settings.retry_max_secs))
+    doubled.min(ceiling)
+}
+
+/// Records an outcome of sending, retrying while the database is briefly away (a mark
+/// that never lands means the row is sent again once its claim lapses).
+pub(crate) async fn record_with_retries<F, Fut>(record: F) -> Result<(), store::StoreError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), store::StoreError>>,
+{
+    let mut delay = Duration::from_millis(200);
+    let mut last = None;
+    for _ in 0..6 {
+        match record().await {
+            Ok(()) => return Ok(()),
+            Err(error) => last = Some(error),
+        }
+        tokio::time::sleep(delay).await;
+        delay *= 2;
+    }
+    Err(last.unwrap_or_else(|| store::StoreError::Unavailable("no attempt made".into())))
 }
 
 /// Sends the outbox's due mail until stopped.
@@ -383,7 +412,7 @@ impl Sender {
             Ok(()) => {
                 metrics::counter!("leadpipe_mail_sent_total").increment(1);
                 tracing::info!(outbox_id = mail.id, message_id = %mail.message_id, "Mail sent.");
-                self.mark(|| self.store.mark_mail_sent(mail.id)).await
+                record_with_retries(|| self.store.mark_mail_sent(mail.id)).await
             }
             Err((permanent, error)) => {
                 let give_up = permanent || mail.attempts >= self.settings.max_attempts as i32;
@@ -398,34 +427,13 @@ impl Sender {
                     tracing::warn!(outbox_id = mail.id, attempts = mail.attempts, %error, ?retry_in,
                         "Sending a mail failed; it is tried again later.");
                 }
-                self.mark(|| self.store.mark_mail_failed(mail.id, &error, retry_in))
-                    .await
+                record_with_retries(|| self.store.mark_mail_failed(mail.id, &error, retry_in)).await
             }
         };
         if let Err(error) = mark {
             tracing::error!(outbox_id = mail.id, %error,
                 "Could not record what happened to a mail; it is tried again once its claim lapses.");
         }
-    }
-
-    /// Records an outcome, retrying while the database is briefly away (a mark that never
-    /// lands means the row is sent again once its claim lapses).
-    async fn mark<F, Fut>(&self, record: F) -> Result<(), store::StoreError>
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Result<(), store::StoreError>>,
-    {
-        let mut delay = Duration::from_millis(200);
-        let mut last = None;
-        for _ in 0..6 {
-            match record().await {
-                Ok(()) => return Ok(()),
-                Err(error) => last = Some(error),
-            }
-            tokio::time::sleep(delay).await;
-            delay *= 2;
-        }
-        Err(last.unwrap_or_else(|| store::StoreError::Unavailable("no attempt made".into())))
     }
 }
 

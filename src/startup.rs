@@ -34,6 +34,7 @@ use crate::api::{ApiState, routes};
 use crate::connectors::status::{Entry, Kind, State};
 use crate::connectors::supervisor;
 use crate::pipeline::Pipeline;
+use crate::replies::{ReplyChannels, ReplyPolicy};
 use crate::server::ServeOptions;
 use crate::settings::Settings;
 
@@ -51,6 +52,8 @@ pub struct Application {
     http_sources: Vec<(Channel, String)>,
     pulls: Vec<PullConnector>,
     pull_shared: supervisor::Shared,
+    replies: Arc<ReplyChannels>,
+    reply_policy: ReplyPolicy,
 }
 
 impl Application {
@@ -59,6 +62,18 @@ impl Application {
         settings: Settings,
         metrics: metrics_exporter_prometheus::PrometheusHandle,
     ) -> anyhow::Result<Self> {
+        let replies = ReplyChannels::from_settings(&settings);
+        Self::build_with_replies(settings, metrics, replies, ReplyPolicy::default()).await
+    }
+
+    /// Builds every part, sending chat replies through `replies` with `policy`.
+    pub async fn build_with_replies(
+        settings: Settings,
+        metrics: metrics_exporter_prometheus::PrometheusHandle,
+        replies: ReplyChannels,
+        reply_policy: ReplyPolicy,
+    ) -> anyhow::Result<Self> {
+        let replies = Arc::new(replies);
         let store =
             Store::connect_lazy(&settings.database)?.with_acknowledgements(settings.ack_rules());
         let keys = KeyStore::connect_lazy(&settings.database.url, settings.key_store_options())?;
@@ -96,6 +111,7 @@ impl Application {
             admin_token_hash: ApiState::token_hash(settings.admin_token()?.as_ref()),
             metrics,
             key_rules: Arc::new(settings.key_rules()?),
+            replies: replies.clone(),
         };
         let app = app
             .merge(routes(api))
@@ -133,6 +149,8 @@ impl Application {
             http_sources,
             pulls,
             pull_shared,
+            replies,
+            reply_policy,
         })
     }
 
@@ -156,6 +174,8 @@ impl Application {
             http_sources,
             pulls,
             pull_shared,
+            replies,
+            reply_policy,
         } = self;
 
         // Phonenumber metadata loads lazily; pay for it before the first request.
@@ -186,6 +206,8 @@ impl Application {
                 .as_ref()
                 .map(|smtp| crate::mail::Sender::new(store.clone(), smtp))
                 .transpose()?;
+            let reply_sender =
+                crate::replies::ReplySender::new(store.clone(), replies, reply_policy)?;
             consumers.spawn(async move {
                 if settings_db.migrate_on_start
                     && !migrate_until_done(&store, &settings_db.url, &consumers_stop).await
@@ -196,6 +218,7 @@ impl Application {
                 if let Some(sender) = sender {
                     consumers_inner.spawn(sender.run(consumers_stop.clone()));
                 }
+                consumers_inner.spawn(reply_sender.run(consumers_stop.clone()));
                 if amqp.consume {
                     ConsumerSet::new(amqp, Arc::new(store)).spawn(&consumers_inner, consumers_stop);
                 }

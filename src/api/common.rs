@@ -33,6 +33,8 @@ pub struct ApiState {
     pub schema_ready: Arc<AtomicBool>,
     /// Which addresses may be keys, for contacts created over the API.
     pub key_rules: Arc<KeyRules>,
+    /// The chat accounts replies can be sent through.
+    pub replies: Arc<crate::replies::ReplyChannels>,
 }
 
 impl ApiState {

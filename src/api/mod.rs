@@ -8,6 +8,7 @@
 //! - [`common`]: the shared state, the admin-token check, query parameters, database
 //!   failures as answers.
 //! - [`leads`]: `/v1/leads` (filters, `?key=`) and `/v1/leads/{id}`.
+//! - [`messages`]: `POST /v1/leads/{id}/messages`, a reply through the lead's channel.
 //! - [`clients`]: `/v1/contacts` and `/v1/companies`.
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
 //!
@@ -17,6 +18,7 @@ pub mod clients;
 pub mod common;
 pub mod health;
 pub mod leads;
+pub mod messages;
 
 use axum::Router;
 use axum::middleware;
@@ -27,6 +29,7 @@ pub use common::ApiState;
 pub fn routes(state: ApiState) -> Router {
     let protected = Router::new()
         .merge(leads::routes())
+        .merge(messages::routes())
         .merge(clients::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

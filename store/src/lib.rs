@@ -15,6 +15,8 @@
 //! - [`leads`]: reading leads for the ops API.
 //! - [`outbox`]: outgoing mail, queued with the lead it answers ([`AckRules`]), and the
 //!   claims of the sender worker.
+//! - [`replies`]: replies to a lead through its chat or mail thread, recorded with their
+//!   outbound activity, and the claims of the chat reply worker.
 //! - [`store`]: the handle to the database ([`Store`]), the schema ([`MIGRATOR`]).
 //!
 //! SQL lives only in this crate.
@@ -28,6 +30,7 @@ pub mod intake;
 pub mod keys;
 pub mod leads;
 pub mod outbox;
+pub mod replies;
 pub mod store;
 
 pub use clients::{
@@ -42,4 +45,8 @@ pub use leads::{
     StageRef,
 };
 pub use outbox::{AckRules, Acknowledgement, OutboxDepth, OutgoingMail, Template};
+pub use replies::{
+    ChatPlatform, ChatTarget, MailThread, NewReply, OutgoingReply, RecordedReply, ReplyRoutes,
+    ReplyTarget,
+};
 pub use store::{MIGRATOR, Store, ensure_database};

@@ -139,7 +139,7 @@ impl AckRules {
         self.by_source.is_empty()
     }
 
-    fn sending_address(&self) -> String {
+    pub(crate) fn sending_address(&self) -> String {
         // `Name <addr>` or a bare address.
         let inner = self
             .from
@@ -148,7 +148,7 @@ impl AckRules {
         inner.trim().to_lowercase()
     }
 
-    fn message_id_domain(&self) -> String {
+    pub(crate) fn message_id_domain(&self) -> String {
         self.sending_address()
             .rsplit_once('@')
             .map(|(_, domain)| domain.to_owned())
@@ -332,6 +332,55 @@ pub struct OutboxDepth {
     pub failed: i64,
 }
 
+impl OutboxDepth {
+    pub(crate) fn from_row(row: &sqlx::postgres::PgRow) -> Self {
+        Self {
+            pending: row.get("pending"),
+            sending: row.get("sending"),
+            failed: row.get("failed"),
+        }
+    }
+}
+
+/// The statement that claims up to `$1` due rows of a queue table for `$2` seconds
+/// (`state`, `attempts`, `next_attempt_at`, `claimed_until`), returning `returning`.
+/// `SKIP LOCKED` lets replicas share one table; a row claimed by a worker that died is
+/// due again once its claim lapsed.
+pub(crate) fn claim_statement(table: &str, returning: &str) -> String {
+    format!(
+        "UPDATE {table} SET state = 'sending', attempts = attempts + 1,
+                           claimed_until = now() + make_interval(secs => $2)
+         WHERE id IN (
+             SELECT id FROM {table}
+             WHERE (state = 'pending' AND next_attempt_at <= now())
+                OR (state = 'sending' AND claimed_until < now())
+             ORDER BY next_attempt_at, id
+             LIMIT $1
+             FOR UPDATE SKIP LOCKED)
+         RETURNING {returning}"
+    )
+}
+
+/// The statement that hands the claimed rows `$1` of a queue table back unsent, as if
+/// never attempted.
+pub(crate) fn release_statement(table: &str) -> String {
+    format!(
+        "UPDATE {table} SET state = 'pending', claimed_until = NULL,
+                           attempts = greatest(attempts - 1, 0)
+         WHERE id = ANY($1) AND state = 'sending'"
+    )
+}
+
+/// The statement that counts a queue table's unsent rows by state.
+pub(crate) fn depth_statement(table: &str) -> String {
+    format!(
+        "SELECT count(*) FILTER (WHERE state = 'pending') AS pending,
+                count(*) FILTER (WHERE state = 'sending') AS sending,
+                count(*) FILTER (WHERE state = 'failed') AS failed
+         FROM {table} WHERE state <> 'sent'"
+    )
+}
+
 impl Store {
     /// Claims up to `limit` mails that are due, each for `lease`: another worker (or this
     /// one after a restart) takes a claimed row again only once its lease lapsed, which
@@ -341,18 +390,10 @@ impl Store {
         limit: i64,
         lease: Duration,
     ) -> Result<Vec<OutgoingMail>, StoreError> {
-        let rows = sqlx::query(
-            "UPDATE outbox SET state = 'sending', attempts = attempts + 1,
-                               claimed_until = now() + make_interval(secs => $2)
-             WHERE id IN (
-                 SELECT id FROM outbox
-                 WHERE (state = 'pending' AND next_attempt_at <= now())
-                    OR (state = 'sending' AND claimed_until < now())
-                 ORDER BY next_attempt_at, id
-                 LIMIT $1
-                 FOR UPDATE SKIP LOCKED)
-             RETURNING id, recipient, subject, body, message_id, headers, attempts, created_at",
-        )
+        let rows = sqlx::query(&claim_statement(
+            "outbox",
+            "id, recipient, subject, body, message_id, headers, attempts, created_at",
+        ))
         .bind(limit)
         .bind(lease.as_secs_f64())
         .fetch_all(self.pool())
@@ -383,23 +424,27 @@ impl Store {
 
     /// Hands claimed mails back unsent (a stopping worker), as if never attempted.
     pub async fn release_mail(&self, ids: &[i64]) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE outbox SET state = 'pending', claimed_until = NULL,
-                               attempts = greatest(attempts - 1, 0)
-             WHERE id = ANY($1) AND state = 'sending'",
-        )
-        .bind(ids)
-        .execute(self.pool())
-        .await?;
+        sqlx::query(&release_statement("outbox"))
+            .bind(ids)
+            .execute(self.pool())
+            .await?;
         Ok(())
     }
 
-    /// Records that `id` was sent.
+    /// Records that `id` was sent, and marks the activity of a reply by mail `sent` with
+    /// its Message-ID.
     pub async fn mark_mail_sent(&self, id: i64) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE outbox SET state = 'sent', sent_at = now(), claimed_until = NULL,
-                               last_error = NULL
-             WHERE id = $1",
+            "WITH m AS (
+                 UPDATE outbox SET state = 'sent', sent_at = now(), claimed_until = NULL,
+                                   last_error = NULL
+                 WHERE id = $1
+                 RETURNING activity_id, message_id)
+             UPDATE activities a
+             SET data = (a.data - 'last_error')
+                        || jsonb_build_object('delivery', 'sent', 'message_id', m.message_id,
+                                              'sent_at', now())
+             FROM m WHERE a.id = m.activity_id",
         )
         .bind(id)
         .execute(self.pool())
@@ -408,6 +453,8 @@ impl Store {
     }
 
     /// Records a failed attempt: tried again after `retry_in`, or given up on when `None`.
+    /// The activity of a reply by mail shows the error (`last_error` while retried,
+    /// `delivery = failed` with `error` once given up on).
     pub async fn mark_mail_failed(
         &self,
         id: i64,
@@ -415,30 +462,30 @@ impl Store {
         retry_in: Option<Duration>,
     ) -> Result<(), StoreError> {
         let error = error.replace('\0', "\u{FFFD}");
-        match retry_in {
-            Some(delay) => {
-                sqlx::query(
-                    "UPDATE outbox SET state = 'pending', claimed_until = NULL, last_error = $2,
-                                       next_attempt_at = now() + make_interval(secs => $3)
-                     WHERE id = $1",
-                )
-                .bind(id)
-                .bind(&error)
-                .bind(delay.as_secs_f64())
-                .execute(self.pool())
-                .await?
-            }
-            None => {
-                sqlx::query(
-                    "UPDATE outbox SET state = 'failed', claimed_until = NULL, last_error = $2
-                     WHERE id = $1",
-                )
-                .bind(id)
-                .bind(&error)
-                .execute(self.pool())
-                .await?
-            }
-        };
+        sqlx::query(
+            "WITH m AS (
+                 UPDATE outbox SET state = CASE WHEN $3::float8 IS NULL THEN 'failed'
+                                                ELSE 'pending' END,
+                                   claimed_until = NULL, last_error = $2,
+                                   next_attempt_at = CASE WHEN $3::float8 IS NULL
+                                                          THEN next_attempt_at
+                                                          ELSE now() + make_interval(secs => $3)
+                                                     END
+                 WHERE id = $1
+                 RETURNING activity_id, attempts)
+             UPDATE activities a
+             SET data = CASE WHEN $3::float8 IS NULL THEN a.data - 'last_error' ELSE a.data END
+                        || CASE WHEN $3::float8 IS NULL
+                 THEN jsonb_build_object('delivery', 'failed', 'error', $2::text,
+                                         'attempts', m.attempts)
+                 ELSE jsonb_build_object('last_error', $2::text, 'attempts', m.attempts) END
+             FROM m WHERE a.id = m.activity_id",
+        )
+        .bind(id)
+        .bind(&error)
+        .bind(retry_in.map(|d| d.as_secs_f64()))
+        .execute(self.pool())
+        .await?;
         Ok(())
     }
 
@@ -458,19 +505,10 @@ impl Store {
 
     /// How many mails wait, are being sent, and were given up on.
     pub async fn outbox_depth(&self) -> Result<OutboxDepth, StoreError> {
-        let row = sqlx::query(
-            "SELECT count(*) FILTER (WHERE state = 'pending') AS pending,
-                    count(*) FILTER (WHERE state = 'sending') AS sending,
-                    count(*) FILTER (WHERE state = 'failed') AS failed
-             FROM outbox WHERE state <> 'sent'",
-        )
-        .fetch_one(self.pool())
-        .await?;
-        Ok(OutboxDepth {
-            pending: row.get("pending"),
-            sending: row.get("sending"),
-            failed: row.get("failed"),
-        })
+        let row = sqlx::query(&depth_statement("outbox"))
+            .fetch_one(self.pool())
+            .await?;
+        Ok(OutboxDepth::from_row(&row))
     }
 }
 

@@ -12,7 +12,7 @@ use crate::support::{Options, TestDaemon, free_port};
 const URLENCODED: &str = "application/x-www-form-urlencoded";
 
 /// An SMTP server that keeps what it is sent, on its own port and Maildir.
-struct Sink {
+pub(crate) struct Sink {
     port: u16,
     maildir: PathBuf,
     child: Option<Child>,
@@ -20,7 +20,7 @@ struct Sink {
 
 impl Sink {
     /// A sink on a free port, not started yet.
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let maildir = std::env::temp_dir()
             .join("leadpipe-tests")
             .join(format!("sink-{}", uuid::Uuid::new_v4().simple()));
@@ -32,7 +32,7 @@ impl Sink {
     }
 
     /// Starts the server and waits until it accepts connections.
-    async fn start(&mut self) {
+    pub(crate) async fn start(&mut self) {
         // Debian's interpreter, which has python3-aiosmtpd (scripts/services.sh installs it).
         let child = Command::new("/usr/bin/python3")
             .args(["-m", "aiosmtpd", "-n", "-l"])
@@ -55,7 +55,7 @@ impl Sink {
     }
 
     /// The `[smtp]` section that sends here, retrying quickly.
-    fn config(&self) -> String {
+    pub(crate) fn config(&self) -> String {
         format!(
             "[smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nfrom = \"Vendite <leads@example.com>\"\n\
              timeout_secs = 5\nretry_initial_ms = 200\nretry_max_secs = 1\npoll_interval_ms = 100\n\n",
@@ -64,7 +64,7 @@ impl Sink {
     }
 
     /// Every message received so far, as text.
-    fn messages(&self) -> Vec<String> {
+    pub(crate) fn messages(&self) -> Vec<String> {
         let Ok(entries) = std::fs::read_dir(self.maildir.join("new")) else {
             return Vec::new();
         };
@@ -76,7 +76,7 @@ impl Sink {
     }
 
     /// Waits until at least `n` messages arrived.
-    async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<String> {
+    pub(crate) async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<String> {
         let deadline = Instant::now() + timeout;
         loop {
             let messages = self.messages();
@@ -99,7 +99,7 @@ impl Drop for Sink {
 }
 
 /// The value of header `name` in `message` (first occurrence, unfolded).
-fn header(message: &str, name: &str) -> Option<String> {
+pub(crate) fn header(message: &str, name: &str) -> Option<String> {
     let head = message.split("\n\n").next().unwrap_or_default();
     let mut lines = head.lines().peekable();
     while let Some(line) = lines.next() {

@@ -19,4 +19,5 @@ mod mail;
 mod matching_seams;
 mod observing;
 mod ops;
+mod replies;
 mod slow_clients;

@@ -124,6 +124,15 @@ impl TestDaemon {
 
     /// A daemon with options, started.
     pub async fn start_with(options: Options) -> Self {
+        let wait_ready = !options.no_wait_ready;
+        let mut daemon = Self::prepare_with(options).await;
+        daemon.launch(wait_ready).await;
+        daemon
+    }
+
+    /// A daemon's database, prefix and config file, with no process started (a test that
+    /// runs the daemon in its own process uses them).
+    pub async fn prepare_with(options: Options) -> Self {
         let db_name = format!("lp_e2e_{}", token());
         let mut admin = PgConnection::connect(&admin_database_url())
             .await
@@ -156,7 +165,7 @@ impl TestDaemon {
             options.extra_config,
         );
         std::fs::write(&config_path, config).expect("write the config");
-        let mut daemon = Self {
+        Self {
             base: format!("http://127.0.0.1:{port}"),
             admin: admin_token,
             db_url,
@@ -171,9 +180,7 @@ impl TestDaemon {
                 .timeout(Duration::from_secs(30))
                 .build()
                 .expect("an HTTP client"),
-        };
-        daemon.launch(!options.no_wait_ready).await;
-        daemon
+        }
     }
 
     /// Starts the process and waits for `/healthz` (and `/readyz` when asked).
@@ -410,7 +417,8 @@ pub struct Response {
 }
 
 impl Response {
-    async fn read(response: reqwest::Response) -> Self {
+    /// Reads a whole answer.
+    pub async fn read(response: reqwest::Response) -> Self {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let body = response
