@@ -20,3 +20,4 @@ mod matching_seams;
 mod observing;
 mod ops;
 mod slow_clients;
+mod whatsapp;

@@ -410,6 +410,11 @@ pub struct Response {
 }
 
 impl Response {
+    /// Reads an answer to a request a test built itself.
+    pub async fn read_public(response: reqwest::Response) -> Self {
+        Self::read(response).await
+    }
+
     async fn read(response: reqwest::Response) -> Self {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
