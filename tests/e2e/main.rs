@@ -10,6 +10,7 @@ mod clients;
 mod config;
 mod delivery;
 mod errors;
+mod events;
 mod forms_corpus;
 mod held_batches;
 mod idempotency;

@@ -430,3 +430,59 @@ async fn a_broker_that_cannot_confirm_gives_503_so_meta_retries() {
         .await
         .assert_error(503, "unavailable");
 }
+
+fn check_config(extra: &str) -> (bool, String) {
+    let file = format!(
+        "[http]\nlisten = \"127.0.0.1:8080\"\n[database]\nurl = \"postgres://postgres@127.0.0.1:5432/leadpipe\"\n\
+         [amqp]\nurl = \"amqp://guest:guest@127.0.0.1:5672/%2f\"\nprefix = \"leadpipe\"\n[api]\nadmin_token = \"a-long-admin-token-for-tests\"\n{extra}"
+    );
+    let path = crate::support::temp_file("chat-config.toml", file.as_bytes());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadpipe"))
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run leadpipe check-config");
+    let _ = std::fs::remove_file(path);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn whatsapp_and_event_source_settings_are_checked_with_their_keys_and_secrets_stay_hidden() {
+    let good = "[whatsapp]\napp_secret = \"app-secret-4471\"\nverify_token = \"verify-9921\"\n\
+                access_token = \"EAAG-token-5531\"\nphone_number_id = \"110011223344556\"\n\n\
+                [[event_sources]]\nname = \"sitechat\"\nsecret = \"site-secret-7781\"\ndefault_region = \"IT\"\n";
+    let (ok, text) = check_config(good);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("WhatsApp webhook") && text.contains("1 event source"),
+        "{text}"
+    );
+
+    let bad = "[whatsapp]\napp_secret = \"\"\nverify_token = \"verify-9921\"\naccess_token = \"EAAG-token-5531\"\n\
+               api_base = \"graph.facebook.com\"\ncolour = 1\n\n\
+               [[event_sources]]\nname = \"Site Chat\"\ndefault_region = \"XX\"\nchannel = \"call\"\n";
+    let (ok, text) = check_config(bad);
+    assert!(!ok, "{text}");
+    for key in [
+        "whatsapp.app_secret",
+        "whatsapp.phone_number_id",
+        "whatsapp.api_base",
+        "whatsapp.colour",
+        "event_sources[0].name",
+        "event_sources[0].secret",
+        "event_sources[0].default_region",
+        "event_sources[0].channel",
+    ] {
+        assert!(text.contains(key), "{key} not reported: {text}");
+    }
+    for secret in ["verify-9921", "EAAG-token-5531"] {
+        assert!(!text.contains(secret), "a secret was printed: {text}");
+    }
+    let (ok, text) = check_config("[whatsapp]\napp_secret = \"x\"\n");
+    assert!(!ok && text.contains("whatsapp.verify_token"), "{text}");
+}

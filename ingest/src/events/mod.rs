@@ -215,7 +215,17 @@ fn inquiry(
     })?;
     let mut data = Map::new();
     data.insert("event_id".into(), event.event_id.clone().into());
-    data.insert("direction".into(), event.direction.as_str().into());
+    // A message says which way it went; a call event only when it knows, so a later
+    // event that does not say keeps what an earlier one did.
+    match (event.kind, event.direction) {
+        (_, Some(direction)) => {
+            data.insert("direction".into(), direction.as_str().into());
+        }
+        (EventType::Message, None) => {
+            data.insert("direction".into(), Direction::Inbound.as_str().into());
+        }
+        (EventType::Call, None) => {}
+    }
     let mut tags = Vec::new();
     if event.kind == EventType::Call {
         // Only what this event says: a later event without a field keeps the earlier

@@ -76,8 +76,8 @@ pub struct Event {
     pub person: Person,
     /// What was said (a message's text, a call's note).
     pub text: Option<String>,
-    /// Which way.
-    pub direction: Direction,
+    /// Which way, when the source said (a message without one is inbound).
+    pub direction: Option<Direction>,
     /// A call's status as the source names it.
     pub status: Option<String>,
     /// A call's length in whole seconds.
@@ -206,11 +206,12 @@ pub fn read(fields: Vec<(String, Value)>) -> Result<Event, Vec<FieldProblem>> {
     }
     let text = text_at(map.get("text"), "text", &mut bad);
     let direction = match text_at(map.get("direction"), "direction", &mut bad).as_deref() {
-        None | Some("inbound") => Direction::Inbound,
-        Some("outbound") => Direction::Outbound,
+        None => None,
+        Some("inbound") => Some(Direction::Inbound),
+        Some("outbound") => Some(Direction::Outbound),
         Some(_) => {
             bad("direction", "must be `inbound` or `outbound`");
-            Direction::Inbound
+            None
         }
     };
     if kind == Some(EventType::Message) {
@@ -296,7 +297,7 @@ mod tests {
             "2026-05-14T07:30:00+00:00"
         );
         assert_eq!(e.person.messenger_id.as_deref(), Some("v-1"));
-        assert_eq!(e.direction, Direction::Inbound);
+        assert_eq!(e.direction, None);
     }
 
     #[test]
