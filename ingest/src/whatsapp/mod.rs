@@ -138,6 +138,12 @@ impl Webhook {
             metrics::counter!("leadpipe_whatsapp_statuses_total", "source" => self.source().to_owned(), "status" => status_label(status)).increment(1);
         }
         for reason in &walked.skipped {
+            if *reason == "platform_error" {
+                tracing::warn!(
+                    source = self.source(),
+                    "Meta reported an error in a WhatsApp webhook (`errors` of a change); check the app's webhook status in Meta's dashboard."
+                );
+            }
             metrics::counter!("leadpipe_whatsapp_skipped_total", "source" => self.source().to_owned(), "reason" => *reason).increment(1);
             tracing::debug!(
                 source = self.source(),

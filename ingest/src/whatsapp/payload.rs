@@ -94,6 +94,10 @@ fn walk_value(value: &Value, walked: &mut Walked) {
         .and_then(text_of)
         .unwrap_or_default();
     let contacts = array(value, "contacts");
+    // Meta reports problems of its own (an undeliverable webhook item) in `errors`.
+    for _ in array(value, "errors") {
+        walked.skipped.push("platform_error");
+    }
     for status in array(value, "statuses") {
         walked.statuses.push(
             status
