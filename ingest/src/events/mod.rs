@@ -315,3 +315,63 @@ async fn submit(
         Err(problem) => http::reject(source.config.channel, source.config.lead_source(), problem),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn source() -> EventSourceConfig {
+        serde_json::from_value(json!({"name": "callcentre", "secret": "s", "default_region": "PL"}))
+            .unwrap()
+    }
+
+    fn event(body: Value) -> Event {
+        schema::read(body.as_object().unwrap().clone().into_iter().collect()).unwrap()
+    }
+
+    #[test]
+    fn a_call_event_carries_only_the_call_fields_it_was_sent() {
+        let e = event(
+            json!({"event_id": "e9", "type": "call", "conversation_id": "c-1",
+            "occurred_at": "2026-05-16T11:00:00Z", "missed": true, "person": {"phone": "601 234 567"}}),
+        );
+        let i = inquiry(&source(), e, Bytes::from_static(b"{}"), None).unwrap();
+        assert_eq!(i.channel, Channel::Call);
+        assert_eq!(i.default_region.as_deref(), Some("PL"));
+        let ev = i.event.unwrap();
+        assert_eq!(ev.kind, ActivityKind::Call);
+        assert_eq!(ev.conversation[0].as_key(), "call:callcentre:c-1");
+        assert_eq!(ev.activity_key.as_deref(), Some("call:callcentre:c-1"));
+        assert_eq!(ev.order, Some(1_778_929_200_000));
+        assert_eq!(ev.tags, ["missed_call"]);
+        assert_eq!(
+            Value::Object(ev.data),
+            json!({"event_id": "e9", "call_id": "c-1", "missed": true})
+        );
+        assert_eq!(
+            i.id,
+            InquiryId::from_external(Channel::Call, "callcentre", "e9")
+        );
+    }
+
+    #[test]
+    fn a_message_is_its_own_activity_in_its_chat_and_names_its_messenger_account() {
+        let e = event(
+            json!({"event_id": "m1", "type": "message", "conversation_id": "chat-1",
+            "person": {"messenger_id": "visitor-7"}, "text": "Hej"}),
+        );
+        let i = inquiry(&source(), e, Bytes::new(), None).unwrap();
+        assert_eq!(i.channel, Channel::Chat);
+        let handle = i.contact.messenger.unwrap();
+        assert_eq!(
+            (handle.platform.as_str(), handle.user_id.as_str()),
+            ("callcentre", "visitor-7")
+        );
+        let ev = i.event.unwrap();
+        assert_eq!(ev.conversation[0].as_key(), "chat:callcentre:chat-1");
+        assert_eq!(ev.activity_key.as_deref(), Some("message:callcentre:m1"));
+        assert_eq!(ev.data["direction"], "inbound");
+        assert_eq!(i.message.as_deref(), Some("Hej"));
+    }
+}
