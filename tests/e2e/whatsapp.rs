@@ -39,7 +39,8 @@ fn sign(body: &[u8]) -> String {
     ingest::http::signature::sign(APP_SECRET.as_bytes(), body)
 }
 
-/// Every folder with WhatsApp bodies and expectations: ours, and the shared corpus.
+/// Every folder with WhatsApp bodies and expectations: ours, the shared corpus, and
+/// `<dir>/chat/whatsapp` of every folder in `LEADPIPE_CORPORA`.
 fn folders() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut out = vec![root.join("tests/fixtures/chat/whatsapp")];
@@ -51,6 +52,16 @@ fn folders() -> Vec<PathBuf> {
             "skipping the shared WhatsApp corpus: {} is not there",
             shared.display()
         );
+    }
+    // Other corpora of the same layout, as the mail corpus test reads them.
+    for dir in std::env::var("LEADPIPE_CORPORA")
+        .unwrap_or_default()
+        .split(':')
+    {
+        let folder = Path::new(dir).join("chat/whatsapp");
+        if !dir.is_empty() && folder.join("expect.jsonl").exists() {
+            out.push(folder);
+        }
     }
     out
 }
@@ -335,7 +346,7 @@ async fn the_verification_handshake_echoes_the_challenge_only_for_the_verify_tok
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bad_missing_or_stale_signature_is_403_and_stores_nothing() {
+async fn a_wrong_missing_or_garbled_signature_or_a_tampered_body_is_403_and_stores_nothing() {
     let daemon = daemon().await;
     let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chat/whatsapp");
     let raw = std::fs::read(folder.join("03_template_button_en.json")).unwrap();
