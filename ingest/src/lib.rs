@@ -21,6 +21,9 @@
 //! - [`fields`]: field names sorted into contact data, message, campaign tags and custom
 //!   fields (forms and the CSV import read names the same way).
 //! - [`forms`]: the web-form connector, `POST /v1/intake/forms/{form}`.
+//! - [`events`]: generic signed JSON events (site chat, call centres, in-house systems),
+//!   `POST /v1/intake/events/{source}`.
+//! - [`whatsapp`]: the WhatsApp Business Cloud API webhook, `GET`/`POST /v1/intake/chat/whatsapp`.
 //! - [`problem`]: the JSON error body every HTTP endpoint answers with.
 //! - [`rate_limit`]: per-source, per-form rate limits on posts (429 with `Retry-After`),
 //!   and [`rate_limit::ClientAddr`], the client address the HTTP server resolved.
@@ -31,6 +34,7 @@
 pub mod connector;
 pub mod email;
 pub mod event;
+pub mod events;
 pub mod fields;
 pub mod fold;
 pub mod forms;
@@ -39,6 +43,7 @@ pub mod inquiry;
 pub mod problem;
 pub mod rate_limit;
 pub mod sink;
+pub mod whatsapp;
 
 pub use event::{ActivityKind, ConversationKey, EventRef, InvalidConversationKey};
 pub use inquiry::{

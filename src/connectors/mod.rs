@@ -23,6 +23,8 @@ pub fn shipped() -> Catalogue {
     Catalogue::default()
         .with::<ingest::forms::Forms>()
         .with::<ingest::email::mailbox::Mailboxes>()
+        .with::<ingest::whatsapp::Whatsapp>()
+        .with::<ingest::events::EventSources>()
 }
 
 /// The connector kinds a daemon knows.

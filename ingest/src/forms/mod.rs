@@ -474,7 +474,7 @@ fn content_key(form: &str, content: &ContentHash) -> String {
 }
 
 /// A secret file's content without its trailing line break.
-fn read_secret_file(path: &std::path::Path) -> std::io::Result<String> {
+pub(crate) fn read_secret_file(path: &std::path::Path) -> std::io::Result<String> {
     let text = std::fs::read_to_string(path)?;
     Ok(text.trim_end_matches(['\r', '\n']).to_owned())
 }
