@@ -61,9 +61,23 @@ pub struct ReplyChannels {
 
 impl ReplyChannels {
     /// What the configuration allows: fed by `[[telegram]]` (name, token, api_base) and
-    /// `[whatsapp]` (access_token, phone_number_id, api_base); this build has neither.
-    pub fn from_settings(_settings: &crate::settings::Settings) -> Self {
-        Self::default()
+    /// `[whatsapp]` (access_token, phone_number_id, api_base).
+    pub fn from_settings(settings: &crate::settings::Settings) -> Self {
+        let whatsapp = settings
+            .connectors
+            .get::<ingest::whatsapp::Whatsapp>()
+            .and_then(Option::as_ref)
+            .and_then(|c| {
+                Some(WhatsAppAccount {
+                    api_base: c.api_base.clone(),
+                    access_token: SecretString::from(c.access_token.clone()?),
+                    phone_number_id: c.phone_number_id.clone()?,
+                })
+            });
+        Self {
+            telegram: HashMap::new(),
+            whatsapp,
+        }
     }
 
     /// True when a reply to `chat` can be sent: its bot, or its WhatsApp number, is

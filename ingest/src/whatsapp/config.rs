@@ -64,14 +64,10 @@ impl fmt::Debug for WhatsappConfig {
 }
 
 impl WhatsappConfig {
-    /// The Cloud API messages endpoint replies are posted to
-    /// (`{api_base}/{phone_number_id}/messages`), when a phone number id is set.
-    pub fn messages_url(&self) -> Option<String> {
-        let id = self.phone_number_id.as_deref()?;
-        Some(format!(
-            "{}/{id}/messages",
-            self.api_base.trim_end_matches('/')
-        ))
+    /// Whether replies can be sent from this number (an access token and a phone number
+    /// id are both set; the reply sender builds the messages URL from them).
+    pub fn sends_replies(&self) -> bool {
+        self.access_token.is_some() && self.phone_number_id.is_some()
     }
 
     /// Every problem of the section, with key paths from the file's root.
@@ -153,13 +149,10 @@ mod tests {
     }
 
     #[test]
-    fn a_complete_section_has_no_problems_and_names_its_messages_url() {
+    fn a_complete_section_has_no_problems_and_sends_replies() {
         let c = config();
         assert!(c.problems().is_empty(), "{:?}", c.problems());
-        assert_eq!(
-            c.messages_url().as_deref(),
-            Some("https://graph.facebook.com/v21.0/110011223344556/messages")
-        );
+        assert!(c.sends_replies());
     }
 
     #[test]

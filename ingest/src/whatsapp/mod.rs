@@ -65,7 +65,7 @@ impl ConnectorKind for Whatsapp {
 
     fn summary(config: &Self::Config) -> Option<String> {
         config.as_ref().map(|c| {
-            let replies = if c.messages_url().is_some() {
+            let replies = if c.sends_replies() {
                 "replies on"
             } else {
                 "receive only"
