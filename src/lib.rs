@@ -27,4 +27,5 @@ pub mod pipeline;
 pub mod server;
 pub mod settings;
 pub mod startup;
+mod telegram;
 pub mod telemetry;
