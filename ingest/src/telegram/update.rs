@@ -307,8 +307,15 @@ pub fn read_update(
     };
     event.order = Some(changed.saturating_mul(1000));
     event.occurred_at = at(message.date);
+    // The update that began the activity names it for good; an edit's own update id is
+    // kept beside it.
+    event
+        .first_data
+        .insert("update_id".into(), update.update_id.into());
     let data = &mut event.data;
-    data.insert("update_id".into(), update.update_id.into());
+    if edited {
+        data.insert("edit_update_id".into(), update.update_id.into());
+    }
     data.insert("message_id".into(), message.message_id.into());
     data.insert("chat_id".into(), chat_id.into());
     data.insert("direction".into(), "inbound".into());
@@ -604,6 +611,9 @@ mod tests {
         assert_eq!(ea.conversation[0].as_key(), "chat:telegram-shop:42");
         assert!(eb.order > ea.order);
         assert!(eb.data.contains_key("edited_at") && !ea.data.contains_key("edited_at"));
+        assert_eq!(ea.first_data["update_id"], 1);
+        assert_eq!(eb.first_data["update_id"], 2);
+        assert_eq!(eb.data["edit_update_id"], 2);
         assert_ne!(a.id, b.id);
     }
 
