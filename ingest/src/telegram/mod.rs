@@ -39,7 +39,9 @@ pub enum Mode {
 pub struct TelegramConfig {
     /// The bot's name here: in the webhook path, keys and commands; unique.
     pub name: String,
-    /// The bot token from @BotFather (`123456:ABC...`).
+    /// The bot token from @BotFather (`123456:ABC...`); the environment variable
+    /// `LEADPIPE_TELEGRAM_<NAME>_TOKEN` overrides it.
+    #[serde(default)]
     pub token: String,
     /// The Bot API's address (default `https://api.telegram.org`).
     #[serde(default = "default_api_base")]
@@ -82,6 +84,31 @@ fn default_poll_timeout() -> u64 {
 }
 
 impl TelegramConfig {
+    /// The environment variable that overrides the token: `LEADPIPE_TELEGRAM_<NAME>_TOKEN`,
+    /// the name upper-cased with `_` for anything that is not a letter or digit.
+    pub fn token_env(&self) -> String {
+        let name: String = self
+            .name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        format!("LEADPIPE_TELEGRAM_{name}_TOKEN")
+    }
+
+    /// The token: the environment override, else `token`.
+    pub fn resolve_token(&self) -> String {
+        match std::env::var(self.token_env()) {
+            Ok(value) if !value.trim().is_empty() => value.trim().to_owned(),
+            _ => self.token.trim().to_owned(),
+        }
+    }
+
     /// What reading its updates needs.
     pub fn reading(&self) -> BotReading {
         BotReading {
@@ -95,7 +122,7 @@ impl TelegramConfig {
     pub fn api(&self) -> Result<api::BotApi, api::ApiError> {
         api::BotApi::new(
             &self.api_base,
-            &self.token,
+            &self.resolve_token(),
             Duration::from_secs(self.poll_timeout_secs + 15),
         )
     }
@@ -151,7 +178,8 @@ impl ConnectorKind for Telegram {
                     ),
                 ));
             }
-            let token_ok = bot.token.split_once(':').is_some_and(|(id, secret)| {
+            let token = bot.resolve_token();
+            let token_ok = token.split_once(':').is_some_and(|(id, secret)| {
                 !id.is_empty()
                     && id.bytes().all(|b| b.is_ascii_digit())
                     && !secret.is_empty()
@@ -160,8 +188,11 @@ impl ConnectorKind for Telegram {
             if !token_ok {
                 problems.push((
                     key("token"),
-                    "is not a bot token: write it as @BotFather gave it (`123456:ABC-DEF...`)"
-                        .into(),
+                    format!(
+                        "is missing or not a bot token: write it as @BotFather gave it \
+                         (`123456:ABC-DEF...`), here or in {}",
+                        bot.token_env()
+                    ),
                 ));
             }
             let base = bot.api_base.trim();
@@ -272,5 +303,74 @@ impl ConnectorKind for Telegram {
             routes: webhook::routes(hooks, deps.sink.clone(), deps.intake.max_body_bytes),
         }));
         Ok(built)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn bot(extra: serde_json::Value) -> TelegramConfig {
+        let mut entry = json!({"name": "shop", "token": "123456:TEST", "source": "telegram-shop"});
+        for (k, v) in extra.as_object().unwrap() {
+            entry[k] = v.clone();
+        }
+        serde_json::from_value(entry).expect("a [[telegram]] entry")
+    }
+
+    fn problems(bots: Vec<TelegramConfig>) -> Vec<String> {
+        let intake = crate::connector::IntakeSettings::default();
+        let region = |r: &str| {
+            if r.len() == 2 {
+                Ok(())
+            } else {
+                Err(format!("`{r}` is not a region"))
+            }
+        };
+        let checks = Checks {
+            intake: &intake,
+            region: &region,
+        };
+        Telegram::validate(&bots, &checks)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    #[test]
+    fn the_contracts_entry_reads_with_its_defaults() {
+        let b = bot(json!({"mode": "webhook", "secret_token": "s3cret_-x"}));
+        assert_eq!(b.api_base, "https://api.telegram.org");
+        assert_eq!(b.poll_timeout_secs, 30);
+        assert_eq!(b.poll_source(), "telegram-shop");
+        assert!(problems(vec![b, bot(json!({"name": "other"}))]).is_empty());
+        assert!(!format!("{:?}", bot(json!({}))).contains("TEST"));
+    }
+
+    #[test]
+    fn every_problem_is_named_by_its_key_path() {
+        let found = problems(vec![
+            bot(json!({"name": "shop bot", "token": "nope", "api_base": "ftp://x"})),
+            bot(json!({"mode": "webhook", "source": " "})),
+            bot(
+                json!({"secret_token": "has space", "default_region": "Italy",
+                       "poll_timeout_secs": 90}),
+            ),
+        ]);
+        assert_eq!(
+            found,
+            [
+                "telegram[0].name",
+                "telegram[0].token",
+                "telegram[0].api_base",
+                "telegram[1].secret_token",
+                "telegram[1].source",
+                "telegram[2].name",
+                "telegram[2].secret_token",
+                "telegram[2].default_region",
+                "telegram[2].poll_timeout_secs",
+            ]
+        );
     }
 }
