@@ -57,6 +57,9 @@ enum Command {
     /// Check or backfill a mailbox of the `[[mailboxes]]` section.
     #[command(subcommand)]
     Mailbox(Mailbox),
+    /// Check a bot of the `[[telegram]]` section or register its webhook.
+    #[command(subcommand)]
+    Telegram(TelegramCommand),
     /// Import contacts, companies or leads from a CSV file with a header row.
     ///
     /// Contacts and companies are written to PostgreSQL in bulk. Leads are published to
@@ -102,6 +105,24 @@ pub(crate) enum Mailbox {
         /// The first day to read, as YYYY-MM-DD.
         #[arg(long, value_name = "YYYY-MM-DD")]
         since: chrono::NaiveDate,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum TelegramCommand {
+    /// Ask the Bot API who the bot is (getMe) and whether a webhook is set
+    /// (getWebhookInfo); changes nothing.
+    Test {
+        /// The bot's `name`.
+        name: String,
+    },
+    /// Register the URL Telegram posts the bot's updates to, with its `secret_token`
+    /// (the bot must be in webhook mode); an empty URL ("") removes the webhook.
+    SetWebhook {
+        /// The bot's `name`.
+        name: String,
+        /// The public https URL of /v1/intake/chat/telegram/NAME.
+        url: String,
     },
 }
 
@@ -184,6 +205,7 @@ pub fn run(catalogue: Catalogue) -> ExitCode {
             Command::Migrate => migrate(settings).await,
             Command::DeadLetters(action) => dead_letters(settings, action).await,
             Command::Mailbox(action) => crate::mailbox::run(settings, action).await,
+            Command::Telegram(action) => crate::telegram::run(settings, action).await,
             Command::CheckConfig { .. } => Ok(()),
             Command::Import {
                 kind,

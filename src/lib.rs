@@ -29,4 +29,5 @@ pub mod replies;
 pub mod server;
 pub mod settings;
 pub mod startup;
+mod telegram;
 pub mod telemetry;

@@ -252,6 +252,11 @@ pub struct EventRef {
     /// ...); a newer event's values replace an older one's, key by key.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub data: serde_json::Map<String, serde_json::Value>,
+    /// Channel fields that belong to the event that began the activity (a chat message's
+    /// `update_id`): set by the first event that names them, never replaced by a later
+    /// one (an edit), which only fills them where missing.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub first_data: serde_json::Map<String, serde_json::Value>,
     /// Tags the event adds to its lead (`missed_call`); tags are never removed by events.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
@@ -268,6 +273,7 @@ impl EventRef {
             occurred_at: None,
             subject: None,
             data: serde_json::Map::new(),
+            first_data: serde_json::Map::new(),
             tags: Vec::new(),
         }
     }

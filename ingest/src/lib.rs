@@ -24,6 +24,7 @@
 //! - [`events`]: generic signed JSON events (site chat, call centres, in-house systems),
 //!   `POST /v1/intake/events/{source}`.
 //! - [`whatsapp`]: the WhatsApp Business Cloud API webhook, `GET`/`POST /v1/intake/chat/whatsapp`.
+//! - [`telegram`]: the Telegram connector (`[[telegram]]`): poll or webhook per bot.
 //! - [`problem`]: the JSON error body every HTTP endpoint answers with.
 //! - [`rate_limit`]: per-source, per-form rate limits on posts (429 with `Retry-After`),
 //!   and [`rate_limit::ClientAddr`], the client address the HTTP server resolved.
@@ -43,6 +44,7 @@ pub mod inquiry;
 pub mod problem;
 pub mod rate_limit;
 pub mod sink;
+pub mod telegram;
 pub mod whatsapp;
 
 pub use event::{ActivityKind, ConversationKey, EventRef, InvalidConversationKey};

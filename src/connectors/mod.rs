@@ -25,6 +25,7 @@ pub fn shipped() -> Catalogue {
         .with::<ingest::email::mailbox::Mailboxes>()
         .with::<ingest::whatsapp::Whatsapp>()
         .with::<ingest::events::EventSources>()
+        .with::<ingest::telegram::Telegram>()
 }
 
 /// The connector kinds a daemon knows.

@@ -74,10 +74,20 @@ impl ReplyChannels {
                     phone_number_id: c.phone_number_id.clone()?,
                 })
             });
-        Self {
-            telegram: HashMap::new(),
-            whatsapp,
-        }
+        let telegram = settings
+            .connectors
+            .get::<ingest::telegram::Telegram>()
+            .into_iter()
+            .flatten()
+            .map(|bot| {
+                let sender = TelegramBot {
+                    api_base: bot.api_base.clone(),
+                    token: SecretString::from(bot.resolve_token()),
+                };
+                (bot.name.clone(), sender)
+            })
+            .collect();
+        Self { telegram, whatsapp }
     }
 
     /// True when a reply to `chat` can be sent: its bot, or its WhatsApp number, is

@@ -377,3 +377,30 @@ async fn first_events_of_new_conversations_on_two_consumers_make_one_lead_each(p
         "each lead holds both sides' keys"
     );
 }
+
+#[sqlx::test(migrator = "store::MIGRATOR")]
+async fn the_first_events_own_fields_survive_a_newer_event(pool: PgPool) {
+    let store = Store::from_pool(pool.clone());
+    let with_first = |update_id: i64, text: &str, edited_at: Option<i64>| {
+        let mut envelope = chat_event(update_id, 8, text, edited_at);
+        let event = envelope.lead.inquiry.event.as_mut().unwrap();
+        event.data.remove("update_id");
+        event
+            .first_data
+            .insert("update_id".into(), json!(update_id));
+        envelope
+    };
+    let original = with_first(300, "Avete scaffali?", None);
+    let edit = with_first(301, "Avete scaffali in rovere?", Some(1_700_000_600));
+    store.store_batch(&[&original]).await.unwrap();
+    store.store_batch(&[&edit]).await.unwrap();
+    let lead = only_lead(&store).await;
+    let activity = &lead.activities[0];
+    assert_eq!(lead.activities.len(), 1);
+    assert_eq!(activity.body.as_deref(), Some("Avete scaffali in rovere?"));
+    assert_eq!(activity.data["edited_at"], 1_700_000_600);
+    assert_eq!(
+        activity.data["update_id"], 300,
+        "the update that began the message names it"
+    );
+}

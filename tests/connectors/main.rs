@@ -13,6 +13,7 @@ mod feed;
 mod lease;
 mod mailbox;
 mod source;
+mod telegram;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -71,6 +72,26 @@ const TESTS: &[(&str, Test)] = &[
     (
         "mailbox::two_daemons_on_one_mailbox_never_both_read_it",
         || Box::pin(mailbox::two_daemons_on_one_mailbox_never_both_read_it()),
+    ),
+    (
+        "telegram::every_expectation_holds_by_polling_and_a_restart_files_nothing_again",
+        || {
+            Box::pin(
+                telegram::every_expectation_holds_by_polling_and_a_restart_files_nothing_again(),
+            )
+        },
+    ),
+    (
+        "telegram::every_expectation_holds_by_webhook_and_a_bad_secret_stores_nothing",
+        || Box::pin(telegram::every_expectation_holds_by_webhook_and_a_bad_secret_stores_nothing()),
+    ),
+    (
+        "telegram::a_kill_mid_stream_loses_and_doubles_nothing",
+        || Box::pin(telegram::a_kill_mid_stream_loses_and_doubles_nothing()),
+    ),
+    (
+        "telegram::the_telegram_commands_talk_to_the_bot_api",
+        || Box::pin(telegram::the_telegram_commands_talk_to_the_bot_api()),
     ),
 ];
 

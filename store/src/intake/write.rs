@@ -503,6 +503,9 @@ impl ActivityState {
         data.insert("attachments".into(), json(&inquiry.attachments).0);
         data.insert("merged".into(), json(&filed.merged).0);
         data.extend(event.map(|e| e.data.clone()).unwrap_or_default());
+        for (name, value) in event.iter().flat_map(|e| &e.first_data) {
+            data.entry(name.clone()).or_insert_with(|| value.clone());
+        }
         Self {
             id: None,
             lead_id: filed.lead_id,
@@ -571,6 +574,13 @@ impl ActivityState {
                     .entry(name.clone())
                     .or_insert_with(|| value.clone());
             }
+        }
+        // The first event's own fields (the id of the message that began a chat
+        // activity) stay whatever comes later.
+        for (name, value) in &event.first_data {
+            self.data
+                .entry(name.clone())
+                .or_insert_with(|| value.clone());
         }
         self.occurred_at = self
             .occurred_at

@@ -1,0 +1,181 @@
+//! Webhook mode: `POST /v1/intake/chat/telegram/{name}`, one Update per request.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use bytes::Bytes;
+use chrono::Utc;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::update::{BotReading, StartPayloads, Update, Verdict, read_update};
+use super::{count_ignored, count_refused};
+use crate::connector::record_success;
+use crate::http::{read_limited, received, refusal_problem, reject};
+use crate::inquiry::Channel;
+use crate::problem::Problem;
+use crate::sink::{IntakeSink, Refusal};
+
+/// The header Telegram sends the webhook's secret in.
+pub const SECRET_HEADER: &str = "x-telegram-bot-api-secret-token";
+
+/// A bot that takes webhook calls.
+pub struct HookBot {
+    /// How its updates are read.
+    pub reading: BotReading,
+    /// The secret Telegram sends back; `None` for a bot in poll mode (it takes no calls).
+    pub secret: Option<String>,
+}
+
+/// What the webhook endpoint works with.
+pub struct HookState {
+    bots: HashMap<String, HookBot>,
+    sink: Arc<dyn IntakeSink>,
+    max_body_bytes: usize,
+    // Deep-link payloads per bot, waiting for the chat's next inquiry. Kept in this
+    // process: a restart between `/start <payload>` and the first question forgets it.
+    starts: Mutex<HashMap<String, StartPayloads>>,
+}
+
+/// The webhook routes for `bots`.
+pub fn routes(bots: Vec<HookBot>, sink: Arc<dyn IntakeSink>, max_body_bytes: usize) -> Router {
+    let state = HookState {
+        bots: bots
+            .into_iter()
+            .map(|b| (b.reading.name.clone(), b))
+            .collect(),
+        sink,
+        max_body_bytes,
+        starts: Mutex::new(HashMap::new()),
+    };
+    Router::new()
+        .route("/v1/intake/chat/telegram/{name}", post(take))
+        .with_state(Arc::new(state))
+}
+
+async fn take(
+    State(state): State<Arc<HookState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(bot) = state.bots.get(&name) else {
+        return Problem::new(
+            StatusCode::NOT_FOUND,
+            "unknown_bot",
+            format!("no Telegram bot named `{name}` is configured in [[telegram]]"),
+        )
+        .into_response();
+    };
+    let source = bot.reading.source.as_str();
+    let Some(secret) = &bot.secret else {
+        return reject(
+            Channel::Chat,
+            source,
+            Problem::new(
+                StatusCode::NOT_FOUND,
+                "not_a_webhook_bot",
+                format!(
+                    "Telegram bot `{name}` is polled (mode = \"poll\"), so it takes no webhook calls"
+                ),
+            ),
+        );
+    };
+    // Checked before the body is read or parsed: a wrong or missing secret stores nothing.
+    let presented = headers
+        .get(SECRET_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if !same_secret(presented, secret.as_bytes()) {
+        return reject(
+            Channel::Chat,
+            source,
+            Problem::new(
+                StatusCode::FORBIDDEN,
+                "bad_secret_token",
+                "the X-Telegram-Bot-Api-Secret-Token header is missing or wrong",
+            ),
+        );
+    }
+    let raw = match read_limited(&headers, body, state.max_body_bytes).await {
+        Ok(raw) => raw,
+        Err(problem) => return reject(Channel::Chat, source, problem),
+    };
+    received(Channel::Chat, source);
+    let update: Update = match serde_json::from_slice(&raw) {
+        Ok(update) => update,
+        Err(error) => {
+            return reject(
+                Channel::Chat,
+                source,
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_json",
+                    format!("the body is not one Telegram Update as JSON: {error}"),
+                ),
+            );
+        }
+    };
+    let verdict = {
+        let mut starts = state.starts.lock().unwrap_or_else(|p| p.into_inner());
+        let chats = starts.entry(name.clone()).or_default();
+        read_update(&bot.reading, &update, Bytes::clone(&raw), chats, Utc::now())
+    };
+    let update_id = update.update_id;
+    match verdict {
+        Verdict::Ignored(reason) => {
+            tracing::debug!(bot = %name, update_id, reason, "Telegram update is not an inquiry.");
+            count_ignored(&bot.reading, reason);
+            ok(json!({"ok": true, "ignored": reason}))
+        }
+        Verdict::Inquiry(inquiry) => match state.sink.submit(*inquiry).await {
+            Ok(accepted) => {
+                record_success(Channel::Chat, source);
+                ok(json!({"ok": true, "inquiry_id": accepted.inquiry_id}))
+            }
+            // Telegram sends a refused update again and again; a content refusal cannot
+            // change, so it is counted and answered 200.
+            Err(Refusal::Unusable { code, message, .. }) => {
+                tracing::warn!(bot = %name, update_id, code, %message, "A Telegram update was refused by the pipeline.");
+                count_refused(&bot.reading, code);
+                ok(json!({"ok": true, "refused": code}))
+            }
+            Err(refusal) => reject(Channel::Chat, source, refusal_problem(refusal)),
+        },
+    }
+}
+
+fn ok(body: serde_json::Value) -> Response {
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+/// Compares in constant time: both sides are hashed first, so neither the content nor
+/// the length of the secret shows in the time taken.
+fn same_secret(presented: &[u8], secret: &[u8]) -> bool {
+    let a = Sha256::digest(presented);
+    let b = Sha256::digest(secret);
+    let diff = a
+        .iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    diff == 0 && !presented.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_secret;
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret(b"abc-123", b"abc-123"));
+        assert!(!same_secret(b"abc-12", b"abc-123"));
+        assert!(!same_secret(b"", b""));
+        assert!(!same_secret(b"abc-124", b"abc-123"));
+    }
+}
