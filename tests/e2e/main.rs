@@ -6,6 +6,7 @@
 mod support;
 
 mod broker_seams;
+mod chat_replies;
 mod clients;
 mod config;
 mod delivery;

@@ -35,10 +35,10 @@ const ACCESS_TOKEN: &str = "EAAG-test-token";
 
 /// One request the stand-in received.
 #[derive(Debug, Clone)]
-struct Seen {
-    path: String,
-    authorization: Option<String>,
-    body: Value,
+pub(crate) struct Seen {
+    pub(crate) path: String,
+    pub(crate) authorization: Option<String>,
+    pub(crate) body: Value,
     at: Instant,
 }
 
@@ -56,7 +56,7 @@ struct StandInState {
 /// The Bot API and the Graph API on loopback: answers from its script first, then
 /// success in each platform's format.
 #[derive(Clone)]
-struct StandIn {
+pub(crate) struct StandIn {
     addr: SocketAddr,
     state: Arc<Mutex<StandInState>>,
 }
@@ -103,7 +103,7 @@ async fn respond(
 
 impl StandIn {
     /// On a port of its own (0: bound at once, so no other test can take it meanwhile).
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         Self::start_on(0).await
     }
 
@@ -120,7 +120,7 @@ impl StandIn {
         Self { addr, state }
     }
 
-    fn base(&self) -> String {
+    pub(crate) fn base(&self) -> String {
         format!("http://{}", self.addr)
     }
 
@@ -132,11 +132,11 @@ impl StandIn {
         self.state.lock().unwrap().delay = delay;
     }
 
-    fn seen(&self) -> Vec<Seen> {
+    pub(crate) fn seen(&self) -> Vec<Seen> {
         self.state.lock().unwrap().seen.clone()
     }
 
-    async fn wait_seen(&self, n: usize, timeout: Duration) -> Vec<Seen> {
+    pub(crate) async fn wait_seen(&self, n: usize, timeout: Duration) -> Vec<Seen> {
         let deadline = Instant::now() + timeout;
         loop {
             let seen = self.seen();
@@ -362,7 +362,7 @@ fn mail_message(email: &str, message_id: &str, subject: &str) -> Inquiry {
 }
 
 /// The id of the one lead holding `key`, once filed.
-async fn lead_with_key(daemon: &TestDaemon, key: &str) -> i64 {
+pub(crate) async fn lead_with_key(daemon: &TestDaemon, key: &str) -> i64 {
     let query = format!("key={}", key.replace('+', "%2B"));
     let leads = daemon
         .wait_for_leads(&query, 1, Duration::from_secs(30))
@@ -399,7 +399,7 @@ async fn reply(
 }
 
 /// The activity `id` of lead `lead` once `data.delivery` is no longer `pending`.
-async fn settled(daemon: &TestDaemon, lead: i64, id: i64, timeout: Duration) -> Value {
+pub(crate) async fn settled(daemon: &TestDaemon, lead: i64, id: i64, timeout: Duration) -> Value {
     let deadline = Instant::now() + timeout;
     loop {
         let detail = daemon.get(&format!("/v1/leads/{lead}")).await.json();
