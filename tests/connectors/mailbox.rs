@@ -2,11 +2,12 @@
 //! creates its own folders and deletes them afterwards.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use ingest::email::imap::{ImapSession, connect};
-use ingest::email::mailbox::MailboxConfig;
+use ingest::email::mailbox::{MailboxConfig, TlsMode};
 use serde_json::Value;
 use sqlx::PgPool;
 
@@ -46,8 +47,18 @@ fn entry(config: &MailboxConfig) -> String {
         .iter()
         .map(|d| format!("\"{d}\""))
         .collect();
+    let tls = match config.tls {
+        TlsMode::None => "none",
+        TlsMode::Starttls => "starttls",
+        TlsMode::Tls => "tls",
+    };
+    let ca_file = config
+        .ca_file
+        .as_ref()
+        .map(|path| format!("ca_file = \"{}\"\n", path.display()))
+        .unwrap_or_default();
     format!(
-        "[[mailboxes]]\nname = \"{}\"\nhost = \"{}\"\nport = {}\ntls = \"none\"\nuser = \"{}\"\n\
+        "[[mailboxes]]\nname = \"{}\"\nhost = \"{}\"\nport = {}\ntls = \"{tls}\"\n{ca_file}user = \"{}\"\n\
          password = \"{}\"\nfolder = \"{}\"\nsource = \"{}\"\ndefault_region = \"{}\"\n\
          internal_domains = [{}]\npoll_interval_secs = 1\n\n",
         config.name,
@@ -60,6 +71,37 @@ fn entry(config: &MailboxConfig) -> String {
         config.default_region.as_deref().unwrap_or_default(),
         domains.join(", ")
     )
+}
+
+/// The CA that signed the test servers' certificate (made by `scripts/services.sh`).
+fn test_ca() -> PathBuf {
+    let dir =
+        std::env::var("LEADPIPE_SERVICES_DIR").unwrap_or_else(|_| "/tmp/leadpipe-services".into());
+    let path = PathBuf::from(dir).join("tls/ca.pem");
+    assert!(
+        path.is_file(),
+        "{} is missing: bash scripts/services.sh makes the test CA and TLS listeners",
+        path.display()
+    );
+    path
+}
+
+/// The port of the test server's implicit-TLS listener.
+fn imaps_port() -> u16 {
+    std::env::var("LEADPIPE_TEST_IMAPS_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1993)
+}
+
+/// `config` over TLS in `mode`, trusting the test CA when `trusted`.
+fn over_tls(mut config: MailboxConfig, mode: TlsMode, trusted: bool) -> MailboxConfig {
+    config.tls = mode;
+    if mode == TlsMode::Tls {
+        config.port = Some(imaps_port());
+    }
+    config.ca_file = trusted.then(test_ca);
+    config
 }
 
 /// A folder of its own on the test server, deleted when dropped.
@@ -821,4 +863,84 @@ pub async fn a_connection_that_stops_answering_is_noticed_and_the_reader_reconne
         daemon.log()
     );
     drop((daemon, folder));
+}
+
+pub async fn mailboxes_over_starttls_and_implicit_tls_file_their_mail_and_an_untrusted_certificate_is_named()
+ {
+    let world = World::new().await;
+    let starttls = Folder::create("starttls").await;
+    let implicit = Folder::create("tls").await;
+    let untrusted = Folder::create("untrusted").await;
+    let tag = starttls.name.clone();
+    starttls.append(&numbered(&tag, 0, 2)).await;
+    implicit.append(&numbered(&tag, 2, 4)).await;
+    untrusted.append(&numbered(&tag, 4, 5)).await;
+    let text = entry(&over_tls(
+        config("starttls", &starttls.name, "IT", &[]),
+        TlsMode::Starttls,
+        true,
+    )) + &entry(&over_tls(
+        config("implicit", &implicit.name, "IT", &[]),
+        TlsMode::Tls,
+        true,
+    )) + &entry(&over_tls(
+        config("untrusted", &untrusted.name, "IT", &[]),
+        TlsMode::Tls,
+        false,
+    ));
+    let daemon = Daemon::start_with(&world, &text).await;
+    let pool = world.db().await;
+    wait_for(&pool, "mail-it", 4, Duration::from_secs(60)).await;
+    // The untrusted mailbox would have filed by now if it could.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let all: BTreeSet<String> = filed(&pool, "mail-it").await.into_keys().collect();
+    let want: BTreeSet<String> = (0..4)
+        .map(|i| format!("<n.{tag}.{i}@example.it>"))
+        .collect();
+    assert_eq!(
+        all,
+        want,
+        "both TLS mailboxes file their mail, the untrusted one nothing\n{}",
+        daemon.log()
+    );
+    for name in ["starttls", "implicit"] {
+        let c = cursor(&pool, name).await;
+        assert!(
+            c.as_ref().is_some_and(|c| c["last_uid"] == 2),
+            "{name}: {c:?}"
+        );
+    }
+    assert!(cursor(&pool, "untrusted").await.is_none());
+    pool.close().await;
+
+    // The reader's error names the certificate problem, on /readyz and in the log.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let error = loop {
+        let entry = daemon.connector("untrusted").await;
+        if let Some(error) = entry["last_error"].as_str() {
+            break error.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no error for the untrusted mailbox: {entry}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        error.contains("certificate is not trusted") && error.contains("ca_file"),
+        "{error}"
+    );
+    let (ok, out) = daemon.command(&["mailbox", "test", "untrusted"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("certificate is not trusted")
+            && out.contains("UnknownIssuer")
+            && out.contains("ca_file"),
+        "mailbox test says plainly why: {out}"
+    );
+    for name in ["starttls", "implicit"] {
+        let (ok, out) = daemon.command(&["mailbox", "test", name]);
+        assert!(ok && out.contains("messages:    2"), "{name}: {out}");
+    }
+    drop((daemon, starttls, implicit, untrusted));
 }

@@ -69,6 +69,12 @@ const TESTS: &[(&str, Test)] = &[
         },
     ),
     (
+        "mailbox::mailboxes_over_starttls_and_implicit_tls_file_their_mail_and_an_untrusted_certificate_is_named",
+        || {
+            Box::pin(mailbox::mailboxes_over_starttls_and_implicit_tls_file_their_mail_and_an_untrusted_certificate_is_named())
+        },
+    ),
+    (
         "mailbox::two_daemons_on_one_mailbox_never_both_read_it",
         || Box::pin(mailbox::two_daemons_on_one_mailbox_never_both_read_it()),
     ),

@@ -61,6 +61,9 @@ pub struct MailboxConfig {
     /// `none`, `starttls` or `tls` (default).
     #[serde(default)]
     pub tls: TlsMode,
+    /// A PEM file of CA certificates trusted besides the system's (a private CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// The login name.
     pub user: String,
     /// The password, written here (see also `password_file` and the environment).
@@ -206,6 +209,11 @@ impl ConnectorKind for Mailboxes {
             }
             if mailbox.port == Some(0) {
                 problems.push((key("port"), "must be a port number from 1 to 65535".into()));
+            }
+            if let Some(path) = &mailbox.ca_file
+                && let Err(problem) = super::tls::read_ca_file(path)
+            {
+                problems.push((key("ca_file"), problem));
             }
             if mailbox.user.trim().is_empty() {
                 problems.push((key("user"), "must not be empty".into()));
@@ -369,6 +377,16 @@ mod tests {
             ],
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn a_ca_file_that_is_missing_or_not_pem_is_named_by_its_key_path() {
+        let mut m = entry("password = \"x\"\ntls = \"tls\"");
+        m.ca_file = Some(PathBuf::from("/nonexistent/ca.pem"));
+        let found = problems(&[m]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, "mailboxes[0].ca_file");
+        assert!(found[0].1.contains("/nonexistent/ca.pem"), "{found:?}");
     }
 
     #[test]
