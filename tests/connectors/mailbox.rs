@@ -139,6 +139,26 @@ impl Folder {
         let _ = s.logout().await;
     }
 
+    /// Appends `messages` as received at `date` (`01-Jan-2020 10:00:00 +0000`).
+    async fn append_received(&self, messages: &[Vec<u8>], date: &str) {
+        let mut s = session().await;
+        let quoted = format!("\"{date}\"");
+        for raw in messages {
+            s.append(&self.name, None, Some(&quoted), raw)
+                .await
+                .expect("APPEND a message with its date");
+        }
+        let _ = s.logout().await;
+    }
+
+    /// The folder's UIDVALIDITY.
+    async fn uid_validity(&self) -> u32 {
+        let mut s = session().await;
+        let mailbox = s.examine(&self.name).await.expect("EXAMINE");
+        let _ = s.logout().await;
+        mailbox.uid_validity.expect("a UIDVALIDITY")
+    }
+
     /// Deletes and creates the folder again with `messages`: a new UIDVALIDITY.
     async fn recreate(&self, messages: &[Vec<u8>]) {
         let mut s = session().await;
@@ -442,6 +462,15 @@ fn numbered(tag: &str, from: usize, to: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// How many inquiries of `source` are stored.
+async fn stored_count(pool: &PgPool, source: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM inquiries WHERE source = $1")
+        .bind(source)
+        .fetch_one(pool)
+        .await
+        .expect("count inquiries")
+}
+
 async fn cursor(pool: &PgPool, name: &str) -> Option<Value> {
     sqlx::query_scalar("SELECT cursor FROM connector_checkpoints WHERE source_key = $1")
         .bind(format!("email:{name}"))
@@ -451,59 +480,110 @@ async fn cursor(pool: &PgPool, name: &str) -> Option<Value> {
         .flatten()
 }
 
+/// `numbered` messages, every tenth of them an auto-reply (kept, counted, never a lead).
+fn mixed(tag: &str, from: usize, to: usize) -> Vec<Vec<u8>> {
+    numbered(tag, from, to)
+        .into_iter()
+        .zip(from..to)
+        .map(|(raw, i)| {
+            if i % 10 == 9 {
+                let text = String::from_utf8(raw).expect("ASCII");
+                text.replacen(
+                    "MIME-Version",
+                    "Auto-Submitted: auto-replied\r\nMIME-Version",
+                    1,
+                )
+                .into_bytes()
+            } else {
+                raw
+            }
+        })
+        .collect()
+}
+
+/// What is wrong with `all` for the `mixed` messages `0..n`: each must be one inquiry,
+/// one lead, or (every tenth) one non-lead with the reason `auto_reply` on no lead.
+fn mixed_problems(all: &BTreeMap<String, Filed>, tag: &str, n: usize) -> Vec<String> {
+    let mut bad = Vec::new();
+    for i in 0..n {
+        let id = format!("<n.{tag}.{i}@example.it>");
+        let got = all.get(&id).cloned().unwrap_or_default();
+        let rejected = i % 10 == 9;
+        let fine = got.inquiries == 1
+            && if rejected {
+                got.reason.as_deref() == Some("auto_reply") && got.activity_leads.is_empty()
+            } else {
+                got.reason.is_none() && got.activity_leads.len() == 1
+            };
+        if !fine {
+            bad.push(format!("{id}: {got:?}"));
+        }
+    }
+    if all.len() != n {
+        bad.push(format!("{} messages stored, want {n}", all.len()));
+    }
+    bad
+}
+
 pub async fn a_500_message_mailbox_killed_mid_way_then_recreated_files_each_message_exactly_once() {
     const N: usize = 500;
+    const LEADS: i64 = (N - N / 10) as i64;
     let world = World::new().await;
     let folder = Folder::create("kill").await;
     let tag = folder.name.clone();
-    let first = numbered(&tag, 0, 300);
-    folder.append(&first).await;
+    folder.append(&mixed(&tag, 0, N)).await;
     let mailbox = config("kill", &folder.name, "IT", &[]);
     let mut daemon = Daemon::start_with(&world, &entry(&mailbox)).await;
     let pool = world.db().await;
-    let at_kill = wait_for(&pool, "mail-it", 60, Duration::from_secs(120))
-        .await
-        .len();
+    // Killed as soon as a tenth is filed, so that part of the mailbox, neither none nor
+    // all of it, is filed when the process dies.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while stored_count(&pool, "mail-it").await < N as i64 / 10 {
+        assert!(
+            Instant::now() < deadline,
+            "the mailbox is being read\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     daemon.kill();
+    let at_kill = stored_count(&pool, "mail-it").await;
     assert!(
-        at_kill >= 60,
-        "some messages were filed before the kill\n{}",
+        (N as i64 / 10..=N as i64 * 8 / 10).contains(&at_kill),
+        "killed with part of the mailbox filed: {at_kill} of {N}\n{}",
         daemon.log()
     );
-    folder.append(&numbered(&tag, 300, N)).await;
     daemon.launch().await;
-    let all = wait_for(&pool, "mail-it", N, Duration::from_secs(180)).await;
+    wait_for(&pool, "mail-it", N, Duration::from_secs(180)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let all = {
-        let again = filed(&pool, "mail-it").await;
-        assert_eq!(again.len(), all.len().max(again.len()));
-        again
-    };
-    let doubled: Vec<&String> = all
-        .iter()
-        .filter(|(_, f)| f.inquiries != 1 || f.activity_leads.len() != 1)
-        .map(|(id, _)| id)
-        .collect();
-    assert_eq!(
-        all.len(),
-        N,
-        "every message is one inquiry (killed after {at_kill})\n{}",
+    let all = filed(&pool, "mail-it").await;
+    let bad = mixed_problems(&all, &tag, N);
+    assert!(
+        bad.is_empty(),
+        "every message is one lead or one kept auto-reply (killed after {at_kill}):\n{}\n{}",
+        bad.join("\n"),
         daemon.log()
     );
-    assert!(doubled.is_empty(), "each message is one lead: {doubled:?}");
-    assert_eq!(lead_count(&pool, "mail-it").await, N as i64);
+    assert_eq!(lead_count(&pool, "mail-it").await, LEADS);
+    let rejected = crate::daemon::metric(
+        &daemon.metrics().await,
+        "leadpipe_mail_rejected_total",
+        &["reason=\"auto_reply\""],
+    );
+    assert!(
+        rejected.is_some_and(|n| n >= 1.0),
+        "the restarted reader counts the auto-replies it read: {rejected:?}"
+    );
     let before = cursor(&pool, "kill").await.expect("a cursor");
     assert_eq!(
         before["last_uid"], N as u64,
         "the cursor is at the last UID"
     );
 
-    // A new UIDVALIDITY: the folder is read again, and nothing is filed twice. The
-    // daemon is stopped meanwhile: the server refuses to recreate a folder another
-    // session has open.
+    // A new UIDVALIDITY while the daemon is stopped: the folder is read again on the
+    // next start, and nothing is filed twice.
     daemon.kill();
-    let all_messages = numbered(&tag, 0, N);
-    folder.recreate(&all_messages).await;
+    folder.recreate(&mixed(&tag, 0, N)).await;
     daemon.launch().await;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -520,14 +600,13 @@ pub async fn a_500_message_mailbox_killed_mid_way_then_recreated_files_each_mess
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = filed(&pool, "mail-it").await;
-    assert_eq!(after.len(), N);
+    let bad = mixed_problems(&after, &tag, N);
     assert!(
-        after
-            .values()
-            .all(|f| f.inquiries == 1 && f.activity_leads.len() == 1),
-        "a re-read files nothing twice"
+        bad.is_empty(),
+        "a re-read files nothing twice:\n{}",
+        bad.join("\n")
     );
-    assert_eq!(lead_count(&pool, "mail-it").await, N as i64);
+    assert_eq!(lead_count(&pool, "mail-it").await, LEADS);
     pool.close().await;
     daemon.kill();
     drop(folder);
@@ -943,4 +1022,83 @@ pub async fn mailboxes_over_starttls_and_implicit_tls_file_their_mail_and_an_unt
         assert!(ok && out.contains("messages:    2"), "{name}: {out}");
     }
     drop((daemon, starttls, implicit, untrusted));
+}
+
+pub async fn a_backfill_recovers_mail_the_cursor_passed_over_once_and_reads_nothing_older() {
+    let world = World::new().await;
+    let folder = Folder::create("backfill").await;
+    let tag = folder.name.clone();
+    let mailbox = config("missed", &folder.name, "IT", &[]);
+    let mut daemon = Daemon::start_with(&world, &entry(&mailbox)).await;
+    assert!(
+        daemon
+            .wait_state("missed", "running", Duration::from_secs(30))
+            .await,
+        "{}",
+        daemon.log()
+    );
+    daemon.kill();
+    // Two messages from long ago, four recent ones; then the cursor is put past all of
+    // them, as a database restored from an older backup or an operator's mistake does.
+    folder
+        .append_received(&numbered(&tag, 0, 2), "01-Jan-2020 10:00:00 +0000")
+        .await;
+    folder.append(&numbered(&tag, 2, 6)).await;
+    let pool = world.db().await;
+    sqlx::query(
+        "INSERT INTO connector_checkpoints (source_key, cursor) VALUES ($1, $2) \
+         ON CONFLICT (source_key) DO UPDATE SET cursor = EXCLUDED.cursor",
+    )
+    .bind("email:missed")
+    .bind(serde_json::json!({"uid_validity": folder.uid_validity().await, "last_uid": 6}))
+    .execute(&pool)
+    .await
+    .expect("set the cursor");
+    daemon.launch().await;
+    assert!(
+        daemon
+            .wait_state("missed", "running", Duration::from_secs(30))
+            .await,
+        "{}",
+        daemon.log()
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        filed(&pool, "mail-it").await.is_empty(),
+        "the reader files nothing behind its cursor\n{}",
+        daemon.log()
+    );
+
+    let recent: BTreeSet<String> = (2..6)
+        .map(|i| format!("<n.{tag}.{i}@example.it>"))
+        .collect();
+    for round in 0..2 {
+        let (ok, out) = daemon.command(&["mailbox", "backfill", "missed", "--since", "2024-01-01"]);
+        assert!(ok, "backfill {round} succeeds: {out}");
+        assert!(
+            out.contains("4 message(s)"),
+            "only the recent mail is read: {out}"
+        );
+        wait_for(&pool, "mail-it", 4, Duration::from_secs(30)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let all = filed(&pool, "mail-it").await;
+        let ids: BTreeSet<String> = all.keys().cloned().collect();
+        assert_eq!(
+            ids, recent,
+            "backfill {round}: the recent mail, nothing older"
+        );
+        assert!(
+            all.values()
+                .all(|f| f.inquiries == 1 && f.activity_leads.len() == 1),
+            "backfill {round}: each message is one inquiry on one lead: {all:?}"
+        );
+        assert_eq!(lead_count(&pool, "mail-it").await, 4, "backfill {round}");
+    }
+    assert_eq!(
+        cursor(&pool, "missed").await.map(|c| c["last_uid"].clone()),
+        Some(serde_json::json!(6)),
+        "a backfill leaves the cursor alone"
+    );
+    pool.close().await;
+    drop((daemon, folder));
 }

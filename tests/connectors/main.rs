@@ -75,6 +75,12 @@ const TESTS: &[(&str, Test)] = &[
         },
     ),
     (
+        "mailbox::a_backfill_recovers_mail_the_cursor_passed_over_once_and_reads_nothing_older",
+        || {
+            Box::pin(mailbox::a_backfill_recovers_mail_the_cursor_passed_over_once_and_reads_nothing_older())
+        },
+    ),
+    (
         "mailbox::two_daemons_on_one_mailbox_never_both_read_it",
         || Box::pin(mailbox::two_daemons_on_one_mailbox_never_both_read_it()),
     ),
