@@ -565,14 +565,37 @@ pub async fn a_500_message_mailbox_killed_mid_way_then_recreated_files_each_mess
         daemon.log()
     );
     assert_eq!(lead_count(&pool, "mail-it").await, LEADS);
+    let metrics = daemon.metrics().await;
     let rejected = crate::daemon::metric(
-        &daemon.metrics().await,
+        &metrics,
         "leadpipe_mail_rejected_total",
         &["reason=\"auto_reply\""],
     );
     assert!(
         rejected.is_some_and(|n| n >= 1.0),
         "the restarted reader counts the auto-replies it read: {rejected:?}"
+    );
+    // The connector's metrics name the source its mail is filed under and the mailbox
+    // that read it.
+    let labels = [
+        "channel=\"email\"",
+        "source=\"mail-it\"",
+        "connector=\"kill\"",
+    ];
+    for name in [
+        "leadpipe_connector_up",
+        "leadpipe_inquiries_received_total",
+        "leadpipe_connector_last_success_timestamp_seconds",
+    ] {
+        let value = crate::daemon::metric(&metrics, name, &labels);
+        assert!(
+            value.is_some_and(|v| v > 0.0),
+            "{name}{labels:?}: {value:?}\n{metrics}"
+        );
+    }
+    assert!(
+        !metrics.contains("source=\"kill\""),
+        "no metric takes the mailbox's name for its source:\n{metrics}"
     );
     let before = cursor(&pool, "kill").await.expect("a cursor");
     assert_eq!(
@@ -652,7 +675,7 @@ pub async fn two_daemons_on_one_mailbox_never_both_read_it() {
     let read_by_second = crate::daemon::metric(
         &second.metrics().await,
         "leadpipe_inquiries_received_total",
-        &["source=\"two\""],
+        &["connector=\"two\""],
     );
     assert!(
         read_by_second.is_none_or(|n| n == 0.0),
@@ -1098,6 +1121,67 @@ pub async fn a_backfill_recovers_mail_the_cursor_passed_over_once_and_reads_noth
         cursor(&pool, "missed").await.map(|c| c["last_uid"].clone()),
         Some(serde_json::json!(6)),
         "a backfill leaves the cursor alone"
+    );
+    pool.close().await;
+    drop((daemon, folder));
+}
+
+pub async fn a_folder_recreated_under_a_running_reader_is_read_again_at_once_without_duplicates() {
+    let world = World::new().await;
+    let folder = Folder::create("validity").await;
+    let tag = folder.name.clone();
+    folder.append(&mixed(&tag, 0, 10)).await;
+    // IDLE is re-issued only every 300 s: the reader must notice the change sooner.
+    let mailbox = config("validity", &folder.name, "IT", &[]);
+    let daemon = Daemon::start_with(&world, &entry(&mailbox)).await;
+    let pool = world.db().await;
+    wait_for(&pool, "mail-it", 10, Duration::from_secs(60)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let before = loop {
+        if let Some(c) = cursor(&pool, "validity").await
+            && c["last_uid"] == 10
+        {
+            break c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the folder is read\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Now waiting in IDLE on the folder.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let changed = Instant::now();
+    folder.recreate(&mixed(&tag, 0, 20)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = cursor(&pool, "validity").await.expect("a cursor");
+        if now["uid_validity"] != before["uid_validity"] && now["last_uid"] == 20 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the recreated folder is read again long before the IDLE interval ends: {now}\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let took = changed.elapsed();
+    wait_for(&pool, "mail-it", 20, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let all = filed(&pool, "mail-it").await;
+    let bad = mixed_problems(&all, &tag, 20);
+    assert!(
+        bad.is_empty(),
+        "the old messages are not filed twice and the new ones are filed:\n{}",
+        bad.join("\n")
+    );
+    assert_eq!(lead_count(&pool, "mail-it").await, 18);
+    assert!(
+        took < Duration::from_secs(30) && daemon.log_contains("UIDVALIDITY changed"),
+        "the reader noticed the new folder after {took:?}\n{}",
+        daemon.log()
     );
     pool.close().await;
     drop((daemon, folder));

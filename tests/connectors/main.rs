@@ -81,6 +81,12 @@ const TESTS: &[(&str, Test)] = &[
         },
     ),
     (
+        "mailbox::a_folder_recreated_under_a_running_reader_is_read_again_at_once_without_duplicates",
+        || {
+            Box::pin(mailbox::a_folder_recreated_under_a_running_reader_is_read_again_at_once_without_duplicates())
+        },
+    ),
+    (
         "mailbox::two_daemons_on_one_mailbox_never_both_read_it",
         || Box::pin(mailbox::two_daemons_on_one_mailbox_never_both_read_it()),
     ),

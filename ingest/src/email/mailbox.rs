@@ -299,7 +299,8 @@ impl ConnectorKind for Mailboxes {
                 channel: Channel::Email,
                 // The lease and cursor belong to the mailbox, not to its source: two
                 // mailboxes may file under one source.
-                source: mailbox.name.clone(),
+                name: mailbox.name.clone(),
+                source: mailbox.source.clone(),
                 task: Arc::new(MailboxTask::new(mailbox, password)),
             }));
         }
