@@ -163,9 +163,29 @@ impl Folder {
     async fn recreate(&self, messages: &[Vec<u8>]) {
         let mut s = session().await;
         s.delete(&self.name).await.expect("DELETE the folder");
-        s.create(&self.name).await.expect("CREATE it again");
         let _ = s.logout().await;
-        self.append(messages).await;
+        // A session that had the old folder open (the reader's) may still be clearing
+        // it away; Dovecot then refuses an APPEND with "Mailbox was deleted under us".
+        // Such a refusal appended nothing, so the folder is made again and refilled.
+        for attempt in 1..=5 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let mut s = session().await;
+            let _ = s.delete(&self.name).await;
+            s.create(&self.name).await.expect("CREATE it again");
+            let mut refused = None;
+            for raw in messages {
+                if let Err(error) = s.append(&self.name, None, None, raw).await {
+                    refused = Some(error);
+                    break;
+                }
+            }
+            let _ = s.logout().await;
+            match refused {
+                None => return,
+                Some(error) if attempt == 5 => panic!("APPEND to the recreated folder: {error}"),
+                Some(_) => {}
+            }
+        }
     }
 }
 

@@ -609,7 +609,28 @@ async fn wait_idle(
         tokio::pin!(wait);
         tokio::select! {
             result = &mut wait => {
-                result.map_err(|e| PullError::Source(format!("IDLE: {e}")))?;
+                use async_imap::extensions::idle::IdleResponse;
+                use async_imap::imap_proto::{Response, Status};
+                match result.map_err(|e| PullError::Source(format!("IDLE: {e}")))? {
+                    // Dovecot says BYE to the sessions of a folder that was deleted or
+                    // recreated; the next session reads its new UIDVALIDITY.
+                    IdleResponse::NewData(data)
+                        if matches!(data.parsed(), Response::Data { status: Status::Bye, .. }) =>
+                    {
+                        return Err(PullError::Source(
+                            "the server ended the session during IDLE (BYE: the folder may \
+                             have been deleted or recreated); reconnecting"
+                                .into(),
+                        ));
+                    }
+                    // Only the stop branch below interrupts: this is the stream's end.
+                    IdleResponse::ManualInterrupt => {
+                        return Err(PullError::Source(
+                            "the server closed the connection during IDLE; reconnecting".into(),
+                        ));
+                    }
+                    IdleResponse::NewData(_) | IdleResponse::Timeout => {}
+                }
             }
             _ = ctx.stopped() => {
                 drop(interrupt);
