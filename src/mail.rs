@@ -138,10 +138,15 @@ pub fn problems(smtp: Option<&SmtpSettings>, acks: &[AckSettings]) -> Vec<(Strin
                 ),
             );
         }
-        if let Some(path) = &smtp.ca_file
-            && let Err(problem) = ingest::email::tls::read_ca_file(path)
-        {
-            push("smtp.ca_file", problem);
+        if let Some(path) = &smtp.ca_file {
+            if smtp.tls == SmtpTls::None {
+                push(
+                    "smtp.ca_file",
+                    "is used only with tls = \"starttls\" or \"tls\"".into(),
+                );
+            } else if let Err(problem) = ingest::email::tls::read_ca_file(path) {
+                push("smtp.ca_file", problem);
+            }
         }
         match (&smtp.password, &smtp.password_file) {
             (Some(_), Some(_)) => push(

@@ -210,10 +210,15 @@ impl ConnectorKind for Mailboxes {
             if mailbox.port == Some(0) {
                 problems.push((key("port"), "must be a port number from 1 to 65535".into()));
             }
-            if let Some(path) = &mailbox.ca_file
-                && let Err(problem) = super::tls::read_ca_file(path)
-            {
-                problems.push((key("ca_file"), problem));
+            if let Some(path) = &mailbox.ca_file {
+                if mailbox.tls == TlsMode::None {
+                    problems.push((
+                        key("ca_file"),
+                        "is used only with tls = \"starttls\" or \"tls\"".into(),
+                    ));
+                } else if let Err(problem) = super::tls::read_ca_file(path) {
+                    problems.push((key("ca_file"), problem));
+                }
             }
             if mailbox.user.trim().is_empty() {
                 problems.push((key("user"), "must not be empty".into()));
@@ -388,6 +393,11 @@ mod tests {
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].0, "mailboxes[0].ca_file");
         assert!(found[0].1.contains("/nonexistent/ca.pem"), "{found:?}");
+        let mut plain = entry("password = \"x\"");
+        plain.ca_file = Some(PathBuf::from("/nonexistent/ca.pem"));
+        let found = problems(&[plain]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].1.contains("only with tls"), "{found:?}");
     }
 
     #[test]
