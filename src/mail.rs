@@ -20,7 +20,7 @@ use std::time::Duration;
 use lettre::message::Mailbox;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -49,6 +49,8 @@ pub struct SmtpSettings {
     pub port: u16,
     /// `none`, `starttls` or `tls`.
     pub tls: SmtpTls,
+    /// A PEM file of CA certificates trusted besides the system's (a private CA).
+    pub ca_file: Option<PathBuf>,
     /// The login, if the server wants one.
     pub user: Option<String>,
     /// The password for `user`.
@@ -75,6 +77,7 @@ impl Default for SmtpSettings {
             host: String::new(),
             port: 25,
             tls: SmtpTls::Starttls,
+            ca_file: None,
             user: None,
             password: None,
             password_file: None,
@@ -134,6 +137,16 @@ pub fn problems(smtp: Option<&SmtpSettings>, acks: &[AckSettings]) -> Vec<(Strin
                     smtp.from
                 ),
             );
+        }
+        if let Some(path) = &smtp.ca_file {
+            if smtp.tls == SmtpTls::None {
+                push(
+                    "smtp.ca_file",
+                    "is used only with tls = \"starttls\" or \"tls\"".into(),
+                );
+            } else if let Err(problem) = ingest::email::tls::read_ca_file(path) {
+                push("smtp.ca_file", problem);
+            }
         }
         match (&smtp.password, &smtp.password_file) {
             (Some(_), Some(_)) => push(
@@ -225,6 +238,23 @@ pub fn ack_rules(smtp: Option<&SmtpSettings>, acks: &[AckSettings]) -> AckRules 
     }
 }
 
+/// TLS towards `settings.host`: the system's roots and those of `ca_file`, on rustls.
+fn tls_parameters(settings: &SmtpSettings) -> anyhow::Result<TlsParameters> {
+    let mut builder = TlsParameters::builder(settings.host.clone());
+    if let Some(path) = &settings.ca_file {
+        for cert in ingest::email::tls::read_ca_file(path)
+            .map_err(|problem| anyhow::anyhow!("smtp.ca_file: {problem}"))?
+        {
+            let cert = Certificate::from_der(cert.to_vec())
+                .map_err(|e| anyhow::anyhow!("smtp.ca_file: {}: {e}", path.display()))?;
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
+        .build_rustls()
+        .map_err(|e| anyhow::anyhow!("smtp.tls: cannot set up TLS: {e}"))
+}
+
 /// The delay after failed attempt number `attempts`: the initial delay, doubled with
 /// each further attempt, never above the ceiling.
 fn retry_delay(settings: &SmtpSettings, attempts: i32) -> Duration {
@@ -289,14 +319,8 @@ impl Sender {
                 .timeout(Some(Duration::from_secs(settings.timeout_secs)));
         builder = match settings.tls {
             SmtpTls::None => builder.tls(Tls::None),
-            SmtpTls::Starttls => builder.tls(Tls::Required(
-                TlsParameters::new(settings.host.clone())
-                    .map_err(|e| anyhow::anyhow!("smtp.tls: cannot set up TLS: {e}"))?,
-            )),
-            SmtpTls::Tls => builder.tls(Tls::Wrapper(
-                TlsParameters::new(settings.host.clone())
-                    .map_err(|e| anyhow::anyhow!("smtp.tls: cannot set up TLS: {e}"))?,
-            )),
+            SmtpTls::Starttls => builder.tls(Tls::Required(tls_parameters(settings)?)),
+            SmtpTls::Tls => builder.tls(Tls::Wrapper(tls_parameters(settings)?)),
         };
         if let Some(user) = &settings.user {
             let password = match (&settings.password, &settings.password_file) {
@@ -521,6 +545,22 @@ mod tests {
             ]
         );
         assert!(problems(Some(&smtp()), &[ack("website-it", "Ciao {name}")]).is_empty());
+    }
+
+    #[test]
+    fn a_ca_file_that_is_not_pem_is_a_problem_of_smtp_ca_file() {
+        let path = std::env::temp_dir().join(format!("lp-not-pem-{}", std::process::id()));
+        std::fs::write(&path, "just text\n").unwrap();
+        let settings = SmtpSettings {
+            tls: SmtpTls::Tls,
+            ca_file: Some(path.clone()),
+            ..smtp()
+        };
+        let found = problems(Some(&settings), &[]);
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, "smtp.ca_file");
+        assert!(found[0].1.contains("no certificate"), "{found:?}");
     }
 
     #[test]

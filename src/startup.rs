@@ -238,7 +238,9 @@ impl Application {
         pull_tasks.close();
         let http_entries: Vec<Entry> = http_sources
             .iter()
-            .map(|(channel, source)| Entry::register(*channel, source, Kind::Http, State::Running))
+            .map(|(channel, source)| {
+                Entry::register(*channel, source, None, Kind::Http, State::Running)
+            })
             .collect();
 
         let addr = listener.local_addr()?;

@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
 use ingest::Channel;
-use ingest::connector::record_up;
+use ingest::connector::{connector_labels, record_up};
 use serde::Serialize;
 
 /// How a connector gets its work.
@@ -47,8 +47,11 @@ pub enum State {
 pub struct ConnectorStatus {
     /// Its channel.
     pub channel: Channel,
-    /// Its source.
+    /// Its source (where its inquiries are filed).
     pub source: String,
+    /// A pull connector's own name (a mailbox's name): several may share a source.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connector: Option<String>,
     /// HTTP or pull.
     pub kind: Kind,
     /// Where it stands.
@@ -75,20 +78,30 @@ fn registry() -> MutexGuard<'static, BTreeMap<(&'static str, String), ConnectorS
 pub struct Entry {
     channel: Channel,
     source: String,
+    connector: Option<String>,
 }
 
 impl Entry {
-    /// Registers a connector in `state`.
-    pub fn register(channel: Channel, source: &str, kind: Kind, state: State) -> Self {
+    /// Registers a connector in `state`: an HTTP connector by its source, a pull
+    /// connector by its own name too.
+    pub fn register(
+        channel: Channel,
+        source: &str,
+        connector: Option<&str>,
+        kind: Kind,
+        state: State,
+    ) -> Self {
         let entry = Self {
             channel,
             source: source.to_owned(),
+            connector: connector.map(str::to_owned),
         };
         registry().insert(
-            (channel.as_str(), source.to_owned()),
+            entry.key(),
             ConnectorStatus {
                 channel,
                 source: source.to_owned(),
+                connector: entry.connector.clone(),
                 kind,
                 state,
                 since: Utc::now(),
@@ -96,8 +109,18 @@ impl Entry {
                 last_error: None,
             },
         );
-        record_up(channel, source, state == State::Running);
+        record_up(channel, source, connector, state == State::Running);
         entry
+    }
+
+    /// Its key in the registry: the name of a pull connector, else its source.
+    fn key(&self) -> (&'static str, String) {
+        (
+            self.channel.as_str(),
+            self.connector
+                .clone()
+                .unwrap_or_else(|| self.source.clone()),
+        )
     }
 
     /// Moves to `state` (the time is kept when the state does not change).
@@ -108,7 +131,12 @@ impl Entry {
                 status.since = Utc::now();
             }
         });
-        record_up(self.channel, &self.source, state == State::Running);
+        record_up(
+            self.channel,
+            &self.source,
+            self.connector.as_deref(),
+            state == State::Running,
+        );
     }
 
     /// Records a failed run: counted as a restart, its error kept for `/readyz`.
@@ -117,12 +145,16 @@ impl Entry {
             status.restarts += 1;
             status.last_error = Some(error.to_owned());
         });
-        metrics::counter!("leadpipe_connector_restarts_total", "channel" => self.channel.as_str(), "source" => self.source.clone()).increment(1);
+        metrics::counter!(
+            "leadpipe_connector_restarts_total",
+            connector_labels(self.channel, &self.source, self.connector.as_deref())
+        )
+        .increment(1);
         self.set(State::Backoff);
     }
 
     fn update(&self, change: impl FnOnce(&mut ConnectorStatus)) {
-        if let Some(status) = registry().get_mut(&(self.channel.as_str(), self.source.clone())) {
+        if let Some(status) = registry().get_mut(&self.key()) {
             change(status);
         }
     }

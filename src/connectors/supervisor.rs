@@ -47,12 +47,13 @@ pub struct Shared {
 /// Supervises one pull connector until `stop`; returns once its task finished what it
 /// held and its lease is given up.
 pub async fn supervise(connector: PullConnector, shared: Shared, stop: CancellationToken) {
-    let (channel, source, key) = (
+    let (channel, source, name, key) = (
         connector.channel,
         connector.source.clone(),
+        connector.name.clone(),
         connector.source_key(),
     );
-    let entry = Entry::register(channel, &source, Kind::Pull, State::Starting);
+    let entry = Entry::register(channel, &source, Some(&name), Kind::Pull, State::Starting);
     while !shared.schema_ready.load(Ordering::Acquire) {
         if pause(Duration::from_millis(200), &stop).await {
             entry.set(State::Stopped);
@@ -66,7 +67,7 @@ pub async fn supervise(connector: PullConnector, shared: Shared, stop: Cancellat
             break;
         };
         entry.set(State::Running);
-        tracing::info!(%channel, %source, "Connector running: this replica holds its lease.");
+        tracing::info!(%channel, connector = %name, %source, "Connector running: this replica holds its lease.");
         let started = Instant::now();
         let outcome = run_once(&connector, &shared, lease.as_ref(), &entry, &stop).await;
         lease.release().await;
@@ -76,7 +77,7 @@ pub async fn supervise(connector: PullConnector, shared: Shared, stop: Cancellat
             Err(error) => error.to_string(),
         };
         if stop.is_cancelled() {
-            tracing::warn!(%channel, %source, %error, "Connector failed while stopping; it resumes from its last cursor on the next start.");
+            tracing::warn!(%channel, connector = %name, %source, %error, "Connector failed while stopping; it resumes from its last cursor on the next start.");
             break;
         }
         if started.elapsed() >= HEALTHY_RUN {
@@ -84,13 +85,13 @@ pub async fn supervise(connector: PullConnector, shared: Shared, stop: Cancellat
         }
         let delay = restarts.next_delay();
         entry.failed(&error);
-        tracing::warn!(%channel, %source, %error, retry_in = ?delay, "Connector failed; restarting it from its last cursor after a delay.");
+        tracing::warn!(%channel, connector = %name, %source, %error, retry_in = ?delay, "Connector failed; restarting it from its last cursor after a delay.");
         if pause(delay, &stop).await {
             break;
         }
     }
     entry.set(State::Stopped);
-    tracing::info!(%channel, %source, "Connector stopped.");
+    tracing::info!(%channel, connector = %name, %source, "Connector stopped.");
 }
 
 /// Takes the source's lease, waiting in standby while another replica holds it; `None`
@@ -134,6 +135,7 @@ async fn run_once(
     let ctx = PullContext::new(
         connector.channel,
         connector.source.clone(),
+        connector.name.clone(),
         shared.sink.clone(),
         lease.checkpoints(),
         run_stop.clone(),

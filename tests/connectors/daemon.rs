@@ -315,6 +315,11 @@ impl Daemon {
         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     }
 
+    /// Whether the daemon's whole log (every run of it) contains `needle`.
+    pub fn log_contains(&self, needle: &str) -> bool {
+        std::fs::read_to_string(&self.log_path).is_ok_and(|text| text.contains(needle))
+    }
+
     /// `/readyz` as JSON.
     pub async fn readyz(&self) -> Value {
         let r = self
@@ -326,20 +331,20 @@ impl Daemon {
         r.json().await.expect("JSON")
     }
 
-    /// The `/readyz` entry of a connector.
-    pub async fn connector(&self, source: &str) -> Value {
+    /// The `/readyz` entry of the pull connector named `name`.
+    pub async fn connector(&self, name: &str) -> Value {
         let ready = self.readyz().await;
         ready["connectors"]
             .as_array()
-            .and_then(|all| all.iter().find(|c| c["source"] == source).cloned())
-            .unwrap_or_else(|| panic!("/readyz lists no connector {source}: {ready}"))
+            .and_then(|all| all.iter().find(|c| c["connector"] == name).cloned())
+            .unwrap_or_else(|| panic!("/readyz lists no connector {name}: {ready}"))
     }
 
-    /// Waits until the connector of `source` is in `state`; false at the bound.
-    pub async fn wait_state(&self, source: &str, state: &str, bound: Duration) -> bool {
+    /// Waits until the connector named `name` is in `state`; false at the bound.
+    pub async fn wait_state(&self, name: &str, state: &str, bound: Duration) -> bool {
         let deadline = Instant::now() + bound;
         while Instant::now() < deadline {
-            if self.connector(source).await["state"] == state {
+            if self.connector(name).await["state"] == state {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

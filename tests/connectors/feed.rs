@@ -96,6 +96,7 @@ impl ConnectorKind for TestFeeds {
             .map(|config| {
                 Connector::Pull(PullConnector {
                     channel: Channel::Chat,
+                    name: config.source.clone(),
                     source: config.source.clone(),
                     task: Arc::new(Feed {
                         config,

@@ -70,6 +70,24 @@ const TESTS: &[(&str, Test)] = &[
         },
     ),
     (
+        "mailbox::mailboxes_over_starttls_and_implicit_tls_file_their_mail_and_an_untrusted_certificate_is_named",
+        || {
+            Box::pin(mailbox::mailboxes_over_starttls_and_implicit_tls_file_their_mail_and_an_untrusted_certificate_is_named())
+        },
+    ),
+    (
+        "mailbox::a_backfill_recovers_mail_the_cursor_passed_over_once_and_reads_nothing_older",
+        || {
+            Box::pin(mailbox::a_backfill_recovers_mail_the_cursor_passed_over_once_and_reads_nothing_older())
+        },
+    ),
+    (
+        "mailbox::a_folder_recreated_under_a_running_reader_is_read_again_at_once_without_duplicates",
+        || {
+            Box::pin(mailbox::a_folder_recreated_under_a_running_reader_is_read_again_at_once_without_duplicates())
+        },
+    ),
+    (
         "mailbox::two_daemons_on_one_mailbox_never_both_read_it",
         || Box::pin(mailbox::two_daemons_on_one_mailbox_never_both_read_it()),
     ),

@@ -16,6 +16,29 @@ pub(crate) struct Sink {
     port: u16,
     maildir: PathBuf,
     child: Option<Child>,
+    /// `none`, `starttls` (required by the sink) or `tls`.
+    tls: &'static str,
+    /// Whether the daemon is told to trust the test CA.
+    trusted: bool,
+}
+
+/// The test servers' TLS files (made by `scripts/services.sh`): CA, certificate, key.
+fn test_tls_files() -> (PathBuf, PathBuf, PathBuf) {
+    let dir = PathBuf::from(
+        std::env::var("LEADPIPE_SERVICES_DIR").unwrap_or_else(|_| "/tmp/leadpipe-services".into()),
+    )
+    .join("tls");
+    let files = (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    );
+    assert!(
+        files.0.is_file() && files.1.is_file() && files.2.is_file(),
+        "{} lacks the test CA and certificate: bash scripts/services.sh makes them",
+        dir.display()
+    );
+    files
 }
 
 impl Sink {
@@ -28,15 +51,37 @@ impl Sink {
             port: free_port(),
             maildir,
             child: None,
+            tls: "none",
+            trusted: true,
         }
+    }
+
+    /// A sink speaking TLS as `mode` says (`starttls`, required, or `tls`), with the test
+    /// certificate; `trusted` names the test CA in the daemon's `ca_file`.
+    fn with_tls(mode: &'static str, trusted: bool) -> Self {
+        let mut sink = Self::new();
+        sink.tls = mode;
+        sink.trusted = trusted;
+        sink
     }
 
     /// Starts the server and waits until it accepts connections.
     pub(crate) async fn start(&mut self) {
         // Debian's interpreter, which has python3-aiosmtpd (scripts/services.sh installs it).
-        let child = Command::new("/usr/bin/python3")
+        let mut command = Command::new("/usr/bin/python3");
+        command
             .args(["-m", "aiosmtpd", "-n", "-l"])
-            .arg(format!("127.0.0.1:{}", self.port))
+            .arg(format!("127.0.0.1:{}", self.port));
+        if self.tls != "none" {
+            let (_, cert, key) = test_tls_files();
+            let (cert_flag, key_flag) = if self.tls == "tls" {
+                ("--smtpscert", "--smtpskey")
+            } else {
+                ("--tlscert", "--tlskey")
+            };
+            command.arg(cert_flag).arg(cert).arg(key_flag).arg(key);
+        }
+        let child = command
             .args(["-c", "aiosmtpd.handlers.Mailbox"])
             .arg(&self.maildir)
             .stdout(Stdio::null())
@@ -56,10 +101,15 @@ impl Sink {
 
     /// The `[smtp]` section that sends here, retrying quickly.
     pub(crate) fn config(&self) -> String {
+        let ca_file = if self.tls != "none" && self.trusted {
+            format!("ca_file = \"{}\"\n", test_tls_files().0.display())
+        } else {
+            String::new()
+        };
         format!(
-            "[smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nfrom = \"Vendite <leads@example.com>\"\n\
+            "[smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"{}\"\n{ca_file}from = \"Vendite <leads@example.com>\"\n\
              timeout_secs = 5\nretry_initial_ms = 200\nretry_max_secs = 1\npoll_interval_ms = 100\n\n",
-            self.port
+            self.port, self.tls
         )
     }
 
@@ -297,7 +347,9 @@ async fn a_server_that_is_down_delays_mail_but_not_leads() {
             .unwrap();
         let attempts: i32 = row.get("attempts");
         if attempts >= 2 {
-            assert_eq!(row.get::<String, _>("state"), "pending");
+            // Between two attempts, or claimed for the next one: never given up on.
+            let state = row.get::<String, _>("state");
+            assert!(state == "pending" || state == "sending", "{state}");
             assert!(row.get::<Option<String>, _>("last_error").is_some());
             break;
         }
@@ -324,4 +376,65 @@ async fn a_server_that_is_down_delays_mail_but_not_leads() {
         metrics.contains("leadpipe_mail_send_failures_total{outcome=\"retry\"}"),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn acknowledgements_are_delivered_over_starttls_and_implicit_tls_to_a_trusted_server_only() {
+    for mode in ["starttls", "tls"] {
+        let mut sink = Sink::with_tls(mode, true);
+        sink.start().await;
+        let daemon = start_daemon(&sink).await;
+        post(
+            &daemon,
+            "nome=Anna&cognome=Rossi&email=anna%40studio-rossi.it&messaggio=Preventivo",
+        )
+        .await;
+        assert_eq!(wait_all_sent(&daemon, Duration::from_secs(30)).await, 1);
+        let messages = sink.wait_for(1, Duration::from_secs(10)).await;
+        assert_eq!(messages.len(), 1, "{mode}: log: {}", daemon.log());
+        assert_eq!(
+            header(&messages[0], "X-RcptTo").as_deref(),
+            Some("anna@studio-rossi.it"),
+            "{mode}"
+        );
+        assert_eq!(
+            header(&messages[0], "Auto-Submitted").as_deref(),
+            Some("auto-replied"),
+            "{mode}"
+        );
+    }
+
+    // Without ca_file the private CA is not trusted: nothing is sent, and the outbox
+    // row says why.
+    let mut sink = Sink::with_tls("tls", false);
+    sink.start().await;
+    let daemon = start_daemon(&sink).await;
+    post(
+        &daemon,
+        "nome=Luca&cognome=Bianchi&email=luca%40bianchi-srl.it&messaggio=Info",
+    )
+    .await;
+    let db = daemon.db().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let error = loop {
+        let row = sqlx::query("SELECT state, last_error FROM outbox")
+            .fetch_optional(&db)
+            .await
+            .unwrap();
+        if let Some(error) = row
+            .as_ref()
+            .and_then(|r| r.get::<Option<String>, _>("last_error"))
+        {
+            assert_ne!(row.unwrap().get::<String, _>("state"), "sent");
+            break error;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no failed attempt within 30 s; log: {}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(error.contains("certificate"), "{error}");
+    assert!(sink.messages().is_empty());
 }

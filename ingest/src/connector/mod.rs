@@ -105,21 +105,24 @@ pub struct HttpConnector {
 pub struct PullConnector {
     /// The channel of its inquiries.
     pub channel: Channel,
-    /// The source it reads (a mailbox, a bot, a PBX); also the name of its lease and
-    /// cursor, together with the channel.
+    /// The connector's own name (a mailbox's `name`): with the channel, the name of its
+    /// lease and cursor, and its `connector` metric label. Several connectors may file
+    /// under one source; each has its own name.
+    pub name: String,
+    /// The source its inquiries are filed under (its `source` metric label).
     pub source: String,
     /// The task.
     pub task: Arc<dyn PullTask>,
 }
 
 impl PullConnector {
-    /// The key its lease and cursor are kept under: `channel:source`.
+    /// The key its lease and cursor are kept under: `channel:name`.
     pub fn source_key(&self) -> String {
-        source_key(self.channel, &self.source)
+        source_key(self.channel, &self.name)
     }
 }
 
-/// The key a source's lease and cursor are kept under: `channel:source`.
+/// The key a pull connector's lease and cursor are kept under: `channel:name`.
 pub fn source_key(channel: Channel, source: &str) -> String {
     format!("{channel}:{source}")
 }
@@ -155,6 +158,7 @@ pub trait PullTask: Send + Sync + 'static {
 pub struct PullContext {
     channel: Channel,
     source: String,
+    connector: String,
     sink: Arc<dyn IntakeSink>,
     checkpoints: Arc<dyn Checkpoints>,
     stop: CancellationToken,
@@ -165,6 +169,7 @@ impl PullContext {
     pub fn new(
         channel: Channel,
         source: String,
+        connector: String,
         sink: Arc<dyn IntakeSink>,
         checkpoints: Arc<dyn Checkpoints>,
         stop: CancellationToken,
@@ -172,6 +177,7 @@ impl PullContext {
         Self {
             channel,
             source,
+            connector,
             sink,
             checkpoints,
             stop,
@@ -183,9 +189,18 @@ impl PullContext {
         self.channel
     }
 
-    /// The source this task reads.
+    /// The source this task's inquiries are filed under.
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// The connector's own name (its lease, cursor and `connector` label).
+    pub fn connector(&self) -> &str {
+        &self.connector
+    }
+
+    fn labels(&self) -> Vec<metrics::Label> {
+        connector_labels(self.channel, &self.source, Some(&self.connector))
     }
 
     /// True once the task should stop taking new work.
@@ -201,14 +216,16 @@ impl PullContext {
     /// Hands an inquiry on and waits until the broker confirmed it. Only after this
     /// returned `Ok` for everything up to a point may the cursor move past it.
     pub async fn submit(&self, inquiry: Inquiry) -> Result<Accepted, Refusal> {
-        metrics::counter!("leadpipe_inquiries_received_total", "channel" => self.channel.as_str(), "source" => self.source.clone()).increment(1);
+        metrics::counter!("leadpipe_inquiries_received_total", self.labels()).increment(1);
         let result = self.sink.submit(inquiry).await;
         if let Err(refusal) = &result {
             let reason = match refusal {
                 Refusal::Unusable { code, .. } => *code,
                 Refusal::Unavailable { .. } => "unavailable",
             };
-            metrics::counter!("leadpipe_inquiries_rejected_total", "channel" => self.channel.as_str(), "source" => self.source.clone(), "reason" => reason).increment(1);
+            let mut labels = self.labels();
+            labels.push(metrics::Label::new("reason", reason));
+            metrics::counter!("leadpipe_inquiries_rejected_total", labels).increment(1);
         }
         result
     }
@@ -220,7 +237,7 @@ impl PullContext {
             Some(value) => serde_json::from_value(value).map(Some).map_err(|e| {
                 StateError::Corrupt(format!(
                     "the stored cursor of {} does not read as this connector's cursor: {e}",
-                    source_key(self.channel, &self.source)
+                    source_key(self.channel, &self.connector)
                 ))
             }),
         }
@@ -238,21 +255,49 @@ impl PullContext {
 
     /// Records that the source answered as it should (a poll with nothing new counts).
     pub fn succeeded(&self) {
-        record_success(self.channel, &self.source);
+        record_success(self.channel, &self.source, Some(&self.connector));
     }
 }
 
-/// Sets `leadpipe_connector_last_success_timestamp_seconds{channel,source}` to now.
-pub fn record_success(channel: Channel, source: &str) {
+/// The labels of a connector's metrics: `channel`, `source` (where its inquiries are
+/// filed) and, for a pull connector, `connector` (its own name, since several may file
+/// under one source).
+pub fn connector_labels(
+    channel: Channel,
+    source: &str,
+    connector: Option<&str>,
+) -> Vec<metrics::Label> {
+    let mut labels = vec![
+        metrics::Label::new("channel", channel.as_str()),
+        metrics::Label::new("source", source.to_owned()),
+    ];
+    if let Some(connector) = connector {
+        labels.push(metrics::Label::new("connector", connector.to_owned()));
+    }
+    labels
+}
+
+/// Sets `leadpipe_connector_last_success_timestamp_seconds{channel,source[,connector]}`
+/// to now.
+pub fn record_success(channel: Channel, source: &str, connector: Option<&str>) {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
-    metrics::gauge!("leadpipe_connector_last_success_timestamp_seconds", "channel" => channel.as_str(), "source" => source.to_owned()).set(now);
+    metrics::gauge!(
+        "leadpipe_connector_last_success_timestamp_seconds",
+        connector_labels(channel, source, connector)
+    )
+    .set(now);
 }
 
-/// Sets `leadpipe_connector_up{channel,source}`: 1 while it takes work, else 0.
-pub fn record_up(channel: Channel, source: &str, up: bool) {
-    metrics::gauge!("leadpipe_connector_up", "channel" => channel.as_str(), "source" => source.to_owned()).set(if up { 1.0 } else { 0.0 });
+/// Sets `leadpipe_connector_up{channel,source[,connector]}`: 1 while it takes work,
+/// else 0.
+pub fn record_up(channel: Channel, source: &str, connector: Option<&str>, up: bool) {
+    metrics::gauge!(
+        "leadpipe_connector_up",
+        connector_labels(channel, source, connector)
+    )
+    .set(if up { 1.0 } else { 0.0 });
 }
 
 /// A context is a sink too: what goes through it is counted as this connector's.

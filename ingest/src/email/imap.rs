@@ -139,33 +139,25 @@ async fn timed<T, E: std::fmt::Display>(
     }
 }
 
-fn tls_connector() -> Result<TlsConnector, ImapError> {
-    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-    let found = rustls_native_certs::load_native_certs();
-    for cert in found.certs {
-        let _ = roots.add(cert);
-    }
-    if roots.is_empty() {
-        return Err(ImapError::Connection(
-            "no trusted root certificates found on this system: install the CA certificates \
-             package"
-                .into(),
-        ));
-    }
-    let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
-    let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ImapError::Connection(format!("TLS set-up: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(TlsConnector::from(Arc::new(config)))
-}
-
-async fn start_tls(tcp: TcpStream, host: &str) -> Result<Stream, ImapError> {
+async fn start_tls(tcp: TcpStream, config: &MailboxConfig) -> Result<Stream, ImapError> {
+    let host = config.host.as_str();
     let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.to_owned())
         .map_err(|e| ImapError::Connection(format!("`{host}` is not a TLS server name: {e}")))?;
-    let tls = timed("TLS handshake", tls_connector()?.connect(name, tcp)).await?;
-    Ok(Stream::Tls(Box::new(tls)))
+    let tls_config = super::tls::client_config(config.ca_file.as_deref())
+        .map_err(|e| ImapError::Connection(format!("TLS set-up: {e}")))?;
+    let address = format!("{host}:{}", config.port());
+    let handshake = TlsConnector::from(Arc::new(tls_config)).connect(name, tcp);
+    match tokio::time::timeout(COMMAND_TIMEOUT, handshake).await {
+        Ok(Ok(tls)) => Ok(Stream::Tls(Box::new(tls))),
+        Ok(Err(error)) => Err(ImapError::Connection(format!(
+            "TLS with {address}: {}",
+            super::tls::explain_handshake_error(&error)
+        ))),
+        Err(_) => Err(ImapError::Connection(format!(
+            "TLS with {address}: no handshake within {} s",
+            COMMAND_TIMEOUT.as_secs()
+        ))),
+    }
 }
 
 /// Connects and logs in as `config` says.
@@ -178,7 +170,7 @@ pub async fn connect(config: &MailboxConfig, password: &str) -> Result<ImapSessi
     .await?;
     let _ = tcp.set_nodelay(true);
     let stream = match config.tls {
-        TlsMode::Tls => start_tls(tcp, &config.host).await?,
+        TlsMode::Tls => start_tls(tcp, config).await?,
         TlsMode::None => Stream::Plain(tcp),
         TlsMode::Starttls => {
             let mut client = Client::new(tcp);
@@ -194,7 +186,7 @@ pub async fn connect(config: &MailboxConfig, password: &str) -> Result<ImapSessi
                 client.run_command_and_check_ok("STARTTLS", None),
             )
             .await?;
-            start_tls(client.into_inner(), &config.host).await?
+            start_tls(client.into_inner(), config).await?
         }
     };
     let mut client = Client::new(stream);
@@ -617,7 +609,28 @@ async fn wait_idle(
         tokio::pin!(wait);
         tokio::select! {
             result = &mut wait => {
-                result.map_err(|e| PullError::Source(format!("IDLE: {e}")))?;
+                use async_imap::extensions::idle::IdleResponse;
+                use async_imap::imap_proto::{Response, Status};
+                match result.map_err(|e| PullError::Source(format!("IDLE: {e}")))? {
+                    // Dovecot says BYE to the sessions of a folder that was deleted or
+                    // recreated; the next session reads its new UIDVALIDITY.
+                    IdleResponse::NewData(data)
+                        if matches!(data.parsed(), Response::Data { status: Status::Bye, .. }) =>
+                    {
+                        return Err(PullError::Source(
+                            "the server ended the session during IDLE (BYE: the folder may \
+                             have been deleted or recreated); reconnecting"
+                                .into(),
+                        ));
+                    }
+                    // Only the stop branch below interrupts: this is the stream's end.
+                    IdleResponse::ManualInterrupt => {
+                        return Err(PullError::Source(
+                            "the server closed the connection during IDLE; reconnecting".into(),
+                        ));
+                    }
+                    IdleResponse::NewData(_) | IdleResponse::Timeout => {}
+                }
             }
             _ = ctx.stopped() => {
                 drop(interrupt);

@@ -61,6 +61,9 @@ pub struct MailboxConfig {
     /// `none`, `starttls` or `tls` (default).
     #[serde(default)]
     pub tls: TlsMode,
+    /// A PEM file of CA certificates trusted besides the system's (a private CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// The login name.
     pub user: String,
     /// The password, written here (see also `password_file` and the environment).
@@ -207,6 +210,16 @@ impl ConnectorKind for Mailboxes {
             if mailbox.port == Some(0) {
                 problems.push((key("port"), "must be a port number from 1 to 65535".into()));
             }
+            if let Some(path) = &mailbox.ca_file {
+                if mailbox.tls == TlsMode::None {
+                    problems.push((
+                        key("ca_file"),
+                        "is used only with tls = \"starttls\" or \"tls\"".into(),
+                    ));
+                } else if let Err(problem) = super::tls::read_ca_file(path) {
+                    problems.push((key("ca_file"), problem));
+                }
+            }
             if mailbox.user.trim().is_empty() {
                 problems.push((key("user"), "must not be empty".into()));
             }
@@ -291,7 +304,8 @@ impl ConnectorKind for Mailboxes {
                 channel: Channel::Email,
                 // The lease and cursor belong to the mailbox, not to its source: two
                 // mailboxes may file under one source.
-                source: mailbox.name.clone(),
+                name: mailbox.name.clone(),
+                source: mailbox.source.clone(),
                 task: Arc::new(MailboxTask::new(mailbox, password)),
             }));
         }
@@ -369,6 +383,21 @@ mod tests {
             ],
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn a_ca_file_that_is_missing_or_not_pem_is_named_by_its_key_path() {
+        let mut m = entry("password = \"x\"\ntls = \"tls\"");
+        m.ca_file = Some(PathBuf::from("/nonexistent/ca.pem"));
+        let found = problems(&[m]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, "mailboxes[0].ca_file");
+        assert!(found[0].1.contains("/nonexistent/ca.pem"), "{found:?}");
+        let mut plain = entry("password = \"x\"");
+        plain.ca_file = Some(PathBuf::from("/nonexistent/ca.pem"));
+        let found = problems(&[plain]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].1.contains("only with tls"), "{found:?}");
     }
 
     #[test]

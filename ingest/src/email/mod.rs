@@ -26,6 +26,7 @@ mod labelled;
 pub mod mailbox;
 mod phones;
 mod text;
+pub mod tls;
 
 use std::fmt;
 

@@ -317,7 +317,7 @@ pub fn accepted(
     inquiry_id: InquiryId,
     redirect: Option<&str>,
 ) -> Response {
-    record_success(channel, source);
+    record_success(channel, source, None);
     if wants_html(headers) {
         if let Some(location) = redirect.and_then(|r| HeaderValue::from_str(r).ok()) {
             return (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response();

@@ -274,7 +274,8 @@ impl ConnectorKind for Telegram {
                     built.push(Connector::Pull(PullConnector {
                         channel: Channel::Chat,
                         // Lease and cursor belong to the bot: two bots may share a source.
-                        source: bot.poll_source(),
+                        name: bot.poll_source(),
+                        source: bot.source.clone(),
                         task: Arc::new(poll::PollTask::new(
                             reading.clone(),
                             api,

@@ -136,7 +136,7 @@ async fn take(
         }
         Verdict::Inquiry(inquiry) => match state.sink.submit(*inquiry).await {
             Ok(accepted) => {
-                record_success(Channel::Chat, source);
+                record_success(Channel::Chat, source, None);
                 ok(json!({"ok": true, "inquiry_id": accepted.inquiry_id}))
             }
             // Telegram sends a refused update again and again; a content refusal cannot

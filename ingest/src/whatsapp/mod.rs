@@ -171,7 +171,7 @@ impl Webhook {
         for result in results {
             ids.push(result.map_err(http::refusal_problem)?.inquiry_id);
         }
-        crate::connector::record_success(CHANNEL, self.source());
+        crate::connector::record_success(CHANNEL, self.source(), None);
         let body = serde_json::json!({
             "status": "accepted",
             "inquiry_ids": ids,
