@@ -21,6 +21,7 @@
 //! - [`fields`]: field names sorted into contact data, message, campaign tags and custom
 //!   fields (forms and the CSV import read names the same way).
 //! - [`forms`]: the web-form connector, `POST /v1/intake/forms/{form}`.
+//! - [`twilio`]: Twilio-style voice webhooks, `POST /v1/intake/telephony/twilio/{name}`.
 //! - [`problem`]: the JSON error body every HTTP endpoint answers with.
 //! - [`rate_limit`]: per-source, per-form rate limits on posts (429 with `Retry-After`),
 //!   and [`rate_limit::ClientAddr`], the client address the HTTP server resolved.
@@ -39,6 +40,7 @@ pub mod inquiry;
 pub mod problem;
 pub mod rate_limit;
 pub mod sink;
+pub mod twilio;
 
 pub use event::{ActivityKind, ConversationKey, EventRef, InvalidConversationKey};
 pub use inquiry::{

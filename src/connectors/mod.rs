@@ -23,6 +23,7 @@ pub fn shipped() -> Catalogue {
     Catalogue::default()
         .with::<ingest::forms::Forms>()
         .with::<ingest::email::mailbox::Mailboxes>()
+        .with::<ingest::twilio::Twilio>()
 }
 
 /// The connector kinds a daemon knows.
