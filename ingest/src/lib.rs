@@ -21,6 +21,7 @@
 //! - [`fields`]: field names sorted into contact data, message, campaign tags and custom
 //!   fields (forms and the CSV import read names the same way).
 //! - [`forms`]: the web-form connector, `POST /v1/intake/forms/{form}`.
+//! - [`ami`]: the Asterisk Manager Interface client, a pull connector per PBX.
 //! - [`twilio`]: Twilio-style voice webhooks, `POST /v1/intake/telephony/twilio/{name}`.
 //! - [`problem`]: the JSON error body every HTTP endpoint answers with.
 //! - [`rate_limit`]: per-source, per-form rate limits on posts (429 with `Retry-After`),
@@ -29,6 +30,7 @@
 //! A new channel is a new folder here with a [`connector::ConnectorKind`], and one line
 //! in the binary's list of connectors.
 
+pub mod ami;
 pub mod connector;
 pub mod email;
 pub mod event;

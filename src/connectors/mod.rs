@@ -24,6 +24,7 @@ pub fn shipped() -> Catalogue {
         .with::<ingest::forms::Forms>()
         .with::<ingest::email::mailbox::Mailboxes>()
         .with::<ingest::twilio::Twilio>()
+        .with::<ingest::ami::Ami>()
 }
 
 /// The connector kinds a daemon knows.

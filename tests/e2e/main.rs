@@ -5,6 +5,7 @@
 
 mod support;
 
+mod asterisk;
 mod broker_seams;
 mod clients;
 mod config;
@@ -20,3 +21,4 @@ mod matching_seams;
 mod observing;
 mod ops;
 mod slow_clients;
+mod telephony;
