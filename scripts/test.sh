@@ -40,4 +40,11 @@ if [ -f ../shared/acceptance/mail.py ]; then
 else
   echo "== acceptance: ../shared/acceptance/mail.py not found, skipped"
 fi
+if [ -f ../shared/acceptance/telephony.py ]; then
+  echo "== acceptance: ../shared/acceptance/telephony.py"
+  python3 ../shared/acceptance/telephony.py
+  passed=$((passed + 1))
+else
+  echo "== acceptance: ../shared/acceptance/telephony.py not found, skipped"
+fi
 echo "$passed passed, $failed failed"
