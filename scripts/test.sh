@@ -25,19 +25,16 @@ cargo test --workspace --quiet 2>&1 | tee target/test-output.txt
 passed=$(grep -oE '^test result: ok\. [0-9]+ passed' target/test-output.txt | awk '{s+=$4} END {print s+0}')
 failed=0
 
-if [ -f ../shared/acceptance/forms.py ]; then
-  echo "== acceptance: ../shared/acceptance/forms.py"
-  python3 ../shared/acceptance/forms.py
-  passed=$((passed + 1))
-else
-  echo "== acceptance: ../shared/acceptance/forms.py not found, skipped"
-fi
-
-if [ -f ../shared/acceptance/mail.py ]; then
-  echo "== acceptance: ../shared/acceptance/mail.py"
-  python3 ../shared/acceptance/mail.py
-  passed=$((passed + 1))
-else
-  echo "== acceptance: ../shared/acceptance/mail.py not found, skipped"
-fi
+# The acceptance checks of every channel the daemon has, run from the project root as a
+# client would (set -e: a failing check fails this script).
+for check in forms mail chat telephony; do
+  script="../shared/acceptance/$check.py"
+  if [ -f "$script" ]; then
+    echo "== acceptance: $script"
+    python3 "$script"
+    passed=$((passed + 1))
+  else
+    echo "== acceptance: $script not found, skipped"
+  fi
+done
 echo "$passed passed, $failed failed"

@@ -252,11 +252,12 @@ pub struct EventRef {
     /// ...); a newer event's values replace an older one's, key by key.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub data: serde_json::Map<String, serde_json::Value>,
-    /// Channel fields that belong to the event that began the activity (a chat message's
-    /// `update_id`): set by the first event that names them, never replaced by a later
-    /// one (an edit), which only fills them where missing.
-    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
-    pub first_data: serde_json::Map<String, serde_json::Value>,
+    /// `data` fields that stand elsewhere in the activity's history than the event itself,
+    /// with their own order: a call's `<Dial>` outcome decides `missed` against every
+    /// status callback, and a value the event does not know yet (`null`) yields to any
+    /// known one. Fields not listed have the event's `order`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub field_orders: std::collections::BTreeMap<String, i64>,
     /// Tags the event adds to its lead (`missed_call`); tags are never removed by events.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
@@ -273,9 +274,22 @@ impl EventRef {
             occurred_at: None,
             subject: None,
             data: serde_json::Map::new(),
-            first_data: serde_json::Map::new(),
+            field_orders: std::collections::BTreeMap::new(),
             tags: Vec::new(),
         }
+    }
+
+    /// Sets a `data` field only the activity's first event decides (the update that began
+    /// a chat message): a later event, an edit say, fills it where missing and never
+    /// replaces it, because its order is below every other.
+    pub fn keep_first(&mut self, name: &str, value: serde_json::Value) {
+        self.data.insert(name.to_owned(), value);
+        self.field_orders.insert(name.to_owned(), i64::MIN);
+    }
+
+    /// The order of one `data` field of this event: its own, else the event's.
+    pub fn field_order(&self, field: &str) -> Option<i64> {
+        self.field_orders.get(field).copied().or(self.order)
     }
 }
 

@@ -25,6 +25,8 @@
 //!   `POST /v1/intake/events/{source}`.
 //! - [`whatsapp`]: the WhatsApp Business Cloud API webhook, `GET`/`POST /v1/intake/chat/whatsapp`.
 //! - [`telegram`]: the Telegram connector (`[[telegram]]`): poll or webhook per bot.
+//! - [`ami`]: the Asterisk Manager Interface client, a pull connector per PBX.
+//! - [`twilio`]: Twilio-style voice webhooks, `POST /v1/intake/telephony/twilio/{name}`.
 //! - [`problem`]: the JSON error body every HTTP endpoint answers with.
 //! - [`rate_limit`]: per-source, per-form rate limits on posts (429 with `Retry-After`),
 //!   and [`rate_limit::ClientAddr`], the client address the HTTP server resolved.
@@ -32,6 +34,7 @@
 //! A new channel is a new folder here with a [`connector::ConnectorKind`], and one line
 //! in the binary's list of connectors.
 
+pub mod ami;
 pub mod connector;
 pub mod email;
 pub mod event;
@@ -45,6 +48,7 @@ pub mod problem;
 pub mod rate_limit;
 pub mod sink;
 pub mod telegram;
+pub mod twilio;
 pub mod whatsapp;
 
 pub use event::{ActivityKind, ConversationKey, EventRef, InvalidConversationKey};

@@ -26,6 +26,8 @@ pub fn shipped() -> Catalogue {
         .with::<ingest::whatsapp::Whatsapp>()
         .with::<ingest::events::EventSources>()
         .with::<ingest::telegram::Telegram>()
+        .with::<ingest::twilio::Twilio>()
+        .with::<ingest::ami::Ami>()
 }
 
 /// The connector kinds a daemon knows.

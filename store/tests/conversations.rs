@@ -384,10 +384,7 @@ async fn the_first_events_own_fields_survive_a_newer_event(pool: PgPool) {
     let with_first = |update_id: i64, text: &str, edited_at: Option<i64>| {
         let mut envelope = chat_event(update_id, 8, text, edited_at);
         let event = envelope.lead.inquiry.event.as_mut().unwrap();
-        event.data.remove("update_id");
-        event
-            .first_data
-            .insert("update_id".into(), json!(update_id));
+        event.keep_first("update_id", json!(update_id));
         envelope
     };
     let original = with_first(300, "Avete scaffali?", None);

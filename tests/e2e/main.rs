@@ -5,6 +5,7 @@
 
 mod support;
 
+mod asterisk;
 mod broker_seams;
 mod chat_replies;
 mod clients;
@@ -23,4 +24,5 @@ mod observing;
 mod ops;
 mod replies;
 mod slow_clients;
+mod telephony;
 mod whatsapp;

@@ -309,9 +309,7 @@ pub fn read_update(
     event.occurred_at = at(message.date);
     // The update that began the activity names it for good; an edit's own update id is
     // kept beside it.
-    event
-        .first_data
-        .insert("update_id".into(), update.update_id.into());
+    event.keep_first("update_id", update.update_id.into());
     let data = &mut event.data;
     if edited {
         data.insert("edit_update_id".into(), update.update_id.into());
@@ -611,8 +609,9 @@ mod tests {
         assert_eq!(ea.conversation[0].as_key(), "chat:telegram-shop:42");
         assert!(eb.order > ea.order);
         assert!(eb.data.contains_key("edited_at") && !ea.data.contains_key("edited_at"));
-        assert_eq!(ea.first_data["update_id"], 1);
-        assert_eq!(eb.first_data["update_id"], 2);
+        assert_eq!(ea.data["update_id"], 1);
+        assert_eq!(eb.data["update_id"], 2);
+        assert_eq!(eb.field_order("update_id"), Some(i64::MIN));
         assert_eq!(eb.data["edit_update_id"], 2);
         assert_ne!(a.id, b.id);
     }

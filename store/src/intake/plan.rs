@@ -158,6 +158,8 @@ pub(super) struct StoredActivity {
     pub(super) occurred_at: DateTime<Utc>,
     pub(super) order: Option<i64>,
     pub(super) data: serde_json::Map<String, serde_json::Value>,
+    /// The order of each data field whose order is not `order` (migration 0010).
+    pub(super) field_orders: std::collections::BTreeMap<String, i64>,
 }
 
 /// What planning a batch decided, and what writing it needs of the look-ups.
@@ -377,7 +379,8 @@ async fn look_up_conversations(
     }
     if !activity_keys.is_empty() {
         let rows = sqlx::query(
-            "SELECT id, lead_id, activity_key, subject, body, occurred_at, event_order, data
+            "SELECT id, lead_id, activity_key, subject, body, occurred_at, event_order, data,
+                    field_orders
              FROM activities WHERE activity_key = ANY($1)",
         )
         .bind(activity_keys)
@@ -397,6 +400,9 @@ async fn look_up_conversations(
                 occurred_at: row.try_get("occurred_at")?,
                 order: row.try_get("event_order")?,
                 data,
+                // A map that does not read (written by hand) falls back to `event_order`.
+                field_orders: serde_json::from_value(row.try_get("field_orders")?)
+                    .unwrap_or_default(),
             };
             snapshot.activity_leads.insert(key.clone(), stored.lead_id);
             snapshot.activities.insert(key, stored);

@@ -4,7 +4,7 @@
 //! The statements are per batch, not per lead (arrays through `unnest`), so a batch of
 //! two hundred costs about as many round trips as a batch of one.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use ingest::{ActivityKind, EventRef};
@@ -492,6 +492,7 @@ struct ActivityState {
     occurred_at: DateTime<Utc>,
     order: Option<i64>,
     data: serde_json::Map<String, serde_json::Value>,
+    field_orders: BTreeMap<String, i64>,
 }
 
 impl ActivityState {
@@ -503,9 +504,12 @@ impl ActivityState {
         data.insert("attachments".into(), json(&inquiry.attachments).0);
         data.insert("merged".into(), json(&filed.merged).0);
         data.extend(event.map(|e| e.data.clone()).unwrap_or_default());
-        for (name, value) in event.iter().flat_map(|e| &e.first_data) {
-            data.entry(name.clone()).or_insert_with(|| value.clone());
-        }
+        let field_orders = event.map_or_else(BTreeMap::new, |e| {
+            e.data
+                .keys()
+                .filter_map(|name| Some((name.clone(), e.field_order(name)?)))
+                .collect()
+        });
         Self {
             id: None,
             lead_id: filed.lead_id,
@@ -524,6 +528,7 @@ impl ActivityState {
                 .unwrap_or(inquiry.received_at),
             order: event.and_then(|e| e.order),
             data,
+            field_orders,
         }
     }
 
@@ -542,6 +547,7 @@ impl ActivityState {
             occurred_at: stored.occurred_at,
             order: stored.order,
             data: stored.data.clone(),
+            field_orders: stored.field_orders.clone(),
         }
     }
 
@@ -554,37 +560,46 @@ impl ActivityState {
         let Some(event) = inquiry.event.as_ref() else {
             return;
         };
-        let newer = match (event.order, self.order) {
-            (Some(new), Some(old)) => new > old,
-            (Some(_), None) | (None, None) => true,
-            (None, Some(_)) => false,
-        };
+        let before = self.order;
+        let newer = is_newer(event.order, before);
         let subject = event.subject.clone();
         let body = envelope.lead.message.clone();
         if newer {
             self.subject = subject.or(self.subject.take());
             self.body = body.or(self.body.take());
             self.order = event.order.or(self.order);
-            self.data.extend(event.data.clone());
         } else {
             self.subject = self.subject.take().or(subject);
             self.body = self.body.take().or(body);
-            for (name, value) in &event.data {
-                self.data
-                    .entry(name.clone())
-                    .or_insert_with(|| value.clone());
-            }
         }
-        // The first event's own fields (the id of the message that began a chat
-        // activity) stay whatever comes later.
-        for (name, value) in &event.first_data {
-            self.data
-                .entry(name.clone())
-                .or_insert_with(|| value.clone());
+        // Each field by its own order (the event's unless it names one): a newer value
+        // replaces, an older one only fills what is missing.
+        for (name, value) in &event.data {
+            let theirs = event.field_order(name);
+            let present = self.data.contains_key(name);
+            let ours = self.field_orders.get(name).copied().or(before);
+            if !present || is_newer(theirs, ours) {
+                self.data.insert(name.clone(), value.clone());
+                match theirs {
+                    Some(order) => self.field_orders.insert(name.clone(), order),
+                    None => self.field_orders.remove(name),
+                };
+            }
         }
         self.occurred_at = self
             .occurred_at
             .min(event.occurred_at.unwrap_or(inquiry.received_at));
+    }
+}
+
+/// Whether an event of order `theirs` is newer than what has order `ours`: a higher
+/// order, or, where neither has one, the later arrival; an event without an order is
+/// never newer than one with.
+fn is_newer(theirs: Option<i64>, ours: Option<i64>) -> bool {
+    match (theirs, ours) {
+        (Some(new), Some(old)) => new > old,
+        (Some(_), None) | (None, None) => true,
+        (None, Some(_)) => false,
     }
 }
 
@@ -628,11 +643,11 @@ pub(super) async fn write_activities(
         let content = ActivityContent::of(&inserts);
         sqlx::query(
             "INSERT INTO activities (lead_id, kind, channel, inquiry_id, activity_key, subject,
-                                     body, occurred_at, event_order, data)
-             SELECT l, k, ch, i, ak, sub, b, at, o, d
+                                     body, occurred_at, event_order, data, field_orders)
+             SELECT l, k, ch, i, ak, sub, b, at, o, d, fo
              FROM unnest($1::bigint[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::text[],
-                         $7::text[], $8::timestamptz[], $9::bigint[], $10::jsonb[])
-                  WITH ORDINALITY AS t(l, k, ch, i, ak, sub, b, at, o, d, n)
+                         $7::text[], $8::timestamptz[], $9::bigint[], $10::jsonb[], $11::jsonb[])
+                  WITH ORDINALITY AS t(l, k, ch, i, ak, sub, b, at, o, d, fo, n)
              ORDER BY n",
         )
         .bind(&lead_ids)
@@ -645,6 +660,7 @@ pub(super) async fn write_activities(
         .bind(&content.occurred)
         .bind(&content.orders)
         .bind(&content.data)
+        .bind(&content.field_orders)
         .execute(&mut **tx)
         .await?;
     }
@@ -653,9 +669,10 @@ pub(super) async fn write_activities(
         let content = ActivityContent::of(&updates);
         sqlx::query(
             "UPDATE activities a
-             SET subject = u.sub, body = u.b, occurred_at = u.at, event_order = u.o, data = u.d
+             SET subject = u.sub, body = u.b, occurred_at = u.at, event_order = u.o, data = u.d,
+                 field_orders = u.fo
              FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::bigint[],
-                         $6::jsonb[]) AS u(id, sub, b, at, o, d)
+                         $6::jsonb[], $7::jsonb[]) AS u(id, sub, b, at, o, d, fo)
              WHERE a.id = u.id",
         )
         .bind(&ids)
@@ -664,6 +681,7 @@ pub(super) async fn write_activities(
         .bind(&content.occurred)
         .bind(&content.orders)
         .bind(&content.data)
+        .bind(&content.field_orders)
         .execute(&mut **tx)
         .await?;
     }
@@ -770,6 +788,7 @@ struct ActivityContent {
     occurred: Vec<DateTime<Utc>>,
     orders: Vec<Option<i64>>,
     data: Vec<Json<serde_json::Value>>,
+    field_orders: Vec<Json<serde_json::Value>>,
 }
 
 impl ActivityContent {
@@ -783,6 +802,7 @@ impl ActivityContent {
             occurred: states.iter().map(|s| s.occurred_at).collect(),
             orders: states.iter().map(|s| s.order).collect(),
             data: states.iter().map(|s| json(&s.data)).collect(),
+            field_orders: states.iter().map(|s| json(&s.field_orders)).collect(),
         }
     }
 }
