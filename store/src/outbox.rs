@@ -371,6 +371,30 @@ pub(crate) fn release_statement(table: &str) -> String {
     )
 }
 
+/// Records a failed attempt at row `$1` of `table` (error `$2`): pending again after
+/// `$3` seconds, or `failed` when `$3` is NULL; its activity, if any, shows it.
+pub(crate) fn failed_statement(table: &str) -> String {
+    format!(
+        "WITH m AS (
+             UPDATE {table} SET state = CASE WHEN $3::float8 IS NULL THEN 'failed'
+                                            ELSE 'pending' END,
+                               claimed_until = NULL, last_error = $2,
+                               next_attempt_at = CASE WHEN $3::float8 IS NULL
+                                                      THEN next_attempt_at
+                                                      ELSE now() + make_interval(secs => $3)
+                                                 END
+             WHERE id = $1
+             RETURNING activity_id, attempts)
+         UPDATE activities a
+         SET data = CASE WHEN $3::float8 IS NULL THEN a.data - 'last_error' ELSE a.data END
+                    || CASE WHEN $3::float8 IS NULL
+             THEN jsonb_build_object('delivery', 'failed', 'error', $2::text,
+                                     'attempts', m.attempts)
+             ELSE jsonb_build_object('last_error', $2::text, 'attempts', m.attempts) END
+         FROM m WHERE a.id = m.activity_id"
+    )
+}
+
 /// The statement that counts a queue table's unsent rows by state.
 pub(crate) fn depth_statement(table: &str) -> String {
     format!(
@@ -462,30 +486,12 @@ impl Store {
         retry_in: Option<Duration>,
     ) -> Result<(), StoreError> {
         let error = error.replace('\0', "\u{FFFD}");
-        sqlx::query(
-            "WITH m AS (
-                 UPDATE outbox SET state = CASE WHEN $3::float8 IS NULL THEN 'failed'
-                                                ELSE 'pending' END,
-                                   claimed_until = NULL, last_error = $2,
-                                   next_attempt_at = CASE WHEN $3::float8 IS NULL
-                                                          THEN next_attempt_at
-                                                          ELSE now() + make_interval(secs => $3)
-                                                     END
-                 WHERE id = $1
-                 RETURNING activity_id, attempts)
-             UPDATE activities a
-             SET data = CASE WHEN $3::float8 IS NULL THEN a.data - 'last_error' ELSE a.data END
-                        || CASE WHEN $3::float8 IS NULL
-                 THEN jsonb_build_object('delivery', 'failed', 'error', $2::text,
-                                         'attempts', m.attempts)
-                 ELSE jsonb_build_object('last_error', $2::text, 'attempts', m.attempts) END
-             FROM m WHERE a.id = m.activity_id",
-        )
-        .bind(id)
-        .bind(&error)
-        .bind(retry_in.map(|d| d.as_secs_f64()))
-        .execute(self.pool())
-        .await?;
+        sqlx::query(&failed_statement("outbox"))
+            .bind(id)
+            .bind(&error)
+            .bind(retry_in.map(|d| d.as_secs_f64()))
+            .execute(self.pool())
+            .await?;
         Ok(())
     }
 

@@ -19,7 +19,9 @@ use uuid::Uuid;
 
 use crate::error::StoreError;
 use crate::leads::Activity;
-use crate::outbox::{OutboxDepth, claim_statement, depth_statement, release_statement};
+use crate::outbox::{
+    OutboxDepth, claim_statement, depth_statement, failed_statement, release_statement,
+};
 use crate::store::Store;
 
 /// A messenger a reply can be sent through.
@@ -472,30 +474,12 @@ impl Store {
         retry_in: Option<Duration>,
     ) -> Result<(), StoreError> {
         let error = error.replace('\0', "\u{FFFD}");
-        sqlx::query(
-            "WITH r AS (
-                 UPDATE replies SET state = CASE WHEN $3::float8 IS NULL THEN 'failed'
-                                                 ELSE 'pending' END,
-                                    claimed_until = NULL, last_error = $2,
-                                    next_attempt_at = CASE WHEN $3::float8 IS NULL
-                                                           THEN next_attempt_at
-                                                           ELSE now() + make_interval(secs => $3)
-                                                      END
-                 WHERE id = $1
-                 RETURNING activity_id, attempts)
-             UPDATE activities a
-             SET data = CASE WHEN $3::float8 IS NULL THEN a.data - 'last_error' ELSE a.data END
-                        || CASE WHEN $3::float8 IS NULL
-                 THEN jsonb_build_object('delivery', 'failed', 'error', $2::text,
-                                         'attempts', r.attempts)
-                 ELSE jsonb_build_object('last_error', $2::text, 'attempts', r.attempts) END
-             FROM r WHERE a.id = r.activity_id",
-        )
-        .bind(id)
-        .bind(&error)
-        .bind(retry_in.map(|d| d.as_secs_f64()))
-        .execute(self.pool())
-        .await?;
+        sqlx::query(&failed_statement("replies"))
+            .bind(id)
+            .bind(&error)
+            .bind(retry_in.map(|d| d.as_secs_f64()))
+            .execute(self.pool())
+            .await?;
         Ok(())
     }
 

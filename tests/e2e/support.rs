@@ -458,6 +458,30 @@ impl Response {
 }
 
 /// Writes a file for a test and returns its path.
+/// `leadpipe check-config` on a file holding the database, broker and API sections and
+/// then `sections`: (passed, what it printed).
+pub fn check_config(sections: &str) -> (bool, String) {
+    let file = format!(
+        "[http]\nlisten = \"127.0.0.1:8080\"\n[database]\n\
+         url = \"postgres://postgres@127.0.0.1:5432/leadpipe\"\n[amqp]\n\
+         url = \"amqp://guest:guest@127.0.0.1:5672/%2f\"\nprefix = \"leadpipe\"\n[api]\n\
+         admin_token = \"a-long-random-admin-token\"\n\n{sections}"
+    );
+    let path = temp_file("check-config.toml", file.as_bytes());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadpipe"))
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run leadpipe check-config");
+    let _ = std::fs::remove_file(path);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 pub fn temp_file(name: &str, contents: &[u8]) -> PathBuf {
     let dir = std::env::temp_dir().join("leadpipe-tests");
     std::fs::create_dir_all(&dir).expect("a temp dir");

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{Options, TestDaemon};
+use crate::support::{Options, TestDaemon, check_config};
 
 /// The URL Twilio signs in these tests (as the shared contract writes it).
 pub const PUBLIC_URL: &str = "https://leads.example.com/v1/intake/telephony/twilio";
@@ -548,32 +548,10 @@ async fn every_twilio_callback_of_the_shared_corpus_gives_its_expectations() {
     run_twilio_folder(&folder).await;
 }
 
-/// `check-config` on a file: (passed, what it printed).
-fn check_config(text: &str) -> (bool, String) {
-    let path = crate::support::temp_file("telephony.toml", text.as_bytes());
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadpipe"))
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .output()
-        .expect("run leadpipe check-config");
-    let _ = std::fs::remove_file(path);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-const BASE_CONFIG: &str = "[http]\nlisten = \"127.0.0.1:8080\"\n[database]\n\
-    url = \"postgres://postgres@127.0.0.1:5432/leadpipe\"\n[amqp]\n\
-    url = \"amqp://guest:guest@127.0.0.1:5672/%2f\"\nprefix = \"leadpipe\"\n[api]\n\
-    admin_token = \"a-long-random-admin-token\"\n";
-
 #[test]
 fn the_contracts_telephony_sections_pass_and_every_problem_names_its_key() {
     let good = format!(
-        "{BASE_CONFIG}\n{}[[ami]]\nname = \"pbx1\"\nhost = \"127.0.0.1\"\nport = 5038\n\
+        "{}[[ami]]\nname = \"pbx1\"\nhost = \"127.0.0.1\"\nport = 5038\n\
          user = \"leadpipe\"\nsecret = \"s3cret\"\n\
          inbound_contexts = {{ \"from-trunk-it\" = \"IT\", \"from-trunk-pl\" = \"PL\", \"from-trunk-vn\" = \"VN\" }}\n\
          source = \"phone-pbx1\"\n",
@@ -583,7 +561,7 @@ fn the_contracts_telephony_sections_pass_and_every_problem_names_its_key() {
     assert!(ok, "{text}");
 
     let bad = format!(
-        "{BASE_CONFIG}\n[[twilio]]\nname = \"a b\"\npublic_url = \"leads.example.com\"\nsource = \"\"\n\
+        "[[twilio]]\nname = \"a b\"\npublic_url = \"leads.example.com\"\nsource = \"\"\n\
          default_region = \"XX\"\ncolour = 1\n\n[[ami]]\nname = \"pbx1\"\nhost = \"\"\nuser = \"u\"\n\
          inbound_contexts = {{ \"from-trunk-it\" = \"Italy\" }}\nsource = \"phone\"\n"
     );

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{Options, Response, TestDaemon};
+use crate::support::{Options, Response, TestDaemon, check_config};
 
 const PATH: &str = "/v1/intake/chat/whatsapp";
 const APP_SECRET: &str = "test-app-secret";
@@ -440,26 +440,6 @@ async fn a_broker_that_cannot_confirm_gives_503_so_meta_retries() {
     post(&daemon, &raw, Some(&sign(&raw)))
         .await
         .assert_error(503, "unavailable");
-}
-
-fn check_config(extra: &str) -> (bool, String) {
-    let file = format!(
-        "[http]\nlisten = \"127.0.0.1:8080\"\n[database]\nurl = \"postgres://postgres@127.0.0.1:5432/leadpipe\"\n\
-         [amqp]\nurl = \"amqp://guest:guest@127.0.0.1:5672/%2f\"\nprefix = \"leadpipe\"\n[api]\nadmin_token = \"a-long-admin-token-for-tests\"\n{extra}"
-    );
-    let path = crate::support::temp_file("chat-config.toml", file.as_bytes());
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadpipe"))
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .output()
-        .expect("run leadpipe check-config");
-    let _ = std::fs::remove_file(path);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
 }
 
 #[test]

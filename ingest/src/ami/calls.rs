@@ -391,23 +391,10 @@ fn stamp_time(stamp: f64) -> Option<DateTime<Utc>> {
 
 /// Whether a caller number identifies nobody: absent, withheld or a placeholder.
 pub fn is_withheld(number: Option<&str>) -> bool {
-    let Some(number) = number.filter(|n| is_known(n)) else {
-        return true;
-    };
-    let lower = number.trim().to_ascii_lowercase();
-    [
-        "anonymous",
-        "restricted",
-        "unknown",
-        "unavailable",
-        "private",
-        "blocked",
-        "withheld",
-    ]
-    .iter()
-    .any(|w| lower == *w)
-        || !lower.chars().any(|c| c.is_ascii_digit())
-        || crate::twilio::callback::is_withheld(number)
+    // The same words and carrier sentinels as a Twilio caller, and AMI's `<unknown>`.
+    number
+        .filter(|n| is_known(n))
+        .is_none_or(crate::twilio::callback::is_withheld)
 }
 
 #[cfg(test)]

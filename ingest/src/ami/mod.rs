@@ -121,28 +121,10 @@ impl ConnectorKind for Ami {
         let mut names = BTreeSet::new();
         for (index, pbx) in pbxs.iter().enumerate() {
             let key = |field: &str| format!("ami[{index}].{field}");
-            let name_ok = !pbx.name.is_empty()
-                && pbx.name.len() <= 100
-                && pbx
-                    .name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-            if !name_ok {
-                problems.push((
-                    key("name"),
-                    format!(
-                        "`{}` must be 1 to 100 letters, digits, `-` or `_` (it is part of call keys)",
-                        pbx.name
-                    ),
-                ));
-            } else if !names.insert(pbx.name.clone()) {
-                problems.push((
-                    key("name"),
-                    format!(
-                        "`{}` names another PBX too: give each its own name",
-                        pbx.name
-                    ),
-                ));
+            if let Some(problem) =
+                crate::connector::name_problem(&pbx.name, 100, "PBX", "call keys", &mut names)
+            {
+                problems.push((key("name"), problem));
             }
             if pbx.host.trim().is_empty() {
                 problems.push((key("host"), "must not be empty".into()));

@@ -30,7 +30,7 @@ pub use state::{Checkpoints, Lease, Leases, StateError};
 use crate::inquiry::{Channel, Inquiry};
 use crate::sink::{Accepted, IdempotencyKeys, IntakeSink, Refusal};
 
-pub use settings::IntakeSettings;
+pub use settings::{IntakeSettings, name_problem};
 
 /// One thing wrong with a configuration: the key path (`forms[2].name`) and what is
 /// wrong with it and what to do.

@@ -1,6 +1,38 @@
-//! The `[intake]` section: limits every connector shares.
+//! The `[intake]` section: limits every connector shares; and the rule for connector
+//! entry names.
+
+use std::collections::BTreeSet;
 
 use serde::Deserialize;
+
+/// Checks one entry's `name` (`[[twilio]]`, `[[ami]]`, ...): 1 to `max` ASCII letters,
+/// digits, `-` or `_`, since it becomes part of URLs and keys, and not taken by an
+/// earlier entry of its section (`seen` collects them). `what` names the kind of entry in
+/// the message ("bot", "PBX"), `used_in` why the syntax matters.
+pub fn name_problem(
+    name: &str,
+    max: usize,
+    what: &str,
+    used_in: &str,
+    seen: &mut BTreeSet<String>,
+) -> Option<String> {
+    let well_formed = !name.is_empty()
+        && name.len() <= max
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !well_formed {
+        Some(format!(
+            "`{name}` must be 1 to {max} letters, digits, `-` or `_` (it is part of {used_in})"
+        ))
+    } else if !seen.insert(name.to_owned()) {
+        Some(format!(
+            "`{name}` names another {what} too: give each its own name"
+        ))
+    } else {
+        None
+    }
+}
 
 /// Intake limits shared by every connector (the `[intake]` section).
 #[derive(Debug, Clone, Deserialize)]
@@ -43,6 +75,27 @@ impl Default for IntakeSettings {
             key_ttl_secs: 24 * 60 * 60,
             key_store_max_connections: 3,
             key_purge_interval_secs: 300,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_is_refused_for_its_syntax_or_for_being_taken() {
+        let mut seen = BTreeSet::new();
+        assert_eq!(
+            name_problem("pbx-1_a", 10, "PBX", "call keys", &mut seen),
+            None
+        );
+        let taken = name_problem("pbx-1_a", 10, "PBX", "call keys", &mut seen).unwrap();
+        assert!(taken.contains("names another PBX"), "{taken}");
+        for bad in ["", "with space", "ünï", "a/b", "elevenchars"] {
+            let problem = name_problem(bad, 10, "PBX", "call keys", &mut seen)
+                .unwrap_or_else(|| panic!("`{bad}` is refused"));
+            assert!(problem.contains("must be 1 to 10"), "{problem}");
         }
     }
 }

@@ -146,14 +146,6 @@ pub(crate) fn count_refused(bot: &BotReading, code: &'static str) {
 /// The Telegram connector kind: a poller per bot in poll mode, one webhook endpoint.
 pub struct Telegram;
 
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 impl ConnectorKind for Telegram {
     const SECTION: &'static str = "telegram";
     type Config = Vec<TelegramConfig>;
@@ -163,20 +155,10 @@ impl ConnectorKind for Telegram {
         let mut names = BTreeSet::new();
         for (index, bot) in bots.iter().enumerate() {
             let key = |field: &str| format!("telegram[{index}].{field}");
-            if !valid_name(&bot.name) {
-                problems.push((
-                    key("name"),
-                    "must be 1 to 64 letters, digits, `-` or `_` (it is part of the webhook path)"
-                        .into(),
-                ));
-            } else if !names.insert(bot.name.clone()) {
-                problems.push((
-                    key("name"),
-                    format!(
-                        "`{}` names another bot too: give each its own name",
-                        bot.name
-                    ),
-                ));
+            if let Some(problem) =
+                crate::connector::name_problem(&bot.name, 64, "bot", "the webhook path", &mut names)
+            {
+                problems.push((key("name"), problem));
             }
             let token = bot.resolve_token();
             let token_ok = token.split_once(':').is_some_and(|(id, secret)| {

@@ -107,28 +107,14 @@ impl ConnectorKind for Twilio {
         let mut names = BTreeSet::new();
         for (index, line) in lines.iter().enumerate() {
             let key = |field: &str| format!("twilio[{index}].{field}");
-            let name_ok = !line.name.is_empty()
-                && line.name.len() <= 100
-                && line
-                    .name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-            if !name_ok {
-                problems.push((
-                    key("name"),
-                    format!(
-                        "`{}` must be 1 to 100 letters, digits, `-` or `_` (it is part of a URL and of call keys)",
-                        line.name
-                    ),
-                ));
-            } else if !names.insert(line.name.clone()) {
-                problems.push((
-                    key("name"),
-                    format!(
-                        "`{}` names another line too: give each its own name",
-                        line.name
-                    ),
-                ));
+            if let Some(problem) = crate::connector::name_problem(
+                &line.name,
+                100,
+                "line",
+                "a URL and of call keys",
+                &mut names,
+            ) {
+                problems.push((key("name"), problem));
             }
             if line.auth_token.is_some() && line.auth_token_file.is_some() {
                 problems.push((
