@@ -560,12 +560,10 @@ fn the_contracts_telephony_sections_pass_and_every_problem_names_its_key() {
     let (ok, text) = check_config(&good);
     assert!(ok, "{text}");
 
-    let bad = format!(
-        "[[twilio]]\nname = \"a b\"\npublic_url = \"leads.example.com\"\nsource = \"\"\n\
+    let bad = "[[twilio]]\nname = \"a b\"\npublic_url = \"leads.example.com\"\nsource = \"\"\n\
          default_region = \"XX\"\ncolour = 1\n\n[[ami]]\nname = \"pbx1\"\nhost = \"\"\nuser = \"u\"\n\
-         inbound_contexts = {{ \"from-trunk-it\" = \"Italy\" }}\nsource = \"phone\"\n"
-    );
-    let (ok, text) = check_config(&bad);
+         inbound_contexts = { \"from-trunk-it\" = \"Italy\" }\nsource = \"phone\"\n";
+    let (ok, text) = check_config(bad);
     assert!(!ok, "{text}");
     for key in [
         "twilio[0].name",
