@@ -15,7 +15,7 @@ use normalizer::KeyRules;
 use router::Publisher;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
-use store::{Store, StoreError};
+use store::{Role, Scope, Store, StoreError};
 use subtle::ConstantTimeEq;
 
 /// What the API handlers share.
@@ -44,6 +44,55 @@ impl ApiState {
     }
 }
 
+/// Who made a request: the user behind the token and the token's role. Handlers take it
+/// as `Extension<Caller>`; the authentication middleware puts it there.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// The user the token belongs to; `None` for the bootstrap admin token from config.
+    pub user_id: Option<i64>,
+    /// What the token may do.
+    pub role: Role,
+}
+
+impl Caller {
+    /// The bootstrap admin (`api.admin_token`).
+    pub fn bootstrap_admin() -> Caller {
+        Caller {
+            user_id: None,
+            role: Role::Admin,
+        }
+    }
+
+    /// Which leads this caller may see and change.
+    pub fn scope(&self) -> Scope {
+        Scope::of(self.role, self.user_id)
+    }
+
+    /// How the caller is named in stage history and activities (`user:12`, `admin`).
+    pub fn actor(&self) -> String {
+        match self.user_id {
+            Some(id) => format!("user:{id}"),
+            None => "admin".to_owned(),
+        }
+    }
+
+    /// A 403 unless the caller has at least `role`.
+    pub fn require(&self, role: Role) -> Result<(), Problem> {
+        if self.role >= role {
+            Ok(())
+        } else {
+            Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "this needs a token with the {role} role; this one is {}",
+                    self.role
+                ),
+            ))
+        }
+    }
+}
+
 /// Lets a request through only with `Authorization: Bearer <api.admin_token>`.
 pub(crate) async fn require_admin(
     State(state): State<ApiState>,
@@ -68,7 +117,11 @@ pub(crate) async fn require_admin(
         })
         .map(|t| -> [u8; 32] { Sha256::digest(t.trim().as_bytes()).into() });
     match presented {
-        Some(hash) if bool::from(hash.ct_eq(&expected)) => next.run(request).await,
+        Some(hash) if bool::from(hash.ct_eq(&expected)) => {
+            let mut request = request;
+            request.extensions_mut().insert(Caller::bootstrap_admin());
+            next.run(request).await
+        }
         Some(_) => Problem::new(
             StatusCode::UNAUTHORIZED,
             "bad_token",

@@ -1,6 +1,7 @@
 //! PostgreSQL storage: inquiries, leads, pipelines, stages and their history.
 //!
 //! # Layout
+//! - [`access`]: roles and the [`Scope`] of leads a caller may see.
 //! - [`clients`]: contacts and companies with their identity keys.
 //! - [`config`]: the `[database]` section.
 //! - [`connectors`]: per-source leases and cursors of pull connectors
@@ -21,6 +22,7 @@
 //!
 //! SQL lives only in this crate.
 
+pub mod access;
 pub mod clients;
 pub mod config;
 pub mod connectors;
@@ -33,6 +35,7 @@ pub mod outbox;
 pub mod replies;
 pub mod store;
 
+pub use access::{Role, Scope};
 pub use clients::{
     ClientPage, ClientQuery, CompanyView, ContactView, ImportReport, NewCompany, NewContact,
 };
