@@ -180,6 +180,16 @@ impl DigestPlan {
         })
     }
 
+    /// The number of stale leads `leads` (one recipient's rows, as the store returns
+    /// them) stand for: every section's full count.
+    pub fn count(leads: &[&StaleLead]) -> usize {
+        [DigestSection::Own, DigestSection::Team]
+            .into_iter()
+            .filter_map(|section| leads.iter().find(|l| l.section == section))
+            .map(|l| usize::try_from(l.section_total).unwrap_or(0))
+            .sum()
+    }
+
     /// The subject and plain-text body of `recipient`'s digest listing `leads` (theirs,
     /// own section first), or `None` when there is nothing stale.
     pub fn render(&self, recipient: &DigestRecipient, leads: &[&StaleLead]) -> Option<DigestMail> {
@@ -187,7 +197,7 @@ impl DigestPlan {
             return None;
         }
         let values: HashMap<&str, String> = [
-            ("count", leads.len().to_string()),
+            ("count", Self::count(leads).to_string()),
             ("name", recipient.name.clone()),
             ("date", recipient.local_date.to_string()),
         ]
@@ -204,17 +214,20 @@ impl DigestPlan {
             (DigestSection::Team, "Your team's leads"),
         ] {
             let listed: Vec<&&StaleLead> = leads.iter().filter(|l| l.section == section).collect();
-            if listed.is_empty() {
+            let Some(first) = listed.first() else {
                 continue;
-            }
-            body.push_str(&format!("\n{heading} ({}):\n", listed.len()));
+            };
+            let total = usize::try_from(first.section_total)
+                .unwrap_or(0)
+                .max(listed.len());
+            body.push_str(&format!("\n{heading} ({total}):\n"));
             let shown = listed.len().min(budget);
             for lead in &listed[..shown] {
                 body.push_str(&self.line(lead));
             }
             budget -= shown;
-            if listed.len() > shown {
-                body.push_str(&format!("... and {} more.\n", listed.len() - shown));
+            if total > shown {
+                body.push_str(&format!("... and {} more.\n", total - shown));
             }
         }
         body.push_str("\nMove each lead on, or finish it, to take it off this list.\n");
@@ -280,7 +293,7 @@ pub async fn compose(
     plan: &DigestPlan,
     recipients: Vec<DigestRecipient>,
 ) -> Result<Vec<Decided>, store::StoreError> {
-    let stale = store.stale_leads(&recipients).await?;
+    let stale = store.stale_leads(&recipients, plan.max_leads).await?;
     let mut by_user: HashMap<i64, Vec<&StaleLead>> = HashMap::new();
     for lead in &stale {
         by_user.entry(lead.user_id).or_default().push(lead);
@@ -292,7 +305,7 @@ pub async fn compose(
             let mail = plan.render(&recipient, &leads);
             Decided {
                 recipient,
-                lead_count: leads.len(),
+                lead_count: DigestPlan::count(&leads),
                 mail,
             }
         })
@@ -538,6 +551,7 @@ mod tests {
             stage: "Working".into(),
             responsible: "Luca".into(),
             days_overdue: days,
+            section_total: 0,
         }
     }
 
@@ -549,14 +563,18 @@ mod tests {
             ..DigestSettings::default()
         };
         let plan = DigestPlan::new(&settings, "leads@example.com").unwrap();
-        let leads = [
+        let mut leads = [
             stale(1, DigestSection::Own, 3),
             stale(2, DigestSection::Own, 0),
             stale(3, DigestSection::Team, 1),
         ];
+        // The store counted more team leads than it returned.
+        leads[0].section_total = 2;
+        leads[1].section_total = 2;
+        leads[2].section_total = 4;
         let refs: Vec<&StaleLead> = leads.iter().collect();
         let mail = plan.render(&recipient(), &refs).unwrap();
-        assert_eq!(mail.subject, "3 stale leads need you (2026-03-10)");
+        assert_eq!(mail.subject, "6 stale leads need you (2026-03-10)");
         assert!(mail.body.contains("- #1 Lead 1 (Marco): stage Working, 3 days overdue\n  https://crm.example.com/leads/1\n"), "{}", mail.body);
         assert!(
             mail.body.contains("overdue by less than a day"),
@@ -565,7 +583,7 @@ mod tests {
         );
         assert!(
             mail.body
-                .contains("Your team's leads (1):\n... and 1 more."),
+                .contains("Your team's leads (4):\n... and 4 more."),
             "{}",
             mail.body
         );

@@ -100,6 +100,9 @@ pub struct StaleLead {
     pub responsible: String,
     /// Whole days past the stage's deadline (0: less than a day).
     pub days_overdue: i32,
+    /// How many stale leads the recipient's section has in all (rows beyond the limit
+    /// asked for are counted, not returned).
+    pub section_total: i64,
 }
 
 /// A rendered digest to queue.
@@ -205,12 +208,16 @@ impl Store {
             .collect())
     }
 
-    /// The stale leads of each recipient at their own moment, in one statement: the
-    /// stale-stage scan runs on `leads_stage_entered` (stage, entered) once for everyone.
-    /// Ordered by recipient, section, most overdue first.
+    /// The stale leads of each recipient at their own moment, at most `per_section` of
+    /// each section (most overdue first), each row carrying its section's full count, in
+    /// one statement: the stale-stage scan runs once for everyone (on
+    /// `leads_stage_entered` when few leads are stale) and keeps narrow rows; titles and
+    /// names are read only for the rows listed. Ordered by recipient, section,
+    /// most overdue first.
     pub async fn stale_leads(
         &self,
         recipients: &[DigestRecipient],
+        per_section: usize,
     ) -> Result<Vec<StaleLead>, StoreError> {
         let Some(latest) = recipients.iter().map(|r| r.at).max() else {
             return Ok(Vec::new());
@@ -220,8 +227,8 @@ impl Store {
                  SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::bool[])
                         AS r(user_id, at, supervisor)),
              stale AS MATERIALIZED (
-                 SELECT l.id, l.title, l.name AS person, l.responsible_id, l.stage_entered_at,
-                        s.name AS stage, s.deadline_days
+                 SELECT l.id, l.responsible_id, l.stage_entered_at, s.id AS stage_id,
+                        s.deadline_days
                  FROM stages s
                  JOIN leads l ON l.stage_id = s.id
                      AND l.stage_entered_at < $4::timestamptz - make_interval(days => s.deadline_days)
@@ -236,18 +243,32 @@ impl Store {
                  JOIN users me ON me.id = r.user_id AND me.team_id IS NOT NULL
                  JOIN users m ON m.team_id = me.team_id AND m.id <> me.id
                  JOIN stale st ON st.responsible_id = m.id
-                 WHERE r.supervisor)
-             SELECT x.user_id, x.section, x.id, x.title, x.person, x.stage, resp.name AS responsible,
-                    (floor(extract(epoch FROM x.at - x.stage_entered_at) / 86400)::int
-                        - x.deadline_days) AS days_overdue
-             FROM listed x JOIN users resp ON resp.id = x.responsible_id
-             WHERE x.stage_entered_at < x.at - make_interval(days => x.deadline_days)
-             ORDER BY x.user_id, x.section, days_overdue DESC, x.id",
+                 WHERE r.supervisor),
+             scored AS (
+                 SELECT x.*, (floor(extract(epoch FROM x.at - x.stage_entered_at) / 86400)::int
+                                 - x.deadline_days) AS days_overdue
+                 FROM listed x
+                 WHERE x.stage_entered_at < x.at - make_interval(days => x.deadline_days)),
+             ranked AS (
+                 SELECT s.*,
+                        row_number() OVER (PARTITION BY s.user_id, s.section
+                                           ORDER BY s.days_overdue DESC, s.id) AS rank,
+                        count(*) OVER (PARTITION BY s.user_id, s.section) AS total
+                 FROM scored s)
+             SELECT x.user_id, x.section, x.id, l.title, l.name AS person, st.name AS stage,
+                    x.days_overdue, x.total, resp.name AS responsible
+             FROM ranked x
+             JOIN leads l ON l.id = x.id
+             JOIN stages st ON st.id = x.stage_id
+             JOIN users resp ON resp.id = x.responsible_id
+             WHERE x.rank <= $5
+             ORDER BY x.user_id, x.section, x.rank",
         )
         .bind(recipients.iter().map(|r| r.user_id).collect::<Vec<_>>())
         .bind(recipients.iter().map(|r| r.at).collect::<Vec<_>>())
         .bind(recipients.iter().map(|r| r.supervisor).collect::<Vec<_>>())
         .bind(latest)
+        .bind(i64::try_from(per_section).unwrap_or(i64::MAX))
         .fetch_all(self.pool())
         .await?;
         Ok(rows
@@ -265,6 +286,7 @@ impl Store {
                 stage: row.get("stage"),
                 responsible: row.get("responsible"),
                 days_overdue: row.get("days_overdue"),
+                section_total: row.get("total"),
             })
             .collect())
     }
@@ -548,7 +570,7 @@ mod tests {
             .digest_recipients(&schedule(), moment, None)
             .await
             .unwrap();
-        store.stale_leads(&recipients).await.unwrap()
+        store.stale_leads(&recipients, 100).await.unwrap()
     }
 
     #[sqlx::test(migrator = "crate::store::MIGRATOR")]
@@ -590,6 +612,16 @@ mod tests {
         );
         assert_eq!(stale[0].stage, "Attempting contact");
         assert_eq!(stale[0].responsible, "Anna");
+        assert!(stale.iter().all(|s| s.section_total == 2));
+
+        // A limit returns the most overdue and still counts the rest.
+        let recipients = store
+            .digest_recipients(&schedule(), DigestMoment::Any(noon()), None)
+            .await
+            .unwrap();
+        let first = store.stale_leads(&recipients, 1).await.unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!((first[0].lead_id, first[0].section_total), (overdue, 2));
     }
 
     #[sqlx::test(migrator = "crate::store::MIGRATOR")]
