@@ -459,6 +459,9 @@ pub async fn run(
 }
 
 async fn dry_run(store: &Store, plan: &DigestPlan, command: &DigestCommand) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    // Written in one go at the end: a reader that stops early (`| head`) is no error.
+    let mut out = String::new();
     let moment = match command.date {
         Some(date) => DigestMoment::On(date),
         None => DigestMoment::Any(Utc::now()),
@@ -468,29 +471,42 @@ async fn dry_run(store: &Store, plan: &DigestPlan, command: &DigestCommand) -> a
         .await?;
     if recipients.is_empty() {
         match &command.user {
-            Some(user) => println!("No active user has the address {user}."),
-            None => println!("No active users."),
+            Some(user) => {
+                let _ = writeln!(out, "No active user has the address {user}.");
+            }
+            None => {
+                let _ = writeln!(out, "No active users.");
+            }
         }
     }
     for decided in compose(store, plan, recipients).await? {
         let r = &decided.recipient;
-        println!("To: {} <{}>", r.name, r.email);
-        println!(
+        let _ = writeln!(out, "To: {} <{}>", r.name, r.email);
+        let _ = writeln!(
+            out,
             "Local date: {} ({}), counted at {}",
             r.local_date, r.time_zone, r.at
         );
         if r.already_logged {
-            println!("(A digest for this date was decided already: nothing more would be sent.)");
+            let _ = writeln!(
+                out,
+                "(A digest for this date was decided already: nothing more would be sent.)"
+            );
         }
         match &decided.mail {
             Some(mail) => {
-                println!("Subject: {}", mail.subject);
-                println!();
-                println!("{}", mail.body);
+                let _ = writeln!(out, "Subject: {}", mail.subject);
+                let _ = writeln!(out);
+                let _ = writeln!(out, "{}", mail.body);
             }
-            None => println!("No stale leads: no mail (the day would be logged as decided).\n"),
+            None => {
+                let _ = writeln!(
+                    out,
+                    "No stale leads: no mail (the day would be logged as decided).\n"
+                );
+            }
         }
-        println!("----");
+        let _ = writeln!(out, "----");
     }
     if let Some(rule) = &plan.abandon {
         let at = match command.date {
@@ -505,13 +521,15 @@ async fn dry_run(store: &Store, plan: &DigestPlan, command: &DigestCommand) -> a
             None => Utc::now(),
         };
         let moved = store.untouched_leads(rule, &Scope::All, at).await?;
-        println!(
+        let _ = writeln!(
+            out,
             "Abandon rule (untouched {} days): {} lead(s) would move.",
             rule.after_days,
             moved.len()
         );
         for lead in moved {
-            println!(
+            let _ = writeln!(
+                out,
                 "- #{} {}: {} -> {}, last touched {}",
                 lead.lead_id,
                 one_line(&lead.title),
@@ -521,6 +539,7 @@ async fn dry_run(store: &Store, plan: &DigestPlan, command: &DigestCommand) -> a
             );
         }
     }
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes());
     Ok(())
 }
 

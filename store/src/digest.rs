@@ -230,10 +230,15 @@ impl Store {
                  SELECT l.id, l.responsible_id, l.stage_entered_at, s.id AS stage_id,
                         s.deadline_days
                  FROM stages s
-                 JOIN leads l ON l.stage_id = s.id
-                     AND l.stage_entered_at < $4::timestamptz - make_interval(days => s.deadline_days)
-                 WHERE s.deadline_days > 0 AND s.semantic IN ('open', 'frozen')
-                   AND l.closed_at IS NULL AND l.responsible_id IS NOT NULL),
+                 -- One range scan of leads_stage_entered per stage; OFFSET 0 keeps the
+                 -- planner from flattening it into a hash join over every lead.
+                 CROSS JOIN LATERAL (
+                     SELECT l.id, l.responsible_id, l.stage_entered_at FROM leads l
+                     WHERE l.stage_id = s.id
+                       AND l.stage_entered_at < $4::timestamptz - make_interval(days => s.deadline_days)
+                       AND l.closed_at IS NULL AND l.responsible_id IS NOT NULL
+                     OFFSET 0) l
+                 WHERE s.deadline_days > 0 AND s.semantic IN ('open', 'frozen')),
              listed AS (
                  SELECT r.user_id, 'own' AS section, r.at, st.*
                  FROM r JOIN stale st ON st.responsible_id = r.user_id
