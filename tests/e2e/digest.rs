@@ -328,7 +328,8 @@ async fn two_daemons_send_each_user_one_digest_and_a_restart_sends_nothing_more(
 }
 
 #[tokio::test]
-async fn a_dry_run_prints_each_digest_and_the_abandon_moves_and_writes_nothing() {
+async fn a_dry_run_prints_each_digest_and_the_abandon_moves_and_writes_nothing_and_send_now_queues_once()
+ {
     // Only the config is needed: the dry run never talks to the mail server.
     let smtp = format!(
         "[smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nfrom = \"leads@example.com\"\n\n",
@@ -394,6 +395,25 @@ async fn a_dry_run_prints_each_digest_and_the_abandon_moves_and_writes_nothing()
             .unwrap();
         assert_eq!(count, expected, "{table}");
     }
+
+    // --send-now queues what is due, once; a dry run then says the day is decided.
+    let (ok, out) = leadpipe(&daemon, &["digest", "--send-now"]);
+    assert!(ok && out.contains("Queued 2 digest(s)"), "{out}");
+    let (ok, out) = leadpipe(&daemon, &["digest", "--send-now"]);
+    assert!(ok && out.contains("Queued 0 digest(s)"), "{out}");
+    let (queued, logged): (i64, i64) =
+        sqlx::query_as("SELECT (SELECT count(*) FROM outbox), (SELECT count(*) FROM digest_log)")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!((queued, logged), (2, 3));
+    let (ok, out) = leadpipe(
+        &daemon,
+        &["digest", "--dry-run", "--user", "anna@example.com"],
+    );
+    assert!(ok && out.contains("was decided already"), "{out}");
+    let (ok, out) = leadpipe(&daemon, &["digest"]);
+    assert!(!ok && out.contains("--dry-run"), "{out}");
     db.close().await;
 }
 
