@@ -161,7 +161,11 @@ impl Store {
             "WITH u AS (
                  SELECT u.id, u.name, u.email,
                         CASE WHEN u.time_zone IN (SELECT name FROM pg_timezone_names)
-                             THEN u.time_zone ELSE $2 END AS zone,
+                                 THEN u.time_zone
+                             -- The setting is checked against chrono-tz's list; should
+                             -- PostgreSQL not know it, UTC rather than a failed pass.
+                             WHEN $2 IN (SELECT name FROM pg_timezone_names) THEN $2
+                             ELSE 'UTC' END AS zone,
                         EXISTS (SELECT 1 FROM api_tokens t
                                 WHERE t.user_id = u.id AND t.role = 'supervisor'
                                   AND t.revoked_at IS NULL) AS supervisor

@@ -432,4 +432,6 @@ fn digest_settings_are_checked_with_their_keys() {
     );
     let (ok, out) = check_config("[digest]\nenabled = false\nabandon_after_days = 30\n");
     assert!(ok, "{out}");
+    let (ok, out) = check_config("[digest]\nenabled = false\nsend_att = \"08:00\"\n");
+    assert!(!ok && out.contains("digest.send_att: unknown key"), "{out}");
 }
