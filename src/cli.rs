@@ -60,6 +60,24 @@ enum Command {
     /// Check a bot of the `[[telegram]]` section or register its webhook.
     #[command(subcommand)]
     Telegram(TelegramCommand),
+    /// The morning digest of stale leads: print what would be sent (`--dry-run`) or
+    /// queue what is due now (`--send-now`).
+    Digest {
+        /// Print, per user, the recipient, subject and body that would be sent, and the
+        /// leads the abandon rule would move; touches nothing.
+        #[arg(long, conflicts_with = "send_now")]
+        dry_run: bool,
+        /// Queue the digests that are due now (the daemon's mail sender delivers them);
+        /// a digest decided already for today is not queued again.
+        #[arg(long)]
+        send_now: bool,
+        /// With --dry-run: compute for `send_at` on this local date instead of now.
+        #[arg(long, value_name = "YYYY-MM-DD", requires = "dry_run")]
+        date: Option<chrono::NaiveDate>,
+        /// Only the user with this email address.
+        #[arg(long, value_name = "EMAIL")]
+        user: Option<String>,
+    },
     /// Import contacts, companies or leads from a CSV file with a header row.
     ///
     /// Contacts and companies are written to PostgreSQL in bulk. Leads are published to
@@ -207,6 +225,20 @@ pub fn run(catalogue: Catalogue) -> ExitCode {
             Command::Mailbox(action) => crate::mailbox::run(settings, action).await,
             Command::Telegram(action) => crate::telegram::run(settings, action).await,
             Command::CheckConfig { .. } => Ok(()),
+            Command::Digest {
+                dry_run,
+                send_now,
+                date,
+                user,
+            } => {
+                let command = crate::digest::DigestCommand {
+                    dry_run,
+                    send_now,
+                    date,
+                    user,
+                };
+                crate::digest::run(settings, command).await
+            }
             Command::Import {
                 kind,
                 file,

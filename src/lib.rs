@@ -11,6 +11,8 @@
 //!   endpoints.
 //! - [`clients`]: contacts and companies as typed (API or CSV), parsed at the edge.
 //! - [`import`]: `leadpipe import`: contacts and companies in bulk, leads through the pipeline, from CSV.
+//! - [`digest`]: `[digest]`, the scheduler of the morning stale-lead mail and the
+//!   abandon rule, and `leadpipe digest`.
 //! - [`mail`]: `[smtp]` and `[[acknowledgements]]`, and the worker that sends the outbox.
 //! - [`replies`]: the chat accounts replies go through, and the worker that sends them.
 //! - [`server`]: serves HTTP with a header-read timeout, a connection limit, the client
@@ -21,6 +23,7 @@ pub mod api;
 pub mod cli;
 pub mod clients;
 pub mod connectors;
+pub mod digest;
 pub mod import;
 pub mod mail;
 mod mailbox;

@@ -50,6 +50,9 @@ pub struct Settings {
     /// `[[acknowledgements]]`: the mail that answers each source's new leads.
     #[serde(default)]
     pub acknowledgements: Vec<crate::mail::AckSettings>,
+    /// `[digest]`: the morning mail of stale leads and the abandon rule; off when absent.
+    #[serde(default)]
+    pub digest: Option<crate::digest::DigestSettings>,
     /// `[log]`: logging.
     #[serde(default)]
     pub log: LogSettings,
@@ -359,6 +362,9 @@ impl Settings {
             }
         }
         for (key, problem) in crate::mail::problems(self.smtp.as_ref(), &self.acknowledgements) {
+            push(key, problem);
+        }
+        for (key, problem) in crate::digest::problems(self.digest.as_ref(), self.smtp.is_some()) {
             push(key, problem);
         }
         for (key, problem) in self.matching.problems() {

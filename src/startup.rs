@@ -208,6 +208,16 @@ impl Application {
                 .transpose()?;
             let reply_sender =
                 crate::replies::ReplySender::new(store.clone(), replies, reply_policy)?;
+            // The stale-lead digest and the abandon rule, when `[digest]` asks for either.
+            let digest = match &settings.digest {
+                Some(section) => {
+                    let from = settings.smtp.as_ref().map_or("", |s| s.from.as_str());
+                    let plan = crate::digest::DigestPlan::new(section, from)?;
+                    (plan.enabled && settings.smtp.is_some() || plan.abandon.is_some())
+                        .then(|| crate::digest::Scheduler::new(store.clone(), plan))
+                }
+                None => None,
+            };
             consumers.spawn(async move {
                 if settings_db.migrate_on_start
                     && !migrate_until_done(&store, &settings_db.url, &consumers_stop).await
@@ -219,6 +229,9 @@ impl Application {
                     consumers_inner.spawn(sender.run(consumers_stop.clone()));
                 }
                 consumers_inner.spawn(reply_sender.run(consumers_stop.clone()));
+                if let Some(digest) = digest {
+                    consumers_inner.spawn(digest.run(consumers_stop.clone()));
+                }
                 if amqp.consume {
                     ConsumerSet::new(amqp, Arc::new(store)).spawn(&consumers_inner, consumers_stop);
                 }

@@ -6,6 +6,8 @@
 //! - [`config`]: the `[database]` section.
 //! - [`connectors`]: per-source leases and cursors of pull connectors
 //!   ([`ingest::connector::Leases`]), on sessions of their own.
+//! - [`digest`]: stale leads, the once-a-day digest log with its mail, and the abandon
+//!   rule.
 //! - [`error`]: SQLSTATE mapped to what callers can act on, in one place.
 //! - [`intake`]: the consumer's sink ([`router::BatchSink`]): one transaction per batch
 //!   (several, in order, when its locks would not fit), inquiry id unique so redeliveries
@@ -26,6 +28,7 @@ pub mod access;
 pub mod clients;
 pub mod config;
 pub mod connectors;
+pub mod digest;
 pub mod error;
 pub mod inquiries;
 pub mod intake;
@@ -41,6 +44,10 @@ pub use clients::{
 };
 pub use config::DatabaseConfig;
 pub use connectors::ConnectorLeases;
+pub use digest::{
+    AbandonCandidate, AbandonRule, DigestMail, DigestMoment, DigestRecipient, DigestSchedule,
+    DigestSection, StaleLead,
+};
 pub use error::StoreError;
 pub use keys::{KeyStore, KeyStoreOptions};
 pub use leads::{

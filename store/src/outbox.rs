@@ -46,6 +46,11 @@ impl Template {
     /// Parses `raw`; `{{` and `}}` are literal braces. Says which placeholder is unknown
     /// or which brace is unclosed.
     pub fn parse(raw: &str) -> Result<Template, String> {
+        Self::parse_with(raw, PLACEHOLDERS)
+    }
+
+    /// Parses `raw` allowing the placeholders `allowed` (a template of another mail).
+    pub fn parse_with(raw: &str, allowed: &[&str]) -> Result<Template, String> {
         let mut parts = Vec::new();
         let mut text = String::new();
         let mut chars = raw.chars().peekable();
@@ -73,10 +78,10 @@ impl Template {
                         }
                     }
                     let name = name.trim().to_owned();
-                    if !PLACEHOLDERS.contains(&name.as_str()) {
+                    if !allowed.contains(&name.as_str()) {
                         return Err(format!(
                             "unknown placeholder {{{name}}}: use one of {}",
-                            PLACEHOLDERS
+                            allowed
                                 .iter()
                                 .map(|p| format!("{{{p}}}"))
                                 .collect::<Vec<_>>()
@@ -163,17 +168,6 @@ pub(crate) struct FiledLead<'a> {
     pub(crate) lead: &'a normalizer::Lead,
 }
 
-struct Queued {
-    dedup_key: String,
-    lead_id: i64,
-    inquiry_id: Uuid,
-    recipient: String,
-    subject: String,
-    body: String,
-    message_id: String,
-    headers: serde_json::Value,
-}
-
 /// Queues the acknowledgements `filed` earns, in the filing transaction. The person keys
 /// of every lead are locked by the caller, so no other transaction queues to the same
 /// address meanwhile.
@@ -233,15 +227,11 @@ pub(crate) async fn queue_acknowledgements(
             headers.insert("References".into(), json!(id));
         }
         let dedup_key = format!("ack:{}", inquiry.id);
-        let message_id = format!(
-            "<ack.{}@{}>",
-            Uuid::new_v5(&MESSAGE_ID_NAMESPACE, dedup_key.as_bytes()).simple(),
-            rules.message_id_domain()
-        );
+        let message_id = message_id("ack", &dedup_key, &rules.message_id_domain());
         rows.push(Queued {
             dedup_key,
-            lead_id: *lead_id,
-            inquiry_id: inquiry.id.as_uuid(),
+            lead_id: Some(*lead_id),
+            inquiry_id: Some(inquiry.id.as_uuid()),
             recipient,
             subject: clean(&ack.subject.render(&values)),
             body: ack.body.render(&values).replace('\0', "\u{FFFD}"),
@@ -249,8 +239,32 @@ pub(crate) async fn queue_acknowledgements(
             headers: serde_json::Value::Object(headers),
         });
     }
+    insert_outbox(tx, &rows, Some(QUIET_HOURS)).await?;
+    Ok(())
+}
+
+/// One outbox row to queue.
+pub(crate) struct Queued {
+    pub(crate) dedup_key: String,
+    pub(crate) lead_id: Option<i64>,
+    pub(crate) inquiry_id: Option<Uuid>,
+    pub(crate) recipient: String,
+    pub(crate) subject: String,
+    pub(crate) body: String,
+    pub(crate) message_id: String,
+    pub(crate) headers: serde_json::Value,
+}
+
+/// Inserts `rows` into the outbox in `tx`, skipping a row whose dedup key is queued
+/// already and, with `quiet_hours`, one whose recipient was queued a mail that recently.
+/// Answers the ids of the rows inserted, by dedup key.
+pub(crate) async fn insert_outbox(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[Queued],
+    quiet_hours: Option<i32>,
+) -> Result<HashMap<String, i64>, sqlx::Error> {
     if rows.is_empty() {
-        return Ok(());
+        return Ok(HashMap::new());
     }
     let queued = sqlx::query(
         "INSERT INTO outbox (dedup_key, lead_id, inquiry_id, recipient, subject, body,
@@ -258,11 +272,12 @@ pub(crate) async fn queue_acknowledgements(
          SELECT r.* FROM unnest($1::text[], $2::bigint[], $3::uuid[], $4::text[], $5::text[],
                                 $6::text[], $7::text[], $8::jsonb[])
                 AS r(dedup_key, lead_id, inquiry_id, recipient, subject, body, message_id, headers)
-         WHERE NOT EXISTS (
+         WHERE $9::int IS NULL OR NOT EXISTS (
              SELECT 1 FROM outbox o
              WHERE o.recipient = r.recipient
                AND o.created_at > now() - make_interval(hours => $9))
-         ON CONFLICT (dedup_key) DO NOTHING",
+         ON CONFLICT (dedup_key) DO NOTHING
+         RETURNING id, dedup_key",
     )
     .bind(rows.iter().map(|r| r.dedup_key.clone()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.lead_id).collect::<Vec<_>>())
@@ -280,17 +295,29 @@ pub(crate) async fn queue_acknowledgements(
             .map(|r| Json(r.headers.clone()))
             .collect::<Vec<_>>(),
     )
-    .bind(QUIET_HOURS)
-    .execute(&mut **tx)
+    .bind(quiet_hours)
+    .fetch_all(&mut **tx)
     .await?;
-    if queued.rows_affected() > 0 {
-        metrics::counter!("leadpipe_mail_queued_total").increment(queued.rows_affected());
+    if !queued.is_empty() {
+        metrics::counter!("leadpipe_mail_queued_total").increment(queued.len() as u64);
     }
-    Ok(())
+    Ok(queued
+        .into_iter()
+        .map(|row| (row.get("dedup_key"), row.get("id")))
+        .collect())
+}
+
+/// The Message-ID of the outbox row `dedup_key` (kind `kind`), in the sender's domain:
+/// the same row always gets the same one.
+pub(crate) fn message_id(kind: &str, dedup_key: &str, domain: &str) -> String {
+    format!(
+        "<{kind}.{}@{domain}>",
+        Uuid::new_v5(&MESSAGE_ID_NAMESPACE, dedup_key.as_bytes()).simple()
+    )
 }
 
 /// A subject line is one line: a name with a line break must not add headers.
-fn clean(subject: &str) -> String {
+pub(crate) fn clean(subject: &str) -> String {
     subject
         .replace('\0', "\u{FFFD}")
         .split(['\r', '\n'])

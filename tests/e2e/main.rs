@@ -11,6 +11,7 @@ mod chat_replies;
 mod clients;
 mod config;
 mod delivery;
+mod digest;
 mod errors;
 mod events;
 mod forms_corpus;
