@@ -3,18 +3,26 @@
 #   1. end to end: N form posts at concurrency C, until every lead is stored;
 #   2. intake only (consumers off): how fast posts are confirmed by the broker;
 #   3. store only: how fast the consumers file the N messages left queued by 2.
+#   4. open loop: posts on a fixed schedule at each of RATES per second for DURATION
+#      seconds, latency from the scheduled time (p50/p99/p99.9/max);
+#   5. the direct baseline (bench/direct-baseline: axum + sqlx, one INSERT per post, no
+#      broker) with the same bodies, closed loop and open loop: the figures that count
+#      are leadpipe's as ratios to it.
 # Prints loadgen's numbers and the CPU seconds each process used in each phase.
 # With CONTACTS=1000000 the directory is first seeded with that many contacts through
 # `leadpipe import`, so the matching cost of a large directory shows.
-# Usage: N=20000 C=64 [CONTACTS=1000000] bash scripts/bench.sh
+# Usage: N=20000 C=64 [CONTACTS=1000000] [RATES="500 2000"] [DURATION=30] bash scripts/bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-20000}
 C=${C:-64}
 CONTACTS=${CONTACTS:-0}
+RATES=${RATES:-500 2000}
+DURATION=${DURATION:-30}
+DIRECT_PORT=${DIRECT_PORT:-8090}
 
 bash scripts/services.sh
-cargo build --release --quiet --bin leadpipe --bin loadgen
+cargo build --release --quiet --bin leadpipe --bin loadgen -p leadpipe -p direct-baseline
 
 config=$(mktemp --suffix=.toml)
 log=$(mktemp --suffix=.log)
@@ -74,14 +82,14 @@ cpu() {
   done
   echo "$total"
 }
-snapshot() { echo "$(cpu '^leadpipe$') $(cpu '^beam') $(cpu '^postgres$')"; }
+snapshot() { echo "$(cpu '^(leadpipe|direct-baseline)$') $(cpu '^beam') $(cpu '^postgres$')"; }
 report() {
   local hz
   hz=$(getconf CLK_TCK)
   read -r a1 b1 c1 <<<"$1"
   read -r a2 b2 c2 <<<"$2"
   awk -v a=$((a2 - a1)) -v b=$((b2 - b1)) -v c=$((c2 - c1)) -v hz="$hz" \
-    'BEGIN {printf "cpu seconds: leadpipe %.2f, rabbitmq %.2f, postgres %.2f\n", a / hz, b / hz, c / hz}'
+    'BEGIN {printf "cpu seconds: server %.2f, rabbitmq %.2f, postgres %.2f\n", a / hz, b / hz, c / hz}'
 }
 TIMEFORMAT='loadgen cpu seconds: %U user + %S system (wall %R s)'
 
@@ -122,6 +130,36 @@ report "0 $beam0 0" "$(snapshot)"
 awk -v a="$t0" -v b="$t1" -v n="$N" 'BEGIN {printf "stored %d in %.2f s (start-up included): %.0f leads/s\n", n, b - a, n / (b - a)}'
 curl -s "http://127.0.0.1:$port/metrics" | grep -E '^leadpipe_store_batch_seconds_(sum|count)'
 stop
+
+echo "== 4. open loop: $RATES posts/s for $DURATION s each"
+fresh
+seed
+start
+for rate in $RATES; do
+  echo "-- leadpipe at $rate/s"
+  ./target/release/loadgen --url "http://127.0.0.1:$port" --rate "$rate" --duration "$DURATION" --pid "$pid"
+done
+stop
+
+echo "== 5. direct baseline (one INSERT per post, no broker), same bodies"
+psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS lpdirect WITH (FORCE)" -c "CREATE DATABASE lpdirect"
+./target/release/direct-baseline --listen "127.0.0.1:$DIRECT_PORT" \
+  --database-url postgres://postgres@127.0.0.1:5432/lpdirect >>"$log" 2>&1 &
+pid=$!
+for _ in $(seq 1 100); do
+  curl -s -o /dev/null "http://127.0.0.1:$DIRECT_PORT/" && break
+  sleep 0.2
+done
+before=$(snapshot)
+echo "-- direct baseline, closed loop: $N posts at concurrency $C"
+time ./target/release/loadgen --url "http://127.0.0.1:$DIRECT_PORT" --requests "$N" --concurrency "$C" --pid "$pid" --intake-only
+report "$before" "$(snapshot)"
+for rate in $RATES; do
+  echo "-- direct baseline at $rate/s"
+  ./target/release/loadgen --url "http://127.0.0.1:$DIRECT_PORT" --rate "$rate" --duration "$DURATION" --pid "$pid" --intake-only
+done
+stop
+psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS lpdirect WITH (FORCE)"
 fresh
 rm -f "$config" "$contacts_csv"
 echo "daemon log: $log"
