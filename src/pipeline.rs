@@ -7,16 +7,18 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use ingest::{Accepted, FieldProblem, Inquiry, IntakeSink, PreparedInquiry, Refusal};
 use normalizer::KeyRules;
+use router::spool::{Spool, SpoolError};
 use router::{Envelope, LeadRouter, Publisher};
 use store::KeyStore;
 use tokio_util::sync::CancellationToken;
 
 /// Normalise, refuse what has no contact, route, publish, and answer only once the
-/// broker confirmed.
+/// broker confirmed (or, with a spool, once the local spool holds it durably).
 pub struct Pipeline {
     router: LeadRouter,
     publisher: Arc<Publisher>,
     key_rules: KeyRules,
+    spool: Option<Arc<Spool>>,
 }
 
 impl Pipeline {
@@ -26,6 +28,16 @@ impl Pipeline {
             router,
             publisher,
             key_rules: KeyRules::default(),
+            spool: None,
+        }
+    }
+
+    /// The same pipeline falling back to `spool` when the broker does not confirm in
+    /// time (web intake: a browser does not retry a post).
+    pub fn with_spool(self, spool: Arc<Spool>) -> Self {
+        Self {
+            spool: Some(spool),
+            ..self
         }
     }
 
@@ -39,6 +51,7 @@ impl Pipeline {
 struct RoutedLead {
     envelope: Envelope,
     publisher: Arc<Publisher>,
+    spool: Option<Arc<Spool>>,
     started: Instant,
 }
 
@@ -77,6 +90,7 @@ impl IntakeSink for Pipeline {
         Ok(Box::new(RoutedLead {
             envelope: Envelope::new(lead, route),
             publisher: self.publisher.clone(),
+            spool: self.spool.clone(),
             started,
         }))
     }
@@ -87,16 +101,50 @@ impl PreparedInquiry for RoutedLead {
     async fn submit(self: Box<Self>) -> Result<Accepted, Refusal> {
         let inquiry = &self.envelope.lead.inquiry;
         let (inquiry_id, channel) = (inquiry.id, inquiry.channel.as_str());
-        self.publisher
-            .publish(&self.envelope)
-            .await
-            .map_err(|error| {
+        match &self.spool {
+            None => self.publisher.publish(&self.envelope).await.map_err(|error| {
                 tracing::warn!(%error, %inquiry_id, "Publishing failed; the sender is told to retry later.");
                 Refusal::Unavailable {
+                    code: "unavailable",
                     reason: error.to_string(),
                     retry_after_secs: 5,
                 }
-            })?;
+            })?,
+            Some(spool) => {
+                // While older entries wait in the spool, new ones queue behind them, so
+                // one person's inquiries reach the broker in the order they came.
+                let published = spool.is_empty()
+                    && match tokio::time::timeout(spool.after(), self.publisher.publish(&self.envelope))
+                        .await
+                    {
+                        Ok(Ok(())) => true,
+                        Ok(Err(error)) => {
+                            tracing::warn!(%error, %inquiry_id, "Publishing failed; the inquiry goes to the local spool.");
+                            false
+                        }
+                        Err(_) => {
+                            tracing::warn!(%inquiry_id, "The broker did not confirm within spool.after_ms; the inquiry goes to the local spool.");
+                            false
+                        }
+                    };
+                if !published {
+                    spool.append(&self.envelope).await.map_err(|error| {
+                        tracing::error!(%error, %inquiry_id, "Spooling failed; the sender is told to retry later.");
+                        Refusal::Unavailable {
+                            code: if matches!(error, SpoolError::Full(_)) {
+                                "spool_full"
+                            } else {
+                                "unavailable"
+                            },
+                            reason: error.to_string(),
+                            retry_after_secs: 5,
+                        }
+                    })?;
+                    metrics::counter!("leadpipe_inquiries_spooled_total", "channel" => channel)
+                        .increment(1);
+                }
+            }
+        }
         metrics::histogram!("leadpipe_intake_seconds", "channel" => channel)
             .record(self.started.elapsed().as_secs_f64());
         Ok(Accepted { inquiry_id })

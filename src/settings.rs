@@ -28,6 +28,9 @@ pub struct Settings {
     /// `[amqp]`: RabbitMQ.
     #[serde(default = "default_amqp")]
     pub amqp: AmqpConfig,
+    /// `[spool]`: where web intake keeps what the broker could not confirm in time.
+    #[serde(default)]
+    pub spool: router::spool::SpoolConfig,
     /// `[api]`: the ops API.
     #[serde(default)]
     pub api: ApiSettings,
@@ -306,6 +309,9 @@ impl Settings {
         }
         for (key, problem) in self.amqp.problems() {
             push(format!("amqp.{key}"), problem);
+        }
+        for (key, problem) in self.spool.problems() {
+            push(format!("spool.{key}"), problem);
         }
         match (&self.api.admin_token, &self.api.admin_token_file) {
             (Some(_), Some(_)) => push(

@@ -23,6 +23,7 @@ use std::time::Duration;
 use anyhow::Context;
 use ingest::Channel;
 use ingest::connector::{Connector, Deps, Leases, PullConnector};
+use router::spool::Spool;
 use router::{ConsumerSet, LeadRouter, Publisher};
 use store::{ConnectorLeases, KeyStore, Store};
 use tokio::net::TcpListener;
@@ -46,6 +47,7 @@ pub struct Application {
     store: Store,
     keys: KeyStore,
     publisher: Arc<Publisher>,
+    spool: Option<Arc<Spool>>,
     serve_options: ServeOptions,
     schema_ready: Arc<AtomicBool>,
     /// The channel and source of every HTTP connector.
@@ -79,13 +81,33 @@ impl Application {
         let keys = KeyStore::connect_lazy(&settings.database.url, settings.key_store_options())?;
         let leases: Arc<dyn Leases> = Arc::new(ConnectorLeases::new(&settings.database.url)?);
         let publisher = Publisher::new(settings.amqp.clone());
-        let pipeline = Arc::new(
-            Pipeline::new(LeadRouter::new(settings.routing.clone()), publisher.clone())
-                .with_key_rules(settings.key_rules()?),
-        );
+        let pipeline = || -> anyhow::Result<Pipeline> {
+            Ok(
+                Pipeline::new(LeadRouter::new(settings.routing.clone()), publisher.clone())
+                    .with_key_rules(settings.key_rules()?),
+            )
+        };
+        let spool = if settings.spool.enabled {
+            let dir = settings.spool.dir_for(&settings.http.listen);
+            Some(Spool::open(&settings.spool, &dir).with_context(|| {
+                format!(
+                    "Cannot open the spool directory {}: fix spool.dir or its permissions",
+                    dir.display()
+                )
+            })?)
+        } else {
+            None
+        };
+        // Web intake falls back to the spool; pull connectors do not need it (they do
+        // not move their cursor until the broker confirmed).
+        let web_pipeline = match &spool {
+            Some(spool) => pipeline()?.with_spool(spool.clone()),
+            None => pipeline()?,
+        };
+        let pipeline = Arc::new(pipeline()?);
         let deps = Deps {
             intake: settings.intake.clone(),
-            sink: pipeline.clone(),
+            sink: Arc::new(web_pipeline),
             keys: Arc::new(keys.clone()),
         };
         let connectors = settings
@@ -108,6 +130,7 @@ impl Application {
             schema_ready: schema_ready.clone(),
             store: store.clone(),
             publisher: publisher.clone(),
+            spool: spool.clone(),
             admin_token_hash: ApiState::token_hash(settings.admin_token()?.as_ref()),
             metrics,
             key_rules: Arc::new(settings.key_rules()?),
@@ -144,6 +167,7 @@ impl Application {
             store,
             keys,
             publisher,
+            spool,
             serve_options,
             schema_ready,
             http_sources,
@@ -169,6 +193,7 @@ impl Application {
             store,
             keys,
             publisher,
+            spool,
             serve_options,
             schema_ready,
             http_sources,
@@ -185,6 +210,9 @@ impl Application {
         let broker = TaskTracker::new();
         let broker_stop = CancellationToken::new();
         broker.spawn(publisher.clone().run(broker_stop.clone()));
+        if let Some(spool) = &spool {
+            broker.spawn(spool.clone().drain(publisher.clone(), broker_stop.clone()));
+        }
 
         let consumers = TaskTracker::new();
         let consumers_stop = CancellationToken::new();
@@ -325,6 +353,16 @@ impl Application {
             tracing::warn!("The database pool did not close in time.");
         }
         keys.close().await;
+        if let Some(spool) = spool {
+            let depth = spool.depth();
+            if depth.entries > 0 {
+                tracing::warn!(
+                    entries = depth.entries,
+                    "Stopping with entries in the spool; the next start publishes them."
+                );
+            }
+            spool.close().await;
+        }
         tracing::info!("Stopped.");
         Ok(())
     }

@@ -44,6 +44,9 @@ pub enum Refusal {
     /// The pipeline cannot take it right now (broker down or not confirming); retry later.
     #[error("{reason}")]
     Unavailable {
+        /// `unavailable` (the broker did not confirm) or `spool_full` (it has not for so
+        /// long that the local spool reached its cap).
+        code: &'static str,
         /// What is unavailable.
         reason: String,
         /// A hint for the client's `Retry-After`.

@@ -9,6 +9,8 @@
 //! - [`publisher`]: publishes with publisher confirms; reconnects with backoff.
 //! - [`consumer`]: consumes shard queues in batches, hands them to a [`BatchSink`] and
 //!   acks only what the sink committed; poison messages go to the dead-letter queue.
+//! - [`spool`]: the local journal web intake falls back to while the broker does not
+//!   confirm, and its drainer.
 //! - [`dead`]: listing and replaying the dead-letter queue.
 //! - [`backoff`]: the shared reconnect delay policy.
 
@@ -19,6 +21,7 @@ pub mod dead;
 pub mod envelope;
 pub mod publisher;
 pub mod routing;
+pub mod spool;
 pub mod topology;
 
 #[cfg(test)]

@@ -25,6 +25,8 @@ pub struct ApiState {
     pub store: Store,
     /// The publisher (for readiness).
     pub publisher: Arc<Publisher>,
+    /// The local spool web intake falls back to, when enabled (for readiness).
+    pub spool: Option<Arc<router::spool::Spool>>,
     /// SHA-256 of the admin token; `None` when no token is configured.
     pub admin_token_hash: Option<[u8; 32]>,
     /// Renders `/metrics`.

@@ -1,4 +1,5 @@
-//! `/healthz` (the process is alive), `/readyz` (broker connected, database answering)
+//! `/healthz` (the process is alive), `/readyz` (broker connected, database answering;
+//! `degraded` while intake runs on the local spool)
 //! and `/metrics` (Prometheus); open, so bind them to a private interface or filter them
 //! at the proxy.
 
@@ -32,21 +33,33 @@ async fn readyz(State(state): State<ApiState>) -> Response {
             tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await,
             Ok(Ok(()))
         );
-    let status = if broker && database {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+    // With a spool, intake keeps accepting while the broker is away: degraded, not down.
+    let spool = state.spool.as_ref().map(|s| (s.depth(), s.is_full()));
+    let spooling = spool.is_some_and(|(_, full)| !full);
+    let backlog = spool.is_some_and(|(depth, _)| depth.entries > 0);
+    let (status, word_status) = match (broker, database) {
+        (true, true) if backlog => (StatusCode::OK, "degraded"),
+        (true, true) => (StatusCode::OK, "ready"),
+        (false, true) if spooling => (StatusCode::OK, "degraded"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
     };
     let word = |up: bool| if up { "up" } else { "down" };
+    let mut body = serde_json::json!({
+        "status": word_status,
+        "broker": word(broker),
+        "database": word(database),
+    });
+    if let Some((depth, full)) = spool {
+        body["spool"] = serde_json::json!({
+            "entries": depth.entries,
+            "bytes": depth.bytes,
+            "oldest_age_secs": depth.oldest_age_secs,
+            "full": full,
+        });
+    }
     (
         status,
-        Json(crate::connectors::status::with_connectors(
-            serde_json::json!({
-                "status": if status == StatusCode::OK { "ready" } else { "not_ready" },
-                "broker": word(broker),
-                "database": word(database),
-            }),
-        )),
+        Json(crate::connectors::status::with_connectors(body)),
     )
         .into_response()
 }

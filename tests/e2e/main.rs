@@ -25,5 +25,6 @@ mod observing;
 mod ops;
 mod replies;
 mod slow_clients;
+mod spool;
 mod telephony;
 mod whatsapp;

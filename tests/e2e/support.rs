@@ -156,10 +156,16 @@ impl TestDaemon {
         } else {
             format!("shutdown_grace_secs = 20\n{}", options.http)
         };
+        // Each daemon its own spool, unless the test configures the spool itself.
+        let spool = if options.extra_config.contains("[spool]") {
+            String::new()
+        } else {
+            format!("[spool]\ndir = \"{}\"\n\n", spool_dir(&prefix).display())
+        };
         let config = format!(
             "[http]\nlisten = \"127.0.0.1:{port}\"\n{http}\n\n[database]\nurl = \"{db_url}\"\nmax_connections = 4\n\n\
              [amqp]\nurl = \"{}\"\nprefix = \"{prefix}\"\nshards = 2\npublisher_channels = 2\n\n\
-             [api]\nadmin_token = \"{admin_token}\"\n\n{}{}",
+             [api]\nadmin_token = \"{admin_token}\"\n\n{spool}{}{}",
             options.amqp_url.unwrap_or_else(amqp_url),
             standard_forms(&options.forms),
             options.extra_config,
@@ -373,7 +379,15 @@ impl Drop for TestDaemon {
             runtime.block_on(cleanup(&db_name, &prefix, &config_path));
         });
         let _ = cleanup.join();
+        let _ = std::fs::remove_dir_all(spool_dir(&self.prefix));
     }
+}
+
+/// The spool directory of the test daemon with this AMQP prefix.
+pub fn spool_dir(prefix: &str) -> PathBuf {
+    std::env::temp_dir()
+        .join("leadpipe-tests")
+        .join(format!("{prefix}.spool"))
 }
 
 async fn cleanup(db_name: &str, prefix: &str, config_path: &Path) {

@@ -428,8 +428,9 @@ async fn statuses_alone_are_answered_200_and_never_touch_a_lead() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_that_cannot_confirm_gives_503_so_meta_retries() {
+    // Without a spool (with one, the post is kept locally and answered 200).
     let daemon = TestDaemon::start_with(Options {
-        extra_config: CONFIG.into(),
+        extra_config: format!("{CONFIG}\n[spool]\nenabled = false\n"),
         amqp_url: Some("amqp://guest:guest@127.0.0.1:1/%2f".into()),
         no_wait_ready: true,
         ..Options::default()

@@ -221,7 +221,7 @@ impl PullContext {
         if let Err(refusal) = &result {
             let reason = match refusal {
                 Refusal::Unusable { code, .. } => *code,
-                Refusal::Unavailable { .. } => "unavailable",
+                Refusal::Unavailable { code, .. } => *code,
             };
             let mut labels = self.labels();
             labels.push(metrics::Label::new("reason", reason));

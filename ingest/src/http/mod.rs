@@ -277,14 +277,18 @@ pub fn refusal_problem(refusal: Refusal) -> Problem {
         },
         // The reason (library error text) is the sink's to log; the sender gets a sentence.
         Refusal::Unavailable {
+            code,
             reason: _,
             retry_after_secs,
         } => Problem {
             status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "unavailable",
-            message:
+            code,
+            message: if code == "spool_full" {
+                "the message broker has been unreachable so long that the local spool is full; nothing was stored, retry later"
+            } else {
                 "the message broker did not confirm the inquiry; nothing was stored, retry later"
-                    .into(),
+            }
+            .into(),
             fields: Vec::new(),
             retry_after_secs: Some(retry_after_secs),
         },

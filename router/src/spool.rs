@@ -1,0 +1,959 @@
+//! The local spool: a durable journal on local disk that takes what web intake accepted
+//! while the broker could not confirm it, and a drainer that publishes the journal to the
+//! broker, in order, once it is back.
+//!
+//! A browser does not retry a form post, so a broker restart must not turn visitors
+//! away. An entry is fsync'd before the client hears 202 (appends that arrive together
+//! share one fsync), and it leaves the journal only after the broker confirmed it. A
+//! crash at any point loses nothing: an entry that was published but not yet marked
+//! drained is published again, and its inquiry id makes the second copy a no-op.
+//!
+//! # On disk
+//! - `NNNNNNNNNNNNNNNNNNNN.journal`: segments, appended in sequence. A record is
+//!   `len: u32 LE | crc32: u32 LE | spooled_at_ms: u64 LE | payload (len bytes)`; the CRC
+//!   covers the timestamp and the payload. A torn record at the end of a segment (a crash
+//!   mid-append, never acknowledged) is cut off when the spool opens.
+//! - `drained`: `segment: u64 LE | offset: u64 LE`, the first record not yet confirmed,
+//!   replaced atomically (write, fsync, rename, fsync the directory).
+//! - `lock`: held with an exclusive file lock while a daemon uses the directory, so two
+//!   daemons never share one journal.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::envelope::Envelope;
+use crate::publisher::Publisher;
+
+/// `[spool]`: where web intake keeps what the broker could not confirm in time.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SpoolConfig {
+    /// Whether web intake spools at all; without it a broker outage answers 503.
+    #[serde(default = "default_enabled")]
+    pub enabled: bool,
+    /// The journal's directory (created if missing); one per daemon. Unset: a directory
+    /// named after the HTTP listen address under the state directory (see
+    /// [`SpoolConfig::dir_for`]), so daemons on one machine never share one.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// How long a post waits for the broker's confirm before it is spooled instead.
+    #[serde(default = "default_after_ms")]
+    pub after_ms: u64,
+    /// The journal's size cap; beyond it intake answers 503 `spool_full`.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    /// Size at which a new segment file is started.
+    #[serde(default = "default_segment_bytes")]
+    pub segment_bytes: u64,
+}
+
+fn default_enabled() -> bool {
+    true
+}
+fn default_after_ms() -> u64 {
+    1_000
+}
+fn default_max_bytes() -> u64 {
+    1 << 30
+}
+fn default_segment_bytes() -> u64 {
+    64 << 20
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            enabled: default_enabled(),
+            dir: None,
+            after_ms: default_after_ms(),
+            max_bytes: default_max_bytes(),
+            segment_bytes: default_segment_bytes(),
+        }
+    }
+}
+
+impl SpoolConfig {
+    /// Every problem with the values, by key.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if self.after_ms == 0 {
+            out.push(("after_ms", "must be greater than 0".into()));
+        }
+        if self.segment_bytes < 4096 {
+            out.push(("segment_bytes", "must be at least 4096".into()));
+        }
+        if self.max_bytes < self.segment_bytes {
+            out.push((
+                "max_bytes",
+                "must be at least segment_bytes (64 MiB by default)".into(),
+            ));
+        }
+        if self.dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+            out.push(("dir", "must name a directory".into()));
+        }
+        out
+    }
+}
+
+impl SpoolConfig {
+    /// The directory to use for a daemon listening on `listen`: `dir` when set, else
+    /// `spool/<listen>` under `$STATE_DIRECTORY` (systemd's StateDirectory=), else
+    /// under /var/lib/leadpipe when that can be created, else under
+    /// `~/.local/state/leadpipe`. Never a temporary directory: the journal must outlive a
+    /// reboot.
+    pub fn dir_for(&self, listen: &str) -> PathBuf {
+        if let Some(dir) = &self.dir {
+            return dir.clone();
+        }
+        let name: String = listen
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        let base = std::env::var_os("STATE_DIRECTORY")
+            .map(PathBuf::from)
+            .filter(|d| !d.as_os_str().is_empty())
+            .or_else(|| {
+                let system = PathBuf::from("/var/lib/leadpipe");
+                fs::create_dir_all(&system).is_ok().then_some(system)
+            })
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .map(|home| PathBuf::from(home).join(".local/state/leadpipe"))
+            })
+            .unwrap_or_else(|| PathBuf::from("leadpipe-state"));
+        base.join("spool").join(name)
+    }
+}
+
+/// Why an entry could not be spooled.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// The journal reached `spool.max_bytes`.
+    #[error("the local spool is full ({0} bytes); the broker has been unreachable too long")]
+    Full(u64),
+    /// Writing or syncing the journal failed.
+    #[error("the local spool could not be written: {0}")]
+    Io(#[from] io::Error),
+    /// The spool is closing.
+    #[error("the local spool is closing")]
+    Closed,
+}
+
+const HEADER: usize = 16;
+const MAX_RECORD: u32 = 64 << 20;
+
+fn segment_name(seq: u64) -> String {
+    format!("{seq:020}.journal")
+}
+
+fn crc(spooled_at_ms: u64, payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&spooled_at_ms.to_le_bytes());
+    h.update(payload);
+    h.finalize()
+}
+
+fn encode(spooled_at_ms: u64, payload: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc(spooled_at_ms, payload).to_le_bytes());
+    out.extend_from_slice(&spooled_at_ms.to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// One record read back: where the next one starts, when it was spooled, its bytes.
+struct Record {
+    next: u64,
+    spooled_at_ms: u64,
+    payload: Vec<u8>,
+}
+
+/// Reads the record at the reader's position; `None` at the end or at a torn or
+/// corrupt record (which ends the segment).
+fn read_record(reader: &mut impl Read, at: u64) -> io::Result<Option<Record>> {
+    let mut header = [0u8; HEADER];
+    if let Err(e) = reader.read_exact(&mut header) {
+        return if e.kind() == io::ErrorKind::UnexpectedEof {
+            Ok(None)
+        } else {
+            Err(e)
+        };
+    }
+    let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
+    let sum = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+    let spooled_at_ms = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+    if len > MAX_RECORD {
+        return Ok(None);
+    }
+    let mut payload = vec![0u8; len as usize];
+    if let Err(e) = reader.read_exact(&mut payload) {
+        return if e.kind() == io::ErrorKind::UnexpectedEof {
+            Ok(None)
+        } else {
+            Err(e)
+        };
+    }
+    if crc(spooled_at_ms, &payload) != sum {
+        return Ok(None);
+    }
+    Ok(Some(Record {
+        next: at + HEADER as u64 + u64::from(len),
+        spooled_at_ms,
+        payload,
+    }))
+}
+
+fn now_ms() -> u64 {
+    chrono::Utc::now().timestamp_millis().max(0) as u64
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// The drained position: the first record not yet confirmed by the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Position {
+    segment: u64,
+    offset: u64,
+}
+
+/// What the writer and the drainer share, behind one lock that is never held across
+/// an `.await`.
+struct Journal {
+    dir: PathBuf,
+    /// Segments holding undrained records, oldest first (the last one is being written).
+    segments: VecDeque<u64>,
+    write: File,
+    write_seq: u64,
+    write_len: u64,
+    drained: Position,
+    segment_bytes: u64,
+}
+
+impl Journal {
+    fn open(dir: &Path, segment_bytes: u64) -> io::Result<(Journal, u64, u64, Option<u64>)> {
+        let mut seqs: Vec<u64> = fs::read_dir(dir)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                name.strip_suffix(".journal")?.parse().ok()
+            })
+            .collect();
+        seqs.sort_unstable();
+        let drained = read_position(dir)?.unwrap_or(Position {
+            segment: seqs.first().copied().unwrap_or(0),
+            offset: 0,
+        });
+        // Segments before the drained one are fully confirmed (a crash came between
+        // moving past them and deleting them).
+        for &seq in seqs.iter().filter(|&&s| s < drained.segment) {
+            fs::remove_file(dir.join(segment_name(seq)))?;
+        }
+        seqs.retain(|&s| s >= drained.segment);
+        let (mut entries, mut bytes, mut oldest) = (0u64, 0u64, None);
+        for &seq in &seqs {
+            let path = dir.join(segment_name(seq));
+            let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
+            let start = if seq == drained.segment {
+                drained.offset
+            } else {
+                0
+            };
+            file.seek(SeekFrom::Start(start))?;
+            let mut reader = BufReader::new(&file);
+            let mut at = start;
+            while let Some(record) = read_record(&mut reader, at)? {
+                entries += 1;
+                bytes += record.next - at;
+                oldest.get_or_insert(record.spooled_at_ms);
+                at = record.next;
+            }
+            drop(reader);
+            // Cut a torn tail: nothing after it was ever acknowledged.
+            if file.metadata()?.len() > at {
+                tracing::warn!(
+                    segment = %path.display(),
+                    at,
+                    "The spool ends in a torn record (a crash while writing it); cut it off."
+                );
+                file.set_len(at)?;
+                file.sync_all()?;
+            }
+        }
+        let write_seq = seqs.last().map_or(drained.segment, |s| s + 1);
+        let write = new_segment(dir, write_seq)?;
+        let mut drained = drained;
+        if entries == 0 {
+            // Nothing waits: start clean in the new segment, so empty files never pile up.
+            drained = Position {
+                segment: write_seq,
+                offset: 0,
+            };
+            write_position(dir, drained)?;
+            for &seq in &seqs {
+                fs::remove_file(dir.join(segment_name(seq)))?;
+            }
+            seqs.clear();
+        }
+        let mut segments: VecDeque<u64> = seqs.into();
+        segments.push_back(write_seq);
+        let journal = Journal {
+            dir: dir.to_owned(),
+            segments,
+            write,
+            write_seq,
+            write_len: 0,
+            drained,
+            segment_bytes,
+        };
+        Ok((journal, entries, bytes, oldest))
+    }
+
+    /// Appends encoded records and syncs them once.
+    fn append(&mut self, records: &[u8]) -> io::Result<()> {
+        if self.write_len > 0 && self.write_len + records.len() as u64 > self.segment_bytes {
+            let seq = self.write_seq + 1;
+            self.write = new_segment(&self.dir, seq)?;
+            self.write_seq = seq;
+            self.write_len = 0;
+            self.segments.push_back(seq);
+        }
+        if let Err(e) = self
+            .write
+            .write_all(records)
+            .and_then(|()| self.write.sync_data())
+        {
+            // Leave no partial batch behind for the next append to follow: the records
+            // were not acknowledged.
+            let _ = self.write.set_len(self.write_len);
+            return Err(e);
+        }
+        self.write_len += records.len() as u64;
+        Ok(())
+    }
+}
+
+fn new_segment(dir: &Path, seq: u64) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(segment_name(seq)))?;
+    sync_dir(dir)?;
+    Ok(file)
+}
+
+fn read_position(dir: &Path) -> io::Result<Option<Position>> {
+    match fs::read(dir.join("drained")) {
+        Ok(bytes) if bytes.len() == 16 => Ok(Some(Position {
+            segment: u64::from_le_bytes(bytes[0..8].try_into().expect("8 bytes")),
+            offset: u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")),
+        })),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the spool's `drained` file is damaged: move the spool directory aside and start again; its entries can be replayed from the moved copy",
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn write_position(dir: &Path, at: Position) -> io::Result<()> {
+    let tmp = dir.join("drained.tmp");
+    let mut file = File::create(&tmp)?;
+    file.write_all(&at.segment.to_le_bytes())?;
+    file.write_all(&at.offset.to_le_bytes())?;
+    file.sync_all()?;
+    fs::rename(&tmp, dir.join("drained"))?;
+    sync_dir(dir)
+}
+
+struct Append {
+    record: Vec<u8>,
+    done: oneshot::Sender<Result<(), SpoolError>>,
+}
+
+/// What `/metrics` and `/readyz` say about the spool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpoolDepth {
+    /// Entries not yet confirmed by the broker.
+    pub entries: u64,
+    /// Their bytes on disk.
+    pub bytes: u64,
+    /// Seconds since the oldest of them was spooled (0 when empty).
+    pub oldest_age_secs: u64,
+}
+
+/// The spool: appends with group commit, and a drainer that empties it into the broker.
+pub struct Spool {
+    journal: Arc<Mutex<Journal>>,
+    appends: mpsc::Sender<Append>,
+    entries: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
+    /// Milliseconds since the epoch when the oldest undrained entry was spooled; 0 when
+    /// empty.
+    oldest_ms: Arc<AtomicU64>,
+    max_bytes: u64,
+    /// Set when an append was refused for the cap, cleared when draining makes room.
+    refused_full: std::sync::atomic::AtomicBool,
+    after: Duration,
+    wake: Arc<Notify>,
+    writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    _lock: File,
+}
+
+impl Spool {
+    /// Opens (or creates) the journal in `config.dir`, recovering what a previous run left,
+    /// and starts the group-commit writer.
+    pub fn open(config: &SpoolConfig, dir: &Path) -> Result<Arc<Spool>, SpoolError> {
+        fs::create_dir_all(dir)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("lock"))?;
+        if lock.try_lock().is_err() {
+            return Err(SpoolError::Io(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "another leadpipe uses the spool directory {}: give each daemon its own spool.dir",
+                    dir.display()
+                ),
+            )));
+        }
+        let (journal, entries, bytes, oldest) = Journal::open(dir, config.segment_bytes)?;
+        if entries > 0 {
+            tracing::warn!(
+                entries,
+                bytes,
+                "The spool holds entries from an earlier run; they are published once the broker confirms."
+            );
+        }
+        let journal = Arc::new(Mutex::new(journal));
+        let (tx, rx) = mpsc::channel(8192);
+        let spool = Arc::new(Spool {
+            journal: journal.clone(),
+            appends: tx,
+            entries: Arc::new(AtomicU64::new(entries)),
+            bytes: Arc::new(AtomicU64::new(bytes)),
+            oldest_ms: Arc::new(AtomicU64::new(oldest.unwrap_or(0))),
+            max_bytes: config.max_bytes,
+            refused_full: std::sync::atomic::AtomicBool::new(false),
+            after: Duration::from_millis(config.after_ms),
+            wake: Arc::new(Notify::new()),
+            writer: Mutex::new(None),
+            _lock: lock,
+        });
+        let handle = tokio::spawn(write_batches(
+            rx,
+            journal,
+            spool.entries.clone(),
+            spool.bytes.clone(),
+            spool.oldest_ms.clone(),
+            spool.wake.clone(),
+        ));
+        *spool.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        spool.publish_gauges();
+        Ok(spool)
+    }
+
+    /// How long a post waits for the broker before it is spooled.
+    pub fn after(&self) -> Duration {
+        self.after
+    }
+
+    /// Whether entries wait to be published; while they do, new entries join them so one
+    /// person's inquiries reach the broker in the order they came.
+    pub fn is_empty(&self) -> bool {
+        self.entries.load(Ordering::Acquire) == 0
+    }
+
+    /// Entries, bytes and the oldest entry's age.
+    pub fn depth(&self) -> SpoolDepth {
+        let oldest = self.oldest_ms.load(Ordering::Acquire);
+        SpoolDepth {
+            entries: self.entries.load(Ordering::Acquire),
+            bytes: self.bytes.load(Ordering::Acquire),
+            oldest_age_secs: if oldest == 0 {
+                0
+            } else {
+                now_ms().saturating_sub(oldest) / 1000
+            },
+        }
+    }
+
+    /// Whether the cap was reached: the last append that did not fit was refused and
+    /// nothing has drained since.
+    pub fn is_full(&self) -> bool {
+        self.refused_full.load(Ordering::Acquire)
+            || self.bytes.load(Ordering::Acquire) >= self.max_bytes
+    }
+
+    fn publish_gauges(&self) {
+        let depth = self.depth();
+        metrics::gauge!("leadpipe_spool_entries").set(depth.entries as f64);
+        metrics::gauge!("leadpipe_spool_bytes").set(depth.bytes as f64);
+        metrics::gauge!("leadpipe_spool_oldest_seconds").set(depth.oldest_age_secs as f64);
+    }
+
+    /// Appends an envelope durably: returns once it is on disk (fsync'd).
+    pub async fn append(&self, envelope: &Envelope) -> Result<(), SpoolError> {
+        let payload = envelope.to_bytes();
+        let size = (HEADER + payload.len()) as u64;
+        if self.bytes.load(Ordering::Acquire) + size > self.max_bytes {
+            metrics::counter!("leadpipe_spool_full_total").increment(1);
+            self.refused_full.store(true, Ordering::Release);
+            return Err(SpoolError::Full(self.max_bytes));
+        }
+        let mut record = Vec::with_capacity(size as usize);
+        encode(now_ms(), &payload, &mut record);
+        let (done, answer) = oneshot::channel();
+        self.appends
+            .send(Append { record, done })
+            .await
+            .map_err(|_| SpoolError::Closed)?;
+        answer.await.map_err(|_| SpoolError::Closed)?
+    }
+
+    /// Publishes the journal to the broker in order until `stop`, removing entries only
+    /// after their confirm.
+    pub async fn drain(self: Arc<Self>, publisher: Arc<Publisher>, stop: CancellationToken) {
+        let mut reader: Option<(u64, BufReader<File>, u64)> = None;
+        let mut gauges = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            if self.is_empty() {
+                reader = None;
+                tokio::select! {
+                    _ = self.wake.notified() => continue,
+                    _ = gauges.tick() => { self.publish_gauges(); continue; }
+                    _ = stop.cancelled() => return,
+                }
+            }
+            if !publisher.is_ready().await {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    _ = stop.cancelled() => return,
+                }
+                self.publish_gauges();
+                continue;
+            }
+            match self.drain_some(&publisher, &mut reader, &stop).await {
+                Ok(()) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "Draining the spool failed; trying again shortly.");
+                    reader = None;
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = stop.cancelled() => return,
+                    }
+                }
+            }
+            self.publish_gauges();
+        }
+    }
+
+    /// Publishes up to a batch of entries, one confirm at a time (order), then records
+    /// the new drained position, also when a publish failed part-way (what was confirmed
+    /// stays confirmed).
+    async fn drain_some(
+        &self,
+        publisher: &Publisher,
+        reader: &mut Option<(u64, BufReader<File>, u64)>,
+        stop: &CancellationToken,
+    ) -> Result<(), DrainError> {
+        let mut progress = Progress {
+            position: self.lock().drained,
+            published: 0,
+            bytes: 0,
+            last_spooled_at_ms: 0,
+        };
+        let outcome = self
+            .publish_batch(publisher, reader, stop, &mut progress)
+            .await;
+        if outcome.is_err() {
+            // The reader may stand in the middle of a record; open it again next time.
+            *reader = None;
+        }
+        if progress.published > 0 {
+            let dir = {
+                let mut journal = self.lock();
+                journal.drained = progress.position;
+                journal.dir.clone()
+            };
+            write_position(&dir, progress.position)?;
+            self.bytes.fetch_sub(progress.bytes, Ordering::AcqRel);
+            self.refused_full.store(false, Ordering::Release);
+            let left =
+                self.entries.fetch_sub(progress.published, Ordering::AcqRel) - progress.published;
+            metrics::counter!("leadpipe_spool_drained_total").increment(progress.published);
+            if left == 0 {
+                self.oldest_ms.store(0, Ordering::Release);
+                tracing::info!(
+                    "The spool is empty again: every spooled inquiry reached the broker."
+                );
+            } else {
+                // The next entry is at most this old: close enough for a gauge.
+                self.oldest_ms
+                    .store(progress.last_spooled_at_ms, Ordering::Release);
+            }
+        }
+        outcome
+    }
+
+    async fn publish_batch(
+        &self,
+        publisher: &Publisher,
+        reader: &mut Option<(u64, BufReader<File>, u64)>,
+        stop: &CancellationToken,
+        progress: &mut Progress,
+    ) -> Result<(), DrainError> {
+        const BATCH: u64 = 256;
+        while progress.published < BATCH && !stop.is_cancelled() {
+            let position = progress.position;
+            // In the segment being written, only what the writer synced and counted.
+            let limit = {
+                let journal = self.lock();
+                (position.segment == journal.write_seq).then_some(journal.write_len)
+            };
+            let record = if limit.is_some_and(|l| position.offset >= l) {
+                None
+            } else {
+                if reader
+                    .as_ref()
+                    .is_none_or(|(seq, _, at)| *seq != position.segment || *at != position.offset)
+                {
+                    let file = File::open(self.lock().dir.join(segment_name(position.segment)))?;
+                    let mut buffered = BufReader::new(file);
+                    buffered.seek(SeekFrom::Start(position.offset))?;
+                    *reader = Some((position.segment, buffered, position.offset));
+                }
+                let (_, buffered, _) = reader.as_mut().expect("opened above");
+                read_record(buffered, position.offset)?
+            };
+            let Some(record) = record else {
+                *reader = None;
+                // The end of a segment: move to the next one unless it is the one being
+                // written (then this is simply the end for now).
+                let mut journal = self.lock();
+                if position.segment == journal.write_seq {
+                    return Ok(());
+                }
+                let finished = position.segment;
+                journal.segments.retain(|&s| s != finished);
+                let next = Position {
+                    segment: journal
+                        .segments
+                        .front()
+                        .copied()
+                        .unwrap_or(journal.write_seq),
+                    offset: 0,
+                };
+                journal.drained = next;
+                let dir = journal.dir.clone();
+                drop(journal);
+                write_position(&dir, next)?;
+                fs::remove_file(dir.join(segment_name(finished)))?;
+                progress.position = next;
+                continue;
+            };
+            match Envelope::from_bytes(&record.payload) {
+                Ok(envelope) => publisher
+                    .publish(&envelope)
+                    .await
+                    .map_err(|e| DrainError::Publish(e.to_string()))?,
+                Err(error) => {
+                    // A record whose CRC holds but that does not decode was written by
+                    // another version: keep a copy and go on, never block the rest.
+                    metrics::counter!("leadpipe_spool_undecodable_total").increment(1);
+                    let keep = self.lock().dir.join("undecodable");
+                    fs::create_dir_all(&keep)?;
+                    fs::write(
+                        keep.join(format!("{}-{}", position.segment, position.offset)),
+                        &record.payload,
+                    )?;
+                    tracing::error!(%error, "A spooled entry does not decode; kept under undecodable/ and skipped.");
+                }
+            }
+            if let Some((_, _, at)) = reader.as_mut() {
+                *at = record.next;
+            }
+            progress.bytes += record.next - position.offset;
+            progress.position.offset = record.next;
+            progress.published += 1;
+            progress.last_spooled_at_ms = record.spooled_at_ms;
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Journal> {
+        self.journal.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops taking appends and waits for the writer to finish what it holds.
+    pub async fn close(&self) {
+        let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(handle) = handle {
+            handle.abort();
+            let _ = handle.await;
+        }
+        if self.is_empty() {
+            // Nothing waits: leave no files behind (the next start begins afresh).
+            let dir = self.lock().dir.clone();
+            if let Ok(listing) = fs::read_dir(&dir) {
+                for entry in listing.flatten() {
+                    let name = entry.file_name();
+                    let name = name.to_string_lossy();
+                    if name.ends_with(".journal") || name == "drained" || name == "lock" {
+                        let _ = fs::remove_file(entry.path());
+                    }
+                }
+            }
+            let _ = fs::remove_dir(&dir);
+        }
+    }
+}
+
+/// How far a drain pass got.
+struct Progress {
+    position: Position,
+    published: u64,
+    bytes: u64,
+    last_spooled_at_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum DrainError {
+    #[error("reading the spool failed: {0}")]
+    Io(#[from] io::Error),
+    #[error("publishing a spooled entry failed: {0}")]
+    Publish(String),
+}
+
+/// The group-commit writer: takes every append waiting, writes them, syncs once, answers
+/// them all.
+async fn write_batches(
+    mut rx: mpsc::Receiver<Append>,
+    journal: Arc<Mutex<Journal>>,
+    entries: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
+    oldest_ms: Arc<AtomicU64>,
+    wake: Arc<Notify>,
+) {
+    const MAX_BATCH: usize = 1024;
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
+        let mut records = Vec::with_capacity(batch.iter().map(|a| a.record.len()).sum());
+        for append in &batch {
+            records.extend_from_slice(&append.record);
+        }
+        let first_ts = u64::from_le_bytes(batch[0].record[8..16].try_into().expect("8 bytes"));
+        let journal = journal.clone();
+        let (entries, bytes, oldest_ms) = (entries.clone(), bytes.clone(), oldest_ms.clone());
+        let count = batch.len() as u64;
+        // The counts move under the journal's lock together with its synced length, so the
+        // drainer never sees a record that is not counted yet.
+        let written = tokio::task::spawn_blocking(move || {
+            let mut journal = journal.lock().unwrap_or_else(|e| e.into_inner());
+            journal.append(&records)?;
+            let _ = oldest_ms.compare_exchange(0, first_ts, Ordering::AcqRel, Ordering::Acquire);
+            bytes.fetch_add(records.len() as u64, Ordering::AcqRel);
+            entries.fetch_add(count, Ordering::AcqRel);
+            Ok::<(), io::Error>(())
+        })
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
+        match written {
+            Ok(()) => {
+                metrics::counter!("leadpipe_spool_appended_total").increment(batch.len() as u64);
+                wake.notify_one();
+                for append in batch {
+                    let _ = append.done.send(Ok(()));
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "Writing the spool failed; those posts are answered 503.");
+                for append in batch {
+                    let _ = append.done.send(Err(SpoolError::Io(io::Error::new(
+                        error.kind(),
+                        error.to_string(),
+                    ))));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "leadpipe-spool-{name}-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4()
+        ));
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn records(dir: &Path) -> Vec<Vec<u8>> {
+        let (journal, _, _, _) = Journal::open(dir, 1 << 20).unwrap();
+        let mut out = Vec::new();
+        for seq in journal.segments.iter().copied() {
+            let mut file = File::open(dir.join(segment_name(seq))).unwrap();
+            let start = if seq == journal.drained.segment {
+                journal.drained.offset
+            } else {
+                0
+            };
+            file.seek(SeekFrom::Start(start)).unwrap();
+            let mut reader = BufReader::new(file);
+            let mut at = start;
+            while let Some(r) = read_record(&mut reader, at).unwrap() {
+                at = r.next;
+                out.push(r.payload);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn records_survive_a_reopen_and_a_torn_tail_is_cut() {
+        let dir = temp_dir("torn");
+        {
+            let (mut journal, entries, _, _) = Journal::open(&dir, 1 << 20).unwrap();
+            assert_eq!(entries, 0);
+            let mut buf = Vec::new();
+            encode(1, b"first", &mut buf);
+            encode(2, b"second", &mut buf);
+            journal.append(&buf).unwrap();
+            // A crash in the middle of the third record: half its bytes reached disk.
+            let mut third = Vec::new();
+            encode(3, b"third, never acknowledged", &mut third);
+            journal.write.write_all(&third[..10]).unwrap();
+        }
+        let (journal, entries, bytes, oldest) = Journal::open(&dir, 1 << 20).unwrap();
+        assert_eq!((entries, oldest), (2, Some(1)));
+        assert_eq!(bytes, (2 * HEADER + 5 + 6) as u64);
+        drop(journal);
+        assert_eq!(records(&dir), vec![b"first".to_vec(), b"second".to_vec()]);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_flipped_byte_ends_the_segment_there() {
+        let dir = temp_dir("flip");
+        {
+            let (mut journal, _, _, _) = Journal::open(&dir, 1 << 20).unwrap();
+            let mut buf = Vec::new();
+            encode(1, b"good", &mut buf);
+            encode(2, b"damaged", &mut buf);
+            journal.append(&buf).unwrap();
+        }
+        let path = dir.join(segment_name(0));
+        let mut bytes = fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        fs::write(&path, bytes).unwrap();
+        assert_eq!(records(&dir), vec![b"good".to_vec()]);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_drained_position_skips_confirmed_records_and_removes_finished_segments() {
+        let dir = temp_dir("drained");
+        {
+            // Tiny segments: every append after the first starts a new one.
+            let (mut journal, _, _, _) = Journal::open(&dir, 32).unwrap();
+            for (i, p) in [
+                b"aaaaaaaaaaaaaaaa",
+                b"bbbbbbbbbbbbbbbb",
+                b"cccccccccccccccc",
+            ]
+            .iter()
+            .enumerate()
+            {
+                let mut buf = Vec::new();
+                encode(i as u64, *p, &mut buf);
+                journal.append(&buf).unwrap();
+            }
+            assert_eq!(journal.segments.len(), 3);
+        }
+        // The first segment was confirmed and the position moved past it, but the crash
+        // came before its file was deleted.
+        write_position(
+            &dir,
+            Position {
+                segment: 1,
+                offset: 0,
+            },
+        )
+        .unwrap();
+        let (_, entries, _, oldest) = Journal::open(&dir, 32).unwrap();
+        assert_eq!((entries, oldest), (2, Some(1)));
+        assert!(!dir.join(segment_name(0)).exists());
+        assert_eq!(
+            records(&dir),
+            vec![b"bbbbbbbbbbbbbbbb".to_vec(), b"cccccccccccccccc".to_vec()]
+        );
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_second_daemon_cannot_open_the_same_directory() {
+        let dir = temp_dir("lock");
+        let config = SpoolConfig::default();
+        let first = Spool::open(&config, &dir).unwrap();
+        let second = Spool::open(&config, &dir)
+            .err()
+            .expect("the directory is taken");
+        assert!(second.to_string().contains("its own spool.dir"), "{second}");
+        first.close().await;
+        drop(first);
+        assert!(!dir.exists(), "an empty spool leaves nothing behind");
+    }
+
+    #[test]
+    fn the_config_names_its_problems() {
+        let bad = SpoolConfig {
+            after_ms: 0,
+            segment_bytes: 10,
+            max_bytes: 5,
+            ..SpoolConfig::default()
+        };
+        let keys: Vec<_> = bad.problems().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["after_ms", "segment_bytes", "max_bytes"]);
+        assert!(SpoolConfig::default().problems().is_empty());
+        let named = SpoolConfig {
+            dir: Some(PathBuf::from("/srv/spool")),
+            ..SpoolConfig::default()
+        };
+        assert_eq!(named.dir_for("0.0.0.0:8080"), PathBuf::from("/srv/spool"));
+        let derived = SpoolConfig::default().dir_for("[::1]:8080");
+        assert!(
+            derived.ends_with("spool/---1--8080"),
+            "{}",
+            derived.display()
+        );
+    }
+}

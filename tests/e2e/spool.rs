@@ -1,0 +1,152 @@
+//! The local spool: while the broker cannot confirm, web intake keeps answering 202 from a
+//! durable journal, and everything it accepted is filed exactly once when the broker is
+//! back, in the order it came.
+
+use std::time::Duration;
+
+use crate::support::{Options, TestDaemon, amqp_url};
+
+const URLENCODED: &str = "application/x-www-form-urlencoded";
+const NOWHERE: &str = "amqp://guest:guest@127.0.0.1:1/%2f";
+
+/// A daemon whose broker is unreachable, spooling after `after_ms`.
+async fn daemon_without_broker(extra_env: &[(&str, &str)]) -> TestDaemon {
+    let mut daemon = TestDaemon::prepare_with(Options {
+        amqp_url: Some(NOWHERE.into()),
+        ..Options::default()
+    })
+    .await;
+    daemon
+        .env
+        .push(("LEADPIPE__SPOOL__AFTER_MS".into(), "300".into()));
+    for (k, v) in extra_env {
+        daemon.env.push(((*k).into(), (*v).into()));
+    }
+    // Ready means degraded here: the database answers and the spool takes intake.
+    daemon.launch(true).await;
+    daemon
+}
+
+fn gauge(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intake_keeps_answering_through_the_spool_and_files_everything_once_after_a_crash() {
+    let mut daemon = daemon_without_broker(&[]).await;
+    for i in 0..10 {
+        let r = daemon
+            .post_form(
+                "en-contact",
+                Some(URLENCODED),
+                format!("name=Spooled+{i}&email=spooled{i}%40example.com"),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, 202, "{}\n{}", r.text(), daemon.log());
+    }
+    // One person writes three times; the lead must tell the story in that order.
+    for word in ["first", "second", "third"] {
+        let r = daemon
+            .post_form(
+                "it-contatti",
+                Some(URLENCODED),
+                format!("nome=Lia&cognome=Neri&email=lia.neri%40example.it&messaggio={word}"),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, 202, "{}", r.text());
+    }
+    let ready = daemon.get("/readyz").await;
+    assert_eq!(ready.status, 200, "degraded, not down: {}", ready.text());
+    let body = ready.json();
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(body["broker"], "down");
+    assert_eq!(body["spool"]["entries"], 13, "{body}");
+    assert_eq!(body["spool"]["full"], false);
+    let metrics = daemon.get("/metrics").await.text();
+    assert_eq!(
+        gauge(&metrics, "leadpipe_spool_entries"),
+        Some(13.0),
+        "{metrics}"
+    );
+
+    // The process dies with everything still spooled; the next one has the broker.
+    daemon.kill();
+    daemon.env.push(("LEADPIPE__AMQP__URL".into(), amqp_url()));
+    daemon.launch(true).await;
+    let stored = daemon.wait_for_inquiries(13, Duration::from_secs(60)).await;
+    assert_eq!(stored, 13, "{}", daemon.log());
+    let pool = daemon.db().await;
+    let leads: i64 = sqlx::query_scalar("SELECT count(*) FROM leads")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(leads, 11, "ten people and Lia");
+    let messages: Vec<String> = sqlx::query_scalar(
+        "SELECT a.body FROM activities a JOIN leads l ON l.id = a.lead_id
+         WHERE l.email = 'lia.neri@example.it' ORDER BY a.id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        messages,
+        ["first", "second", "third"],
+        "filed in the order posted"
+    );
+    // Nothing is published twice: a short wait shows no more inquiries arriving.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let again: i64 = sqlx::query_scalar("SELECT count(*) FROM inquiries")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(again, 13);
+    pool.close().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready = daemon.get("/readyz").await.json();
+        if ready["status"] == "ready" {
+            assert_eq!(ready["spool"]["entries"], 0);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the spool drained: {ready}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_answers_a_plain_503_naming_it() {
+    let daemon = daemon_without_broker(&[
+        ("LEADPIPE__SPOOL__MAX_BYTES", "8192"),
+        ("LEADPIPE__SPOOL__SEGMENT_BYTES", "4096"),
+    ])
+    .await;
+    let mut accepted = 0;
+    let refusal = loop {
+        let r = daemon
+            .post_form(
+                "en-contact",
+                Some(URLENCODED),
+                format!("name=Full+{accepted}&email=full{accepted}%40example.com"),
+                &[],
+            )
+            .await;
+        if r.status != 202 {
+            break r;
+        }
+        accepted += 1;
+        assert!(accepted < 50, "the cap never bit");
+    };
+    assert!(accepted >= 1, "the spool took something first");
+    refusal.assert_error(503, "spool_full");
+    assert!(refusal.headers.contains_key("retry-after"));
+    let ready = daemon.get("/readyz").await;
+    assert_eq!(ready.status, 503, "full and no broker: not ready");
+    assert_eq!(ready.json()["spool"]["full"], true);
+}
