@@ -60,6 +60,12 @@ enum Command {
     /// Check a bot of the `[[telegram]]` section or register its webhook.
     #[command(subcommand)]
     Telegram(TelegramCommand),
+    /// Add the people who work leads.
+    #[command(subcommand)]
+    User(crate::people::UserCommand),
+    /// Issue, list or revoke users' API tokens (shown once, stored hashed).
+    #[command(subcommand)]
+    Token(crate::people::TokenCommand),
     /// Import contacts, companies or leads from a CSV file with a header row.
     ///
     /// Contacts and companies are written to PostgreSQL in bulk. Leads are published to
@@ -207,6 +213,8 @@ pub fn run(catalogue: Catalogue) -> ExitCode {
             Command::Mailbox(action) => crate::mailbox::run(settings, action).await,
             Command::Telegram(action) => crate::telegram::run(settings, action).await,
             Command::CheckConfig { .. } => Ok(()),
+            Command::User(action) => crate::people::run_user(settings, action).await,
+            Command::Token(action) => crate::people::run_token(settings, action).await,
             Command::Import {
                 kind,
                 file,
