@@ -13,7 +13,7 @@
 //! - [`import`]: `leadpipe import`: contacts and companies in bulk, leads through the pipeline, from CSV.
 //! - [`mail`]: `[smtp]` and `[[acknowledgements]]`, and the worker that sends the outbox.
 //! - [`replies`]: the chat accounts replies go through, and the worker that sends them.
-//! - [`people`]: `leadpipe user add` and `leadpipe token create|list|revoke`.
+//! - `people`: `leadpipe user add` and `leadpipe token create|list|revoke`.
 //! - [`server`]: serves HTTP with a header-read timeout, a connection limit, the client
 //!   address of each request, and a drain with a deadline on stop.
 //! - [`startup`]: builds everything, runs it, and shuts down in stages.
