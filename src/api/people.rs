@@ -666,6 +666,49 @@ mod tests {
     }
 
     #[test]
+    fn every_people_route_is_described_with_its_error_answers() {
+        let (_, api) = routes().split_for_parts();
+        let doc = serde_json::to_value(&api).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        let mut seen = Vec::new();
+        for (path, item) in paths {
+            for (method, op) in item.as_object().unwrap() {
+                seen.push(format!("{} {path}", method.to_uppercase()));
+                let responses = op["responses"].as_object().unwrap();
+                assert!(responses.contains_key("401"), "{method} {path}");
+                assert!(responses.contains_key("503"), "{method} {path}");
+                let writes = method != "get";
+                assert_eq!(
+                    responses.contains_key("403"),
+                    path != "/v1/me",
+                    "{method} {path}"
+                );
+                if writes && method != "delete" {
+                    assert!(responses.contains_key("422"), "{method} {path}");
+                }
+            }
+        }
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                "DELETE /v1/tokens/{id}",
+                "GET /v1/me",
+                "GET /v1/teams",
+                "GET /v1/users",
+                "GET /v1/users/{id}",
+                "GET /v1/users/{id}/tokens",
+                "PATCH /v1/teams/{id}",
+                "PATCH /v1/users/{id}",
+                "POST /v1/teams",
+                "POST /v1/users",
+                "POST /v1/users/{id}/tokens",
+            ]
+        );
+        assert!(doc["components"]["schemas"]["Problem"].is_object());
+    }
+
+    #[test]
     fn a_null_team_leaves_the_team_and_a_missing_one_keeps_it() {
         let leave: UpdateUser = serde_json::from_str(r#"{"team_id": null}"#).unwrap();
         assert_eq!(leave.team_id, Some(None));

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use store::Role;
 
-use crate::support::TestDaemon;
+use crate::support::{Options, TestDaemon};
 
 const URLENCODED: &str = "application/x-www-form-urlencoded";
 
@@ -766,4 +766,73 @@ async fn a_token_from_the_command_line_works_once_printed_and_stops_when_revoked
 
     // No secret reached the daemon's log either.
     assert!(!daemon.log().contains(&secret) && !daemon.log().contains(&second));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_admin_token_user_tokens_open_the_api_and_a_dead_database_never_lets_one_pass() {
+    let mut daemon = TestDaemon::prepare_with(Options::default()).await;
+    let config = std::fs::read_to_string(&daemon.config_path).unwrap();
+    let without: String = config
+        .lines()
+        .filter(|l| !l.starts_with("admin_token"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(config, without, "the admin token line is gone");
+    std::fs::write(&daemon.config_path, without).unwrap();
+    daemon.launch(true).await;
+
+    // Nobody can use the API yet.
+    daemon
+        .call_as(None, "GET", "/v1/leads", None)
+        .await
+        .assert_error(401, "api_disabled");
+    daemon
+        .call_as(Some(&daemon.admin), "GET", "/v1/leads", None)
+        .await
+        .assert_error(401, "bad_token");
+
+    let (ok, out, err) = cli(
+        &daemon,
+        &[
+            "user",
+            "add",
+            "--name",
+            "Root",
+            "--email",
+            "root@example.it",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = cli(
+        &daemon,
+        &[
+            "token",
+            "create",
+            "--user",
+            "root@example.it",
+            "--role",
+            "admin",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let secret = out.trim().to_owned();
+    daemon
+        .call_as(None, "GET", "/v1/leads", None)
+        .await
+        .assert_error(401, "missing_token");
+    let r = daemon
+        .call_as(Some(&secret), "GET", "/v1/users", None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // With the database gone a user token cannot be checked: 503, never a pass.
+    daemon.kill();
+    daemon.env.push((
+        "LEADPIPE__DATABASE__URL".into(),
+        "postgres://postgres@127.0.0.1:1/leadpipe".into(),
+    ));
+    daemon.launch(false).await;
+    let r = daemon.call_as(Some(&secret), "GET", "/v1/me", None).await;
+    r.assert_error(503, "database_unavailable");
+    assert!(r.headers.contains_key("retry-after"));
 }
