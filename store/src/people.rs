@@ -541,22 +541,19 @@ impl Store {
     }
 
     /// Who `token` belongs to: `None` for an unknown or revoked token or an inactive user.
-    /// Records the use, at most once a minute per token so busy clients do not write on
-    /// every request.
+    /// Records the use at most once a minute per token, so busy clients do not write on
+    /// every request; a database that cannot record it (read-only after a failover) still
+    /// authenticates.
     pub async fn authenticate(&self, token: &str) -> Result<Option<TokenHolder>, StoreError> {
         if !token.trim().starts_with(TOKEN_PREFIX) {
             return Ok(None);
         }
         let row = sqlx::query(
-            "WITH hit AS (
-                 SELECT t.id, t.user_id, t.role FROM api_tokens t JOIN users u ON u.id = t.user_id
-                 WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND u.active
-             ), touched AS (
-                 UPDATE api_tokens t SET last_used_at = now() FROM hit
-                 WHERE t.id = hit.id
-                   AND (t.last_used_at IS NULL OR t.last_used_at < now() - interval '1 minute')
-             )
-             SELECT id, user_id, role FROM hit",
+            "SELECT t.id, t.user_id, t.role,
+                    (t.last_used_at IS NULL OR t.last_used_at < now() - interval '1 minute')
+                        AS stale
+             FROM api_tokens t JOIN users u ON u.id = t.user_id
+             WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND u.active",
         )
         .bind(&token_hash(token)[..])
         .fetch_optional(self.pool())
@@ -565,11 +562,26 @@ impl Store {
             return Ok(None);
         };
         let role: String = row.try_get("role")?;
-        Ok(Some(TokenHolder {
+        let holder = TokenHolder {
             token_id: row.try_get("id")?,
             user_id: row.try_get("user_id")?,
             role: role.parse().map_err(StoreError::Unavailable)?,
-        }))
+        };
+        if row.try_get::<bool, _>("stale")? {
+            let touched = sqlx::query(
+                "UPDATE api_tokens SET last_used_at = now()
+                 WHERE id = $1
+                   AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
+            )
+            .bind(holder.token_id)
+            .execute(self.pool())
+            .await;
+            if let Err(error) = touched {
+                let error = StoreError::from(error);
+                tracing::warn!(%error, token_id = holder.token_id, "Could not record a token's use.");
+            }
+        }
+        Ok(Some(holder))
     }
 
     /// True when some token could authenticate (not revoked, its user active).
