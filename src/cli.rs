@@ -78,6 +78,12 @@ enum Command {
         #[arg(long, value_name = "EMAIL")]
         user: Option<String>,
     },
+    /// Add the people who work leads.
+    #[command(subcommand)]
+    User(crate::people::UserCommand),
+    /// Issue, list or revoke users' API tokens (shown once, stored hashed).
+    #[command(subcommand)]
+    Token(crate::people::TokenCommand),
     /// Import contacts, companies or leads from a CSV file with a header row.
     ///
     /// Contacts and companies are written to PostgreSQL in bulk. Leads are published to
@@ -239,6 +245,8 @@ pub fn run(catalogue: Catalogue) -> ExitCode {
                 };
                 crate::digest::run(settings, command).await
             }
+            Command::User(action) => crate::people::run_user(settings, action).await,
+            Command::Token(action) => crate::people::run_token(settings, action).await,
             Command::Import {
                 kind,
                 file,

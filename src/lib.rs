@@ -15,6 +15,7 @@
 //!   abandon rule, and `leadpipe digest`.
 //! - [`mail`]: `[smtp]` and `[[acknowledgements]]`, and the worker that sends the outbox.
 //! - [`replies`]: the chat accounts replies go through, and the worker that sends them.
+//! - `people`: `leadpipe user add` and `leadpipe token create|list|revoke`.
 //! - [`server`]: serves HTTP with a header-read timeout, a connection limit, the client
 //!   address of each request, and a drain with a deadline on stop.
 //! - [`startup`]: builds everything, runs it, and shuts down in stages.
@@ -27,6 +28,7 @@ pub mod digest;
 pub mod import;
 pub mod mail;
 mod mailbox;
+mod people;
 pub mod pipeline;
 pub mod replies;
 pub mod server;

@@ -134,7 +134,8 @@ impl Default for ShutdownSettings {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct ApiSettings {
-    /// Bearer token for the ops API (`Authorization: Bearer <token>`).
+    /// The bootstrap admin's bearer token for the ops API (`Authorization: Bearer <token>`);
+    /// users' own tokens come from `leadpipe token create`.
     pub admin_token: Option<SecretString>,
     /// Read the token from this file instead.
     pub admin_token_file: Option<PathBuf>,

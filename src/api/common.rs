@@ -1,13 +1,10 @@
-//! What every part of the ops API shares: its state, the admin-token check, query
+//! What every part of the ops API shares: its state, who is calling ([`Caller`]), query
 //! parameters, and database failures as answers.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use ingest::problem::Problem;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -16,7 +13,6 @@ use router::Publisher;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use store::{Role, Scope, Store, StoreError};
-use subtle::ConstantTimeEq;
 
 /// What the API handlers share.
 #[derive(Clone)]
@@ -91,57 +87,6 @@ impl Caller {
                     self.role
                 ),
             ))
-        }
-    }
-}
-
-/// Lets a request through only with `Authorization: Bearer <api.admin_token>`.
-pub(crate) async fn require_admin(
-    State(state): State<ApiState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let Some(expected) = state.admin_token_hash else {
-        return Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "api_disabled",
-            "the ops API has no token configured: set api.admin_token (or LEADPIPE__API__ADMIN_TOKEN)",
-        )
-        .into_response();
-    };
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(|t| -> [u8; 32] { Sha256::digest(t.trim().as_bytes()).into() });
-    match presented {
-        Some(hash) if bool::from(hash.ct_eq(&expected)) => {
-            let mut request = request;
-            request.extensions_mut().insert(Caller::bootstrap_admin());
-            next.run(request).await
-        }
-        Some(_) => Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "bad_token",
-            "the bearer token is not valid for this API",
-        )
-        .into_response(),
-        None => {
-            let mut response = Problem::new(
-                StatusCode::UNAUTHORIZED,
-                "missing_token",
-                "send `Authorization: Bearer <api.admin_token>`",
-            )
-            .into_response();
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
-            response
         }
     }
 }

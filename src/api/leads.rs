@@ -7,14 +7,16 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use ingest::problem::Problem;
 use normalizer::IdentityKey;
 use store::LeadQuery;
 
-use super::common::{ApiState, bad_query, page_cursor, page_limit, parse_time, store_problem};
+use super::common::{
+    ApiState, Caller, bad_query, page_cursor, page_limit, parse_time, store_problem,
+};
 
-/// The lead routes (mounted behind the admin token).
+/// The lead routes (mounted behind authentication; every role, within its scope).
 pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/v1/leads", get(list_leads))
@@ -67,13 +69,14 @@ fn lead_query(params: &HashMap<String, String>) -> Result<LeadQuery, Problem> {
 
 async fn list_leads(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     params: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
     let Query(params) = params.map_err(|e| bad_query(e.body_text()))?;
     let query = lead_query(&params)?;
     let page = state
         .store
-        .list_leads(&query)
+        .list_leads(&query, &caller.scope())
         .await
         .map_err(store_problem)?;
     Ok(Json(page).into_response())
@@ -81,6 +84,7 @@ async fn list_leads(
 
 async fn get_lead(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     let not_found = || {
@@ -91,7 +95,13 @@ async fn get_lead(
         )
     };
     let numeric: i64 = id.parse().map_err(|_| not_found())?;
-    match state.store.get_lead(numeric).await.map_err(store_problem)? {
+    // A lead outside the caller's scope answers exactly like a missing one.
+    match state
+        .store
+        .get_lead(numeric, &caller.scope())
+        .await
+        .map_err(store_problem)?
+    {
         Some(detail) => Ok(Json(detail).into_response()),
         None => Err(not_found()),
     }

@@ -12,13 +12,13 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use ingest::problem::Problem;
 use serde::Deserialize;
 use serde_json::json;
-use store::{Activity, ChatPlatform, NewReply, RecordedReply, ReplyTarget, StoreError};
+use store::{Activity, ChatPlatform, NewReply, RecordedReply, ReplyTarget, Scope, StoreError};
 
-use super::common::{ApiState, store_problem};
+use super::common::{ApiState, Caller, store_problem};
 
 /// Telegram's and WhatsApp's limit on a text message, in UTF-16 code units (what Telegram
 /// counts); both allow 4096.
@@ -27,7 +27,7 @@ const MAX_CHAT_TEXT: usize = 4096;
 /// A mail body longer than this is refused: a reply is something a person typed.
 const MAX_MAIL_TEXT: usize = 100_000;
 
-/// The message routes (mounted behind the admin token).
+/// The message routes (mounted behind authentication; every role, within its scope).
 pub fn routes() -> Router<ApiState> {
     Router::new().route("/v1/leads/{id}/messages", post(post_message))
 }
@@ -89,10 +89,10 @@ fn conflict(code: &'static str, message: String) -> Problem {
 }
 
 /// Picks where lead `id`'s reply goes, or says why it cannot be answered here.
-async fn choose_target(state: &ApiState, id: i64) -> Result<ReplyTarget, Problem> {
+async fn choose_target(state: &ApiState, id: i64, scope: &Scope) -> Result<ReplyTarget, Problem> {
     let routes = state
         .store
-        .reply_routes(id)
+        .reply_routes(id, scope)
         .await
         .map_err(store_problem)?
         .ok_or_else(|| not_found(&id.to_string()))?;
@@ -169,6 +169,7 @@ fn accepted(activity: Activity, replayed: bool) -> Response {
 
 async fn post_message(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -176,7 +177,8 @@ async fn post_message(
     let lead_id: i64 = id.parse().map_err(|_| not_found(&id))?;
     let idempotency_key = ingest::http::idempotency_key(&headers)?;
     let text = parse_body(&body)?;
-    let target = choose_target(&state, lead_id).await?;
+    let scope = caller.scope();
+    let target = choose_target(&state, lead_id, &scope).await?;
     check_length(&text, &target)?;
     let reply = NewReply {
         lead_id,
@@ -184,7 +186,7 @@ async fn post_message(
         idempotency_key,
         target,
     };
-    match state.store.record_reply(&reply).await {
+    match state.store.record_reply(&reply, &scope).await {
         Ok(RecordedReply::Recorded(activity)) => Ok(accepted(activity, false)),
         Ok(RecordedReply::Replayed(activity)) => Ok(accepted(activity, true)),
         Ok(RecordedReply::KeyReused) => Err(Problem::new(
@@ -192,7 +194,8 @@ async fn post_message(
             "idempotency_key_reused",
             "this Idempotency-Key was used for another message: use a new key for a new message",
         )),
-        // The lead was deleted between the look-up and the insert.
+        // The lead was deleted (or left the caller's scope) between the look-up and the
+        // insert.
         Err(StoreError::NotFound(_)) => Err(not_found(&id)),
         Err(error) => Err(store_problem(error)),
     }

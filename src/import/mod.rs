@@ -203,7 +203,9 @@ async fn finish(
     Ok(tally)
 }
 
-async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+/// The configured database, migrated first when `database.migrate_on_start` is on (as
+/// `serve` does), so a fresh installation can be used before the daemon first ran.
+pub(crate) async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     let config = &settings.database;
     let advice = || {
         format!(

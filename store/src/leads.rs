@@ -6,6 +6,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{QueryBuilder, Row};
 use uuid::Uuid;
 
+use crate::access::Scope;
 use crate::error::StoreError;
 use crate::store::Store;
 
@@ -239,11 +240,16 @@ fn lead_from_row(row: &PgRow) -> Result<LeadView, sqlx::Error> {
 }
 
 impl Store {
-    /// Leads matching `query`, newest first, one page at a time.
-    pub async fn list_leads(&self, query: &LeadQuery) -> Result<LeadPage, StoreError> {
+    /// Leads matching `query` within `scope`, newest first, one page at a time.
+    pub async fn list_leads(
+        &self,
+        query: &LeadQuery,
+        scope: &Scope,
+    ) -> Result<LeadPage, StoreError> {
         let limit = query.limit.clamp(1, 500);
         let mut sql: QueryBuilder<'_, sqlx::Postgres> = QueryBuilder::new(LEAD_COLUMNS);
         sql.push(" WHERE true");
+        scope.push_lead_filter(&mut sql, "l");
         if let Some(stage) = &query.stage {
             sql.push(" AND s.code = ").push_bind(stage.clone());
         }
@@ -291,14 +297,13 @@ impl Store {
         Ok(LeadPage { items, next_cursor })
     }
 
-    /// One lead with its stage history and activities.
-    pub async fn get_lead(&self, id: i64) -> Result<Option<LeadDetail>, StoreError> {
-        let sql = format!("{LEAD_COLUMNS} WHERE l.id = $1");
-        let Some(row) = sqlx::query(&sql)
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?
-        else {
+    /// One lead with its stage history and activities; `None` when there is no such lead
+    /// or it is outside `scope` (the two look the same).
+    pub async fn get_lead(&self, id: i64, scope: &Scope) -> Result<Option<LeadDetail>, StoreError> {
+        let mut sql: QueryBuilder<'_, sqlx::Postgres> = QueryBuilder::new(LEAD_COLUMNS);
+        sql.push(" WHERE l.id = ").push_bind(id);
+        scope.push_lead_filter(&mut sql, "l");
+        let Some(row) = sql.build().fetch_optional(self.pool()).await? else {
             return Ok(None);
         };
         let lead = lead_from_row(&row)?;

@@ -16,6 +16,7 @@
 //! - [`keys`]: idempotency keys for intake ([`ingest::IdempotencyKeys`]) on a pool of
 //!   their own, with expiry and a batched purge.
 //! - [`leads`]: reading leads for the ops API.
+//! - [`people`]: users, teams and hashed API tokens ([`Store::authenticate`]).
 //! - [`outbox`]: outgoing mail, queued with the lead it answers ([`AckRules`]), and the
 //!   claims of the sender worker.
 //! - [`replies`]: replies to a lead through its chat or mail thread, recorded with their
@@ -35,6 +36,7 @@ pub mod intake;
 pub mod keys;
 pub mod leads;
 pub mod outbox;
+pub mod people;
 pub mod replies;
 pub mod store;
 
@@ -55,6 +57,10 @@ pub use leads::{
     StageRef,
 };
 pub use outbox::{AckRules, Acknowledgement, OutboxDepth, OutgoingMail, Template};
+pub use people::{
+    InvalidPerson, IssuedToken, NewUser, Team, TeamMember, TimeZoneName, TokenHolder, TokenInfo,
+    User, UserChanges, UserEmail,
+};
 pub use replies::{
     ChatPlatform, ChatTarget, MailThread, NewReply, OutgoingReply, RecordedReply, ReplyRoutes,
     ReplyTarget,

@@ -14,9 +14,10 @@ use ingest::ConversationKey;
 use serde_json::{Value, json};
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
+use crate::access::Scope;
 use crate::error::StoreError;
 use crate::leads::Activity;
 use crate::outbox::{
@@ -195,9 +196,14 @@ impl Store {
         !self.acks.from.trim().is_empty()
     }
 
-    /// Where lead `lead_id` can be answered; `None` when there is no such lead.
-    pub async fn reply_routes(&self, lead_id: i64) -> Result<Option<ReplyRoutes>, StoreError> {
-        let Some(row) = sqlx::query(
+    /// Where lead `lead_id` can be answered; `None` when there is no such lead or it is
+    /// outside `scope`.
+    pub async fn reply_routes(
+        &self,
+        lead_id: i64,
+        scope: &Scope,
+    ) -> Result<Option<ReplyRoutes>, StoreError> {
+        let mut sql: QueryBuilder<'_, Postgres> = QueryBuilder::new(
             "SELECT l.email,
                     ARRAY(SELECT c.key FROM lead_conversations c
                           WHERE c.lead_id = l.id AND c.key LIKE 'chat:%'
@@ -213,12 +219,11 @@ impl Store {
                    AND coalesce(a.data->>'direction', 'inbound') <> 'outbound'
                  ORDER BY a.occurred_at DESC, a.id DESC
                  LIMIT 1) m ON true
-             WHERE l.id = $1",
-        )
-        .bind(lead_id)
-        .fetch_optional(self.pool())
-        .await?
-        else {
+             WHERE l.id = ",
+        );
+        sql.push_bind(lead_id);
+        scope.push_lead_filter(&mut sql, "l");
+        let Some(row) = sql.build().fetch_optional(self.pool()).await? else {
             return Ok(None);
         };
         let chats: Vec<String> = row.try_get("chats")?;
@@ -248,13 +253,27 @@ impl Store {
     /// Records a reply and its outbound activity (`delivery = pending`) in one
     /// transaction, queued for its worker. Under an idempotency key the first request
     /// records, and a retry gets the activity as it is now.
-    pub async fn record_reply(&self, reply: &NewReply) -> Result<RecordedReply, StoreError> {
+    /// A lead outside `scope` is [`StoreError::NotFound`], like a missing one.
+    pub async fn record_reply(
+        &self,
+        reply: &NewReply,
+        scope: &Scope,
+    ) -> Result<RecordedReply, StoreError> {
         let text = reply.text.replace('\0', "\u{FFFD}");
         let activity_key = reply
             .idempotency_key
             .as_ref()
             .map(|k| format!("reply:{}:{k}", reply.lead_id));
         let mut tx = self.pool().begin().await?;
+        // The lead stays (and stays in scope) until the reply is recorded.
+        let mut check: QueryBuilder<'_, Postgres> =
+            QueryBuilder::new("SELECT l.id FROM leads l WHERE l.id = ");
+        check.push_bind(reply.lead_id);
+        scope.push_lead_filter(&mut check, "l");
+        check.push(" FOR SHARE OF l");
+        if check.build().fetch_optional(&mut *tx).await?.is_none() {
+            return Err(StoreError::NotFound(format!("lead {}", reply.lead_id)));
+        }
         let (channel, subject, data) = match &reply.target {
             ReplyTarget::Chat(chat) => {
                 let mut data = json!({

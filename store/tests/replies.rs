@@ -69,7 +69,11 @@ fn recorded(outcome: RecordedReply) -> i64 {
 async fn a_chat_lead_is_answered_in_its_chat_once_per_key(pool: PgPool) {
     let store = store(&pool);
     let lead = created(&store.store_batch(&[&telegram("555", "1")]).await.unwrap()[0]);
-    let routes = store.reply_routes(lead).await.unwrap().expect("the lead");
+    let routes = store
+        .reply_routes(lead, &store::Scope::All)
+        .await
+        .unwrap()
+        .expect("the lead");
     let chat = ChatTarget {
         platform: ChatPlatform::Telegram,
         account: "shop".into(),
@@ -77,7 +81,13 @@ async fn a_chat_lead_is_answered_in_its_chat_once_per_key(pool: PgPool) {
     };
     assert_eq!(routes.chats, vec![chat.clone()]);
     assert!(routes.mail.is_none());
-    assert!(store.reply_routes(lead + 1000).await.unwrap().is_none());
+    assert!(
+        store
+            .reply_routes(lead + 1000, &store::Scope::All)
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     let reply = NewReply {
         lead_id: lead,
@@ -85,8 +95,17 @@ async fn a_chat_lead_is_answered_in_its_chat_once_per_key(pool: PgPool) {
         idempotency_key: Some("k".into()),
         target: ReplyTarget::Chat(chat),
     };
-    let first = recorded(store.record_reply(&reply).await.unwrap());
-    match store.record_reply(&reply).await.unwrap() {
+    let first = recorded(
+        store
+            .record_reply(&reply, &store::Scope::All)
+            .await
+            .unwrap(),
+    );
+    match store
+        .record_reply(&reply, &store::Scope::All)
+        .await
+        .unwrap()
+    {
         RecordedReply::Replayed(activity) => assert_eq!(activity.id, first),
         other => panic!("a replay, not {other:?}"),
     }
@@ -95,7 +114,10 @@ async fn a_chat_lead_is_answered_in_its_chat_once_per_key(pool: PgPool) {
         ..reply.clone()
     };
     assert!(matches!(
-        store.record_reply(&other_text).await.unwrap(),
+        store
+            .record_reply(&other_text, &store::Scope::All)
+            .await
+            .unwrap(),
         RecordedReply::KeyReused
     ));
     assert_eq!(
@@ -163,7 +185,11 @@ async fn a_mail_lead_is_answered_in_its_thread_and_the_mail_marks_its_activity(p
             .await
             .unwrap()[0],
     );
-    let routes = store.reply_routes(lead).await.unwrap().expect("the lead");
+    let routes = store
+        .reply_routes(lead, &store::Scope::All)
+        .await
+        .unwrap()
+        .expect("the lead");
     assert!(routes.chats.is_empty());
     let thread = routes.mail.expect("a mail thread");
     assert_eq!(thread.recipient, "luca@bianchi.it");
@@ -172,12 +198,15 @@ async fn a_mail_lead_is_answered_in_its_thread_and_the_mail_marks_its_activity(p
 
     let id = recorded(
         store
-            .record_reply(&NewReply {
-                lead_id: lead,
-                text: "Gentile Luca, ecco il preventivo.".into(),
-                idempotency_key: None,
-                target: ReplyTarget::Mail(thread),
-            })
+            .record_reply(
+                &NewReply {
+                    lead_id: lead,
+                    text: "Gentile Luca, ecco il preventivo.".into(),
+                    idempotency_key: None,
+                    target: ReplyTarget::Mail(thread),
+                },
+                &store::Scope::All,
+            )
             .await
             .unwrap(),
     );
@@ -221,7 +250,11 @@ async fn a_form_lead_has_nowhere_to_be_answered(pool: PgPool) {
             .await
             .unwrap()[0],
     );
-    let routes = store.reply_routes(lead).await.unwrap().expect("the lead");
+    let routes = store
+        .reply_routes(lead, &store::Scope::All)
+        .await
+        .unwrap()
+        .expect("the lead");
     assert!(routes.chats.is_empty() && routes.mail.is_none());
     assert!(!Store::from_pool(pool.clone()).sends_mail());
 }

@@ -23,6 +23,7 @@ mod mail;
 mod matching_seams;
 mod observing;
 mod ops;
+mod permissions;
 mod replies;
 mod slow_clients;
 mod spool;

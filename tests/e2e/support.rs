@@ -570,3 +570,24 @@ pub async fn wait_for_ready(queue: &str, n: u32, timeout: Duration) -> Option<(u
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+impl TestDaemon {
+    /// Any request with `token` as the bearer (none when `None`) and an optional JSON body.
+    pub async fn call_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Response {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        Response::read(request.send().await.expect("the daemon answers")).await
+    }
+}
