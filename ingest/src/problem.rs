@@ -42,7 +42,8 @@ struct ProblemSchema {
     #[schema(example = "some values cannot be used; see fields")]
     message: String,
     /// Field-level details; absent when there are none.
-    fields: Option<Vec<FieldProblem>>,
+    #[schema(required = false)]
+    fields: Vec<FieldProblem>,
 }
 
 impl utoipa::PartialSchema for Problem {

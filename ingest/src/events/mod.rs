@@ -316,7 +316,10 @@ pub(crate) fn documented() -> OpenApiRouter<Arc<EventsIntake>> {
         content((Object = "application/json")),
     ),
     responses(
-        (status = 202, description = "Accepted: the broker confirmed the inquiry.", body = crate::http::IntakeAccepted),
+        (status = 202, description = "Accepted: the broker confirmed the inquiry (a thank-you page when `Accept` prefers `text/html`).", content(
+            (crate::http::IntakeAccepted = "application/json"),
+            (String = "text/html"),
+        )),
         (status = 400, description = "`body_unreadable`, `malformed_body` or `too_deep`.", body = Problem),
         (status = 401, description = "`bad_signature` or `timestamp_outside_window`.", body = Problem),
         (status = 404, description = "`unknown_source`.", body = Problem),
