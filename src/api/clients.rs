@@ -64,7 +64,7 @@ fn client_problem(error: StoreError) -> Problem {
     security(("bearer" = [])),
     request_body(content = crate::clients::ContactInput, content_type = "application/json"),
     responses(
-        (status = 201, description = "Created: the stored contact.", body = Object),
+        (status = 201, description = "Created: the stored contact, values normalised.", body = store::ContactView),
         (status = 400, description = "`malformed_body`: not JSON.", body = Problem),
         (status = 401, description = "`missing_token`, `bad_token` or `api_disabled`.", body = Problem),
         (status = 409, description = "`identity_taken`: an address or number belongs to another contact.", body = Problem),
@@ -95,7 +95,7 @@ async fn create_contact(
     security(("bearer" = [])),
     request_body(content = crate::clients::CompanyInput, content_type = "application/json"),
     responses(
-        (status = 201, description = "Created: the stored company.", body = Object),
+        (status = 201, description = "Created: the stored company, values normalised.", body = store::CompanyView),
         (status = 400, description = "`malformed_body`: not JSON.", body = Problem),
         (status = 401, description = "`missing_token`, `bad_token` or `api_disabled`.", body = Problem),
         (status = 409, description = "`identity_taken`: an address or number belongs to another company.", body = Problem),
@@ -173,7 +173,7 @@ fn client_query(
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Page size, 1 to 500 (default 50)."),
     ),
     responses(
-        (status = 200, description = "A page: `items` and `next_cursor`.", body = Object),
+        (status = 200, description = "A page: `items` and `next_cursor`.", body = store::ClientPage<store::ContactView>),
         (status = 400, description = "`bad_query`: an unknown parameter or a value that cannot be used.", body = Problem),
         (status = 401, description = "`missing_token`, `bad_token` or `api_disabled`.", body = Problem),
         (status = 503, description = "`database_unavailable` or `database_error`; or `timeout`.", body = Problem, headers(("Retry-After" = u32, description = "Seconds to wait."))),
@@ -205,7 +205,7 @@ async fn list_contacts(
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Page size, 1 to 500 (default 50)."),
     ),
     responses(
-        (status = 200, description = "A page: `items` and `next_cursor`.", body = Object),
+        (status = 200, description = "A page: `items` and `next_cursor`.", body = store::ClientPage<store::CompanyView>),
         (status = 400, description = "`bad_query`: an unknown parameter or a value that cannot be used.", body = Problem),
         (status = 401, description = "`missing_token`, `bad_token` or `api_disabled`.", body = Problem),
         (status = 503, description = "`database_unavailable` or `database_error`; or `timeout`.", body = Problem, headers(("Retry-After" = u32, description = "Seconds to wait."))),
@@ -240,7 +240,7 @@ fn not_found(what: &str, id: &str) -> Problem {
     security(("bearer" = [])),
     params(("id" = i64, Path, description = "The contact's id.")),
     responses(
-        (status = 200, description = "The contact.", body = Object),
+        (status = 200, description = "The contact.", body = store::ContactView),
         (status = 401, description = "`missing_token`, `bad_token` or `api_disabled`.", body = Problem),
         (status = 404, description = "`not_found`.", body = Problem),
         (status = 503, description = "`database_unavailable` or `database_error`; or `timeout`.", body = Problem, headers(("Retry-After" = u32, description = "Seconds to wait."))),
@@ -270,7 +270,7 @@ async fn get_contact(
     security(("bearer" = [])),
     params(("id" = i64, Path, description = "The company's id.")),
     responses(
-        (status = 200, description = "The company.", body = Object),
+        (status = 200, description = "The company.", body = store::CompanyView),
         (status = 401, description = "`missing_token`, `bad_token` or `api_disabled`.", body = Problem),
         (status = 404, description = "`not_found`.", body = Problem),
         (status = 503, description = "`database_unavailable` or `database_error`; or `timeout`.", body = Problem, headers(("Retry-After" = u32, description = "Seconds to wait."))),

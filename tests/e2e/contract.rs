@@ -91,6 +91,22 @@ async fn send(daemon: &TestDaemon, method: &str, path: &str, token: bool) -> Res
     Response::read(request.send().await.expect("the daemon answers")).await
 }
 
+/// The first property a JSON answer lacks that its documented schema requires.
+fn missing_required(api: &Value, documented: &Value, answer: &Response) -> Option<String> {
+    let mut schema = &documented["content"]["application/json"]["schema"];
+    if let Some(reference) = schema["$ref"].as_str() {
+        let name = reference.strip_prefix("#/components/schemas/")?;
+        schema = &api["components"]["schemas"][name];
+    }
+    let required = schema["required"].as_array()?;
+    let body: Value = serde_json::from_slice(&answer.body).ok()?;
+    required
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|key| body.get(*key).is_none())
+        .map(str::to_owned)
+}
+
 fn is_fallback(response: &Response) -> bool {
     let code = serde_json::from_slice::<Value>(&response.body)
         .ok()
@@ -162,6 +178,12 @@ async fn every_documented_operation_is_routed_and_answers_as_documented() {
         if !documented.is_object() {
             wrong.push(format!(
                 "{name}: answered {} which is not documented: {}",
+                answer.status,
+                answer.text()
+            ));
+        } else if let Some(missing) = missing_required(&api, documented, &answer) {
+            wrong.push(format!(
+                "{name}: {} lacks `{missing}`: {}",
                 answer.status,
                 answer.text()
             ));
