@@ -9,7 +9,7 @@ use serde::Deserialize;
 use store::{NewCompany, NewContact};
 
 /// A contact as typed.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContactInput {
     /// Name as typed.
@@ -30,7 +30,7 @@ pub struct ContactInput {
 }
 
 /// A company as typed.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompanyInput {
     /// Name as written.

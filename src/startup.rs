@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::trace::TraceLayer;
 
-use crate::api::{ApiState, routes};
+use crate::api::{ApiState, application};
 use crate::connectors::status::{Entry, Kind, State};
 use crate::connectors::supervisor;
 use crate::pipeline::Pipeline;
@@ -114,13 +114,13 @@ impl Application {
             .connectors
             .build(&deps)
             .map_err(|problem| anyhow::anyhow!("Failed to set up the connectors: {problem}"))?;
-        let mut app = axum::Router::new();
+        let mut intake = Vec::new();
         let (mut http_sources, mut pulls) = (Vec::new(), Vec::new());
         for connector in connectors {
             match connector {
                 Connector::Http(http) => {
                     http_sources.extend(http.sources.into_iter().map(|s| (http.channel, s)));
-                    app = app.merge(http.routes);
+                    intake.push(*http.routes);
                 }
                 Connector::Pull(pull) => pulls.push(pull),
             }
@@ -136,8 +136,7 @@ impl Application {
             key_rules: Arc::new(settings.key_rules()?),
             replies: replies.clone(),
         };
-        let app = app
-            .merge(routes(api))
+        let app = application(api, intake)
             .layer(axum::middleware::from_fn_with_state(
                 Duration::from_secs(settings.http.request_timeout_secs),
                 crate::server::request_deadline,

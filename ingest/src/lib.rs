@@ -28,6 +28,7 @@
 //! - [`ami`]: the Asterisk Manager Interface client, a pull connector per PBX.
 //! - [`twilio`]: Twilio-style voice webhooks, `POST /v1/intake/telephony/twilio/{name}`.
 //! - [`problem`]: the JSON error body every HTTP endpoint answers with.
+//! - [`contract`]: the intake endpoints as `/openapi.json` describes them.
 //! - [`rate_limit`]: per-source, per-form rate limits on posts (429 with `Retry-After`),
 //!   and [`rate_limit::ClientAddr`], the client address the HTTP server resolved.
 //!
@@ -36,6 +37,7 @@
 
 pub mod ami;
 pub mod connector;
+pub mod contract;
 pub mod email;
 pub mod event;
 pub mod events;

@@ -30,6 +30,43 @@ struct Body<'a> {
     fields: &'a [FieldProblem],
 }
 
+/// The error body as `/openapi.json` describes it (the serialised form of [`Problem`]).
+#[derive(utoipa::ToSchema)]
+#[schema(as = Problem)]
+#[allow(dead_code)]
+struct ProblemSchema {
+    /// A stable machine-readable code (`unknown_form`, `bad_token`, `not_found`, ...).
+    #[schema(example = "invalid_fields")]
+    error: String,
+    /// What went wrong and what to do about it.
+    #[schema(example = "some values cannot be used; see fields")]
+    message: String,
+    /// Field-level details; absent when there are none.
+    #[schema(required = false)]
+    fields: Vec<FieldProblem>,
+}
+
+impl utoipa::PartialSchema for Problem {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <ProblemSchema as utoipa::PartialSchema>::schema()
+    }
+}
+
+impl utoipa::ToSchema for Problem {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("Problem")
+    }
+
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        <ProblemSchema as utoipa::ToSchema>::schemas(schemas);
+    }
+}
+
 impl Problem {
     /// A problem with no field details.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {

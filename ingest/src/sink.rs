@@ -20,7 +20,7 @@ pub struct Accepted {
 }
 
 /// One field-level problem, shown to the sender.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FieldProblem {
     /// The field (`email`, `phone`, ...).
     pub field: String,

@@ -2,17 +2,18 @@
 
 use std::collections::HashMap;
 
+use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use ingest::FieldProblem;
 use ingest::problem::Problem;
 use normalizer::company::domain_key;
 use normalizer::{CompanyKey, EmailAddress, IdentityKey, parse_phone};
 use store::{ClientQuery, StoreError};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::common::{ApiState, bad_query, page_cursor, page_limit, store_problem};
 use crate::clients::{CompanyInput, ContactInput, parse_company, parse_contact};
@@ -55,6 +56,23 @@ fn client_problem(error: StoreError) -> Problem {
     }
 }
 
+/// Create a contact; its identities must not belong to another contact.
+#[utoipa::path(
+    post,
+    path = "/v1/contacts",
+    tag = "clients",
+    security(("bearer" = [])),
+    request_body(content = crate::clients::ContactInput, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created: the stored contact, values normalised.", body = store::ContactView),
+        (status = 400, description = "`malformed_body`: not JSON.", body = Problem),
+        (status = 401, description = "`missing_token`, `bad_token` or `api_disabled`.", body = Problem),
+        (status = 409, description = "`identity_taken`: an address or number belongs to another contact.", body = Problem),
+        (status = 415, description = "`unsupported_content_type`: send application/json.", body = Problem),
+        (status = 422, description = "`invalid_fields` (`fields` names each) or `unknown_reference`.", body = Problem),
+        (status = 503, description = "`database_unavailable` or `database_error`; or `timeout`.", body = Problem, headers(("Retry-After" = u32, description = "Seconds to wait."))),
+    ),
+)]
 async fn create_contact(
     State(state): State<ApiState>,
     body: Result<Json<ContactInput>, JsonRejection>,
@@ -69,6 +87,23 @@ async fn create_contact(
     Ok((StatusCode::CREATED, Json(stored)).into_response())
 }
 
+/// Create a company; its identities must not belong to another company.
+#[utoipa::path(
+    post,
+    path = "/v1/companies",
+    tag = "clients",
+    security(("bearer" = [])),
+    request_body(content = crate::clients::CompanyInput, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created: the stored company, values normalised.", body = store::CompanyView),
+        (status = 400, description = "`malformed_body`: not JSON.", body = Problem),
+        (status = 401, description = "`missing_token`, `bad_token` or `api_disabled`.", body = Problem),
+        (status = 409, description = "`identity_taken`: an address or number belongs to another company.", body = Problem),
+        (status = 415, description = "`unsupported_content_type`: send application/json.", body = Problem),
+        (status = 422, description = "`invalid_fields` (`fields` names each) or `unknown_reference`.", body = Problem),
+        (status = 503, description = "`database_unavailable` or `database_error`; or `timeout`.", body = Problem, headers(("Retry-After" = u32, description = "Seconds to wait."))),
+    ),
+)]
 async fn create_company(
     State(state): State<ApiState>,
     body: Result<Json<CompanyInput>, JsonRejection>,
@@ -125,6 +160,25 @@ fn client_query(
     Ok(query)
 }
 
+/// List contacts, newest first, optionally by one identity.
+#[utoipa::path(
+    get,
+    path = "/v1/contacts",
+    tag = "clients",
+    security(("bearer" = [])),
+    params(
+        ("email" = Option<String>, Query, description = "A contact with this address."),
+        ("phone" = Option<String>, Query, description = "A contact with this number, in E.164 (`%2B39...`)."),
+        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page."),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Page size, 1 to 500 (default 50)."),
+    ),
+    responses(
+        (status = 200, description = "A page: `items` and `next_cursor`.", body = store::ClientPage<store::ContactView>),
+        (status = 400, description = "`bad_query`: an unknown parameter or a value that cannot be used.", body = Problem),
+        (status = 401, description = "`missing_token`, `bad_token` or `api_disabled`.", body = Problem),
+        (status = 503, description = "`database_unavailable` or `database_error`; or `timeout`.", body = Problem, headers(("Retry-After" = u32, description = "Seconds to wait."))),
+    ),
+)]
 async fn list_contacts(
     State(state): State<ApiState>,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
@@ -138,6 +192,25 @@ async fn list_contacts(
     Ok(Json(page).into_response())
 }
 
+/// List companies, newest first, optionally by one identity.
+#[utoipa::path(
+    get,
+    path = "/v1/companies",
+    tag = "clients",
+    security(("bearer" = [])),
+    params(
+        ("domain" = Option<String>, Query, description = "The company with this domain."),
+        ("phone" = Option<String>, Query, description = "A company with this number, in E.164 (`%2B39...`)."),
+        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page."),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Page size, 1 to 500 (default 50)."),
+    ),
+    responses(
+        (status = 200, description = "A page: `items` and `next_cursor`.", body = store::ClientPage<store::CompanyView>),
+        (status = 400, description = "`bad_query`: an unknown parameter or a value that cannot be used.", body = Problem),
+        (status = 401, description = "`missing_token`, `bad_token` or `api_disabled`.", body = Problem),
+        (status = 503, description = "`database_unavailable` or `database_error`; or `timeout`.", body = Problem, headers(("Retry-After" = u32, description = "Seconds to wait."))),
+    ),
+)]
 async fn list_companies(
     State(state): State<ApiState>,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
@@ -159,6 +232,20 @@ fn not_found(what: &str, id: &str) -> Problem {
     )
 }
 
+/// One contact.
+#[utoipa::path(
+    get,
+    path = "/v1/contacts/{id}",
+    tag = "clients",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The contact's id.")),
+    responses(
+        (status = 200, description = "The contact.", body = store::ContactView),
+        (status = 401, description = "`missing_token`, `bad_token` or `api_disabled`.", body = Problem),
+        (status = 404, description = "`not_found`.", body = Problem),
+        (status = 503, description = "`database_unavailable` or `database_error`; or `timeout`.", body = Problem, headers(("Retry-After" = u32, description = "Seconds to wait."))),
+    ),
+)]
 async fn get_contact(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -175,6 +262,20 @@ async fn get_contact(
     }
 }
 
+/// One company.
+#[utoipa::path(
+    get,
+    path = "/v1/companies/{id}",
+    tag = "clients",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The company's id.")),
+    responses(
+        (status = 200, description = "The company.", body = store::CompanyView),
+        (status = 401, description = "`missing_token`, `bad_token` or `api_disabled`.", body = Problem),
+        (status = 404, description = "`not_found`.", body = Problem),
+        (status = 503, description = "`database_unavailable` or `database_error`; or `timeout`.", body = Problem, headers(("Retry-After" = u32, description = "Seconds to wait."))),
+    ),
+)]
 async fn get_company(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -192,10 +293,10 @@ async fn get_company(
 }
 
 /// The client routes (mounted behind the admin token).
-pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/v1/contacts", get(list_contacts).post(create_contact))
-        .route("/v1/contacts/{id}", get(get_contact))
-        .route("/v1/companies", get(list_companies).post(create_company))
-        .route("/v1/companies/{id}", get(get_company))
+pub fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_contacts, create_contact))
+        .routes(routes!(get_contact))
+        .routes(routes!(list_companies, create_company))
+        .routes(routes!(get_company))
 }

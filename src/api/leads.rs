@@ -6,21 +6,22 @@ use std::collections::HashMap;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use ingest::problem::Problem;
 use normalizer::IdentityKey;
 use store::LeadQuery;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::common::{
     ApiState, Caller, bad_query, page_cursor, page_limit, parse_time, store_problem,
 };
 
 /// The lead routes (mounted behind authentication; every role, within its scope).
-pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/v1/leads", get(list_leads))
-        .route("/v1/leads/{id}", get(get_lead))
+pub fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_leads))
+        .routes(routes!(get_lead))
 }
 
 /// Turns query parameters into a [`LeadQuery`]; unknown parameters are refused so a typo
@@ -67,6 +68,31 @@ fn lead_query(params: &HashMap<String, String>) -> Result<LeadQuery, Problem> {
     Ok(query)
 }
 
+/// List leads, newest first, filtered; unknown parameters are refused.
+#[utoipa::path(
+    get,
+    path = "/v1/leads",
+    tag = "leads",
+    security(("bearer" = [])),
+    params(
+        ("stage" = Option<String>, Query, description = "Only leads in this stage."),
+        ("channel" = Option<String>, Query, description = "Only leads that came by this channel (`form`, `email`, `chat`, `call`, ...)."),
+        ("source" = Option<String>, Query, description = "Only leads of this source."),
+        ("email" = Option<String>, Query, description = "Only leads of the contact with this address."),
+        ("phone" = Option<String>, Query, description = "Only leads of the contact with this number, in E.164 (`%2B39...`)."),
+        ("key" = Option<String>, Query, description = "Only leads with this identity key (`email:...`, `phone:+...`)."),
+        ("created_after" = Option<String>, Query, format = DateTime, description = "RFC 3339."),
+        ("created_before" = Option<String>, Query, format = DateTime, description = "RFC 3339."),
+        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page."),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Page size, 1 to 500 (default 50)."),
+    ),
+    responses(
+        (status = 200, description = "A page of leads: `items` and `next_cursor`.", body = Object),
+        (status = 400, description = "`bad_query`: an unknown parameter or a value that cannot be used.", body = Problem),
+        (status = 401, description = "`missing_token`, `bad_token` or `api_disabled`.", body = Problem),
+        (status = 503, description = "`database_unavailable` or `database_error`; or `timeout`.", body = Problem, headers(("Retry-After" = u32, description = "Seconds to wait."))),
+    ),
+)]
 async fn list_leads(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -82,6 +108,20 @@ async fn list_leads(
     Ok(Json(page).into_response())
 }
 
+/// One lead with its keys, tags, stage history and activities.
+#[utoipa::path(
+    get,
+    path = "/v1/leads/{id}",
+    tag = "leads",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The lead's id.")),
+    responses(
+        (status = 200, description = "The lead.", body = Object),
+        (status = 401, description = "`missing_token`, `bad_token` or `api_disabled`.", body = Problem),
+        (status = 404, description = "`lead_not_found`.", body = Problem),
+        (status = 503, description = "`database_unavailable` or `database_error`; or `timeout`.", body = Problem, headers(("Retry-After" = u32, description = "Seconds to wait."))),
+    ),
+)]
 async fn get_lead(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,

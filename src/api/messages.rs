@@ -7,16 +7,18 @@
 //! and marks the activity `sent` or `failed`. Under an `Idempotency-Key` a retried request
 //! records and sends nothing new.
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use ingest::problem::Problem;
 use serde::Deserialize;
 use serde_json::json;
 use store::{Activity, ChatPlatform, NewReply, RecordedReply, ReplyTarget, Scope, StoreError};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::common::{ApiState, Caller, store_problem};
 
@@ -28,13 +30,15 @@ const MAX_CHAT_TEXT: usize = 4096;
 const MAX_MAIL_TEXT: usize = 100_000;
 
 /// The message routes (mounted behind authentication; every role, within its scope).
-pub fn routes() -> Router<ApiState> {
-    Router::new().route("/v1/leads/{id}/messages", post(post_message))
+pub fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new().routes(routes!(post_message))
 }
 
-#[derive(Deserialize)]
+/// A reply to send.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MessageBody {
+    /// The text; not blank, at most 4096 UTF-16 units for a chat.
     text: String,
 }
 
@@ -167,6 +171,28 @@ fn accepted(activity: Activity, replayed: bool) -> Response {
     response
 }
 
+/// Reply to a lead through the channel it came from (its Telegram or WhatsApp chat,
+/// else its mail thread); recorded as an outbound activity and sent by a worker.
+#[utoipa::path(
+    post,
+    path = "/v1/leads/{id}/messages",
+    tag = "leads",
+    security(("bearer" = [])),
+    params(
+        ("id" = i64, Path, description = "The lead's id."),
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters; a retry with the same key records and sends nothing new."),
+    ),
+    request_body(content = MessageBody, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Recorded, to be sent: `id`, `delivery`, `channel` and the `activity`.", body = Object, headers(("Idempotent-Replayed" = Option<String>, description = "`true` when this answers a retry."))),
+        (status = 400, description = "`bad_body` (not `{\"text\": ...}`) or `invalid_idempotency_key`.", body = Problem),
+        (status = 401, description = "`missing_token`, `bad_token` or `api_disabled`.", body = Problem),
+        (status = 404, description = "`lead_not_found`.", body = Problem),
+        (status = 409, description = "`no_reply_channel`, `channel_not_configured` or `mail_not_configured`.", body = Problem),
+        (status = 422, description = "`empty_text`, `text_too_long` or `idempotency_key_reused`.", body = Problem, example = json!({"error": "empty_text", "message": "text is empty: write the message to send"})),
+        (status = 503, description = "`database_unavailable` or `database_error`; or `timeout`.", body = Problem, headers(("Retry-After" = u32, description = "Seconds to wait."))),
+    ),
+)]
 async fn post_message(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,

@@ -54,7 +54,7 @@ pub struct NewCompany {
 }
 
 /// A stored contact.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ContactView {
     /// Contact id.
     pub id: i64,
@@ -73,7 +73,7 @@ pub struct ContactView {
 }
 
 /// A stored company.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CompanyView {
     /// Company id.
     pub id: i64,
@@ -101,7 +101,7 @@ pub struct ClientQuery {
 }
 
 /// One page of clients, newest first.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ClientPage<T> {
     /// The clients.
     pub items: Vec<T>,

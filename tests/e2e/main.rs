@@ -10,6 +10,7 @@ mod broker_seams;
 mod chat_replies;
 mod clients;
 mod config;
+mod contract;
 mod delivery;
 mod digest;
 mod errors;

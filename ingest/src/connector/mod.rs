@@ -97,8 +97,9 @@ pub struct HttpConnector {
     pub channel: Channel,
     /// Every source it answers for (a form's source), for its `up` metric and `/readyz`.
     pub sources: Vec<String>,
-    /// Its routes, state already attached.
-    pub routes: axum::Router,
+    /// Its routes, state already attached, each documented for `/openapi.json` (boxed:
+    /// the description is large beside a pull connector).
+    pub routes: Box<utoipa_axum::router::OpenApiRouter>,
 }
 
 /// A pull connector: one long-running task reading one source.

@@ -16,14 +16,14 @@ pub mod schema;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::post;
 use chrono::Utc;
 use serde_json::{Map, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use config::EventSourceConfig;
 pub use schema::{Direction, Event, EventType};
@@ -103,7 +103,7 @@ impl ConnectorKind for EventSources {
         Ok(vec![Connector::Http(HttpConnector {
             channel: Channel::Chat,
             sources: labels.into_iter().collect(),
-            routes: intake.router(),
+            routes: Box::new(intake.router()),
         })])
     }
 }
@@ -122,10 +122,8 @@ pub struct EventsIntake {
 
 impl EventsIntake {
     /// The routes, state attached.
-    pub fn router(self: Arc<Self>) -> Router {
-        Router::new()
-            .route("/v1/intake/events/{source}", post(submit))
-            .with_state(self)
+    pub fn router(self: Arc<Self>) -> OpenApiRouter {
+        documented().with_state(self)
     }
 
     async fn accept(
@@ -291,6 +289,46 @@ fn inquiry(
     })
 }
 
+/// The documented routes, before the state is attached.
+pub(crate) fn documented() -> OpenApiRouter<Arc<EventsIntake>> {
+    OpenApiRouter::new().routes(routes!(submit))
+}
+
+/// Submit a signed event (a chat message or a call) from a site chat, call centre or
+/// in-house system.
+///
+/// Checks in this order: unknown source (404), body size (413), signature (401),
+/// content type (415: JSON only), JSON (400), the event schema (422 `invalid_event`,
+/// naming each field), whether it can be a lead (422), the broker's confirm (202, else
+/// 503). The inquiry id comes from the source and `event_id`, so a replay files nothing
+/// new.
+#[utoipa::path(
+    post,
+    path = "/v1/intake/events/{source}",
+    tag = "intake",
+    params(
+        ("source" = String, Path, description = "The event source's `name` in `[[event_sources]]`."),
+        ("X-Leadpipe-Signature" = String, Header, description = "`sha256=<hex HMAC-SHA256>` of the raw body, or of `<timestamp>.<body>` with X-Leadpipe-Timestamp, under the source's secret."),
+        ("X-Leadpipe-Timestamp" = Option<i64>, Header, description = "The signing time in Unix seconds; required when the source's `signature_timestamp = \"required\"`."),
+    ),
+    request_body(
+        description = "One event: `event_id`, `type` (`message` or `call`), `conversation_id`, `person`, and the fields of its type (see the README, generic events).",
+        content((Object = "application/json")),
+    ),
+    responses(
+        (status = 202, description = "Accepted: the broker confirmed the inquiry (a thank-you page when `Accept` prefers `text/html`).", content(
+            (crate::http::IntakeAccepted = "application/json"),
+            (String = "text/html"),
+        )),
+        (status = 400, description = "`body_unreadable`, `malformed_body` or `too_deep`.", body = Problem),
+        (status = 401, description = "`bad_signature` or `timestamp_outside_window`.", body = Problem),
+        (status = 404, description = "`unknown_source`.", body = Problem),
+        (status = 413, description = "`body_too_large`.", body = Problem),
+        (status = 415, description = "`unsupported_content_type`: send application/json.", body = Problem),
+        (status = 422, description = "`invalid_event` (`fields` names each field) or `no_contact`.", body = Problem),
+        (status = 503, description = "`unavailable` (the broker did not confirm; nothing stored) or `timeout`: send the same event again.", body = Problem, headers(("Retry-After" = u32, description = "Seconds to wait."))),
+    ),
+)]
 async fn submit(
     State(intake): State<Arc<EventsIntake>>,
     Path(name): Path<String>,

@@ -18,15 +18,15 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use chrono::Utc;
 use sha2::{Digest, Sha256};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use crate::fields;
 pub use crate::http::{body, signature};
@@ -199,7 +199,7 @@ impl ConnectorKind for Forms {
         Ok(vec![Connector::Http(HttpConnector {
             channel: CHANNEL,
             sources: sources.into_iter().collect(),
-            routes: Arc::new(intake).router(),
+            routes: Box::new(Arc::new(intake).router()),
         })])
     }
 }
@@ -273,13 +273,10 @@ impl FormsIntake {
         })
     }
 
-    /// The routes of this connector, ready to be merged into the daemon's router.
-    pub fn router(self: Arc<Self>) -> Router {
-        Router::new()
-            .route(
-                "/v1/intake/forms/{form}",
-                post(submit_form).options(preflight),
-            )
+    /// The routes of this connector, documented and ready to be merged into the
+    /// daemon's router.
+    pub fn router(self: Arc<Self>) -> OpenApiRouter {
+        documented()
             .route_layer(axum::middleware::from_fn_with_state(
                 self.clone(),
                 limit_rate,
@@ -400,6 +397,58 @@ impl FormsIntake {
     }
 }
 
+/// The documented routes, before the state is attached (`/openapi.json` lists them
+/// whether or not forms are configured).
+pub(crate) fn documented() -> OpenApiRouter<Arc<FormsIntake>> {
+    OpenApiRouter::new().routes(routes!(submit_form, preflight))
+}
+
+/// Submit a web form.
+///
+/// The body is the form's fields as `application/x-www-form-urlencoded`,
+/// `multipart/form-data` (files become attachments) or a flat `application/json`
+/// object; field names are mapped to contact data, message, campaign tags and custom
+/// fields. Checks in this order: unknown form (404), the client's rate limit (429), body
+/// size (413), signature (401, forms with a secret), `Origin` (403, when sent), content
+/// type and body (415/400), `Idempotency-Key` (400), whether the inquiry can be a lead
+/// (422), the key's claim (422), the broker's confirm (202, else 503). A browser that
+/// prefers `text/html` gets a thank-you page, or a 303 to the form's `redirect`.
+#[utoipa::path(
+    post,
+    path = "/v1/intake/forms/{form}",
+    tag = "intake",
+    params(
+        ("form" = String, Path, description = "The form's `name` in `[[forms]]`."),
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters; a retry with the same key and body files nothing new, the same key with another body is a 422."),
+        ("X-Leadpipe-Signature" = Option<String>, Header, description = "`sha256=<hex HMAC-SHA256>` of the raw body (or of `<timestamp>.<body>` with X-Leadpipe-Timestamp) under the form's secret; required when the form has a `secret`. The header name is the form's `signature_header`."),
+        ("X-Leadpipe-Timestamp" = Option<i64>, Header, description = "The signing time in Unix seconds; required when the form's `signature_timestamp = \"required\"`."),
+        ("Origin" = Option<String>, Header, description = "When sent, must be one of the form's `allowed_origins`."),
+    ),
+    request_body(
+        description = "The form's fields.",
+        content(
+            (Object = "application/x-www-form-urlencoded"),
+            (Object = "multipart/form-data"),
+            (Object = "application/json"),
+        ),
+    ),
+    responses(
+        (status = 202, description = "Accepted: the broker confirmed the inquiry. JSON, or a thank-you page for a browser.", content(
+            (crate::http::IntakeAccepted = "application/json"),
+            (String = "text/html"),
+        )),
+        (status = 303, description = "Accepted, for a browser, when the form has a `redirect`.", headers(("Location" = String, description = "The form's `redirect`."))),
+        (status = 400, description = "`body_unreadable`, `malformed_body`, `too_deep` or `invalid_idempotency_key`.", body = Problem),
+        (status = 401, description = "`bad_signature` or `timestamp_outside_window` (forms with a secret).", body = Problem),
+        (status = 403, description = "`origin_not_allowed`: the `Origin` is not in the form's `allowed_origins`.", body = Problem),
+        (status = 404, description = "`unknown_form`.", body = Problem),
+        (status = 413, description = "`body_too_large`: over the form's `max_body_bytes`.", body = Problem),
+        (status = 415, description = "`unsupported_content_type`.", body = Problem),
+        (status = 422, description = "`no_contact` (nothing to reach the person by, `fields` says what) or `idempotency_key_reused`.", body = Problem),
+        (status = 429, description = "`rate_limited`: too many posts from this address.", body = Problem, headers(("Retry-After" = u32, description = "Seconds to wait."))),
+        (status = 503, description = "`unavailable` (the broker did not confirm; nothing stored) or `timeout`: retry, with the same Idempotency-Key.", body = Problem, headers(("Retry-After" = u32, description = "Seconds to wait."))),
+    ),
+)]
 async fn submit_form(
     State(intake): State<Arc<FormsIntake>>,
     Path(form): Path<String>,
@@ -429,6 +478,21 @@ async fn limit_rate(
     response
 }
 
+/// CORS preflight for a form posted from a page's script.
+#[utoipa::path(
+    options,
+    path = "/v1/intake/forms/{form}",
+    tag = "intake",
+    params(
+        ("form" = String, Path, description = "The form's `name` in `[[forms]]`."),
+        ("Origin" = String, Header, description = "The page's origin; must be one of the form's `allowed_origins`."),
+    ),
+    responses(
+        (status = 204, description = "The origin may post: the CORS headers allow POST with Content-Type, Idempotency-Key and the signature headers."),
+        (status = 403, description = "`origin_not_allowed`.", body = Problem),
+        (status = 404, description = "`unknown_form`.", body = Problem),
+    ),
+)]
 async fn preflight(
     State(intake): State<Arc<FormsIntake>>,
     Path(form): Path<String>,

@@ -311,6 +311,19 @@ pub fn wants_html(headers: &HeaderMap) -> bool {
         })
 }
 
+/// The JSON answer to an accepted inquiry, as `/openapi.json` describes it.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct IntakeAccepted {
+    /// The inquiry's id: the same for a retry under the same `Idempotency-Key` or
+    /// external id.
+    #[schema(format = Uuid, example = "0193a5c2-7f1e-7c3a-9d1e-2b4f5a6c7d8e")]
+    inquiry_id: String,
+    /// Always `accepted`.
+    #[schema(example = "accepted")]
+    status: String,
+}
+
 /// The answer to an accepted inquiry: `202` with its id as JSON; for a browser a
 /// thank-you page, or `303` to `redirect` when one is set. Counts as a success of the
 /// connector.

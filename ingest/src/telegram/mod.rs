@@ -283,7 +283,11 @@ impl ConnectorKind for Telegram {
         built.push(Connector::Http(HttpConnector {
             channel: Channel::Chat,
             sources,
-            routes: webhook::routes(hooks, deps.sink.clone(), deps.intake.max_body_bytes),
+            routes: Box::new(webhook::routes(
+                hooks,
+                deps.sink.clone(),
+                deps.intake.max_body_bytes,
+            )),
         }));
         Ok(built)
     }

@@ -3,16 +3,16 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use bytes::Bytes;
 use chrono::Utc;
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::update::{BotReading, StartPayloads, Update, Verdict, read_update};
 use super::{count_ignored, count_refused};
@@ -43,8 +43,12 @@ pub struct HookState {
     starts: Mutex<HashMap<String, StartPayloads>>,
 }
 
-/// The webhook routes for `bots`.
-pub fn routes(bots: Vec<HookBot>, sink: Arc<dyn IntakeSink>, max_body_bytes: usize) -> Router {
+/// The webhook routes for `bots`, documented.
+pub fn routes(
+    bots: Vec<HookBot>,
+    sink: Arc<dyn IntakeSink>,
+    max_body_bytes: usize,
+) -> OpenApiRouter {
     let state = HookState {
         bots: bots
             .into_iter()
@@ -54,11 +58,37 @@ pub fn routes(bots: Vec<HookBot>, sink: Arc<dyn IntakeSink>, max_body_bytes: usi
         max_body_bytes,
         starts: Mutex::new(HashMap::new()),
     };
-    Router::new()
-        .route("/v1/intake/chat/telegram/{name}", post(take))
-        .with_state(Arc::new(state))
+    documented().with_state(Arc::new(state))
 }
 
+/// The documented routes, before the state is attached.
+pub(crate) fn documented() -> OpenApiRouter<Arc<HookState>> {
+    OpenApiRouter::new().routes(routes!(take))
+}
+
+/// Telegram's webhook call for a bot in webhook mode: one Update.
+///
+/// The secret token is checked before the body is read (403, nothing stored). An update
+/// that is not an inquiry, or that can never be a lead, is still answered 200 so that
+/// Telegram does not send it again; 503 only when the broker did not confirm.
+#[utoipa::path(
+    post,
+    path = "/v1/intake/chat/telegram/{name}",
+    tag = "intake",
+    params(
+        ("name" = String, Path, description = "The bot's `name` in `[[telegram]]`."),
+        ("X-Telegram-Bot-Api-Secret-Token" = String, Header, description = "The bot's `secret_token`, as Telegram sends it."),
+    ),
+    request_body(description = "One Telegram Bot API Update.", content((Object = "application/json"))),
+    responses(
+        (status = 200, description = "Filed (`inquiry_id`), or passed over (`ignored` or `refused` with the reason).", body = Object),
+        (status = 400, description = "`body_unreadable` or `bad_json`: not one Update as JSON.", body = Problem),
+        (status = 403, description = "`bad_secret_token`.", body = Problem),
+        (status = 404, description = "`unknown_bot`, or `not_a_webhook_bot` for a bot in poll mode.", body = Problem),
+        (status = 413, description = "`body_too_large`: over `intake.max_body_bytes`.", body = Problem),
+        (status = 503, description = "`unavailable` or `timeout`: Telegram retries.", body = Problem, headers(("Retry-After" = u32, description = "Seconds to wait."))),
+    ),
+)]
 async fn take(
     State(state): State<Arc<HookState>>,
     Path(name): Path<String>,

@@ -20,14 +20,14 @@ pub mod signature;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use chrono::Utc;
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::connector::{
     Checks, ConfigProblem, Connector, ConnectorKind, Deps, HttpConnector, record_success,
@@ -194,9 +194,7 @@ impl ConnectorKind for Twilio {
         Ok(vec![Connector::Http(HttpConnector {
             channel: CHANNEL,
             sources: sources.into_iter().collect(),
-            routes: Router::new()
-                .route("/v1/intake/telephony/twilio/{name}", post(callback_post))
-                .with_state(intake),
+            routes: Box::new(documented().with_state(intake)),
         })])
     }
 }
@@ -207,11 +205,42 @@ struct LineState {
     max_body: usize,
 }
 
-struct TwilioIntake {
+pub(crate) struct TwilioIntake {
     lines: HashMap<String, LineState>,
     sink: Arc<dyn IntakeSink>,
 }
 
+/// The documented routes, before the state is attached.
+pub(crate) fn documented() -> OpenApiRouter<Arc<TwilioIntake>> {
+    OpenApiRouter::new().routes(routes!(callback_post))
+}
+
+/// A Twilio-style voice status callback for a line.
+///
+/// Checks in this order: unknown line (404), body size (413), a missing signature
+/// (403), content type and body (415/400), the signature over the line's `public_url`,
+/// the query string and the parameters (403), the callback (400 without a `CallSid`),
+/// then the broker's confirm: 200 with an empty TwiML `<Response/>`, else 503. Withheld
+/// callers, outbound calls and dialled legs are kept, never leads, and still get 200.
+#[utoipa::path(
+    post,
+    path = "/v1/intake/telephony/twilio/{name}",
+    tag = "intake",
+    params(
+        ("name" = String, Path, description = "The line's `name` in `[[twilio]]`."),
+        ("X-Twilio-Signature" = String, Header, description = "Base64 HMAC-SHA1 over the line's `public_url` (with this request's query string) and the sorted parameters, under the line's `auth_token`."),
+    ),
+    request_body(description = "The callback's parameters (`CallSid`, `From`, `To`, `CallStatus`, ...).", content((Object = "application/x-www-form-urlencoded"))),
+    responses(
+        (status = 200, description = "Confirmed by the broker: an empty TwiML `<Response/>`.", content((String = "text/xml"))),
+        (status = 400, description = "`body_unreadable`, `malformed_body` or `not_a_voice_callback`.", body = Problem),
+        (status = 403, description = "`missing_signature` or `bad_signature`.", body = Problem),
+        (status = 404, description = "`unknown_line`.", body = Problem),
+        (status = 413, description = "`body_too_large`.", body = Problem),
+        (status = 415, description = "`unsupported_content_type`: callbacks are application/x-www-form-urlencoded.", body = Problem),
+        (status = 503, description = "`unavailable` or `timeout`: Twilio retries.", body = Problem, headers(("Retry-After" = u32, description = "Seconds to wait."))),
+    ),
+)]
 async fn callback_post(
     State(intake): State<Arc<TwilioIntake>>,
     Path(name): Path<String>,

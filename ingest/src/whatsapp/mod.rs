@@ -17,15 +17,15 @@ pub mod payload;
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use config::{DEFAULT_API_BASE, WhatsappConfig};
 pub use payload::{InboundMessage, PayloadError};
@@ -89,7 +89,7 @@ impl ConnectorKind for Whatsapp {
         Ok(vec![Connector::Http(HttpConnector {
             channel: CHANNEL,
             sources: vec![source],
-            routes: hook.router(),
+            routes: Box::new(hook.router()),
         })])
     }
 }
@@ -102,10 +102,8 @@ pub struct Webhook {
 
 impl Webhook {
     /// The webhook's routes, state attached.
-    pub fn router(self: Arc<Self>) -> Router {
-        Router::new()
-            .route(PATH, get(verify).post(receive))
-            .with_state(self)
+    pub fn router(self: Arc<Self>) -> OpenApiRouter {
+        documented().with_state(self)
     }
 
     fn source(&self) -> &str {
@@ -328,6 +326,35 @@ fn status_label(status: &str) -> &'static str {
     }
 }
 
+/// The documented routes, before the state is attached.
+pub(crate) fn documented() -> OpenApiRouter<Arc<Webhook>> {
+    OpenApiRouter::new().routes(routes!(verify, receive))
+}
+
+/// Meta's webhook call: messages and statuses of the WhatsApp Business number.
+///
+/// The signature is checked over the raw body before anything is parsed (403, nothing
+/// stored). Answered 200 only once the broker confirmed every message in it, else 503
+/// and Meta sends it again; a redelivery files nothing new.
+#[utoipa::path(
+    post,
+    path = "/v1/intake/chat/whatsapp",
+    tag = "intake",
+    params(
+        ("X-Hub-Signature-256" = String, Header, description = "`sha256=<hex HMAC-SHA256>` of the raw body under `whatsapp.app_secret`, as Meta sends it."),
+    ),
+    request_body(
+        description = "A WhatsApp Business Cloud API webhook notification (`object`, `entry[].changes[]`).",
+        content((Object = "application/json")),
+    ),
+    responses(
+        (status = 200, description = "Every message in it is confirmed by the broker: `{\"status\": \"accepted\", \"inquiry_ids\": [...], \"statuses\": n}`.", body = Object),
+        (status = 400, description = "`body_unreadable` or `malformed_body`: not a webhook notification.", body = Problem),
+        (status = 403, description = "`bad_signature`: X-Hub-Signature-256 is missing or does not match.", body = Problem),
+        (status = 413, description = "`body_too_large`: over `whatsapp.max_body_bytes`.", body = Problem),
+        (status = 503, description = "`unavailable` or `timeout`: Meta retries.", body = Problem, headers(("Retry-After" = u32, description = "Seconds to wait."))),
+    ),
+)]
 async fn receive(State(hook): State<Arc<Webhook>>, headers: HeaderMap, body: Body) -> Response {
     match hook.receive(&headers, body).await {
         Ok(response) => response,
@@ -335,7 +362,23 @@ async fn receive(State(hook): State<Arc<Webhook>>, headers: HeaderMap, body: Bod
     }
 }
 
-/// The verification handshake Meta makes when the webhook is set up.
+/// The verification handshake Meta makes when the webhook is set up: the challenge is
+/// echoed as text when the verify token matches.
+#[utoipa::path(
+    get,
+    path = "/v1/intake/chat/whatsapp",
+    tag = "intake",
+    params(
+        ("hub.mode" = String, Query, description = "Must be `subscribe`."),
+        ("hub.verify_token" = String, Query, description = "Must be `whatsapp.verify_token`."),
+        ("hub.challenge" = String, Query, description = "Up to 256 visible ASCII characters, echoed back."),
+    ),
+    responses(
+        (status = 200, description = "The challenge, as text.", content((String = "text/plain"))),
+        (status = 400, description = "`malformed_query`, `missing_parameter`, `unsupported_mode` or `malformed_challenge`.", body = Problem),
+        (status = 403, description = "`bad_verify_token`.", body = Problem),
+    ),
+)]
 async fn verify(State(hook): State<Arc<Webhook>>, RawQuery(query): RawQuery) -> Response {
     match handshake(
         &hook.config.verify_token,
