@@ -9,6 +9,7 @@
 //!   failures as answers.
 //! - [`leads`]: `/v1/leads` (filters, `?key=`) and `/v1/leads/{id}`.
 //! - [`messages`]: `POST /v1/leads/{id}/messages`, a reply through the lead's channel.
+//! - [`stages`]: pipelines and stages, moving, reopening and finishing leads, deals.
 //! - [`clients`]: `/v1/contacts` and `/v1/companies`.
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
 //!
@@ -19,6 +20,7 @@ pub mod common;
 pub mod health;
 pub mod leads;
 pub mod messages;
+pub mod stages;
 
 use axum::Router;
 use axum::middleware;
@@ -31,6 +33,7 @@ pub fn routes(state: ApiState) -> Router {
         .merge(leads::routes())
         .merge(messages::routes())
         .merge(clients::routes())
+        .merge(Router::from(stages::routes()))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             common::require_admin,

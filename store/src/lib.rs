@@ -4,6 +4,8 @@
 //! - [`access`]: roles and the [`Scope`] of leads a caller may see.
 //! - [`clients`]: contacts and companies with their identity keys.
 //! - [`config`]: the `[database]` section.
+//! - [`conversion`]: finishing a lead (converted with contact, company and deal, or
+//!   junk) without creating a client twice, and reading deals.
 //! - [`connectors`]: per-source leases and cursors of pull connectors
 //!   ([`ingest::connector::Leases`]), on sessions of their own.
 //! - [`error`]: SQLSTATE mapped to what callers can act on, in one place.
@@ -16,6 +18,8 @@
 //! - [`leads`]: reading leads for the ops API.
 //! - [`outbox`]: outgoing mail, queued with the lead it answers ([`AckRules`]), and the
 //!   claims of the sender worker.
+//! - [`stages`]: pipelines and stages (admin changes, sync from configuration), moving
+//!   and reopening leads with their history.
 //! - [`replies`]: replies to a lead through its chat or mail thread, recorded with their
 //!   outbound activity, and the claims of the chat reply worker.
 //! - [`store`]: the handle to the database ([`Store`]), the schema ([`MIGRATOR`]).
@@ -26,6 +30,7 @@ pub mod access;
 pub mod clients;
 pub mod config;
 pub mod connectors;
+pub mod conversion;
 pub mod error;
 pub mod inquiries;
 pub mod intake;
@@ -33,6 +38,7 @@ pub mod keys;
 pub mod leads;
 pub mod outbox;
 pub mod replies;
+pub mod stages;
 pub mod store;
 
 pub use access::{Role, Scope};
@@ -41,6 +47,9 @@ pub use clients::{
 };
 pub use config::DatabaseConfig;
 pub use connectors::ConnectorLeases;
+pub use conversion::{
+    ClientLink, ConvertItem, DealPage, DealView, Finish, FinishOutcome, LinkResult, NewDeal,
+};
 pub use error::StoreError;
 pub use keys::{KeyStore, KeyStoreOptions};
 pub use leads::{
@@ -51,5 +60,9 @@ pub use outbox::{AckRules, Acknowledgement, OutboxDepth, OutgoingMail, Template}
 pub use replies::{
     ChatPlatform, ChatTarget, MailThread, NewReply, OutgoingReply, RecordedReply, ReplyRoutes,
     ReplyTarget,
+};
+pub use stages::{
+    PipelineKind, PipelineSpec, PipelineView, Semantic, StageMove, StagePatch, StageSpec,
+    StageView, WorkError,
 };
 pub use store::{MIGRATOR, Store, ensure_database};
