@@ -24,5 +24,6 @@ mod observing;
 mod ops;
 mod replies;
 mod slow_clients;
+mod stages;
 mod telephony;
 mod whatsapp;
