@@ -724,3 +724,56 @@ async fn get_deal(
         .ok_or_else(not_found)?;
     Ok(Json(deal).into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn every_route_is_described_with_its_error_answers() {
+        let (_, api) = routes().split_for_parts();
+        let paths: Vec<&str> = api.paths.paths.keys().map(String::as_str).collect();
+        for path in [
+            "/v1/pipelines",
+            "/v1/pipelines/{code}/stages",
+            "/v1/pipelines/{code}/stages/{stage}",
+            "/v1/pipelines/{code}/order",
+            "/v1/leads/{id}/stage",
+            "/v1/leads/{id}/reopen",
+            "/v1/leads/{id}/finish",
+            "/v1/deals",
+            "/v1/deals/{id}",
+        ] {
+            assert!(paths.contains(&path), "{path} in {paths:?}");
+        }
+        let finish = serde_json::to_value(&api.paths.paths["/v1/leads/{id}/finish"]).unwrap();
+        for status in ["200", "400", "401", "404", "409", "422", "503"] {
+            assert!(
+                finish["post"]["responses"][status].is_object(),
+                "finish answers {status}: {finish}"
+            );
+        }
+        let schemas = serde_json::to_value(&api.components).unwrap();
+        assert!(schemas["schemas"]["Problem"].is_object(), "{schemas}");
+    }
+
+    #[test]
+    fn amounts_and_currencies_are_checked() {
+        assert_eq!(parse_amount("a", &json!("1500.50")).unwrap(), "1500.50");
+        assert_eq!(parse_amount("a", &json!(12)).unwrap(), "12");
+        for bad in [
+            json!("-1"),
+            json!("1."),
+            json!("1.234"),
+            json!("1e5"),
+            json!(true),
+        ] {
+            assert!(parse_amount("a", &bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_currency("c", "eur").unwrap(), "EUR");
+        assert!(parse_currency("c", "EURO").is_err());
+        assert!(parse_currency("c", "E1R").is_err());
+    }
+}

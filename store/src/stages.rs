@@ -650,6 +650,13 @@ impl Store {
     ) -> Result<StageView, WorkError> {
         let mut tx = self.pool().begin().await?;
         let p = lock_pipeline(&mut tx, pipeline).await?;
+        let found = stage_in(&mut tx, pipeline, p.id, code).await?;
+        // Lock the row and count again: a lead moved in meanwhile waits (moves read the
+        // stage FOR SHARE), so the count below stays true until commit.
+        sqlx::query("SELECT 1 FROM stages WHERE id = $1 FOR UPDATE")
+            .bind(found.id)
+            .execute(&mut *tx)
+            .await?;
         let current = stage_in(&mut tx, pipeline, p.id, code).await?;
         if current.removed_at.is_some() {
             return Err(conflict(
