@@ -65,6 +65,44 @@ fn parse_body<T: DeserializeOwned>(body: &[u8], shape: &str) -> Result<T, Proble
         .map_err(|e| bad_body(format!("send a JSON object like {shape}: {e}")))
 }
 
+/// The fields a stage takes in a request body.
+const STAGE_FIELDS: &[&str] = &[
+    "code",
+    "name",
+    "color",
+    "colour",
+    "semantic",
+    "deadline_days",
+    "initial",
+    "active",
+    "order",
+];
+
+/// Refuses a field `allowed` does not list, so a typo is never silently ignored.
+fn known_fields(value: &Value, allowed: &[&str], at: &str) -> Result<(), Problem> {
+    if let Some(object) = value.as_object()
+        && let Some(unknown) = object.keys().find(|k| !allowed.contains(&k.as_str()))
+    {
+        return Err(bad_body(format!(
+            "{at}unknown field `{unknown}`: use {}",
+            allowed.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// Reads a body as JSON, checks its fields with `check`, then reads it into `T`.
+fn parse_checked<T: DeserializeOwned>(
+    body: &[u8],
+    shape: &str,
+    check: impl Fn(&Value) -> Result<(), Problem>,
+) -> Result<T, Problem> {
+    let value: Value = parse_body(body, shape)?;
+    check(&value)?;
+    serde_json::from_value(value)
+        .map_err(|e| bad_body(format!("send a JSON object like {shape}: {e}")))
+}
+
 fn work_problem(error: WorkError) -> Problem {
     match error {
         WorkError::NotFound(message) => Problem::new(StatusCode::NOT_FOUND, "not_found", message),
@@ -125,9 +163,16 @@ async fn create_pipeline(
     body: Bytes,
 ) -> Result<Response, Problem> {
     caller.require(Role::Admin)?;
-    let spec: PipelineSpec = parse_body(
+    let spec: PipelineSpec = parse_checked(
         &body,
         r##"{"code": "partners", "name": "Partners", "kind": "lead", "stages": [{"code": "new", "name": "New", "color": "#2196F3", "semantic": "open", "initial": true}]}"##,
+        |value| {
+            known_fields(value, &["code", "name", "kind", "stages"], "")?;
+            for (i, stage) in value["stages"].as_array().into_iter().flatten().enumerate() {
+                known_fields(stage, STAGE_FIELDS, &format!("stages[{i}]: "))?;
+            }
+            Ok(())
+        },
     )?;
     check_spec(spec.problems())?;
     let view = state
@@ -159,9 +204,10 @@ async fn add_stage(
     body: Bytes,
 ) -> Result<Response, Problem> {
     caller.require(Role::Admin)?;
-    let spec: StageSpec = parse_body(
+    let spec: StageSpec = parse_checked(
         &body,
         r##"{"code": "demo", "name": "Demo booked", "color": "#9C27B0", "semantic": "open", "deadline_days": 5}"##,
+        |value| known_fields(value, STAGE_FIELDS, ""),
     )?;
     check_spec(spec.problems())?;
     let view = state

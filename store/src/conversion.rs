@@ -453,28 +453,44 @@ impl Store {
                 "there is no lead with id `{lead_id}`"
             )));
         };
-        let mut tx = self.pool().begin().await?;
-        if let Finish::Converted(_) = finish {
-            let keys: BTreeSet<String> = before
-                .person_keys
-                .iter()
-                .map(|k| format!("person\u{1f}{k}"))
-                .chain(
-                    before
-                        .company_keys
-                        .iter()
-                        .map(|k| format!("company\u{1f}{k}")),
-                )
-                .chain(
-                    before
-                        .company
-                        .as_deref()
-                        .and_then(company_key)
-                        .map(|k| format!("company\u{1f}{}", CompanyKey::Name(k).as_key())),
-                )
-                .collect();
-            lock_keys(&mut tx, &keys).await?;
+        // Every key a conversion may look up is locked before the lead row, so no two
+        // transactions wait on each other in a cycle.
+        let mut locked: BTreeSet<String> = BTreeSet::new();
+        if let Finish::Converted(items) = finish {
+            locked.extend(
+                before
+                    .person_keys
+                    .iter()
+                    .map(|k| format!("person\u{1f}{k}")),
+            );
+            locked.extend(
+                before
+                    .company_keys
+                    .iter()
+                    .map(|k| format!("company\u{1f}{k}")),
+            );
+            locked.extend(
+                before
+                    .company
+                    .as_deref()
+                    .and_then(company_key)
+                    .map(|k| format!("company\u{1f}{}", CompanyKey::Name(k).as_key())),
+            );
+            for item in items {
+                if let ConvertItem::Company { name, domain } = item
+                    && (name.is_some() || domain.is_some())
+                {
+                    // A refusal is answered after the scope check, by `convert`.
+                    if let Ok((_, _, keys)) =
+                        wanted_company_keys(&before, name.as_deref(), domain.as_deref())
+                    {
+                        locked.extend(keys.iter().map(|k| format!("company\u{1f}{k}")));
+                    }
+                }
+            }
         }
+        let mut tx = self.pool().begin().await?;
+        lock_keys(&mut tx, &locked).await?;
         let lead = lock_lead(&mut tx, scope, lead_id).await?;
         if lead.semantic.is_finished() {
             return Err(conflict(
@@ -513,7 +529,7 @@ impl Store {
                 }
             }
             Finish::Converted(items) => {
-                let mut outcome = convert(&mut tx, &lead, &facts, items, actor).await?;
+                let mut outcome = convert(&mut tx, &lead, &facts, items, actor, &locked).await?;
                 let target = finishing_stage(&mut tx, &lead, Semantic::Success).await?;
                 outcome.stage_move =
                     record_move(&mut tx, &lead, &target, Some("converted"), actor).await?;
@@ -587,6 +603,7 @@ async fn convert(
     facts: &LeadFacts,
     items: &[ConvertItem],
     actor: &str,
+    locked: &BTreeSet<String>,
 ) -> Result<FinishOutcome, WorkError> {
     let repeat = facts.is_repeat || facts.contact_id.is_some();
     let mut contact: Option<ClientLink> = None;
@@ -660,14 +677,27 @@ async fn convert(
                 }
                 let (name, domain, keys) =
                     wanted_company_keys(facts, name.as_deref(), domain.as_deref())?;
-                // The lead's keys were locked before; a name or domain given here is too.
-                let extra: BTreeSet<String> =
-                    keys.iter().map(|k| format!("company\u{1f}{k}")).collect();
-                lock_keys(tx, &extra).await?;
+                // Locked before the lead row, unless the lead changed since (a merge brought
+                // a company name): those few are locked now.
+                let late: BTreeSet<String> = keys
+                    .iter()
+                    .map(|k| format!("company\u{1f}{k}"))
+                    .filter(|k| !locked.contains(k))
+                    .collect();
+                lock_keys(tx, &late).await?;
+                // A firm is also known by a number it lists that the person dialled from.
+                let mut look_up = keys.clone();
+                look_up.extend(
+                    facts
+                        .person_keys
+                        .iter()
+                        .filter(|k| k.starts_with("phone:"))
+                        .map(|k| k.split(";ext=").next().unwrap_or(k).to_owned()),
+                );
                 let existing: Option<i64> = sqlx::query_scalar(
                     "SELECT min(company_id) FROM company_identities WHERE key = ANY($1)",
                 )
-                .bind(&keys)
+                .bind(&look_up)
                 .fetch_one(&mut **tx)
                 .await?;
                 company = Some(match existing {

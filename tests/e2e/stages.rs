@@ -249,6 +249,36 @@ async fn a_stage_holding_leads_is_not_removed_and_renaming_keeps_history() {
         .post_json(&format!("/v1/leads/{id}/stage"), json!({"stage": "demo"}))
         .await
         .assert_error(422, "stage_inactive");
+    daemon
+        .post_json(
+            "/v1/pipelines/default/stages",
+            json!({"code": "demo2", "name": "Demo", "color": "#9C27B0", "semantic": "open", "intial": true}),
+        )
+        .await
+        .assert_error(400, "bad_body");
+    daemon
+        .post_json(
+            "/v1/pipelines",
+            json!({"code": "partners", "name": "Partners", "stages": [
+                {"code": "new", "name": "New", "color": "#2196F3", "semantic": "open"}
+            ]}),
+        )
+        .await
+        .assert_error(422, "invalid_fields");
+    let created = daemon
+        .post_json(
+            "/v1/pipelines",
+            json!({"code": "partners", "name": "Partners", "stages": [
+                {"code": "new", "name": "New", "color": "#2196F3", "semantic": "open", "initial": true},
+                {"code": "signed", "name": "Signed", "color": "#4CAF50", "semantic": "success"}
+            ]}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    daemon
+        .post_json(&format!("/v1/leads/{id}/stage"), json!({"stage": "signed"}))
+        .await
+        .assert_error(422, "stage_of_another_pipeline");
     let pipelines = daemon.get("/v1/pipelines").await.json();
     let default = pipelines
         .as_array()
