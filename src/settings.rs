@@ -447,6 +447,19 @@ impl Settings {
         for (key, problem) in lead_work_problems(&self.pipelines, &self.leads) {
             push(key, problem);
         }
+        if self
+            .pipelines
+            .iter()
+            .any(|p| p.code == self.routing.pipeline && p.kind == store::PipelineKind::Deal)
+        {
+            push(
+                "routing.pipeline".into(),
+                format!(
+                    "`{}` is a deal pipeline: new leads go to a lead pipeline",
+                    self.routing.pipeline
+                ),
+            );
+        }
         let region = |code: &str| {
             normalizer::Region::parse(code)
                 .map(|_| ())

@@ -14,6 +14,7 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use normalizer::company::{company_key, domain_key};
+use normalizer::matching::Person;
 use normalizer::{CompanyKey, IdentityKey};
 use serde::Serialize;
 use sqlx::postgres::PgRow;
@@ -337,7 +338,8 @@ async fn insert_contact(
             .bind(company_id)
             .fetch_one(&mut **tx)
             .await?;
-    // The same (key, kind, value) rows the client API writes.
+    // The same (key, kind, value) rows the client API writes. A key another contact holds
+    // (a shared phone number of someone evidently else) stays with that contact.
     let parsed: Vec<IdentityKey> = keys
         .iter()
         .filter_map(|k| IdentityKey::from_stored(k))
@@ -347,7 +349,8 @@ async fn insert_contact(
     let values: Vec<&str> = parsed.iter().map(IdentityKey::value).collect();
     sqlx::query(
         "INSERT INTO contact_identities (key, contact_id, kind, value)
-         SELECT k, $4, kind, v FROM unnest($1::text[], $2::text[], $3::text[]) AS t(k, kind, v)",
+         SELECT k, $4, kind, v FROM unnest($1::text[], $2::text[], $3::text[]) AS t(k, kind, v)
+         ON CONFLICT (key) DO NOTHING",
     )
     .bind(&names)
     .bind(&kinds)
@@ -596,6 +599,57 @@ impl Store {
     }
 }
 
+/// The contact the lead's person is, by the rules intake matches with: one holding a
+/// strong key (email, messenger account) of the lead; failing that, one holding its phone
+/// number that is not evidently someone else (another name and another address). Returns
+/// the contact and its company.
+async fn known_contact(
+    tx: &mut Transaction<'_, Postgres>,
+    facts: &LeadFacts,
+) -> Result<Option<(i64, Option<i64>)>, WorkError> {
+    if facts.person_keys.is_empty() {
+        return Ok(None);
+    }
+    let rows = sqlx::query(
+        "SELECT DISTINCT ON (c.id) c.id, c.company_id, c.name, ci.kind,
+                ARRAY(SELECT k.key FROM contact_identities k WHERE k.contact_id = c.id
+                      ORDER BY k.key) AS keys
+         FROM contact_identities ci JOIN contacts c ON c.id = ci.contact_id
+         WHERE ci.key = ANY($1)
+         ORDER BY c.id, ci.kind <> 'phone' DESC",
+    )
+    .bind(&facts.person_keys)
+    .fetch_all(&mut **tx)
+    .await?;
+    let person = |name: Option<String>, keys: &[String]| Person {
+        name,
+        strong_keys: keys
+            .iter()
+            .filter_map(|k| IdentityKey::from_stored(k))
+            .filter(IdentityKey::is_strong)
+            .collect(),
+    };
+    let me = person(facts.name.clone(), &facts.person_keys);
+    let mut by_phone = None;
+    for row in &rows {
+        let id: i64 = row.try_get("id")?;
+        let company: Option<i64> = row.try_get("company_id")?;
+        let kind: String = row.try_get("kind")?;
+        if kind != "phone" {
+            return Ok(Some((id, company)));
+        }
+        let keys: Vec<String> = row.try_get("keys")?;
+        if by_phone.is_none()
+            && me
+                .differs_from(&person(row.try_get("name")?, &keys))
+                .is_none()
+        {
+            by_phone = Some((id, company));
+        }
+    }
+    Ok(by_phone)
+}
+
 /// Makes or links the clients and the deal of a conversion and sets the lead's links.
 async fn convert(
     tx: &mut Transaction<'_, Postgres>,
@@ -634,18 +688,7 @@ async fn convert(
             result: LinkResult::ExistingClient,
         });
     }
-    // The known contact behind the lead's person keys, if any.
-    let known_contact: Option<(i64, Option<i64>)> = if facts.person_keys.is_empty() {
-        None
-    } else {
-        sqlx::query_as(
-            "SELECT c.id, c.company_id FROM contact_identities ci JOIN contacts c ON c.id = ci.contact_id
-             WHERE ci.key = ANY($1) ORDER BY c.id LIMIT 1",
-        )
-        .bind(&facts.person_keys)
-        .fetch_optional(&mut **tx)
-        .await?
-    };
+    let known_contact = known_contact(tx, facts).await?;
 
     // Companies first: a new contact works for the company this conversion links.
     for item in items {

@@ -687,7 +687,7 @@ impl Store {
                 ),
             ));
         }
-        if initial && (semantic.is_finished() || patch.active == Some(false)) {
+        if initial && (semantic.is_finished() || !patch.active.unwrap_or(current.active)) {
             return Err(invalid(
                 "initial_stage",
                 format!(

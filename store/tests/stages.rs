@@ -480,3 +480,65 @@ async fn a_pipeline_is_created_and_its_stages_reordered(pool: PgPool) {
     let error = store.remove_stage("partners", "new").await.unwrap_err();
     assert_eq!(code_of(&error), "initial_stage");
 }
+
+#[sqlx::test(migrator = "store::MIGRATOR")]
+async fn a_shared_phone_does_not_link_an_evidently_different_person(pool: PgPool) {
+    let store = Store::from_pool(pool.clone());
+    let anna = lead(
+        &store,
+        Some("Anna Conti"),
+        Some("anna@studio.example.it"),
+        Some("02 8736 1234"),
+        None,
+    )
+    .await;
+    let bruno = lead(
+        &store,
+        Some("Bruno Sala"),
+        Some("bruno@studio.example.it"),
+        Some("02 8736 1234"),
+        None,
+    )
+    .await;
+    let contact = |id: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .finish_lead(
+                    &Scope::All,
+                    id,
+                    &Finish::Converted(vec![ConvertItem::Contact { name: None }]),
+                    "admin",
+                )
+                .await
+                .unwrap()
+                .contact
+                .unwrap()
+        }
+    };
+    let first = contact(anna).await;
+    let second = contact(bruno).await;
+    assert_eq!(first.result, LinkResult::Created);
+    assert_eq!(
+        second.result,
+        LinkResult::Created,
+        "another person on one number"
+    );
+    assert_ne!(first.id, second.id);
+    let owner: i64 = sqlx::query_scalar(
+        "SELECT contact_id FROM contact_identities WHERE key = 'phone:+390287361234'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(owner, first.id, "the number stays with its first contact");
+    let bruno_keys = count(
+        &pool,
+        &format!(
+            "SELECT count(*) FROM contact_identities WHERE contact_id = {} AND key = 'email:bruno@studio.example.it'",
+            second.id
+        ),
+    )
+    .await;
+    assert_eq!(bruno_keys, 1);
+}
