@@ -663,3 +663,48 @@ semantic = "success"
         assert!(text.contains(needle), "names {needle}: {text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_conversions_at_once_of_one_new_firm_make_one_company() {
+    let daemon = TestDaemon::start().await;
+    let mut leads = Vec::new();
+    for (name, email) in [
+        ("Eva Holm", "eva@holm-bygg.example.se"),
+        ("Nils Holm", "nils@holm-bygg.example.se"),
+        ("Ida Holm", "ida@holm-bygg.example.se"),
+    ] {
+        leads.push(lead_from(&daemon, name, email, "Holm Bygg AB").await);
+    }
+    let finish = |id: i64| {
+        let daemon = &daemon;
+        async move {
+            daemon
+                .post_json(
+                    &format!("/v1/leads/{id}/finish"),
+                    json!({"outcome": "converted", "create": [
+                        {"type": "company"}, {"type": "contact"}, {"type": "deal"}
+                    ]}),
+                )
+                .await
+        }
+    };
+    let (a, b, c) = tokio::join!(finish(leads[0]), finish(leads[1]), finish(leads[2]));
+    let mut results: Vec<String> = Vec::new();
+    let mut companies = std::collections::BTreeSet::new();
+    for answer in [a, b, c] {
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        let json = answer.json();
+        results.push(json["company"]["result"].as_str().unwrap().to_owned());
+        companies.insert(json["company"]["id"].as_i64().unwrap());
+        assert_eq!(json["contact"]["result"], "created");
+    }
+    results.sort();
+    assert_eq!(results, ["created", "linked_existing", "linked_existing"]);
+    assert_eq!(companies.len(), 1, "one firm, one company");
+    let db = daemon.db().await;
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM companies")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1);
+}
