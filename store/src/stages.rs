@@ -807,6 +807,10 @@ impl Store {
     pub async fn sync_pipelines(&self, specs: &[PipelineSpec]) -> Result<Vec<String>, StoreError> {
         let mut notes = Vec::new();
         let mut tx = self.pool().begin().await?;
+        // Replicas starting together apply the configuration one after the other.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('sync:pipelines', 0))")
+            .execute(&mut *tx)
+            .await?;
         for spec in specs {
             let row: Option<(i64, String)> =
                 sqlx::query_as("SELECT id, kind FROM pipelines WHERE code = $1 FOR UPDATE")
