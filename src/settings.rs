@@ -62,6 +62,86 @@ pub struct Settings {
     /// `[shutdown]`: how long stopping may take.
     #[serde(default)]
     pub shutdown: ShutdownSettings,
+    /// `[[pipelines]]`: lead and deal pipelines with their `[[pipelines.stages]]`, synced
+    /// into the database at start (by code; nothing with history is deleted). Without
+    /// them the stored pipelines stay as they are.
+    #[serde(default)]
+    pub pipelines: Vec<store::PipelineSpec>,
+    /// `[leads]`: working leads.
+    #[serde(default)]
+    pub leads: LeadSettings,
+}
+
+/// The `[leads]` section.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct LeadSettings {
+    /// The reasons a lead may be finished as junk with; reports group by them.
+    pub junk_reasons: Vec<String>,
+}
+
+impl Default for LeadSettings {
+    fn default() -> Self {
+        Self {
+            junk_reasons: [
+                "spam",
+                "duplicate",
+                "wrong_contact",
+                "not_interested",
+                "no_budget",
+                "out_of_area",
+                "other",
+            ]
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+        }
+    }
+}
+
+/// What is wrong with `[[pipelines]]` and `[leads]`, as `(key, problem)`.
+fn lead_work_problems(
+    pipelines: &[store::PipelineSpec],
+    leads: &LeadSettings,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut codes = std::collections::HashSet::new();
+    for (i, pipeline) in pipelines.iter().enumerate() {
+        for (field, problem) in pipeline.problems() {
+            out.push((format!("pipelines[{i}].{field}"), problem));
+        }
+        if !codes.insert(pipeline.code.as_str()) {
+            out.push((
+                format!("pipelines[{i}].code"),
+                format!(
+                    "`{}` is configured twice: pipeline codes are unique",
+                    pipeline.code
+                ),
+            ));
+        }
+    }
+    if leads.junk_reasons.is_empty() {
+        out.push((
+            "leads.junk_reasons".into(),
+            "list at least one reason (such as \"spam\"): without one no lead can be finished as junk".into(),
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, reason) in leads.junk_reasons.iter().enumerate() {
+        if !store::stages::valid_code(reason) {
+            out.push((
+                format!("leads.junk_reasons[{i}]"),
+                format!("`{reason}` is not a reason code: use 1 to 64 characters a-z, 0-9, _ or -"),
+            ));
+        }
+        if !seen.insert(reason.as_str()) {
+            out.push((
+                format!("leads.junk_reasons[{i}]"),
+                format!("`{reason}` is listed twice"),
+            ));
+        }
+    }
+    out
 }
 
 fn default_database() -> DatabaseConfig {
@@ -376,6 +456,22 @@ impl Settings {
         }
         for (key, problem) in self.matching.problems() {
             push(format!("matching.{key}"), problem);
+        }
+        for (key, problem) in lead_work_problems(&self.pipelines, &self.leads) {
+            push(key, problem);
+        }
+        if self
+            .pipelines
+            .iter()
+            .any(|p| p.code == self.routing.pipeline && p.kind == store::PipelineKind::Deal)
+        {
+            push(
+                "routing.pipeline".into(),
+                format!(
+                    "`{}` is a deal pipeline: new leads go to a lead pipeline",
+                    self.routing.pipeline
+                ),
+            );
         }
         let region = |code: &str| {
             normalizer::Region::parse(code)

@@ -135,6 +135,7 @@ impl Application {
             metrics,
             key_rules: Arc::new(settings.key_rules()?),
             replies: replies.clone(),
+            junk_reasons: Arc::new(settings.leads.junk_reasons.clone()),
         };
         let app = application(api, intake)
             .layer(axum::middleware::from_fn_with_state(
@@ -224,6 +225,7 @@ impl Application {
         {
             let store = store.clone();
             let settings_db = settings.database.clone();
+            let settings_pipelines = settings.pipelines.clone();
             let amqp = settings.amqp.clone();
             let consumers_inner = consumers.clone();
             let consumers_stop = consumers_stop.clone();
@@ -250,6 +252,9 @@ impl Application {
                     && !migrate_until_done(&store, &settings_db.url, &consumers_stop).await
                 {
                     return;
+                }
+                if !settings_pipelines.is_empty() {
+                    sync_pipelines(&store, &settings_pipelines).await;
                 }
                 schema_ready.store(true, Ordering::Release);
                 if let Some(sender) = sender {
@@ -426,5 +431,22 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = terminate => {},
+    }
+}
+
+/// Brings the stored pipelines in line with `[[pipelines]]`; what an operator must see
+/// (a stage still holding leads, a kind that cannot change) is logged. A failure is
+/// logged and the stored pipelines stay as they were.
+async fn sync_pipelines(store: &Store, pipelines: &[store::PipelineSpec]) {
+    match store.sync_pipelines(pipelines).await {
+        Ok(notes) => {
+            for note in notes {
+                tracing::warn!(%note, "A configured pipeline differs from the stored one.");
+            }
+        }
+        Err(error) => tracing::error!(
+            %error,
+            "Failed to apply [[pipelines]] to the database; the stored pipelines stay as they were."
+        ),
     }
 }

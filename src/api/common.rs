@@ -33,6 +33,8 @@ pub struct ApiState {
     pub key_rules: Arc<KeyRules>,
     /// The chat accounts replies can be sent through.
     pub replies: Arc<crate::replies::ReplyChannels>,
+    /// The reasons a lead may be finished as junk (`[leads] junk_reasons`).
+    pub junk_reasons: Arc<Vec<String>>,
 }
 
 impl ApiState {

@@ -11,6 +11,7 @@
 //! - [`auth`]: the middleware that finds the caller behind a bearer token.
 //! - [`leads`]: `/v1/leads` (filters, `?key=`) and `/v1/leads/{id}`.
 //! - [`messages`]: `POST /v1/leads/{id}/messages`, a reply through the lead's channel.
+//! - [`stages`]: pipelines and stages, moving, reopening and finishing leads, deals.
 //! - [`clients`]: `/v1/contacts` and `/v1/companies`.
 //! - [`people`]: `/v1/me`, `/v1/users`, `/v1/teams`, `/v1/tokens`.
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
@@ -30,6 +31,7 @@ pub mod health;
 pub mod leads;
 pub mod messages;
 pub mod people;
+pub mod stages;
 
 use axum::middleware;
 use axum::{Extension, Router};
@@ -45,6 +47,7 @@ pub fn protected_routes() -> OpenApiRouter<ApiState> {
         .merge(messages::routes())
         .merge(clients::routes())
         .merge(people::routes())
+        .merge(stages::routes())
 }
 
 /// The open routes: health, metrics and the contract.

@@ -4,6 +4,8 @@
 //! - [`access`]: roles and the [`Scope`] of leads a caller may see.
 //! - [`clients`]: contacts and companies with their identity keys.
 //! - [`config`]: the `[database]` section.
+//! - [`conversion`]: finishing a lead (converted with contact, company and deal, or
+//!   junk) without creating a client twice, and reading deals.
 //! - [`connectors`]: per-source leases and cursors of pull connectors
 //!   ([`ingest::connector::Leases`]), on sessions of their own.
 //! - [`digest`]: stale leads, the once-a-day digest log with its mail, and the abandon
@@ -19,6 +21,8 @@
 //! - [`people`]: users, teams and hashed API tokens ([`Store::authenticate`]).
 //! - [`outbox`]: outgoing mail, queued with the lead it answers ([`AckRules`]), and the
 //!   claims of the sender worker.
+//! - [`stages`]: pipelines and stages (admin changes, sync from configuration), moving
+//!   and reopening leads with their history.
 //! - [`replies`]: replies to a lead through its chat or mail thread, recorded with their
 //!   outbound activity, and the claims of the chat reply worker.
 //! - [`store`]: the handle to the database ([`Store`]), the schema ([`MIGRATOR`]).
@@ -30,6 +34,7 @@ pub mod clients;
 pub mod config;
 pub mod connectors;
 pub mod digest;
+pub mod conversion;
 pub mod error;
 pub mod inquiries;
 pub mod intake;
@@ -38,6 +43,7 @@ pub mod leads;
 pub mod outbox;
 pub mod people;
 pub mod replies;
+pub mod stages;
 pub mod store;
 
 pub use access::{Role, Scope};
@@ -46,6 +52,9 @@ pub use clients::{
 };
 pub use config::DatabaseConfig;
 pub use connectors::ConnectorLeases;
+pub use conversion::{
+    ClientLink, ConvertItem, DealPage, DealView, Finish, FinishOutcome, LinkResult, NewDeal,
+};
 pub use digest::{
     AbandonCandidate, AbandonRule, DigestMail, DigestMoment, DigestRecipient, DigestSchedule,
     DigestSection, StaleLead,
@@ -64,5 +73,9 @@ pub use people::{
 pub use replies::{
     ChatPlatform, ChatTarget, MailThread, NewReply, OutgoingReply, RecordedReply, ReplyRoutes,
     ReplyTarget,
+};
+pub use stages::{
+    PipelineKind, PipelineSpec, PipelineView, Semantic, StageMove, StagePatch, StageSpec,
+    StageView, WorkError,
 };
 pub use store::{MIGRATOR, Store, ensure_database};

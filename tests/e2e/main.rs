@@ -28,5 +28,6 @@ mod permissions;
 mod replies;
 mod slow_clients;
 mod spool;
+mod stages;
 mod telephony;
 mod whatsapp;
