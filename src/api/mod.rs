@@ -10,15 +10,20 @@
 //! - [`leads`]: `/v1/leads` (filters, `?key=`) and `/v1/leads/{id}`.
 //! - [`messages`]: `POST /v1/leads/{id}/messages`, a reply through the lead's channel.
 //! - [`clients`]: `/v1/contacts` and `/v1/companies`.
+//! - [`activities`]: a lead's history and planned work, "my tasks", and the activity
+//!   view (`/v1/leads/{id}/activities`, `/v1/activities`, `/v1/views/activities`).
+//! - [`reports`]: the funnel, leads per responsible, time in stage (`/v1/reports/...`).
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
 //!
 //! The parts import only from `common`, and this module only from them.
 
+pub mod activities;
 pub mod clients;
 pub mod common;
 pub mod health;
 pub mod leads;
 pub mod messages;
+pub mod reports;
 
 use axum::Router;
 use axum::middleware;
@@ -31,6 +36,8 @@ pub fn routes(state: ApiState) -> Router {
         .merge(leads::routes())
         .merge(messages::routes())
         .merge(clients::routes())
+        .merge(axum::Router::from(activities::routes()))
+        .merge(axum::Router::from(reports::routes()))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             common::require_admin,

@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //! - [`access`]: roles and the [`Scope`] of leads a caller may see.
+//! - [`activities`]: a lead's history and planned work (calls, meetings, tasks), and the
+//!   activity view of open leads grouped by when their next activity is due.
 //! - [`clients`]: contacts and companies with their identity keys.
 //! - [`config`]: the `[database]` section.
 //! - [`connectors`]: per-source leases and cursors of pull connectors
@@ -16,6 +18,8 @@
 //! - [`leads`]: reading leads for the ops API.
 //! - [`outbox`]: outgoing mail, queued with the lead it answers ([`AckRules`]), and the
 //!   claims of the sender worker.
+//! - [`reports`]: the funnel, leads per responsible and time in stage, one statement
+//!   each.
 //! - [`replies`]: replies to a lead through its chat or mail thread, recorded with their
 //!   outbound activity, and the claims of the chat reply worker.
 //! - [`store`]: the handle to the database ([`Store`]), the schema ([`MIGRATOR`]).
@@ -23,6 +27,7 @@
 //! SQL lives only in this crate.
 
 pub mod access;
+pub mod activities;
 pub mod clients;
 pub mod config;
 pub mod connectors;
@@ -33,9 +38,14 @@ pub mod keys;
 pub mod leads;
 pub mod outbox;
 pub mod replies;
+pub mod reports;
 pub mod store;
 
 pub use access::{Role, Scope};
+pub use activities::{
+    ActivityChange, ActivityError, ActivityFilter, ActivityItem, ActivityPage, ActivityView, Actor,
+    AssignedFilter, DueCursor, NewActivity, ViewQuery,
+};
 pub use clients::{
     ClientPage, ClientQuery, CompanyView, ContactView, ImportReport, NewCompany, NewContact,
 };
@@ -52,4 +62,5 @@ pub use replies::{
     ChatPlatform, ChatTarget, MailThread, NewReply, OutgoingReply, RecordedReply, ReplyRoutes,
     ReplyTarget,
 };
+pub use reports::{FunnelBy, FunnelReport, ReportPeriod, ResponsibleReport, StageTimesReport};
 pub use store::{MIGRATOR, Store, ensure_database};
