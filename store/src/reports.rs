@@ -171,6 +171,55 @@ impl Store {
         )
     }
 
+    /// A read-only transaction for a report: enough memory to sort and hash a year of
+    /// history without spilling to disk, and no JIT (its compile time, seconds on these
+    /// plans, is more than it saves).
+    async fn report_session(&self) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("SET TRANSACTION READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("SET LOCAL work_mem = '64MB'")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
+        Ok(tx)
+    }
+
+    /// `EXPLAIN (ANALYZE, BUFFERS)` of the three report statements (the funnel by source,
+    /// leads per responsible, stage times), each as its plan's lines: for the benchmark.
+    pub async fn explain_reports(
+        &self,
+        scope: &Scope,
+        pipeline_id: i64,
+        period: &ReportPeriod,
+    ) -> Result<Vec<(&'static str, Vec<String>)>, StoreError> {
+        const EXPLAIN: &str = "EXPLAIN (ANALYZE, BUFFERS) ";
+        let mut out = Vec::new();
+        let mut tx = self.report_session().await?;
+        for (name, mut sql) in [
+            (
+                "funnel",
+                funnel_sql(EXPLAIN, scope, pipeline_id, FunnelBy::Source, period),
+            ),
+            ("responsible", responsible_sql(EXPLAIN, scope, period)),
+            (
+                "stage-times",
+                stage_times_sql(EXPLAIN, scope, pipeline_id, period),
+            ),
+        ] {
+            let lines = sql
+                .build()
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get::<String, _>(0))
+                .collect::<Result<Vec<_>, _>>()?;
+            out.push((name, lines));
+        }
+        Ok(out)
+    }
+
     /// The funnel of leads created in `period` in one pipeline, by source or channel.
     pub async fn funnel_report(
         &self,
@@ -180,46 +229,9 @@ impl Store {
         by: FunnelBy,
         period: &ReportPeriod,
     ) -> Result<FunnelReport, StoreError> {
-        let mut sql = QueryBuilder::<Postgres>::new(format!(
-            "WITH lf AS (
-                SELECT l.id, l.{col} AS grp, l.junk_reason FROM leads l
-                WHERE l.created_at >= ",
-            col = by.column()
-        ));
-        sql.push_bind(period.from)
-            .push(" AND l.created_at < ")
-            .push_bind(period.to)
-            .push(" AND l.pipeline_id = ")
-            .push_bind(pipeline_id);
-        scope.push_lead_filter(&mut sql, "l");
-        sql.push(
-            "), reached AS (
-                SELECT DISTINCT lf.grp, lf.id, h.to_stage_id
-                FROM lf JOIN lead_stage_history h ON h.lead_id = lf.id),
-             per_lead AS (
-                SELECT r.id, bool_or(s.semantic = 'success') AS conv,
-                       bool_or(s.semantic = 'failure') AS junk
-                FROM reached r JOIN stages s ON s.id = r.to_stage_id GROUP BY r.id)
-             SELECT 0 AS part, NULL::text AS grp, s.code AS k, s.name AS k2, s.semantic AS k3,
-                    s.sort_order::bigint AS n
-               FROM stages s WHERE s.pipeline_id = ",
-        )
-        .push_bind(pipeline_id)
-        .push(
-            " UNION ALL
-             SELECT 1, grp, NULL, NULL, NULL, count(*) FROM lf GROUP BY grp
-             UNION ALL
-             SELECT 2, r.grp, s.code, NULL, NULL, count(*)
-               FROM reached r JOIN stages s ON s.id = r.to_stage_id GROUP BY r.grp, s.code
-             UNION ALL
-             SELECT 3, lf.grp, NULL, NULL, NULL, count(*) FILTER (WHERE p.conv)
-               FROM lf JOIN per_lead p ON p.id = lf.id GROUP BY lf.grp
-             UNION ALL
-             SELECT 4, lf.grp, coalesce(lf.junk_reason, 'unspecified'), NULL, NULL, count(*)
-               FROM lf JOIN per_lead p ON p.id = lf.id AND p.junk GROUP BY lf.grp, 3
-             ORDER BY 1, 6, 3",
-        );
-        let rows = sql.build().fetch_all(self.pool()).await?;
+        let mut sql = funnel_sql("", scope, pipeline_id, by, period);
+        let mut tx = self.report_session().await?;
+        let rows = sql.build().fetch_all(&mut *tx).await?;
         let mut stages = Vec::new();
         let mut groups: BTreeMap<String, FunnelGroup> = BTreeMap::new();
         for row in &rows {
@@ -285,24 +297,11 @@ impl Store {
         scope: &Scope,
         period: &ReportPeriod,
     ) -> Result<ResponsibleReport, StoreError> {
-        let mut sql = QueryBuilder::<Postgres>::new(
-            "SELECT l.responsible_id, min(u.name) AS name, count(*) AS total,
-                    count(*) FILTER (WHERE s.semantic IN ('open', 'frozen')) AS open,
-                    count(*) FILTER (WHERE s.semantic = 'success') AS converted,
-                    count(*) FILTER (WHERE s.semantic = 'failure') AS junk
-             FROM leads l
-             JOIN stages s ON s.id = l.stage_id
-             LEFT JOIN users u ON u.id = l.responsible_id
-             WHERE l.created_at >= ",
-        );
-        sql.push_bind(period.from)
-            .push(" AND l.created_at < ")
-            .push_bind(period.to);
-        scope.push_lead_filter(&mut sql, "l");
-        sql.push(" GROUP BY l.responsible_id ORDER BY total DESC, l.responsible_id NULLS LAST");
+        let mut sql = responsible_sql("", scope, period);
+        let mut tx = self.report_session().await?;
         let rows = sql
             .build()
-            .fetch_all(self.pool())
+            .fetch_all(&mut *tx)
             .await?
             .iter()
             .map(|r| {
@@ -333,34 +332,9 @@ impl Store {
         pipeline_id: i64,
         period: &ReportPeriod,
     ) -> Result<StageTimesReport, StoreError> {
-        let mut sql = QueryBuilder::<Postgres>::new(
-            "WITH lf AS (SELECT l.id FROM leads l WHERE l.created_at >= ",
-        );
-        sql.push_bind(period.from)
-            .push(" AND l.created_at < ")
-            .push_bind(period.to)
-            .push(" AND l.pipeline_id = ")
-            .push_bind(pipeline_id);
-        scope.push_lead_filter(&mut sql, "l");
-        sql.push(
-            "), stays AS (
-                SELECT h.to_stage_id AS stage_id, h.changed_at AS entered,
-                       lead(h.changed_at) OVER (PARTITION BY h.lead_id
-                                                ORDER BY h.changed_at, h.id) AS left_at
-                FROM lf JOIN lead_stage_history h ON h.lead_id = lf.id)
-             SELECT s.code, s.name, count(*) AS stays,
-                    count(*) FILTER (WHERE st.left_at IS NULL) AS ongoing,
-                    percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM
-                        coalesce(st.left_at, now()) - st.entered)::float8) AS median_secs,
-                    percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM
-                        coalesce(st.left_at, now()) - st.entered)::float8) AS p90_secs,
-                    now() AS measured_at
-             FROM stays st JOIN stages s ON s.id = st.stage_id
-             WHERE st.left_at IS NOT NULL OR s.semantic IN ('open', 'frozen')
-             GROUP BY s.id, s.code, s.name, s.sort_order
-             ORDER BY s.sort_order, s.id",
-        );
-        let rows = sql.build().fetch_all(self.pool()).await?;
+        let mut sql = stage_times_sql("", scope, pipeline_id, period);
+        let mut tx = self.report_session().await?;
+        let rows = sql.build().fetch_all(&mut *tx).await?;
         let mut measured_at = None;
         let stages = rows
             .iter()
@@ -384,4 +358,118 @@ impl Store {
             stages,
         })
     }
+}
+
+/// The statement of [`Store::funnel_report`], after `prefix` (`EXPLAIN ...` or nothing).
+fn funnel_sql(
+    prefix: &str,
+    scope: &Scope,
+    pipeline_id: i64,
+    by: FunnelBy,
+    period: &ReportPeriod,
+) -> QueryBuilder<'static, Postgres> {
+    // One pass over the leads and their history, grouped by lead (the history index
+    // delivers it in lead order); the per-group counts are then taken from that.
+    let mut sql = QueryBuilder::<Postgres>::new(format!(
+        "{prefix}WITH per_lead AS (
+            SELECT l.id, l.{col} AS grp, l.junk_reason,
+                   array_agg(DISTINCT h.to_stage_id) FILTER (WHERE h.to_stage_id IS NOT NULL)
+                       AS reached,
+                   coalesce(bool_or(s.semantic = 'success'), false) AS conv,
+                   coalesce(bool_or(s.semantic = 'failure'), false) AS junk
+            FROM leads l
+            LEFT JOIN lead_stage_history h ON h.lead_id = l.id
+            LEFT JOIN stages s ON s.id = h.to_stage_id
+            WHERE l.created_at >= ",
+        col = by.column(),
+    ));
+    sql.push_bind(period.from)
+        .push(" AND l.created_at < ")
+        .push_bind(period.to)
+        .push(" AND l.pipeline_id = ")
+        .push_bind(pipeline_id);
+    scope.push_lead_filter(&mut sql, "l");
+    sql.push(
+        " GROUP BY l.id)
+         SELECT 0 AS part, NULL::text AS grp, s.code AS k, s.name AS k2, s.semantic AS k3,
+                s.sort_order::bigint AS n
+           FROM stages s WHERE s.pipeline_id = ",
+    )
+    .push_bind(pipeline_id)
+    .push(
+        " UNION ALL
+         SELECT 1, grp, NULL, NULL, NULL, count(*) FROM per_lead GROUP BY grp
+         UNION ALL
+         SELECT 2, p.grp, s.code, NULL, NULL, count(*)
+           FROM per_lead p CROSS JOIN LATERAL unnest(p.reached) AS r(stage_id)
+           JOIN stages s ON s.id = r.stage_id GROUP BY p.grp, s.code
+         UNION ALL
+         SELECT 3, grp, NULL, NULL, NULL, count(*) FILTER (WHERE conv) FROM per_lead GROUP BY grp
+         UNION ALL
+         SELECT 4, grp, coalesce(junk_reason, 'unspecified'), NULL, NULL, count(*)
+           FROM per_lead WHERE junk GROUP BY grp, 3
+         ORDER BY 1, 6, 3",
+    );
+    sql
+}
+
+/// The statement of [`Store::responsible_report`], after `prefix` (`EXPLAIN ...` or nothing).
+fn responsible_sql(
+    prefix: &str,
+    scope: &Scope,
+    period: &ReportPeriod,
+) -> QueryBuilder<'static, Postgres> {
+    let mut sql = QueryBuilder::<Postgres>::new(format!(
+        "{prefix}SELECT l.responsible_id, min(u.name) AS name, count(*) AS total,
+                count(*) FILTER (WHERE s.semantic IN ('open', 'frozen')) AS open,
+                count(*) FILTER (WHERE s.semantic = 'success') AS converted,
+                count(*) FILTER (WHERE s.semantic = 'failure') AS junk
+         FROM leads l
+         JOIN stages s ON s.id = l.stage_id
+         LEFT JOIN users u ON u.id = l.responsible_id
+         WHERE l.created_at >= "
+    ));
+    sql.push_bind(period.from)
+        .push(" AND l.created_at < ")
+        .push_bind(period.to);
+    scope.push_lead_filter(&mut sql, "l");
+    sql.push(" GROUP BY l.responsible_id ORDER BY total DESC, l.responsible_id NULLS LAST");
+    sql
+}
+
+/// The statement of [`Store::stage_times_report`], after `prefix` (`EXPLAIN ...` or nothing).
+fn stage_times_sql(
+    prefix: &str,
+    scope: &Scope,
+    pipeline_id: i64,
+    period: &ReportPeriod,
+) -> QueryBuilder<'static, Postgres> {
+    let mut sql = QueryBuilder::<Postgres>::new(format!(
+        "{prefix}WITH lf AS (SELECT l.id FROM leads l WHERE l.created_at >= "
+    ));
+    sql.push_bind(period.from)
+        .push(" AND l.created_at < ")
+        .push_bind(period.to)
+        .push(" AND l.pipeline_id = ")
+        .push_bind(pipeline_id);
+    scope.push_lead_filter(&mut sql, "l");
+    sql.push(
+        "), stays AS (
+            SELECT h.to_stage_id AS stage_id, h.changed_at AS entered,
+                   lead(h.changed_at) OVER (PARTITION BY h.lead_id
+                                            ORDER BY h.changed_at, h.id) AS left_at
+            FROM lf JOIN lead_stage_history h ON h.lead_id = lf.id)
+         SELECT s.code, s.name, count(*) AS stays,
+                count(*) FILTER (WHERE st.left_at IS NULL) AS ongoing,
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM
+                    coalesce(st.left_at, now()) - st.entered)::float8) AS median_secs,
+                percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM
+                    coalesce(st.left_at, now()) - st.entered)::float8) AS p90_secs,
+                now() AS measured_at
+         FROM stays st JOIN stages s ON s.id = st.stage_id
+         WHERE st.left_at IS NOT NULL OR s.semantic IN ('open', 'frozen')
+         GROUP BY s.id, s.code, s.name, s.sort_order
+         ORDER BY s.sort_order, s.id",
+    );
+    sql
 }
