@@ -727,4 +727,48 @@ mod tests {
         assert!(moved.body.is_none() && moved.due_at.is_some());
         assert_eq!(parse_change(b"{}").unwrap_err().status.as_u16(), 400);
     }
+    #[test]
+    fn every_route_documents_its_answers() {
+        let api = serde_json::to_value(routes().get_openapi()).unwrap();
+        let paths = &api["paths"];
+        let expect = [
+            (
+                "/v1/leads/{id}/activities",
+                "get",
+                &["200", "400", "401", "404", "503"][..],
+            ),
+            (
+                "/v1/leads/{id}/activities",
+                "post",
+                &["201", "400", "401", "403", "404", "422", "503"],
+            ),
+            ("/v1/activities", "get", &["200", "400", "401", "503"]),
+            (
+                "/v1/activities/{id}",
+                "patch",
+                &["200", "400", "401", "403", "404", "409", "422", "503"],
+            ),
+            (
+                "/v1/activities/{id}/complete",
+                "post",
+                &["200", "400", "401", "404", "409", "422", "503"],
+            ),
+            ("/v1/views/activities", "get", &["200", "400", "401", "503"]),
+        ];
+        for (path, method, statuses) in expect {
+            let op = &paths[path][method];
+            let mut answers: Vec<&str> = op["responses"]
+                .as_object()
+                .unwrap_or_else(|| panic!("{method} {path} is documented"))
+                .keys()
+                .map(String::as_str)
+                .collect();
+            answers.sort();
+            assert_eq!(answers, statuses, "{method} {path}");
+        }
+        let problem = &paths["/v1/activities/{id}"]["patch"]["responses"]["409"]["content"]["application/json"]
+            ["schema"]["$ref"];
+        assert_eq!(problem, "#/components/schemas/Problem");
+        assert!(api["components"]["schemas"]["ActivityItem"].is_object());
+    }
 }
