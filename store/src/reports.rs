@@ -368,18 +368,18 @@ fn funnel_sql(
     by: FunnelBy,
     period: &ReportPeriod,
 ) -> QueryBuilder<'static, Postgres> {
-    // One pass over the leads and their history, grouped by lead (the history index
-    // delivers it in lead order); the per-group counts are then taken from that.
+    // Each lead's stages are gathered from its own history rows (an index lookup per
+    // lead): for the periods reports are asked for this beats hashing the whole history.
     let mut sql = QueryBuilder::<Postgres>::new(format!(
         "{prefix}WITH per_lead AS (
-            SELECT l.id, l.{col} AS grp, l.junk_reason,
-                   array_agg(DISTINCT h.to_stage_id) FILTER (WHERE h.to_stage_id IS NOT NULL)
-                       AS reached,
-                   coalesce(bool_or(s.semantic = 'success'), false) AS conv,
-                   coalesce(bool_or(s.semantic = 'failure'), false) AS junk
+            SELECT l.id, l.{col} AS grp, l.junk_reason, x.reached, x.conv, x.junk
             FROM leads l
-            LEFT JOIN lead_stage_history h ON h.lead_id = l.id
-            LEFT JOIN stages s ON s.id = h.to_stage_id
+            CROSS JOIN LATERAL (
+                SELECT array_agg(DISTINCT h.to_stage_id) AS reached,
+                       coalesce(bool_or(s.semantic = 'success'), false) AS conv,
+                       coalesce(bool_or(s.semantic = 'failure'), false) AS junk
+                FROM lead_stage_history h JOIN stages s ON s.id = h.to_stage_id
+                WHERE h.lead_id = l.id) x
             WHERE l.created_at >= ",
         col = by.column(),
     ));
@@ -390,7 +390,7 @@ fn funnel_sql(
         .push_bind(pipeline_id);
     scope.push_lead_filter(&mut sql, "l");
     sql.push(
-        " GROUP BY l.id)
+        ")
          SELECT 0 AS part, NULL::text AS grp, s.code AS k, s.name AS k2, s.semantic AS k3,
                 s.sort_order::bigint AS n
            FROM stages s WHERE s.pipeline_id = ",
@@ -401,7 +401,7 @@ fn funnel_sql(
          SELECT 1, grp, NULL, NULL, NULL, count(*) FROM per_lead GROUP BY grp
          UNION ALL
          SELECT 2, p.grp, s.code, NULL, NULL, count(*)
-           FROM per_lead p CROSS JOIN LATERAL unnest(p.reached) AS r(stage_id)
+           FROM per_lead p CROSS JOIN LATERAL unnest(coalesce(p.reached, '{}')) AS r(stage_id)
            JOIN stages s ON s.id = r.stage_id GROUP BY p.grp, s.code
          UNION ALL
          SELECT 3, grp, NULL, NULL, NULL, count(*) FILTER (WHERE conv) FROM per_lead GROUP BY grp
@@ -445,7 +445,14 @@ fn stage_times_sql(
     period: &ReportPeriod,
 ) -> QueryBuilder<'static, Postgres> {
     let mut sql = QueryBuilder::<Postgres>::new(format!(
-        "{prefix}WITH lf AS (SELECT l.id FROM leads l WHERE l.created_at >= "
+        "{prefix}WITH stays AS (
+            SELECT st.stage_id, st.entered, st.left_at
+            FROM leads l
+            CROSS JOIN LATERAL (
+                SELECT h.to_stage_id AS stage_id, h.changed_at AS entered,
+                       lead(h.changed_at) OVER (ORDER BY h.changed_at, h.id) AS left_at
+                FROM lead_stage_history h WHERE h.lead_id = l.id) st
+            WHERE l.created_at >= "
     ));
     sql.push_bind(period.from)
         .push(" AND l.created_at < ")
@@ -454,11 +461,7 @@ fn stage_times_sql(
         .push_bind(pipeline_id);
     scope.push_lead_filter(&mut sql, "l");
     sql.push(
-        "), stays AS (
-            SELECT h.to_stage_id AS stage_id, h.changed_at AS entered,
-                   lead(h.changed_at) OVER (PARTITION BY h.lead_id
-                                            ORDER BY h.changed_at, h.id) AS left_at
-            FROM lf JOIN lead_stage_history h ON h.lead_id = lf.id)
+        ")
          SELECT s.code, s.name, count(*) AS stays,
                 count(*) FILTER (WHERE st.left_at IS NULL) AS ongoing,
                 percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM
