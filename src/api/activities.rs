@@ -630,6 +630,18 @@ async fn activity_view(
             bad_query(format!("cursor: `{raw}` is not a cursor from next_cursor"))
         })?);
     }
+    if let Some(pipeline) = &query.pipeline
+        && state
+            .store
+            .pipeline_id(pipeline)
+            .await
+            .map_err(store_problem)?
+            .is_none()
+    {
+        return Err(bad_query(format!(
+            "pipeline: there is no pipeline `{pipeline}`"
+        )));
+    }
     query.time_zone = match tz {
         Some(zone) => {
             if !state

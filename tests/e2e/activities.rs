@@ -377,6 +377,10 @@ async fn the_activity_view_groups_by_the_days_of_the_time_zone_asked_for() {
         .await
         .assert_error(400, "bad_query");
     daemon
+        .get("/v1/views/activities?pipeline=nope")
+        .await
+        .assert_error(400, "bad_query");
+    daemon
         .get("/v1/views/activities?group=someday")
         .await
         .assert_error(400, "bad_query");
