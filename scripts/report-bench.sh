@@ -6,7 +6,8 @@
 #      qualified, junk along the way, about 2.5 history rows per lead), all in SQL;
 #   2. runs each report through the store (the daemon's own code) for 30, 90 and 365
 #      days, as an admin and as a supervisor, printing the median of 3 runs, and prints
-#      EXPLAIN ANALYZE of each statement over 365 days.
+#      EXPLAIN ANALYZE of each statement over 365 days; then the activity view (planned
+#      work on 70 % of the open leads) as an admin, a supervisor and an agent.
 # The database is dropped at the end unless KEEP=1.
 # Usage: [N=1000000] [KEEP=1] bash scripts/report-bench.sh
 set -euo pipefail
@@ -88,6 +89,16 @@ SELECT setval('leads_id_seq', $N);
 INSERT INTO lead_stage_history (lead_id, from_stage_id, to_stage_id, changed_at, changed_by)
 SELECT m.n, lag(st.id) OVER (PARTITION BY m.n ORDER BY m.at), st.id, m.at, 'bench'
 FROM moves m JOIN st ON st.code = m.code;
+
+-- Planned work on 70 % of the open leads, due from 10 days ago to 30 days ahead.
+INSERT INTO activities (lead_id, kind, subject, occurred_at, due_at, done, assignee_id,
+                        created_by)
+SELECT l.id, (ARRAY['call', 'meeting', 'task'])[1 + l.id % 3], 'Follow up', d.at, d.at,
+       false, l.responsible_id, 'bench'
+FROM leads l JOIN stages s ON s.id = l.stage_id
+CROSS JOIN LATERAL (SELECT now() + ((l.id * 7919) % 4000 / 100.0 - 10) * interval '1 day'
+                    AS at) d
+WHERE s.semantic IN ('open', 'frozen') AND l.id % 10 < 7;
 
 DROP TABLE plan, moves, last_move;
 VACUUM ANALYZE;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
-use store::{FunnelBy, ReportPeriod, Scope, Store};
+use store::{FunnelBy, ReportPeriod, Scope, Store, ViewQuery};
 
 fn median(mut times: Vec<Duration>) -> Duration {
     times.sort();
@@ -89,5 +89,36 @@ async fn reports_on_a_million_leads() {
                 }
             }
         }
+    }
+    let open: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM leads l JOIN stages s ON s.id = l.stage_id
+         WHERE s.semantic IN ('open', 'frozen')",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    println!("activity view over {open} open leads:");
+    for (who, scope) in [
+        ("admin", Scope::All),
+        (
+            "supervisor",
+            Scope::Team {
+                user_id: supervisor,
+            },
+        ),
+        (
+            "agent",
+            Scope::Own {
+                user_id: supervisor,
+            },
+        ),
+    ] {
+        let query = ViewQuery {
+            time_zone: "Europe/Warsaw".into(),
+            limit: 20,
+            ..ViewQuery::default()
+        };
+        let took = time(3, || store.activity_view(&scope, &query)).await;
+        println!("{who:>10} {:>6} ms", took.as_millis());
     }
 }
