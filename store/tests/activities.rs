@@ -913,3 +913,54 @@ async fn stage_times_are_medians_of_consecutive_history_rows(pool: PgPool) {
         "pipeline order"
     );
 }
+
+#[sqlx::test(migrator = "store::MIGRATOR")]
+async fn my_tasks_page_soonest_due_first(pool: PgPool) {
+    let store = Store::from_pool(pool.clone());
+    let ana = user(&pool, "Ana", None, "UTC", true).await;
+    let l = lead(
+        &pool,
+        "web",
+        "form",
+        Utc::now(),
+        Some(ana),
+        &[("open", 0)],
+        None,
+    )
+    .await;
+    let now = Utc::now();
+    let mut expected = Vec::new();
+    // Two share a due time: the id breaks the tie.
+    for hours in [5, 1, 3, 3, 2] {
+        let a = store
+            .add_activity(&ADMIN, l, &call(now + Duration::hours(hours)))
+            .await
+            .unwrap();
+        expected.push((hours, a.id));
+    }
+    expected.sort();
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list_assigned_activities(
+                &Scope::Own { user_id: ana },
+                &AssignedFilter {
+                    assignee_id: ana,
+                    cursor,
+                    limit: 2,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        seen.extend(page.items.iter().map(|a| a.id));
+        match page.next_cursor {
+            Some(c) => cursor = store::DueCursor::parse(&c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, expected.iter().map(|(_, id)| *id).collect::<Vec<_>>());
+    assert!(store::DueCursor::parse("soon.3").is_none());
+    assert!(store::DueCursor::parse("12").is_none());
+}
