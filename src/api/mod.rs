@@ -14,6 +14,9 @@
 //! - [`stages`]: pipelines and stages, moving, reopening and finishing leads, deals.
 //! - [`clients`]: `/v1/contacts` and `/v1/companies`.
 //! - [`people`]: `/v1/me`, `/v1/users`, `/v1/teams`, `/v1/tokens`.
+//! - [`activities`]: a lead's history and planned work, "my tasks", and the activity
+//!   view (`/v1/leads/{id}/activities`, `/v1/activities`, `/v1/views/activities`).
+//! - [`reports`]: the funnel, leads per responsible, time in stage (`/v1/reports/...`).
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`contract`]: `/openapi.json`, assembled from the same registrations as the router.
 //!
@@ -23,6 +26,7 @@
 //! [`protected_routes`] or [`open_routes`]. The parts import only from `common`, and this
 //! module only from them.
 
+pub mod activities;
 pub mod auth;
 pub mod clients;
 pub mod common;
@@ -31,6 +35,7 @@ pub mod health;
 pub mod leads;
 pub mod messages;
 pub mod people;
+pub mod reports;
 pub mod stages;
 
 use axum::middleware;
@@ -48,6 +53,8 @@ pub fn protected_routes() -> OpenApiRouter<ApiState> {
         .merge(clients::routes())
         .merge(people::routes())
         .merge(stages::routes())
+        .merge(activities::routes())
+        .merge(reports::routes())
 }
 
 /// The open routes: health, metrics and the contract.

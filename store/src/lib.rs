@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //! - [`access`]: roles and the [`Scope`] of leads a caller may see.
+//! - [`activities`]: a lead's history and planned work (calls, meetings, tasks), and the
+//!   activity view of open leads grouped by when their next activity is due.
 //! - [`clients`]: contacts and companies with their identity keys.
 //! - [`config`]: the `[database]` section.
 //! - [`conversion`]: finishing a lead (converted with contact, company and deal, or
@@ -21,6 +23,8 @@
 //! - [`people`]: users, teams and hashed API tokens ([`Store::authenticate`]).
 //! - [`outbox`]: outgoing mail, queued with the lead it answers ([`AckRules`]), and the
 //!   claims of the sender worker.
+//! - [`reports`]: the funnel, leads per responsible and time in stage, one statement
+//!   each.
 //! - [`stages`]: pipelines and stages (admin changes, sync from configuration), moving
 //!   and reopening leads with their history.
 //! - [`replies`]: replies to a lead through its chat or mail thread, recorded with their
@@ -30,11 +34,12 @@
 //! SQL lives only in this crate.
 
 pub mod access;
+pub mod activities;
 pub mod clients;
 pub mod config;
 pub mod connectors;
-pub mod digest;
 pub mod conversion;
+pub mod digest;
 pub mod error;
 pub mod inquiries;
 pub mod intake;
@@ -43,10 +48,15 @@ pub mod leads;
 pub mod outbox;
 pub mod people;
 pub mod replies;
+pub mod reports;
 pub mod stages;
 pub mod store;
 
 pub use access::{Role, Scope};
+pub use activities::{
+    ActivityChange, ActivityError, ActivityFilter, ActivityItem, ActivityPage, ActivityView, Actor,
+    AssignedFilter, DueCursor, NewActivity, ViewQuery,
+};
 pub use clients::{
     ClientPage, ClientQuery, CompanyView, ContactView, ImportReport, NewCompany, NewContact,
 };
@@ -74,6 +84,7 @@ pub use replies::{
     ChatPlatform, ChatTarget, MailThread, NewReply, OutgoingReply, RecordedReply, ReplyRoutes,
     ReplyTarget,
 };
+pub use reports::{FunnelBy, FunnelReport, ReportPeriod, ResponsibleReport, StageTimesReport};
 pub use stages::{
     PipelineKind, PipelineSpec, PipelineView, Semantic, StageMove, StagePatch, StageSpec,
     StageView, WorkError,

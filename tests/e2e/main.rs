@@ -5,6 +5,7 @@
 
 mod support;
 
+mod activities;
 mod asterisk;
 mod broker_seams;
 mod chat_replies;
