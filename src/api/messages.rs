@@ -7,7 +7,6 @@
 //! and marks the activity `sent` or `failed`. Under an `Idempotency-Key` a retried request
 //! records and sends nothing new.
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
