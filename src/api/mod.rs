@@ -28,7 +28,7 @@ pub use common::ApiState;
 /// The API and health routes.
 pub fn routes(state: ApiState) -> Router {
     let protected = Router::new()
-        .merge(leads::routes())
+        .merge(axum::Router::from(leads::routes()))
         .merge(messages::routes())
         .merge(clients::routes())
         .route_layer(middleware::from_fn_with_state(

@@ -44,8 +44,9 @@ pub use connectors::ConnectorLeases;
 pub use error::StoreError;
 pub use keys::{KeyStore, KeyStoreOptions};
 pub use leads::{
-    Activity, ClientRef, LeadDetail, LeadEvent, LeadPage, LeadQuery, LeadView, StageChange,
-    StageRef,
+    Activity, BadCursor, BulkOutcome, ClientRef, EditError, Editor, LeadCursor, LeadDetail,
+    LeadEvent, LeadPage, LeadPatch, LeadQuery, LeadSort, LeadView, NewEmail, NewPhone,
+    NextActivity, Responsible, SortField, SortValue, StageChange, StageInfo, StageRef, UserRef,
 };
 pub use outbox::{AckRules, Acknowledgement, OutboxDepth, OutgoingMail, Template};
 pub use replies::{

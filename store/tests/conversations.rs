@@ -86,14 +86,21 @@ fn mail(from: &str, message_id: &str, answers: &[&str], phone: Option<&str>) -> 
 
 async fn only_lead(store: &Store) -> LeadDetail {
     let page = store
-        .list_leads(&LeadQuery {
-            limit: 10,
-            ..LeadQuery::default()
-        })
+        .list_leads(
+            &store::Scope::All,
+            &LeadQuery {
+                limit: 10,
+                ..LeadQuery::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(page.items.len(), 1, "one lead: {:?}", page.items);
-    store.get_lead(page.items[0].id).await.unwrap().unwrap()
+    store
+        .get_lead(&store::Scope::All, page.items[0].id)
+        .await
+        .unwrap()
+        .unwrap()
 }
 
 #[sqlx::test(migrator = "store::MIGRATOR")]
@@ -264,7 +271,11 @@ async fn a_reply_in_a_mail_thread_joins_the_threads_lead_whoever_sends_it(pool: 
             StoreOutcome::Merged { lead_id: anna }
         ]
     );
-    let lead = store.get_lead(anna).await.unwrap().unwrap();
+    let lead = store
+        .get_lead(&store::Scope::All, anna)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(lead.activities.len(), 3, "one activity per mail");
     assert!(lead.activities.iter().all(|a| a.kind == "email"));
     assert_eq!(
@@ -281,15 +292,22 @@ async fn a_reply_in_a_mail_thread_joins_the_threads_lead_whoever_sends_it(pool: 
     );
     assert_eq!(lead.lead.inquiry_count, 3);
     assert_eq!(lead.events[0].data["match"]["rule"], "conversation");
-    let paolo = store.get_lead(other_id).await.unwrap().unwrap();
+    let paolo = store
+        .get_lead(&store::Scope::All, other_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(paolo.lead.inquiry_count, 1, "Paolo's lead is untouched");
     assert_eq!(
         store
-            .list_leads(&LeadQuery {
-                key: Some("email:giulia@studio.example.it".into()),
-                limit: 10,
-                ..LeadQuery::default()
-            })
+            .list_leads(
+                &store::Scope::All,
+                &LeadQuery {
+                    key: Some("email:giulia@studio.example.it".into()),
+                    limit: 10,
+                    ..LeadQuery::default()
+                }
+            )
             .await
             .unwrap()
             .items

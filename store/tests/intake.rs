@@ -36,7 +36,11 @@ async fn a_new_inquiry_becomes_a_lead_in_the_initial_stage_with_history_and_acti
     let StoreOutcome::LeadCreated { lead_id } = outcomes[0] else {
         panic!("{outcomes:?}");
     };
-    let detail = store.get_lead(lead_id).await.unwrap().unwrap();
+    let detail = store
+        .get_lead(&store::Scope::All, lead_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(detail.lead.phone.as_deref(), Some("+390287361234"));
     assert_eq!(detail.lead.stage.code, "open");
     assert_eq!(detail.stage_history.len(), 1);

@@ -28,7 +28,11 @@ async fn a_second_inquiry_of_the_same_person_is_merged_into_the_open_lead(pool: 
     let outcome = store.store_batch(&[&second]).await.unwrap();
     assert_eq!(outcome, vec![StoreOutcome::Merged { lead_id }]);
 
-    let detail = store.get_lead(lead_id).await.unwrap().unwrap();
+    let detail = store
+        .get_lead(&store::Scope::All, lead_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(detail.lead.inquiry_count, 2);
     assert_eq!(
         detail.lead.phone.as_deref(),
@@ -54,7 +58,11 @@ async fn a_second_inquiry_of_the_same_person_is_merged_into_the_open_lead(pool: 
         store.store_batch(&[&third]).await.unwrap(),
         vec![StoreOutcome::Merged { lead_id }]
     );
-    let detail = store.get_lead(lead_id).await.unwrap().unwrap();
+    let detail = store
+        .get_lead(&store::Scope::All, lead_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(detail.lead.inquiry_count, 3);
     assert_eq!(
         detail.lead.company.as_deref(),
@@ -103,7 +111,12 @@ async fn a_known_contact_makes_a_repeat_lead_linked_to_the_contact_and_company(p
 
     let e = envelope(inquiry(None, Some("02 8736 1234"), None));
     let lead_id = created(&store.store_batch(&[&e]).await.unwrap()[0]);
-    let lead = store.get_lead(lead_id).await.unwrap().unwrap().lead;
+    let lead = store
+        .get_lead(&store::Scope::All, lead_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .lead;
     assert!(lead.is_repeat);
     assert_eq!(lead.client.contact_id, Some(contact.id));
     assert_eq!(lead.client.company_id, Some(company.id));
@@ -139,7 +152,7 @@ async fn a_known_company_by_domain_or_by_name_makes_a_repeat_lead(pool: PgPool) 
         (1, "name:fabbri arredamenti"),
     ] {
         let lead = store
-            .get_lead(created(&outcomes[i]))
+            .get_lead(&store::Scope::All, created(&outcomes[i]))
             .await
             .unwrap()
             .unwrap()
@@ -151,7 +164,7 @@ async fn a_known_company_by_domain_or_by_name_makes_a_repeat_lead(pool: PgPool) 
         assert_eq!(lead.matched["key"], key);
     }
     let lead = store
-        .get_lead(created(&outcomes[2]))
+        .get_lead(&store::Scope::All, created(&outcomes[2]))
         .await
         .unwrap()
         .unwrap()
@@ -174,7 +187,12 @@ async fn a_person_whose_lead_was_closed_gets_a_new_lead_pointing_at_it(pool: PgP
     .unwrap();
     let again = envelope(inquiry(Some("back@example.it"), None, None));
     let new = created(&store.store_batch(&[&again]).await.unwrap()[0]);
-    let lead = store.get_lead(new).await.unwrap().unwrap().lead;
+    let lead = store
+        .get_lead(&store::Scope::All, new)
+        .await
+        .unwrap()
+        .unwrap()
+        .lead;
     assert_eq!(lead.previous_lead_id, Some(old));
     assert_eq!(lead.matched["rule"], "previous_lead");
     assert!(!lead.is_repeat);

@@ -143,7 +143,12 @@ async fn a_shared_number_does_not_merge_two_named_people_with_different_emails(p
     .await;
     let bruno = support::created(&bruno);
     assert_ne!(anna, bruno);
-    let lead = store.get_lead(bruno).await.unwrap().unwrap().lead;
+    let lead = store
+        .get_lead(&store::Scope::All, bruno)
+        .await
+        .unwrap()
+        .unwrap()
+        .lead;
     assert_eq!(lead.matched["rule"], "new");
     let set_aside = lead.matched["set_aside"].to_string();
     assert!(
@@ -198,7 +203,11 @@ async fn keys_a_merge_by_phone_brings_are_recorded_but_find_nothing(pool: PgPool
     .await;
     assert_ne!(lead_of(&other), anna, "{other:?}");
 
-    let detail = store.get_lead(anna).await.unwrap().unwrap();
+    let detail = store
+        .get_lead(&store::Scope::All, anna)
+        .await
+        .unwrap()
+        .unwrap();
     let event = &detail.events[0];
     assert_eq!(event.data["match"]["key"], "phone:+390287361234");
     assert_eq!(event.data["keys_adopted"], false);
@@ -309,7 +318,12 @@ async fn a_company_holding_the_number_is_linked_but_another_person_at_it_is_not_
         )
         .await,
     );
-    let lead = store.get_lead(desk).await.unwrap().unwrap().lead;
+    let lead = store
+        .get_lead(&store::Scope::All, desk)
+        .await
+        .unwrap()
+        .unwrap()
+        .lead;
     assert!(lead.is_repeat);
     assert_eq!(
         (lead.client.company_id, lead.client.contact_id),
@@ -328,7 +342,12 @@ async fn a_company_holding_the_number_is_linked_but_another_person_at_it_is_not_
         )
         .await,
     );
-    let lead = store.get_lead(other).await.unwrap().unwrap().lead;
+    let lead = store
+        .get_lead(&store::Scope::All, other)
+        .await
+        .unwrap()
+        .unwrap()
+        .lead;
     assert_eq!(
         (lead.client.company_id, lead.client.contact_id),
         (Some(company.id), None)
@@ -345,6 +364,11 @@ async fn a_company_holding_the_number_is_linked_but_another_person_at_it_is_not_
     // Anna herself, by the same line: her contact.
     let hers =
         support::created(&file(&store, Some("Anna Conti"), None, Some("02 8736 9999")).await);
-    let lead = store.get_lead(hers).await.unwrap().unwrap().lead;
+    let lead = store
+        .get_lead(&store::Scope::All, hers)
+        .await
+        .unwrap()
+        .unwrap()
+        .lead;
     assert_eq!(lead.client.contact_id, Some(anna.id));
 }

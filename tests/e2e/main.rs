@@ -25,4 +25,5 @@ mod ops;
 mod replies;
 mod slow_clients;
 mod telephony;
+mod views;
 mod whatsapp;
