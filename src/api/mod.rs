@@ -7,7 +7,8 @@
 //! # Layout
 //! - [`common`]: the shared state, the admin-token check, query parameters, database
 //!   failures as answers.
-//! - [`leads`]: `/v1/leads` (filters, `?key=`) and `/v1/leads/{id}`.
+//! - [`leads`]: `/v1/leads` (filters, search, sorts, cursors), `/v1/leads/{id}` (read and
+//!   `PATCH`), `/v1/leads/bulk/{assign,stage}` and `/v1/pipelines/{code}/kanban`.
 //! - [`messages`]: `POST /v1/leads/{id}/messages`, a reply through the lead's channel.
 //! - [`clients`]: `/v1/contacts` and `/v1/companies`.
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`.

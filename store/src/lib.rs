@@ -13,7 +13,9 @@
 //! - [`inquiries`]: which inquiries are filed, for the leads import.
 //! - [`keys`]: idempotency keys for intake ([`ingest::IdempotencyKeys`]) on a pool of
 //!   their own, with expiry and a batched purge.
-//! - [`leads`]: reading leads for the ops API.
+//! - [`leads`]: leads for the ops API, always within a [`Scope`]: filtered, searched and
+//!   sorted lists with keyset cursors and totals, the kanban columns, editing one lead,
+//!   bulk assignment and stage changes.
 //! - [`outbox`]: outgoing mail, queued with the lead it answers ([`AckRules`]), and the
 //!   claims of the sender worker.
 //! - [`replies`]: replies to a lead through its chat or mail thread, recorded with their
