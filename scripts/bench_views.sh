@@ -63,8 +63,7 @@ SELECT md5('lead' || g)::uuid,
        CASE WHEN g % 50 = 0 THEN ARRAY['vip'] ELSE '{}' END,
        g % 10 = 0
 FROM generate_series(1, $LEADS) g, names n, pipelines p WHERE p.code = 'default';
-CREATE INDEX leads_search ON leads
-    USING gin (lead_search_text(name, email, phone, company) gin_trgm_ops);
+CREATE INDEX leads_search ON leads USING gin (search_text gin_trgm_ops);
 VACUUM ANALYZE leads;
 SQL
 t1=$(date +%s.%N)
