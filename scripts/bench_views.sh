@@ -4,7 +4,8 @@
 # The leads are made with generate_series in SQL (IT/PL/VI/EN names with accents, emails,
 # phones, companies, stages, responsible users, tags, a year of creation times), then the
 # table is analysed; each request runs RUNS times and the median and slowest are printed.
-# Usage: [LEADS=1000000] [RUNS=7] [BIN=target/release/leadpipe] bash scripts/bench_views.sh
+# REUSE=1 measures the leads a previous run generated again (after a code change).
+# Usage: [LEADS=1000000] [RUNS=7] [REUSE=1] [BIN=target/release/leadpipe] bash scripts/bench_views.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LEADS=${LEADS:-1000000}
@@ -22,6 +23,9 @@ sed 's/^prefix = "leadpipe"$/prefix = "lpviews"/; s#5432/leadpipe"#5432/lpviews"
 token=$(sed -n 's/^admin_token = "\(.*\)"/\1/p' "$config")
 base="http://127.0.0.1:8097"
 
+if [ "${REUSE:-0}" = 1 ]; then
+  "$BIN" migrate --config "$config" >/dev/null
+else
 $PSQL -c "DROP DATABASE IF EXISTS lpviews WITH (FORCE)" -c "CREATE DATABASE lpviews"
 "$BIN" migrate --config "$config" >/dev/null
 
@@ -68,6 +72,7 @@ VACUUM ANALYZE leads;
 SQL
 t1=$(date +%s.%N)
 awk -v a="$t0" -v b="$t1" -v n="$LEADS" 'BEGIN {printf "generated %d leads and indexed them in %.0f s\n", n, b - a}'
+fi
 
 "$BIN" serve --config "$config" >>"$log" 2>&1 &
 pid=$!

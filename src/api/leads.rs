@@ -9,9 +9,10 @@ use std::collections::HashMap;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use chrono::{DateTime, Utc};
 use ingest::FieldProblem;
 use ingest::problem::Problem;
 use normalizer::{EmailAddress, IdentityKey, Region, clean_text, parse_phone};
@@ -245,8 +246,54 @@ fn edit_problem(error: EditError, id: &str) -> Problem {
         EditError::NotFound(_) => lead_not_found(id),
         EditError::Forbidden(why) => Problem::new(StatusCode::FORBIDDEN, "forbidden", why),
         EditError::Invalid { field, message } => invalid(field, message),
+        EditError::Stale { updated_at, .. } => Problem::new(
+            StatusCode::PRECONDITION_FAILED,
+            "lead_changed",
+            format!(
+                "the lead changed at {} after the version you edited; read it again (its ETag) and reapply your change",
+                updated_at.to_rfc3339()
+            ),
+        ),
         EditError::Store(e) => store_problem(e),
     }
+}
+
+/// A lead's version for `ETag` and `If-Match`: its `updated_at` in microseconds.
+fn etag(updated_at: DateTime<Utc>) -> String {
+    format!("\"{}\"", updated_at.timestamp_micros())
+}
+
+/// The version an `If-Match` header names, if one was sent.
+fn if_match(headers: &HeaderMap) -> Result<Option<DateTime<Utc>>, Problem> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let bad = || {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "bad_if_match",
+            "If-Match must be the lead's ETag as GET /v1/leads/{id} answered it, quotes included",
+        )
+    };
+    let text = value.to_str().map_err(|_| bad())?.trim();
+    let micros: i64 = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(bad)?;
+    DateTime::from_timestamp_micros(micros)
+        .map(Some)
+        .ok_or_else(bad)
+}
+
+/// A lead as an answer, with its version as `ETag`.
+fn lead_answer(detail: store::LeadDetail) -> Response {
+    let tag = etag(detail.lead.updated_at);
+    let mut response = Json(detail).into_response();
+    if let Ok(value) = HeaderValue::from_str(&tag) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
 }
 
 fn editor(caller: &Caller) -> Editor {
@@ -329,7 +376,7 @@ async fn get_lead(
         .await
         .map_err(store_problem)?
     {
-        Some(detail) => Ok(Json(detail).into_response()),
+        Some(detail) => Ok(lead_answer(detail)),
         None => Err(lead_not_found(&id)),
     }
 }
@@ -511,7 +558,10 @@ fn lead_patch(changes: LeadChanges, state: &ApiState) -> Result<LeadPatch, Probl
     patch,
     path = "/v1/leads/{id}",
     tag = "leads",
-    params(("id" = i64, Path, description = "Lead id")),
+    params(
+        ("id" = i64, Path, description = "Lead id"),
+        ("If-Match" = Option<String>, Header, description = "The ETag of the version edited: refused with 412 if the lead changed since"),
+    ),
     request_body = LeadChanges,
     responses(
         (status = 200, description = "The lead as it is now", body = store::LeadDetail),
@@ -519,6 +569,7 @@ fn lead_patch(changes: LeadChanges, state: &ApiState) -> Result<LeadPatch, Probl
         (status = 401, description = "No or a bad token", body = Object),
         (status = 403, description = "The role may not assign this user (agents never; supervisors within their team)", body = Object),
         (status = 404, description = "No such lead in the caller's scope", body = Object),
+        (status = 412, description = "If-Match names an older version of the lead", body = Object),
         (status = 415, description = "The body is not application/json", body = Object),
         (status = 422, description = "A value cannot be used (empty string, bad email or phone, unknown or inactive user, unknown field)", body = Object),
         (status = 503, description = "The database did not answer", body = Object),
@@ -528,17 +579,20 @@ async fn patch_lead(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Result<Json<LeadChanges>, JsonRejection>,
 ) -> Result<Response, Problem> {
     let numeric: i64 = id.parse().map_err(|_| lead_not_found(&id))?;
+    let expected = if_match(&headers)?;
     let Json(changes) = body.map_err(json_problem)?;
-    let patch = lead_patch(changes, &state)?;
+    let mut patch = lead_patch(changes, &state)?;
+    patch.if_updated_at = expected;
     let detail = state
         .store
         .update_lead(&editor(&caller), numeric, &patch)
         .await
         .map_err(|e| edit_problem(e, &id))?;
-    Ok(Json(detail).into_response())
+    Ok(lead_answer(detail))
 }
 
 /// A bulk change's filter: the list's filters as JSON, `all: true` to match everything.
@@ -772,22 +826,29 @@ async fn kanban(
         .map_err(store_problem)?
         .ok_or_else(|| pipeline_not_found(&code))?;
     let scope = caller.scope();
+    let counts: HashMap<i64, i64> = state
+        .store
+        .count_leads_by_stage(&scope, &query)
+        .await
+        .map_err(store_problem)?
+        .into_iter()
+        .collect();
     let mut columns = Vec::with_capacity(stages.len());
     for stage in stages {
         let column = LeadQuery {
             stage_id: Some(stage.id),
             ..query.clone()
         };
-        let page = state
+        let (items, next_cursor) = state
             .store
-            .list_leads(&scope, &column)
+            .lead_page(&scope, &column)
             .await
             .map_err(store_problem)?;
         columns.push(KanbanColumn {
+            count: counts.get(&stage.id).copied().unwrap_or(0),
             stage,
-            count: page.total,
-            items: page.items,
-            next_cursor: page.next_cursor,
+            items,
+            next_cursor,
         });
     }
     Ok(Json(Kanban {

@@ -718,6 +718,9 @@ pub struct LeadPatch {
     pub tags: Option<Vec<String>>,
     /// Who works the lead; `Some(None)` puts it back into the unassigned queue.
     pub responsible_id: Option<Option<i64>>,
+    /// Change only if the lead was last changed at exactly this time (`If-Match`), so
+    /// two people editing one lead do not overwrite each other unknowingly.
+    pub if_updated_at: Option<DateTime<Utc>>,
 }
 
 /// A checked email address for a lead.
@@ -767,6 +770,14 @@ pub enum EditError {
     /// The caller's role does not allow it.
     #[error("{0}")]
     Forbidden(String),
+    /// The lead changed after the version the caller edited (`If-Match`).
+    #[error("lead {id} changed at {updated_at}")]
+    Stale {
+        /// The lead.
+        id: i64,
+        /// When it last changed.
+        updated_at: DateTime<Utc>,
+    },
     /// A value cannot be used: the field and why.
     #[error("{field}: {message}")]
     Invalid {
@@ -809,6 +820,25 @@ impl Store {
         scope: &Scope,
         query: &LeadQuery,
     ) -> Result<LeadPage, StoreError> {
+        let (items, next_cursor) = self.lead_page(scope, query).await?;
+        let total = if query.cursor.is_none() && next_cursor.is_none() {
+            items.len() as i64
+        } else {
+            self.count_leads(scope, query).await?
+        };
+        Ok(LeadPage {
+            items,
+            next_cursor,
+            total,
+        })
+    }
+
+    /// One page of leads and the cursor of the next, without counting.
+    pub async fn lead_page(
+        &self,
+        scope: &Scope,
+        query: &LeadQuery,
+    ) -> Result<(Vec<LeadView>, Option<String>), StoreError> {
         let limit = query.limit.clamp(1, 500);
         let mut sql: QueryBuilder<'_, Postgres> = QueryBuilder::new(LEAD_COLUMNS);
         sql.push(" WHERE true");
@@ -828,16 +858,24 @@ impl Store {
         } else {
             None
         };
-        let total = if query.cursor.is_none() && next_cursor.is_none() {
-            items.len() as i64
-        } else {
-            self.count_leads(scope, query).await?
-        };
-        Ok(LeadPage {
-            items,
-            next_cursor,
-            total,
-        })
+        Ok((items, next_cursor))
+    }
+
+    /// How many leads match `query`'s filters in `scope`, per stage id, in one scan (a
+    /// board counts all its columns at once).
+    pub async fn count_leads_by_stage(
+        &self,
+        scope: &Scope,
+        query: &LeadQuery,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        let mut sql: QueryBuilder<'_, Postgres> = QueryBuilder::new("SELECT l.stage_id, count(*)");
+        sql.push(LEAD_FROM).push(" WHERE true");
+        push_filters(&mut sql, query, scope);
+        sql.push(" GROUP BY l.stage_id");
+        Ok(sql
+            .build_query_as::<(i64, i64)>()
+            .fetch_all(self.pool())
+            .await?)
     }
 
     /// How many leads match `query`'s filters in `scope`.
@@ -1025,7 +1063,7 @@ impl Store {
         let mut tx = self.pool().begin().await.map_err(StoreError::from)?;
         let mut sql: QueryBuilder<'_, Postgres> = QueryBuilder::new(
             "SELECT l.title, l.name, l.email, l.phone, l.phone_extension, l.company, l.message,
-                    l.tags, l.responsible_id FROM leads l WHERE l.id = ",
+                    l.tags, l.responsible_id, l.updated_at FROM leads l WHERE l.id = ",
         );
         sql.push_bind(id);
         scope.push_lead_filter(&mut sql, "l");
@@ -1033,6 +1071,13 @@ impl Store {
         let Some(old) = sql.build().fetch_optional(&mut *tx).await? else {
             return Err(EditError::NotFound(id));
         };
+        let updated_at: DateTime<Utc> = old.try_get("updated_at")?;
+        if patch
+            .if_updated_at
+            .is_some_and(|expected| expected != updated_at)
+        {
+            return Err(EditError::Stale { id, updated_at });
+        }
         let old_email: Option<String> = old.try_get("email")?;
         let old_phone: Option<String> = old.try_get("phone")?;
         let old_extension: Option<String> = old.try_get("phone_extension")?;

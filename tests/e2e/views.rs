@@ -54,15 +54,20 @@ async fn ids(daemon: &TestDaemon, query: &str) -> BTreeSet<i64> {
 }
 
 async fn patch_json(daemon: &TestDaemon, path: &str, body: Value) -> Response {
-    let response = daemon
+    patch_if(daemon, path, body, None).await
+}
+
+/// PATCH with the admin token and, when given, an `If-Match` header.
+async fn patch_if(daemon: &TestDaemon, path: &str, body: Value, tag: Option<&str>) -> Response {
+    let mut request = daemon
         .http
         .patch(format!("{}{path}", daemon.base))
         .bearer_auth(&daemon.admin)
-        .json(&body)
-        .send()
-        .await
-        .expect("the daemon answers");
-    Response::read(response).await
+        .json(&body);
+    if let Some(tag) = tag {
+        request = request.header("if-match", tag);
+    }
+    Response::read(request.send().await.expect("the daemon answers")).await
 }
 
 /// A user in a team, straight into the table (users are managed elsewhere).
@@ -440,6 +445,24 @@ async fn editing_a_lead_keeps_absent_fields_clears_nulls_refuses_empties_and_mov
     );
     let r = patch_json(&daemon, &path, json!({"responsible_id": null})).await;
     assert_eq!(r.json()["responsible"], Value::Null);
+
+    // If-Match: an edit of an older version is refused, one of the current version is
+    // made and answers the new version.
+    let read = daemon.get(&path).await;
+    let tag = read.headers["etag"].to_str().unwrap().to_owned();
+    patch_if(&daemon, &path, json!({"message": "Old"}), Some("\"1\""))
+        .await
+        .assert_error(412, "lead_changed");
+    patch_if(&daemon, &path, json!({"message": "Old"}), Some("yesterday"))
+        .await
+        .assert_error(400, "bad_if_match");
+    let r = patch_if(&daemon, &path, json!({"message": "Nuovo"}), Some(&tag)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_ne!(r.headers["etag"].to_str().unwrap(), tag);
+    patch_if(&daemon, &path, json!({"message": "Again"}), Some(&tag))
+        .await
+        .assert_error(412, "lead_changed");
+    assert_eq!(daemon.get(&path).await.json()["message"], "Nuovo");
 
     // The next planned activity shows on the lead, in the list and in the detail.
     sqlx::query(
