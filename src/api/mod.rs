@@ -9,7 +9,8 @@
 //! - [`common`]: the shared state, the [`common::Caller`], query parameters, database
 //!   failures as answers.
 //! - [`auth`]: the middleware that finds the caller behind a bearer token.
-//! - [`leads`]: `/v1/leads` (filters, `?key=`) and `/v1/leads/{id}`.
+//! - [`leads`]: `/v1/leads` (filters, search, sorts, cursors), `/v1/leads/{id}` (read and
+//!   `PATCH`), `/v1/leads/bulk/{assign,stage}` and `/v1/pipelines/{code}/kanban`.
 //! - [`messages`]: `POST /v1/leads/{id}/messages`, a reply through the lead's channel.
 //! - [`stages`]: pipelines and stages, moving, reopening and finishing leads, deals.
 //! - [`clients`]: `/v1/contacts` and `/v1/companies`.

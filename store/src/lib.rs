@@ -19,7 +19,9 @@
 //! - [`inquiries`]: which inquiries are filed, for the leads import.
 //! - [`keys`]: idempotency keys for intake ([`ingest::IdempotencyKeys`]) on a pool of
 //!   their own, with expiry and a batched purge.
-//! - [`leads`]: reading leads for the ops API.
+//! - [`leads`]: leads for the ops API, always within a [`Scope`]: filtered, searched and
+//!   sorted lists with keyset cursors and totals, the kanban columns, editing one lead,
+//!   bulk assignment and stage changes.
 //! - [`people`]: users, teams and hashed API tokens ([`Store::authenticate`]).
 //! - [`outbox`]: outgoing mail, queued with the lead it answers ([`AckRules`]), and the
 //!   claims of the sender worker.
@@ -72,8 +74,9 @@ pub use digest::{
 pub use error::StoreError;
 pub use keys::{KeyStore, KeyStoreOptions};
 pub use leads::{
-    Activity, ClientRef, LeadDetail, LeadEvent, LeadPage, LeadQuery, LeadView, StageChange,
-    StageRef,
+    Activity, BadCursor, BulkOutcome, ClientRef, EditError, Editor, LeadCursor, LeadDetail,
+    LeadEvent, LeadPage, LeadPatch, LeadQuery, LeadSort, LeadView, NewEmail, NewPhone,
+    NextActivity, Responsible, SortField, SortValue, StageChange, StageInfo, StageRef, UserRef,
 };
 pub use outbox::{AckRules, Acknowledgement, OutboxDepth, OutgoingMail, Template};
 pub use people::{

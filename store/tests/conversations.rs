@@ -87,17 +87,17 @@ fn mail(from: &str, message_id: &str, answers: &[&str], phone: Option<&str>) -> 
 async fn only_lead(store: &Store) -> LeadDetail {
     let page = store
         .list_leads(
+            &store::Scope::All,
             &LeadQuery {
                 limit: 10,
                 ..LeadQuery::default()
             },
-            &store::Scope::All,
         )
         .await
         .unwrap();
     assert_eq!(page.items.len(), 1, "one lead: {:?}", page.items);
     store
-        .get_lead(page.items[0].id, &store::Scope::All)
+        .get_lead(&store::Scope::All, page.items[0].id)
         .await
         .unwrap()
         .unwrap()
@@ -272,7 +272,7 @@ async fn a_reply_in_a_mail_thread_joins_the_threads_lead_whoever_sends_it(pool: 
         ]
     );
     let lead = store
-        .get_lead(anna, &store::Scope::All)
+        .get_lead(&store::Scope::All, anna)
         .await
         .unwrap()
         .unwrap();
@@ -293,7 +293,7 @@ async fn a_reply_in_a_mail_thread_joins_the_threads_lead_whoever_sends_it(pool: 
     assert_eq!(lead.lead.inquiry_count, 3);
     assert_eq!(lead.events[0].data["match"]["rule"], "conversation");
     let paolo = store
-        .get_lead(other_id, &store::Scope::All)
+        .get_lead(&store::Scope::All, other_id)
         .await
         .unwrap()
         .unwrap();
@@ -301,12 +301,12 @@ async fn a_reply_in_a_mail_thread_joins_the_threads_lead_whoever_sends_it(pool: 
     assert_eq!(
         store
             .list_leads(
+                &store::Scope::All,
                 &LeadQuery {
                     key: Some("email:giulia@studio.example.it".into()),
                     limit: 10,
                     ..LeadQuery::default()
-                },
-                &store::Scope::All
+                }
             )
             .await
             .unwrap()

@@ -37,7 +37,7 @@ async fn a_new_inquiry_becomes_a_lead_in_the_initial_stage_with_history_and_acti
         panic!("{outcomes:?}");
     };
     let detail = store
-        .get_lead(lead_id, &store::Scope::All)
+        .get_lead(&store::Scope::All, lead_id)
         .await
         .unwrap()
         .unwrap();

@@ -29,7 +29,7 @@ async fn a_second_inquiry_of_the_same_person_is_merged_into_the_open_lead(pool: 
     assert_eq!(outcome, vec![StoreOutcome::Merged { lead_id }]);
 
     let detail = store
-        .get_lead(lead_id, &store::Scope::All)
+        .get_lead(&store::Scope::All, lead_id)
         .await
         .unwrap()
         .unwrap();
@@ -59,7 +59,7 @@ async fn a_second_inquiry_of_the_same_person_is_merged_into_the_open_lead(pool: 
         vec![StoreOutcome::Merged { lead_id }]
     );
     let detail = store
-        .get_lead(lead_id, &store::Scope::All)
+        .get_lead(&store::Scope::All, lead_id)
         .await
         .unwrap()
         .unwrap();
@@ -112,7 +112,7 @@ async fn a_known_contact_makes_a_repeat_lead_linked_to_the_contact_and_company(p
     let e = envelope(inquiry(None, Some("02 8736 1234"), None));
     let lead_id = created(&store.store_batch(&[&e]).await.unwrap()[0]);
     let lead = store
-        .get_lead(lead_id, &store::Scope::All)
+        .get_lead(&store::Scope::All, lead_id)
         .await
         .unwrap()
         .unwrap()
@@ -152,7 +152,7 @@ async fn a_known_company_by_domain_or_by_name_makes_a_repeat_lead(pool: PgPool) 
         (1, "name:fabbri arredamenti"),
     ] {
         let lead = store
-            .get_lead(created(&outcomes[i]), &store::Scope::All)
+            .get_lead(&store::Scope::All, created(&outcomes[i]))
             .await
             .unwrap()
             .unwrap()
@@ -164,7 +164,7 @@ async fn a_known_company_by_domain_or_by_name_makes_a_repeat_lead(pool: PgPool) 
         assert_eq!(lead.matched["key"], key);
     }
     let lead = store
-        .get_lead(created(&outcomes[2]), &store::Scope::All)
+        .get_lead(&store::Scope::All, created(&outcomes[2]))
         .await
         .unwrap()
         .unwrap()
@@ -188,7 +188,7 @@ async fn a_person_whose_lead_was_closed_gets_a_new_lead_pointing_at_it(pool: PgP
     let again = envelope(inquiry(Some("back@example.it"), None, None));
     let new = created(&store.store_batch(&[&again]).await.unwrap()[0]);
     let lead = store
-        .get_lead(new, &store::Scope::All)
+        .get_lead(&store::Scope::All, new)
         .await
         .unwrap()
         .unwrap()

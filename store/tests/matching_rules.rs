@@ -144,7 +144,7 @@ async fn a_shared_number_does_not_merge_two_named_people_with_different_emails(p
     let bruno = support::created(&bruno);
     assert_ne!(anna, bruno);
     let lead = store
-        .get_lead(bruno, &store::Scope::All)
+        .get_lead(&store::Scope::All, bruno)
         .await
         .unwrap()
         .unwrap()
@@ -204,7 +204,7 @@ async fn keys_a_merge_by_phone_brings_are_recorded_but_find_nothing(pool: PgPool
     assert_ne!(lead_of(&other), anna, "{other:?}");
 
     let detail = store
-        .get_lead(anna, &store::Scope::All)
+        .get_lead(&store::Scope::All, anna)
         .await
         .unwrap()
         .unwrap();
@@ -319,7 +319,7 @@ async fn a_company_holding_the_number_is_linked_but_another_person_at_it_is_not_
         .await,
     );
     let lead = store
-        .get_lead(desk, &store::Scope::All)
+        .get_lead(&store::Scope::All, desk)
         .await
         .unwrap()
         .unwrap()
@@ -343,7 +343,7 @@ async fn a_company_holding_the_number_is_linked_but_another_person_at_it_is_not_
         .await,
     );
     let lead = store
-        .get_lead(other, &store::Scope::All)
+        .get_lead(&store::Scope::All, other)
         .await
         .unwrap()
         .unwrap()
@@ -365,7 +365,7 @@ async fn a_company_holding_the_number_is_linked_but_another_person_at_it_is_not_
     let hers =
         support::created(&file(&store, Some("Anna Conti"), None, Some("02 8736 9999")).await);
     let lead = store
-        .get_lead(hers, &store::Scope::All)
+        .get_lead(&store::Scope::All, hers)
         .await
         .unwrap()
         .unwrap()

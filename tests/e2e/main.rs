@@ -31,4 +31,5 @@ mod slow_clients;
 mod spool;
 mod stages;
 mod telephony;
+mod views;
 mod whatsapp;
