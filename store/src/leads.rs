@@ -998,7 +998,7 @@ impl Store {
     /// Checks that `editor` may make `responsible` (a user id, or `None` for nobody)
     /// responsible for leads: agents may not assign, supervisors only within their team,
     /// and the user must exist and be active.
-    async fn check_assignee(
+    async fn check_responsible(
         &self,
         editor: &Editor,
         responsible: Option<i64>,
@@ -1058,7 +1058,7 @@ impl Store {
     ) -> Result<LeadDetail, EditError> {
         let scope = editor.scope();
         if let Some(responsible) = patch.responsible_id {
-            self.check_assignee(editor, responsible).await?;
+            self.check_responsible(editor, responsible).await?;
         }
         let mut tx = self.pool().begin().await.map_err(StoreError::from)?;
         let mut sql: QueryBuilder<'_, Postgres> = QueryBuilder::new(
@@ -1193,7 +1193,7 @@ impl Store {
         filter: &LeadQuery,
         responsible: Option<i64>,
     ) -> Result<BulkOutcome, EditError> {
-        self.check_assignee(editor, responsible).await?;
+        self.check_responsible(editor, responsible).await?;
         let mut sql: QueryBuilder<'_, Postgres> =
             QueryBuilder::new("WITH matched AS (SELECT l.id, l.responsible_id");
         sql.push(LEAD_FROM).push(" WHERE true");

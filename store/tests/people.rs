@@ -341,11 +341,11 @@ async fn a_scope_narrows_reading_and_replying_to_leads(pool: PgPool) {
         async move {
             let mut page = store
                 .list_leads(
+                    &scope,
                     &LeadQuery {
                         limit: 50,
                         ..LeadQuery::default()
                     },
-                    &scope,
                 )
                 .await
                 .unwrap()
@@ -373,7 +373,7 @@ async fn a_scope_narrows_reading_and_replying_to_leads(pool: PgPool) {
         (Scope::All, ids[2], true),
     ] {
         assert_eq!(
-            store.get_lead(lead, &scope).await.unwrap().is_some(),
+            store.get_lead(&scope, lead).await.unwrap().is_some(),
             seen,
             "get {lead} in {scope:?}"
         );
