@@ -35,18 +35,6 @@ const MAX_TEXT: usize = 20_000;
 /// Longest meeting accepted: a day.
 const MAX_MEETING_MINUTES: i64 = 24 * 60;
 
-/// The error body every endpoint answers with (documentation of
-/// [`ingest::problem::Problem`]).
-#[derive(utoipa::ToSchema)]
-#[schema(as = Problem)]
-#[allow(dead_code)]
-pub struct ProblemBody {
-    /// A stable machine-readable code (`not_found`, `bad_query`, ...).
-    error: String,
-    /// What went wrong and what to do about it.
-    message: String,
-}
-
 /// The activity routes (mounted behind the API token check).
 pub fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
@@ -156,15 +144,16 @@ struct LeadActivitiesParams {
 
 /// A lead's activities, channel history and planned work, most recently recorded first.
 #[utoipa::path(
+    security(("bearer" = [])),
     get,
     path = "/v1/leads/{id}/activities",
     params(("id" = i64, Path, description = "Lead id"), LeadActivitiesParams),
     responses(
         (status = 200, description = "One page of activities", body = ActivityPage),
-        (status = 400, description = "A query parameter cannot be used", body = ProblemBody),
-        (status = 401, description = "No valid token", body = ProblemBody),
-        (status = 404, description = "No such lead in the caller's scope", body = ProblemBody),
-        (status = 503, description = "The database did not answer", body = ProblemBody),
+        (status = 400, description = "A query parameter cannot be used", body = Problem),
+        (status = 401, description = "No valid token", body = Problem),
+        (status = 404, description = "No such lead in the caller's scope", body = Problem),
+        (status = 503, description = "The database did not answer", body = Problem),
     ),
     tag = "activities"
 )]
@@ -274,18 +263,19 @@ fn parse_new(body: &[u8]) -> Result<NewActivity, Problem> {
 
 /// Plans a call, meeting or task on a lead; the lead counts as touched.
 #[utoipa::path(
+    security(("bearer" = [])),
     post,
     path = "/v1/leads/{id}/activities",
     params(("id" = i64, Path, description = "Lead id")),
     request_body(content = NewActivityBody, content_type = "application/json"),
     responses(
         (status = 201, description = "The planned activity", body = ActivityItem),
-        (status = 400, description = "The body is not the expected JSON object", body = ProblemBody),
-        (status = 401, description = "No valid token", body = ProblemBody),
-        (status = 403, description = "The caller may not assign work to this user", body = ProblemBody),
-        (status = 404, description = "No such lead in the caller's scope", body = ProblemBody),
-        (status = 422, description = "A field's value cannot be used, or the assignee is unknown or deactivated", body = ProblemBody),
-        (status = 503, description = "The database did not answer", body = ProblemBody),
+        (status = 400, description = "The body is not the expected JSON object", body = Problem),
+        (status = 401, description = "No valid token", body = Problem),
+        (status = 403, description = "The caller may not assign work to this user", body = Problem),
+        (status = 404, description = "No such lead in the caller's scope", body = Problem),
+        (status = 422, description = "A field's value cannot be used, or the assignee is unknown or deactivated", body = Problem),
+        (status = 503, description = "The database did not answer", body = Problem),
     ),
     tag = "activities"
 )]
@@ -334,14 +324,15 @@ struct AssignedParams {
 
 /// Planned work assigned to a user ("my tasks"), soonest due first, on leads in scope.
 #[utoipa::path(
+    security(("bearer" = [])),
     get,
     path = "/v1/activities",
     params(AssignedParams),
     responses(
         (status = 200, description = "One page of planned activities", body = ActivityPage),
-        (status = 400, description = "A query parameter cannot be used", body = ProblemBody),
-        (status = 401, description = "No valid token", body = ProblemBody),
-        (status = 503, description = "The database did not answer", body = ProblemBody),
+        (status = 400, description = "A query parameter cannot be used", body = Problem),
+        (status = 401, description = "No valid token", body = Problem),
+        (status = 503, description = "The database did not answer", body = Problem),
     ),
     tag = "activities"
 )]
@@ -462,19 +453,20 @@ fn parse_change(body: &[u8]) -> Result<ActivityChange, Problem> {
 /// Reschedules, reassigns or rewords planned work that is not done; channel history
 /// and completed work answer 409.
 #[utoipa::path(
+    security(("bearer" = [])),
     patch,
     path = "/v1/activities/{id}",
     params(("id" = i64, Path, description = "Activity id")),
     request_body(content = ActivityChangeBody, content_type = "application/json"),
     responses(
         (status = 200, description = "The changed activity", body = ActivityItem),
-        (status = 400, description = "The body is not the expected JSON object or changes nothing", body = ProblemBody),
-        (status = 401, description = "No valid token", body = ProblemBody),
-        (status = 403, description = "The caller may not assign work to this user", body = ProblemBody),
-        (status = 404, description = "No such activity on a lead in the caller's scope", body = ProblemBody),
-        (status = 409, description = "The activity is channel history or already completed", body = ProblemBody),
-        (status = 422, description = "A field's value cannot be used, or the assignee is unknown or deactivated", body = ProblemBody),
-        (status = 503, description = "The database did not answer", body = ProblemBody),
+        (status = 400, description = "The body is not the expected JSON object or changes nothing", body = Problem),
+        (status = 401, description = "No valid token", body = Problem),
+        (status = 403, description = "The caller may not assign work to this user", body = Problem),
+        (status = 404, description = "No such activity on a lead in the caller's scope", body = Problem),
+        (status = 409, description = "The activity is channel history or already completed", body = Problem),
+        (status = 422, description = "A field's value cannot be used, or the assignee is unknown or deactivated", body = Problem),
+        (status = 503, description = "The database did not answer", body = Problem),
     ),
     tag = "activities"
 )]
@@ -507,18 +499,19 @@ pub struct CompleteBody {
 /// Marks planned work done; completing it again answers the same and changes nothing.
 /// The lead counts as touched.
 #[utoipa::path(
+    security(("bearer" = [])),
     post,
     path = "/v1/activities/{id}/complete",
     params(("id" = i64, Path, description = "Activity id")),
     request_body(content = Option<CompleteBody>, content_type = "application/json"),
     responses(
         (status = 200, description = "The completed activity", body = ActivityItem),
-        (status = 400, description = "The body is not the expected JSON object", body = ProblemBody),
-        (status = 401, description = "No valid token", body = ProblemBody),
-        (status = 404, description = "No such activity on a lead in the caller's scope", body = ProblemBody),
-        (status = 409, description = "The activity is channel history", body = ProblemBody),
-        (status = 422, description = "The result is too long", body = ProblemBody),
-        (status = 503, description = "The database did not answer", body = ProblemBody),
+        (status = 400, description = "The body is not the expected JSON object", body = Problem),
+        (status = 401, description = "No valid token", body = Problem),
+        (status = 404, description = "No such activity on a lead in the caller's scope", body = Problem),
+        (status = 409, description = "The activity is channel history", body = Problem),
+        (status = 422, description = "The result is too long", body = Problem),
+        (status = 503, description = "The database did not answer", body = Problem),
     ),
     tag = "activities"
 )]
@@ -575,14 +568,15 @@ struct ViewParams {
 /// this week, next week, later, none. Days are the caller's (or `tz`'s); weeks start
 /// on Monday.
 #[utoipa::path(
+    security(("bearer" = [])),
     get,
     path = "/v1/views/activities",
     params(ViewParams),
     responses(
         (status = 200, description = "The groups with counts and their first leads", body = ActivityView),
-        (status = 400, description = "A query parameter cannot be used", body = ProblemBody),
-        (status = 401, description = "No valid token", body = ProblemBody),
-        (status = 503, description = "The database did not answer", body = ProblemBody),
+        (status = 400, description = "A query parameter cannot be used", body = Problem),
+        (status = 401, description = "No valid token", body = Problem),
+        (status = 503, description = "The database did not answer", body = Problem),
     ),
     tag = "activities"
 )]

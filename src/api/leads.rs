@@ -306,6 +306,7 @@ fn editor(caller: &Caller) -> Editor {
 
 /// List leads: filters, text search, sort, cursor pages and the total count.
 #[utoipa::path(
+    security(("bearer" = [])),
     get,
     path = "/v1/leads",
     tag = "leads",
@@ -331,9 +332,9 @@ fn editor(caller: &Caller) -> Editor {
     ),
     responses(
         (status = 200, description = "One page of leads and the total", body = LeadPage),
-        (status = 400, description = "An unknown parameter, a bad value or a cursor of another sort", body = Object),
-        (status = 401, description = "No or a bad token", body = Object),
-        (status = 503, description = "The database did not answer", body = Object),
+        (status = 400, description = "An unknown parameter, a bad value or a cursor of another sort", body = Problem),
+        (status = 401, description = "No or a bad token", body = Problem),
+        (status = 503, description = "The database did not answer", body = Problem),
     )
 )]
 async fn list_leads(
@@ -353,15 +354,16 @@ async fn list_leads(
 
 /// One lead with its stage history, activities and events.
 #[utoipa::path(
+    security(("bearer" = [])),
     get,
     path = "/v1/leads/{id}",
     tag = "leads",
     params(("id" = i64, Path, description = "Lead id")),
     responses(
         (status = 200, description = "The lead", body = store::LeadDetail),
-        (status = 401, description = "No or a bad token", body = Object),
-        (status = 404, description = "No such lead in the caller's scope", body = Object),
-        (status = 503, description = "The database did not answer", body = Object),
+        (status = 401, description = "No or a bad token", body = Problem),
+        (status = 404, description = "No such lead in the caller's scope", body = Problem),
+        (status = 503, description = "The database did not answer", body = Problem),
     )
 )]
 async fn get_lead(
@@ -555,6 +557,7 @@ fn lead_patch(changes: LeadChanges, state: &ApiState) -> Result<LeadPatch, Probl
 
 /// Change a lead's editable fields and who is responsible for it.
 #[utoipa::path(
+    security(("bearer" = [])),
     patch,
     path = "/v1/leads/{id}",
     tag = "leads",
@@ -565,14 +568,14 @@ fn lead_patch(changes: LeadChanges, state: &ApiState) -> Result<LeadPatch, Probl
     request_body = LeadChanges,
     responses(
         (status = 200, description = "The lead as it is now", body = store::LeadDetail),
-        (status = 400, description = "The body is not JSON", body = Object),
-        (status = 401, description = "No or a bad token", body = Object),
-        (status = 403, description = "The role may not assign this user (agents never; supervisors within their team)", body = Object),
-        (status = 404, description = "No such lead in the caller's scope", body = Object),
-        (status = 412, description = "If-Match names an older version of the lead", body = Object),
-        (status = 415, description = "The body is not application/json", body = Object),
-        (status = 422, description = "A value cannot be used (empty string, bad email or phone, unknown or inactive user, unknown field)", body = Object),
-        (status = 503, description = "The database did not answer", body = Object),
+        (status = 400, description = "The body is not JSON", body = Problem),
+        (status = 401, description = "No or a bad token", body = Problem),
+        (status = 403, description = "The role may not assign this user (agents never; supervisors within their team)", body = Problem),
+        (status = 404, description = "No such lead in the caller's scope", body = Problem),
+        (status = 412, description = "If-Match names an older version of the lead", body = Problem),
+        (status = 415, description = "The body is not application/json", body = Problem),
+        (status = 422, description = "A value cannot be used (empty string, bad email or phone, unknown or inactive user, unknown field)", body = Problem),
+        (status = 503, description = "The database did not answer", body = Problem),
     )
 )]
 async fn patch_lead(
@@ -651,18 +654,19 @@ pub struct BulkAssign {
 
 /// Make one user (or nobody) responsible for every lead a filter matches.
 #[utoipa::path(
+    security(("bearer" = [])),
     post,
     path = "/v1/leads/bulk/assign",
     tag = "leads",
     request_body = BulkAssign,
     responses(
         (status = 200, description = "What was changed", body = BulkOutcome),
-        (status = 400, description = "The body is not JSON", body = Object),
-        (status = 401, description = "No or a bad token", body = Object),
-        (status = 403, description = "Agents cannot assign; supervisors only within their team", body = Object),
-        (status = 415, description = "The body is not application/json", body = Object),
-        (status = 422, description = "A missing or unusable filter or user", body = Object),
-        (status = 503, description = "The database did not answer", body = Object),
+        (status = 400, description = "The body is not JSON", body = Problem),
+        (status = 401, description = "No or a bad token", body = Problem),
+        (status = 403, description = "Agents cannot assign; supervisors only within their team", body = Problem),
+        (status = 415, description = "The body is not application/json", body = Problem),
+        (status = 422, description = "A missing or unusable filter or user", body = Problem),
+        (status = 503, description = "The database did not answer", body = Problem),
     )
 )]
 async fn bulk_assign(
@@ -702,18 +706,19 @@ pub struct BulkStage {
 
 /// Move every unfinished lead a filter matches to a stage of its pipeline.
 #[utoipa::path(
+    security(("bearer" = [])),
     post,
     path = "/v1/leads/bulk/stage",
     tag = "leads",
     request_body = BulkStage,
     responses(
         (status = 200, description = "What was moved and what was skipped", body = BulkOutcome),
-        (status = 400, description = "The body is not JSON", body = Object),
-        (status = 401, description = "No or a bad token", body = Object),
-        (status = 403, description = "Agents cannot change stages in bulk", body = Object),
-        (status = 415, description = "The body is not application/json", body = Object),
-        (status = 422, description = "A missing or unusable filter or stage, or a finishing stage", body = Object),
-        (status = 503, description = "The database did not answer", body = Object),
+        (status = 400, description = "The body is not JSON", body = Problem),
+        (status = 401, description = "No or a bad token", body = Problem),
+        (status = 403, description = "Agents cannot change stages in bulk", body = Problem),
+        (status = 415, description = "The body is not application/json", body = Problem),
+        (status = 422, description = "A missing or unusable filter or stage, or a finishing stage", body = Problem),
+        (status = 503, description = "The database did not answer", body = Problem),
     )
 )]
 async fn bulk_stage(
@@ -785,6 +790,7 @@ fn pipeline_not_found(code: &str) -> Problem {
 
 /// The kanban board of a pipeline: per stage its count and first cards.
 #[utoipa::path(
+    security(("bearer" = [])),
     get,
     path = "/v1/pipelines/{code}/kanban",
     tag = "leads",
@@ -797,10 +803,10 @@ fn pipeline_not_found(code: &str) -> Problem {
     ),
     responses(
         (status = 200, description = "The board", body = Kanban),
-        (status = 400, description = "An unknown parameter or a bad value", body = Object),
-        (status = 401, description = "No or a bad token", body = Object),
-        (status = 404, description = "No such pipeline", body = Object),
-        (status = 503, description = "The database did not answer", body = Object),
+        (status = 400, description = "An unknown parameter or a bad value", body = Problem),
+        (status = 401, description = "No or a bad token", body = Problem),
+        (status = 404, description = "No such pipeline", body = Problem),
+        (status = 503, description = "The database did not answer", body = Problem),
     )
 )]
 async fn kanban(
@@ -860,6 +866,7 @@ async fn kanban(
 
 /// More cards of one kanban column.
 #[utoipa::path(
+    security(("bearer" = [])),
     get,
     path = "/v1/pipelines/{code}/kanban/{stage}",
     tag = "leads",
@@ -871,10 +878,10 @@ async fn kanban(
     ),
     responses(
         (status = 200, description = "The next cards", body = LeadPage),
-        (status = 400, description = "An unknown parameter, a bad value or cursor", body = Object),
-        (status = 401, description = "No or a bad token", body = Object),
-        (status = 404, description = "No such pipeline or stage on its board", body = Object),
-        (status = 503, description = "The database did not answer", body = Object),
+        (status = 400, description = "An unknown parameter, a bad value or cursor", body = Problem),
+        (status = 401, description = "No or a bad token", body = Problem),
+        (status = 404, description = "No such pipeline or stage on its board", body = Problem),
+        (status = 503, description = "The database did not answer", body = Problem),
     )
 )]
 async fn kanban_column(

@@ -51,29 +51,6 @@ fn allow(caller: &Caller, action: Action) -> Result<(), Problem> {
     caller.require(action.needs())
 }
 
-/// The error body every endpoint answers with (`{"error": code, "message": text}`), as
-/// described in the API's schema.
-#[derive(Serialize, ToSchema)]
-#[schema(as = Problem)]
-pub struct ProblemDoc {
-    /// A stable machine-readable code.
-    pub error: String,
-    /// What went wrong and what to do about it.
-    pub message: String,
-    /// Field-level details, when there are any.
-    #[schema(nullable = false)]
-    pub fields: Option<Vec<FieldDoc>>,
-}
-
-/// One field's problem in an error body.
-#[derive(Serialize, ToSchema)]
-pub struct FieldDoc {
-    /// The field.
-    pub field: String,
-    /// What is wrong with it.
-    pub problem: String,
-}
-
 /// The people routes (mounted behind authentication).
 pub fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
@@ -157,13 +134,14 @@ pub struct Me {
 }
 
 #[utoipa::path(
+    security(("bearer" = [])),
     get,
     path = "/v1/me",
     tag = "people",
     responses(
         (status = 200, description = "The caller's user, role and lead scope", body = Me),
-        (status = 401, description = "No token, or not a valid one", body = ProblemDoc, content_type = "application/json"),
-        (status = 503, description = "The database did not answer", body = ProblemDoc, content_type = "application/json"),
+        (status = 401, description = "No token, or not a valid one", body = Problem, content_type = "application/json"),
+        (status = 503, description = "The database did not answer", body = Problem, content_type = "application/json"),
     )
 )]
 async fn get_me(
@@ -195,14 +173,15 @@ pub struct UserList {
 }
 
 #[utoipa::path(
+    security(("bearer" = [])),
     get,
     path = "/v1/users",
     tag = "people",
     responses(
         (status = 200, description = "Every user, by id", body = UserList),
-        (status = 401, description = "No token, or not a valid one", body = ProblemDoc, content_type = "application/json"),
-        (status = 403, description = "Needs the supervisor role", body = ProblemDoc, content_type = "application/json"),
-        (status = 503, description = "The database did not answer", body = ProblemDoc, content_type = "application/json"),
+        (status = 401, description = "No token, or not a valid one", body = Problem, content_type = "application/json"),
+        (status = 403, description = "Needs the supervisor role", body = Problem, content_type = "application/json"),
+        (status = 503, description = "The database did not answer", body = Problem, content_type = "application/json"),
     )
 )]
 async fn list_users(
@@ -229,18 +208,19 @@ pub struct CreateUser {
 }
 
 #[utoipa::path(
+    security(("bearer" = [])),
     post,
     path = "/v1/users",
     tag = "people",
     request_body = CreateUser,
     responses(
         (status = 201, description = "The user", body = User),
-        (status = 400, description = "The body is not JSON", body = ProblemDoc, content_type = "application/json"),
-        (status = 401, description = "No token, or not a valid one", body = ProblemDoc, content_type = "application/json"),
-        (status = 403, description = "Needs the admin role", body = ProblemDoc, content_type = "application/json"),
-        (status = 409, description = "The email belongs to another user", body = ProblemDoc, content_type = "application/json"),
-        (status = 422, description = "A field cannot be used (see fields)", body = ProblemDoc, content_type = "application/json"),
-        (status = 503, description = "The database did not answer", body = ProblemDoc, content_type = "application/json"),
+        (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/json"),
+        (status = 401, description = "No token, or not a valid one", body = Problem, content_type = "application/json"),
+        (status = 403, description = "Needs the admin role", body = Problem, content_type = "application/json"),
+        (status = 409, description = "The email belongs to another user", body = Problem, content_type = "application/json"),
+        (status = 422, description = "A field cannot be used (see fields)", body = Problem, content_type = "application/json"),
+        (status = 503, description = "The database did not answer", body = Problem, content_type = "application/json"),
     )
 )]
 async fn create_user(
@@ -266,16 +246,17 @@ async fn create_user(
 }
 
 #[utoipa::path(
+    security(("bearer" = [])),
     get,
     path = "/v1/users/{id}",
     tag = "people",
     params(("id" = i64, Path, description = "User id")),
     responses(
         (status = 200, description = "The user", body = User),
-        (status = 401, description = "No token, or not a valid one", body = ProblemDoc, content_type = "application/json"),
-        (status = 403, description = "Needs the supervisor role", body = ProblemDoc, content_type = "application/json"),
-        (status = 404, description = "No such user", body = ProblemDoc, content_type = "application/json"),
-        (status = 503, description = "The database did not answer", body = ProblemDoc, content_type = "application/json"),
+        (status = 401, description = "No token, or not a valid one", body = Problem, content_type = "application/json"),
+        (status = 403, description = "Needs the supervisor role", body = Problem, content_type = "application/json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/json"),
+        (status = 503, description = "The database did not answer", body = Problem, content_type = "application/json"),
     )
 )]
 async fn get_user(
@@ -318,6 +299,7 @@ pub struct UpdateUser {
 }
 
 #[utoipa::path(
+    security(("bearer" = [])),
     patch,
     path = "/v1/users/{id}",
     tag = "people",
@@ -325,13 +307,13 @@ pub struct UpdateUser {
     request_body = UpdateUser,
     responses(
         (status = 200, description = "The user as changed", body = User),
-        (status = 400, description = "The body is not JSON", body = ProblemDoc, content_type = "application/json"),
-        (status = 401, description = "No token, or not a valid one", body = ProblemDoc, content_type = "application/json"),
-        (status = 403, description = "Needs the admin role", body = ProblemDoc, content_type = "application/json"),
-        (status = 404, description = "No such user", body = ProblemDoc, content_type = "application/json"),
-        (status = 409, description = "The email belongs to another user", body = ProblemDoc, content_type = "application/json"),
-        (status = 422, description = "A field cannot be used (see fields)", body = ProblemDoc, content_type = "application/json"),
-        (status = 503, description = "The database did not answer", body = ProblemDoc, content_type = "application/json"),
+        (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/json"),
+        (status = 401, description = "No token, or not a valid one", body = Problem, content_type = "application/json"),
+        (status = 403, description = "Needs the admin role", body = Problem, content_type = "application/json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/json"),
+        (status = 409, description = "The email belongs to another user", body = Problem, content_type = "application/json"),
+        (status = 422, description = "A field cannot be used (see fields)", body = Problem, content_type = "application/json"),
+        (status = 503, description = "The database did not answer", body = Problem, content_type = "application/json"),
     )
 )]
 async fn update_user(
@@ -387,14 +369,15 @@ pub struct TeamList {
 }
 
 #[utoipa::path(
+    security(("bearer" = [])),
     get,
     path = "/v1/teams",
     tag = "people",
     responses(
         (status = 200, description = "Every team with its members", body = TeamList),
-        (status = 401, description = "No token, or not a valid one", body = ProblemDoc, content_type = "application/json"),
-        (status = 403, description = "Needs the supervisor role", body = ProblemDoc, content_type = "application/json"),
-        (status = 503, description = "The database did not answer", body = ProblemDoc, content_type = "application/json"),
+        (status = 401, description = "No token, or not a valid one", body = Problem, content_type = "application/json"),
+        (status = 403, description = "Needs the supervisor role", body = Problem, content_type = "application/json"),
+        (status = 503, description = "The database did not answer", body = Problem, content_type = "application/json"),
     )
 )]
 async fn list_teams(
@@ -415,18 +398,19 @@ pub struct TeamName {
 }
 
 #[utoipa::path(
+    security(("bearer" = [])),
     post,
     path = "/v1/teams",
     tag = "people",
     request_body = TeamName,
     responses(
         (status = 201, description = "The team", body = Team),
-        (status = 400, description = "The body is not JSON", body = ProblemDoc, content_type = "application/json"),
-        (status = 401, description = "No token, or not a valid one", body = ProblemDoc, content_type = "application/json"),
-        (status = 403, description = "Needs the admin role", body = ProblemDoc, content_type = "application/json"),
-        (status = 409, description = "A team has this name", body = ProblemDoc, content_type = "application/json"),
-        (status = 422, description = "The name cannot be used", body = ProblemDoc, content_type = "application/json"),
-        (status = 503, description = "The database did not answer", body = ProblemDoc, content_type = "application/json"),
+        (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/json"),
+        (status = 401, description = "No token, or not a valid one", body = Problem, content_type = "application/json"),
+        (status = 403, description = "Needs the admin role", body = Problem, content_type = "application/json"),
+        (status = 409, description = "A team has this name", body = Problem, content_type = "application/json"),
+        (status = 422, description = "The name cannot be used", body = Problem, content_type = "application/json"),
+        (status = 503, description = "The database did not answer", body = Problem, content_type = "application/json"),
     )
 )]
 async fn create_team(
@@ -445,6 +429,7 @@ async fn create_team(
 }
 
 #[utoipa::path(
+    security(("bearer" = [])),
     patch,
     path = "/v1/teams/{id}",
     tag = "people",
@@ -452,13 +437,13 @@ async fn create_team(
     request_body = TeamName,
     responses(
         (status = 200, description = "The team as renamed", body = Team),
-        (status = 400, description = "The body is not JSON", body = ProblemDoc, content_type = "application/json"),
-        (status = 401, description = "No token, or not a valid one", body = ProblemDoc, content_type = "application/json"),
-        (status = 403, description = "Needs the admin role", body = ProblemDoc, content_type = "application/json"),
-        (status = 404, description = "No such team", body = ProblemDoc, content_type = "application/json"),
-        (status = 409, description = "Another team has this name", body = ProblemDoc, content_type = "application/json"),
-        (status = 422, description = "The name cannot be used", body = ProblemDoc, content_type = "application/json"),
-        (status = 503, description = "The database did not answer", body = ProblemDoc, content_type = "application/json"),
+        (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/json"),
+        (status = 401, description = "No token, or not a valid one", body = Problem, content_type = "application/json"),
+        (status = 403, description = "Needs the admin role", body = Problem, content_type = "application/json"),
+        (status = 404, description = "No such team", body = Problem, content_type = "application/json"),
+        (status = 409, description = "Another team has this name", body = Problem, content_type = "application/json"),
+        (status = 422, description = "The name cannot be used", body = Problem, content_type = "application/json"),
+        (status = 503, description = "The database did not answer", body = Problem, content_type = "application/json"),
     )
 )]
 async fn rename_team(
@@ -487,16 +472,17 @@ pub struct TokenList {
 }
 
 #[utoipa::path(
+    security(("bearer" = [])),
     get,
     path = "/v1/users/{id}/tokens",
     tag = "people",
     params(("id" = i64, Path, description = "User id")),
     responses(
         (status = 200, description = "The user's tokens, newest first, without secrets", body = TokenList),
-        (status = 401, description = "No token, or not a valid one", body = ProblemDoc, content_type = "application/json"),
-        (status = 403, description = "Needs the admin role", body = ProblemDoc, content_type = "application/json"),
-        (status = 404, description = "No such user", body = ProblemDoc, content_type = "application/json"),
-        (status = 503, description = "The database did not answer", body = ProblemDoc, content_type = "application/json"),
+        (status = 401, description = "No token, or not a valid one", body = Problem, content_type = "application/json"),
+        (status = 403, description = "Needs the admin role", body = Problem, content_type = "application/json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/json"),
+        (status = 503, description = "The database did not answer", body = Problem, content_type = "application/json"),
     )
 )]
 async fn list_tokens(
@@ -544,6 +530,7 @@ pub struct IssuedTokenBody {
 }
 
 #[utoipa::path(
+    security(("bearer" = [])),
     post,
     path = "/v1/users/{id}/tokens",
     tag = "people",
@@ -551,12 +538,12 @@ pub struct IssuedTokenBody {
     request_body = CreateToken,
     responses(
         (status = 201, description = "The token, with its secret shown this once", body = IssuedTokenBody),
-        (status = 400, description = "The body is not JSON", body = ProblemDoc, content_type = "application/json"),
-        (status = 401, description = "No token, or not a valid one", body = ProblemDoc, content_type = "application/json"),
-        (status = 403, description = "Needs the admin role", body = ProblemDoc, content_type = "application/json"),
-        (status = 404, description = "No such user", body = ProblemDoc, content_type = "application/json"),
-        (status = 422, description = "The role or label cannot be used, or the user is deactivated", body = ProblemDoc, content_type = "application/json"),
-        (status = 503, description = "The database did not answer", body = ProblemDoc, content_type = "application/json"),
+        (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/json"),
+        (status = 401, description = "No token, or not a valid one", body = Problem, content_type = "application/json"),
+        (status = 403, description = "Needs the admin role", body = Problem, content_type = "application/json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/json"),
+        (status = 422, description = "The role or label cannot be used, or the user is deactivated", body = Problem, content_type = "application/json"),
+        (status = 503, description = "The database did not answer", body = Problem, content_type = "application/json"),
     )
 )]
 async fn create_token(
@@ -606,16 +593,17 @@ async fn create_token(
 }
 
 #[utoipa::path(
+    security(("bearer" = [])),
     delete,
     path = "/v1/tokens/{id}",
     tag = "people",
     params(("id" = i64, Path, description = "Token id")),
     responses(
         (status = 200, description = "The token, revoked (revoking again changes nothing)", body = TokenInfo),
-        (status = 401, description = "No token, or not a valid one", body = ProblemDoc, content_type = "application/json"),
-        (status = 403, description = "Needs the admin role", body = ProblemDoc, content_type = "application/json"),
-        (status = 404, description = "No such token", body = ProblemDoc, content_type = "application/json"),
-        (status = 503, description = "The database did not answer", body = ProblemDoc, content_type = "application/json"),
+        (status = 401, description = "No token, or not a valid one", body = Problem, content_type = "application/json"),
+        (status = 403, description = "Needs the admin role", body = Problem, content_type = "application/json"),
+        (status = 404, description = "No such token", body = Problem, content_type = "application/json"),
+        (status = 503, description = "The database did not answer", body = Problem, content_type = "application/json"),
     )
 )]
 async fn revoke_token(

@@ -15,7 +15,6 @@ use store::{FunnelBy, FunnelReport, ReportPeriod, ResponsibleReport, Role, Stage
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::activities::ProblemBody;
 use super::common::{ApiState, Caller, bad_query, parse_time, store_problem};
 
 /// The longest period a report covers.
@@ -129,15 +128,16 @@ struct FunnelParams {
 /// The funnel by source or channel: leads, how many reached each stage (each lead once
 /// per stage, from the stage history), converted and junk shares, junk reasons.
 #[utoipa::path(
+    security(("bearer" = [])),
     get,
     path = "/v1/reports/funnel",
     params(FunnelParams),
     responses(
         (status = 200, description = "The funnel", body = FunnelReport),
-        (status = 400, description = "A query parameter cannot be used", body = ProblemBody),
-        (status = 401, description = "No valid token", body = ProblemBody),
-        (status = 403, description = "Agents do not see reports", body = ProblemBody),
-        (status = 503, description = "The database did not answer", body = ProblemBody),
+        (status = 400, description = "A query parameter cannot be used", body = Problem),
+        (status = 401, description = "No valid token", body = Problem),
+        (status = 403, description = "Agents do not see reports", body = Problem),
+        (status = 503, description = "The database did not answer", body = Problem),
     ),
     tag = "reports"
 )]
@@ -172,15 +172,16 @@ struct PeriodParams {
 /// Leads created in the period per responsible user: total, open, converted, junk (by
 /// the stage each lead is in now).
 #[utoipa::path(
+    security(("bearer" = [])),
     get,
     path = "/v1/reports/responsible",
     params(PeriodParams),
     responses(
         (status = 200, description = "One row per responsible user", body = ResponsibleReport),
-        (status = 400, description = "A query parameter cannot be used", body = ProblemBody),
-        (status = 401, description = "No valid token", body = ProblemBody),
-        (status = 403, description = "Agents do not see reports", body = ProblemBody),
-        (status = 503, description = "The database did not answer", body = ProblemBody),
+        (status = 400, description = "A query parameter cannot be used", body = Problem),
+        (status = 401, description = "No valid token", body = Problem),
+        (status = 403, description = "Agents do not see reports", body = Problem),
+        (status = 503, description = "The database did not answer", body = Problem),
     ),
     tag = "reports"
 )]
@@ -216,15 +217,16 @@ struct StageTimesParams {
 /// Median and 90th percentile time in each stage, from consecutive stage-history rows;
 /// a stay still going on counts up to `measured_at`.
 #[utoipa::path(
+    security(("bearer" = [])),
     get,
     path = "/v1/reports/stage-times",
     params(StageTimesParams),
     responses(
         (status = 200, description = "Time in each stage", body = StageTimesReport),
-        (status = 400, description = "A query parameter cannot be used", body = ProblemBody),
-        (status = 401, description = "No valid token", body = ProblemBody),
-        (status = 403, description = "Agents do not see reports", body = ProblemBody),
-        (status = 503, description = "The database did not answer", body = ProblemBody),
+        (status = 400, description = "A query parameter cannot be used", body = Problem),
+        (status = 401, description = "No valid token", body = Problem),
+        (status = 403, description = "Agents do not see reports", body = Problem),
+        (status = 503, description = "The database did not answer", body = Problem),
     ),
     tag = "reports"
 )]

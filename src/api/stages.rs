@@ -26,17 +26,6 @@ use utoipa_axum::router::OpenApiRouter;
 
 use super::common::{ApiState, Caller, bad_query, page_cursor, page_limit, store_problem};
 
-/// The error body every answer below 200 or above 299 carries.
-#[derive(utoipa::ToSchema)]
-#[schema(as = Problem)]
-#[allow(dead_code)]
-pub struct ProblemBody {
-    /// Stable code (`stage_in_use`, `lead_finished`, ...).
-    error: String,
-    /// What went wrong and what to do.
-    message: String,
-}
-
 /// The pipeline, lead-work and deal routes.
 pub fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
@@ -134,11 +123,11 @@ fn check_spec(problems: Vec<(String, String)>) -> Result<(), Problem> {
 }
 
 /// Every pipeline with its stages and how many leads (or deals) each holds.
-#[utoipa::path(get, path = "/v1/pipelines", tag = "pipelines",
+#[utoipa::path(get, security(("bearer" = [])), path = "/v1/pipelines", tag = "pipelines",
     responses(
         (status = 200, description = "Pipelines with their stages", body = Vec<PipelineView>),
-        (status = 401, description = "No or a bad token", body = ProblemBody),
-        (status = 503, description = "The database did not answer", body = ProblemBody),
+        (status = 401, description = "No or a bad token", body = Problem),
+        (status = 503, description = "The database did not answer", body = Problem),
     ))]
 async fn list_pipelines(State(state): State<ApiState>) -> Result<Response, Problem> {
     let pipelines = state.store.list_pipelines().await.map_err(store_problem)?;
@@ -146,16 +135,16 @@ async fn list_pipelines(State(state): State<ApiState>) -> Result<Response, Probl
 }
 
 /// Creates a pipeline with its stages (admin).
-#[utoipa::path(post, path = "/v1/pipelines", tag = "pipelines",
+#[utoipa::path(post, security(("bearer" = [])), path = "/v1/pipelines", tag = "pipelines",
     request_body = PipelineSpec,
     responses(
         (status = 201, description = "The pipeline", body = PipelineView),
-        (status = 400, description = "The body is not such a JSON object", body = ProblemBody),
-        (status = 401, description = "No or a bad token", body = ProblemBody),
-        (status = 403, description = "Not an admin token", body = ProblemBody),
-        (status = 409, description = "`pipeline_exists`", body = ProblemBody),
-        (status = 422, description = "`invalid_fields`: codes, colours, initial stage", body = ProblemBody),
-        (status = 503, description = "The database did not answer", body = ProblemBody),
+        (status = 400, description = "The body is not such a JSON object", body = Problem),
+        (status = 401, description = "No or a bad token", body = Problem),
+        (status = 403, description = "Not an admin token", body = Problem),
+        (status = 409, description = "`pipeline_exists`", body = Problem),
+        (status = 422, description = "`invalid_fields`: codes, colours, initial stage", body = Problem),
+        (status = 503, description = "The database did not answer", body = Problem),
     ))]
 async fn create_pipeline(
     State(state): State<ApiState>,
@@ -184,18 +173,18 @@ async fn create_pipeline(
 }
 
 /// Adds a stage to a pipeline (admin).
-#[utoipa::path(post, path = "/v1/pipelines/{code}/stages", tag = "pipelines",
+#[utoipa::path(post, security(("bearer" = [])), path = "/v1/pipelines/{code}/stages", tag = "pipelines",
     params(("code" = String, Path, description = "Pipeline code")),
     request_body = StageSpec,
     responses(
         (status = 201, description = "The stage", body = StageView),
-        (status = 400, description = "The body is not such a JSON object", body = ProblemBody),
-        (status = 401, description = "No or a bad token", body = ProblemBody),
-        (status = 403, description = "Not an admin token", body = ProblemBody),
-        (status = 404, description = "No such pipeline", body = ProblemBody),
-        (status = 409, description = "`stage_exists`", body = ProblemBody),
-        (status = 422, description = "`invalid_fields`", body = ProblemBody),
-        (status = 503, description = "The database did not answer", body = ProblemBody),
+        (status = 400, description = "The body is not such a JSON object", body = Problem),
+        (status = 401, description = "No or a bad token", body = Problem),
+        (status = 403, description = "Not an admin token", body = Problem),
+        (status = 404, description = "No such pipeline", body = Problem),
+        (status = 409, description = "`stage_exists`", body = Problem),
+        (status = 422, description = "`invalid_fields`", body = Problem),
+        (status = 503, description = "The database did not answer", body = Problem),
     ))]
 async fn add_stage(
     State(state): State<ApiState>,
@@ -220,19 +209,19 @@ async fn add_stage(
 
 /// Changes a stage: name, order, colour, active, semantic, deadline_days, initial (admin).
 /// History keeps pointing at the same stage.
-#[utoipa::path(patch, path = "/v1/pipelines/{code}/stages/{stage}", tag = "pipelines",
+#[utoipa::path(patch, security(("bearer" = [])), path = "/v1/pipelines/{code}/stages/{stage}", tag = "pipelines",
     params(("code" = String, Path, description = "Pipeline code"),
            ("stage" = String, Path, description = "Stage code")),
     request_body = StagePatch,
     responses(
         (status = 200, description = "The stage", body = StageView),
-        (status = 400, description = "The body is not such a JSON object", body = ProblemBody),
-        (status = 401, description = "No or a bad token", body = ProblemBody),
-        (status = 403, description = "Not an admin token", body = ProblemBody),
-        (status = 404, description = "No such pipeline or stage", body = ProblemBody),
-        (status = 409, description = "`stage_in_use` (a meaning change while it holds leads) or `stage_removed`", body = ProblemBody),
-        (status = 422, description = "`invalid_fields` or `initial_stage`", body = ProblemBody),
-        (status = 503, description = "The database did not answer", body = ProblemBody),
+        (status = 400, description = "The body is not such a JSON object", body = Problem),
+        (status = 401, description = "No or a bad token", body = Problem),
+        (status = 403, description = "Not an admin token", body = Problem),
+        (status = 404, description = "No such pipeline or stage", body = Problem),
+        (status = 409, description = "`stage_in_use` (a meaning change while it holds leads) or `stage_removed`", body = Problem),
+        (status = 422, description = "`invalid_fields` or `initial_stage`", body = Problem),
+        (status = 503, description = "The database did not answer", body = Problem),
     ))]
 async fn update_stage(
     State(state): State<ApiState>,
@@ -276,16 +265,16 @@ async fn update_stage(
 
 /// Removes a stage (admin). It stays for history (`removed_at`) and is refused while it
 /// holds leads.
-#[utoipa::path(delete, path = "/v1/pipelines/{code}/stages/{stage}", tag = "pipelines",
+#[utoipa::path(delete, security(("bearer" = [])), path = "/v1/pipelines/{code}/stages/{stage}", tag = "pipelines",
     params(("code" = String, Path, description = "Pipeline code"),
            ("stage" = String, Path, description = "Stage code")),
     responses(
         (status = 200, description = "The removed stage", body = StageView),
-        (status = 401, description = "No or a bad token", body = ProblemBody),
-        (status = 403, description = "Not an admin token", body = ProblemBody),
-        (status = 404, description = "No such pipeline or stage", body = ProblemBody),
-        (status = 409, description = "`stage_in_use` naming how many leads, or `initial_stage`", body = ProblemBody),
-        (status = 503, description = "The database did not answer", body = ProblemBody),
+        (status = 401, description = "No or a bad token", body = Problem),
+        (status = 403, description = "Not an admin token", body = Problem),
+        (status = 404, description = "No such pipeline or stage", body = Problem),
+        (status = 409, description = "`stage_in_use` naming how many leads, or `initial_stage`", body = Problem),
+        (status = 503, description = "The database did not answer", body = Problem),
     ))]
 async fn remove_stage(
     State(state): State<ApiState>,
@@ -310,17 +299,17 @@ struct OrderBody {
 }
 
 /// Reorders a pipeline's stages (admin).
-#[utoipa::path(put, path = "/v1/pipelines/{code}/order", tag = "pipelines",
+#[utoipa::path(put, security(("bearer" = [])), path = "/v1/pipelines/{code}/order", tag = "pipelines",
     params(("code" = String, Path, description = "Pipeline code")),
     request_body = OrderBody,
     responses(
         (status = 200, description = "The pipeline", body = PipelineView),
-        (status = 400, description = "The body is not such a JSON object", body = ProblemBody),
-        (status = 401, description = "No or a bad token", body = ProblemBody),
-        (status = 403, description = "Not an admin token", body = ProblemBody),
-        (status = 404, description = "No such pipeline", body = ProblemBody),
-        (status = 422, description = "`bad_order`: not every stage listed once", body = ProblemBody),
-        (status = 503, description = "The database did not answer", body = ProblemBody),
+        (status = 400, description = "The body is not such a JSON object", body = Problem),
+        (status = 401, description = "No or a bad token", body = Problem),
+        (status = 403, description = "Not an admin token", body = Problem),
+        (status = 404, description = "No such pipeline", body = Problem),
+        (status = 422, description = "`bad_order`: not every stage listed once", body = Problem),
+        (status = 503, description = "The database did not answer", body = Problem),
     ))]
 async fn reorder_stages(
     State(state): State<ApiState>,
@@ -363,17 +352,17 @@ fn check_reason(reason: Option<&str>) -> Result<Option<&str>, Problem> {
 }
 
 /// Moves a lead to another stage of its pipeline, with a history row.
-#[utoipa::path(post, path = "/v1/leads/{id}/stage", tag = "leads",
+#[utoipa::path(post, security(("bearer" = [])), path = "/v1/leads/{id}/stage", tag = "leads",
     params(("id" = i64, Path, description = "Lead id")),
     request_body = MoveBody,
     responses(
         (status = 200, description = "The recorded move", body = StageMove),
-        (status = 400, description = "The body is not such a JSON object", body = ProblemBody),
-        (status = 401, description = "No or a bad token", body = ProblemBody),
-        (status = 404, description = "No such lead in the caller's scope", body = ProblemBody),
-        (status = 409, description = "`lead_finished` (reopening is admin-only), `use_finish` (a success or failure stage), `same_stage`", body = ProblemBody),
-        (status = 422, description = "`unknown_stage`, `stage_of_another_pipeline`, `stage_removed`, `stage_inactive`", body = ProblemBody),
-        (status = 503, description = "The database did not answer", body = ProblemBody),
+        (status = 400, description = "The body is not such a JSON object", body = Problem),
+        (status = 401, description = "No or a bad token", body = Problem),
+        (status = 404, description = "No such lead in the caller's scope", body = Problem),
+        (status = 409, description = "`lead_finished` (reopening is admin-only), `use_finish` (a success or failure stage), `same_stage`", body = Problem),
+        (status = 422, description = "`unknown_stage`, `stage_of_another_pipeline`, `stage_removed`, `stage_inactive`", body = Problem),
+        (status = 503, description = "The database did not answer", body = Problem),
     ))]
 async fn move_stage(
     State(state): State<ApiState>,
@@ -400,18 +389,18 @@ async fn move_stage(
 
 /// Reopens a finished lead into an open or frozen stage (admin); recorded in the history
 /// and as a lead event.
-#[utoipa::path(post, path = "/v1/leads/{id}/reopen", tag = "leads",
+#[utoipa::path(post, security(("bearer" = [])), path = "/v1/leads/{id}/reopen", tag = "leads",
     params(("id" = i64, Path, description = "Lead id")),
     request_body = MoveBody,
     responses(
         (status = 200, description = "The recorded move", body = StageMove),
-        (status = 400, description = "The body is not such a JSON object", body = ProblemBody),
-        (status = 401, description = "No or a bad token", body = ProblemBody),
-        (status = 403, description = "Not an admin token", body = ProblemBody),
-        (status = 404, description = "No such lead", body = ProblemBody),
-        (status = 409, description = "`lead_not_finished`", body = ProblemBody),
-        (status = 422, description = "`unknown_stage`, `stage_finished`, `stage_removed`, `stage_inactive`", body = ProblemBody),
-        (status = 503, description = "The database did not answer", body = ProblemBody),
+        (status = 400, description = "The body is not such a JSON object", body = Problem),
+        (status = 401, description = "No or a bad token", body = Problem),
+        (status = 403, description = "Not an admin token", body = Problem),
+        (status = 404, description = "No such lead", body = Problem),
+        (status = 409, description = "`lead_not_finished`", body = Problem),
+        (status = 422, description = "`unknown_stage`, `stage_finished`, `stage_removed`, `stage_inactive`", body = Problem),
+        (status = 503, description = "The database did not answer", body = Problem),
     ))]
 async fn reopen_lead(
     State(state): State<ApiState>,
@@ -633,17 +622,17 @@ fn convert_items(create: &[Value]) -> Result<Vec<ConvertItem>, Problem> {
 /// Finishes a lead: converted (contact, company and deal created or linked, never a second
 /// record for a known person or firm; a repeat lead converts only to a deal) or junk with a
 /// configured reason. One transaction.
-#[utoipa::path(post, path = "/v1/leads/{id}/finish", tag = "leads",
+#[utoipa::path(post, security(("bearer" = [])), path = "/v1/leads/{id}/finish", tag = "leads",
     params(("id" = i64, Path, description = "Lead id")),
     request_body = FinishBody,
     responses(
         (status = 200, description = "What finishing did", body = FinishOutcome),
-        (status = 400, description = "The body is not such a JSON object", body = ProblemBody),
-        (status = 401, description = "No or a bad token", body = ProblemBody),
-        (status = 404, description = "No such lead in the caller's scope", body = ProblemBody),
-        (status = 409, description = "`lead_finished`, `repeat_lead`, `no_finishing_stage`", body = ProblemBody),
-        (status = 422, description = "`unknown_junk_reason` (lists the reasons), `invalid_fields`, `unknown_contact`, `unknown_company`, `company_name_missing`, `unknown_deal_pipeline`", body = ProblemBody),
-        (status = 503, description = "The database did not answer", body = ProblemBody),
+        (status = 400, description = "The body is not such a JSON object", body = Problem),
+        (status = 401, description = "No or a bad token", body = Problem),
+        (status = 404, description = "No such lead in the caller's scope", body = Problem),
+        (status = 409, description = "`lead_finished`, `repeat_lead`, `no_finishing_stage`", body = Problem),
+        (status = 422, description = "`unknown_junk_reason` (lists the reasons), `invalid_fields`, `unknown_contact`, `unknown_company`, `company_name_missing`, `unknown_deal_pipeline`", body = Problem),
+        (status = 503, description = "The database did not answer", body = Problem),
     ))]
 async fn finish_lead(
     State(state): State<ApiState>,
@@ -705,14 +694,14 @@ async fn finish_lead(
 }
 
 /// Deals the caller may see (through their lead or as responsible), newest first.
-#[utoipa::path(get, path = "/v1/deals", tag = "deals",
+#[utoipa::path(get, security(("bearer" = [])), path = "/v1/deals", tag = "deals",
     params(("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
            ("limit" = Option<i64>, Query, description = "1 to 500, default 50")),
     responses(
         (status = 200, description = "A page of deals", body = DealPage),
-        (status = 400, description = "A query parameter cannot be used", body = ProblemBody),
-        (status = 401, description = "No or a bad token", body = ProblemBody),
-        (status = 503, description = "The database did not answer", body = ProblemBody),
+        (status = 400, description = "A query parameter cannot be used", body = Problem),
+        (status = 401, description = "No or a bad token", body = Problem),
+        (status = 503, description = "The database did not answer", body = Problem),
     ))]
 async fn list_deals(
     State(state): State<ApiState>,
@@ -741,13 +730,13 @@ async fn list_deals(
 }
 
 /// One deal.
-#[utoipa::path(get, path = "/v1/deals/{id}", tag = "deals",
+#[utoipa::path(get, security(("bearer" = [])), path = "/v1/deals/{id}", tag = "deals",
     params(("id" = i64, Path, description = "Deal id")),
     responses(
         (status = 200, description = "The deal", body = DealView),
-        (status = 401, description = "No or a bad token", body = ProblemBody),
-        (status = 404, description = "No such deal in the caller's scope", body = ProblemBody),
-        (status = 503, description = "The database did not answer", body = ProblemBody),
+        (status = 401, description = "No or a bad token", body = Problem),
+        (status = 404, description = "No such deal in the caller's scope", body = Problem),
+        (status = 503, description = "The database did not answer", body = Problem),
     ))]
 async fn get_deal(
     State(state): State<ApiState>,
