@@ -14,6 +14,7 @@ use sqlx::{Postgres, QueryBuilder, Row};
 
 use crate::access::{Role, Scope};
 use crate::error::StoreError;
+use crate::leads::NextActivity;
 use crate::store::Store;
 
 /// The kinds of planned work.
@@ -613,21 +614,6 @@ pub struct ViewQuery {
     pub cursor: Option<DueCursor>,
     /// Leads per group (1 to 500).
     pub limit: i64,
-}
-
-/// The next planned activity of a lead in the activity view.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct NextActivity {
-    /// Activity id.
-    pub id: i64,
-    /// `call`, `meeting` or `task`.
-    pub kind: String,
-    /// What it is about.
-    pub subject: Option<String>,
-    /// When it is due.
-    pub due_at: DateTime<Utc>,
-    /// Who is to do it.
-    pub assignee_id: Option<i64>,
 }
 
 /// A lead in the activity view.
