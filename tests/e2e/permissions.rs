@@ -29,7 +29,7 @@ enum Needs {
 /// One endpoint of the matrix.
 struct Row {
     method: &'static str,
-    /// A path template: `{lead}`, `{contact}`, `{company}`, `{user}`, `{team}`, `{token}`
+    /// A path template: `{lead}`, `{activity}` (the planned activity on `{lead}`), `{contact}`, `{company}`, `{user}`, `{team}`, `{token}`
     /// (a fresh token to revoke) and `{n}` (a number unique to the call) are filled in.
     path: &'static str,
     /// A JSON body template (same placeholders), if the endpoint takes one.
@@ -260,6 +260,14 @@ const MATRIX: &[Row] = &[
         200,
     ),
     row(
+        "PUT",
+        "/v1/pipelines/default/order",
+        Some(r#"{"stages": []}"#),
+        ADMIN,
+        false,
+        422,
+    ),
+    row(
         "DELETE",
         "/v1/pipelines/default/stages/open",
         None,
@@ -322,6 +330,8 @@ struct World {
     callers: Vec<Who>,
     leads: BTreeMap<LeadKind, i64>,
     ids: BTreeMap<&'static str, i64>,
+    /// A planned activity on each lead, by lead id (`{activity}`).
+    activities: BTreeMap<i64, i64>,
 }
 
 async fn created(daemon: &TestDaemon, token: &str, path: &str, body: Value) -> Value {
@@ -434,6 +444,18 @@ async fn world(daemon: &TestDaemon) -> World {
         .as_i64()
         .unwrap();
 
+    let mut activities = BTreeMap::new();
+    for lead in leads.values() {
+        let planned = created(
+            daemon,
+            &daemon.admin,
+            &format!("/v1/leads/{lead}/activities"),
+            json!({"kind": "call", "subject": "Richiamare", "due_at": "2030-01-07T09:00:00Z"}),
+        )
+        .await;
+        activities.insert(*lead, planned["id"].as_i64().unwrap());
+    }
+
     use LeadKind::*;
     let callers = vec![
         Who {
@@ -489,13 +511,21 @@ async fn world(daemon: &TestDaemon) -> World {
             ("user", victim),
             ("team", spare),
         ]),
+        activities,
     }
 }
 
 /// Fills a template's placeholders; `{token}` issues a fresh token to revoke.
 async fn fill(daemon: &TestDaemon, world: &World, template: &str, lead: i64, n: u32) -> String {
+    // The missing lead has no activity: an id past every activity stands for it.
+    let activity = world
+        .activities
+        .get(&lead)
+        .copied()
+        .unwrap_or(i64::from(i32::MAX));
     let mut out = template
         .replace("{lead}", &lead.to_string())
+        .replace("{activity}", &activity.to_string())
         .replace("{n}", &n.to_string());
     for (name, id) in &world.ids {
         out = out.replace(&format!("{{{name}}}"), &id.to_string());
