@@ -216,6 +216,7 @@ pub struct CreateUser {
     responses(
         (status = 201, description = "The user", body = User),
         (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/json"),
+        (status = 415, description = "The body is not sent as application/json", body = Problem, content_type = "application/json"),
         (status = 401, description = "No token, or not a valid one", body = Problem, content_type = "application/json"),
         (status = 403, description = "Needs the admin role", body = Problem, content_type = "application/json"),
         (status = 409, description = "The email belongs to another user", body = Problem, content_type = "application/json"),
@@ -308,6 +309,7 @@ pub struct UpdateUser {
     responses(
         (status = 200, description = "The user as changed", body = User),
         (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/json"),
+        (status = 415, description = "The body is not sent as application/json", body = Problem, content_type = "application/json"),
         (status = 401, description = "No token, or not a valid one", body = Problem, content_type = "application/json"),
         (status = 403, description = "Needs the admin role", body = Problem, content_type = "application/json"),
         (status = 404, description = "No such user", body = Problem, content_type = "application/json"),
@@ -406,6 +408,7 @@ pub struct TeamName {
     responses(
         (status = 201, description = "The team", body = Team),
         (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/json"),
+        (status = 415, description = "The body is not sent as application/json", body = Problem, content_type = "application/json"),
         (status = 401, description = "No token, or not a valid one", body = Problem, content_type = "application/json"),
         (status = 403, description = "Needs the admin role", body = Problem, content_type = "application/json"),
         (status = 409, description = "A team has this name", body = Problem, content_type = "application/json"),
@@ -438,6 +441,7 @@ async fn create_team(
     responses(
         (status = 200, description = "The team as renamed", body = Team),
         (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/json"),
+        (status = 415, description = "The body is not sent as application/json", body = Problem, content_type = "application/json"),
         (status = 401, description = "No token, or not a valid one", body = Problem, content_type = "application/json"),
         (status = 403, description = "Needs the admin role", body = Problem, content_type = "application/json"),
         (status = 404, description = "No such team", body = Problem, content_type = "application/json"),
@@ -539,6 +543,7 @@ pub struct IssuedTokenBody {
     responses(
         (status = 201, description = "The token, with its secret shown this once", body = IssuedTokenBody),
         (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/json"),
+        (status = 415, description = "The body is not sent as application/json", body = Problem, content_type = "application/json"),
         (status = 401, description = "No token, or not a valid one", body = Problem, content_type = "application/json"),
         (status = 403, description = "Needs the admin role", body = Problem, content_type = "application/json"),
         (status = 404, description = "No such user", body = Problem, content_type = "application/json"),
