@@ -89,11 +89,12 @@ impl Application {
         };
         let spool = if settings.spool.enabled {
             let dir = settings.spool.dir_for(&settings.http.listen);
-            Some(Spool::open(&settings.spool, &dir).with_context(|| {
-                format!(
-                    "Cannot open the spool directory {}: fix spool.dir or its permissions",
+            Some(Spool::open(&settings.spool, &dir).map_err(|error| match error {
+                router::spool::SpoolError::InUse(_) => anyhow::anyhow!("Cannot start: {error}"),
+                other => anyhow::anyhow!(
+                    "Cannot open the spool directory {}: {other}; fix spool.dir or its permissions",
                     dir.display()
-                )
+                ),
             })?)
         } else {
             None

@@ -151,6 +151,9 @@ pub enum SpoolError {
     /// The spool is closing.
     #[error("the local spool is closing")]
     Closed,
+    /// Another process holds the directory.
+    #[error("another leadpipe uses the spool directory {0}: give each daemon its own spool.dir")]
+    InUse(PathBuf),
 }
 
 const HEADER: usize = 16;
@@ -426,13 +429,7 @@ impl Spool {
             .write(true)
             .open(dir.join("lock"))?;
         if lock.try_lock().is_err() {
-            return Err(SpoolError::Io(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                format!(
-                    "another leadpipe uses the spool directory {}: give each daemon its own spool.dir",
-                    dir.display()
-                ),
-            )));
+            return Err(SpoolError::InUse(dir.to_owned()));
         }
         let (journal, entries, bytes, oldest) = Journal::open(dir, config.segment_bytes)?;
         if entries > 0 {

@@ -8,7 +8,7 @@ use chrono::{Timelike, Utc};
 use sqlx::PgPool;
 
 use crate::mail::{Sink, header};
-use crate::support::{Options, TestDaemon, check_config, free_port};
+use crate::support::{Options, TestDaemon, check_config, free_port, spool_dir};
 
 /// `send_at` one minute ago in UTC (midnight in the first minutes of the day), so every
 /// UTC user is due now and the test never waits for the clock.
@@ -166,7 +166,7 @@ async fn people(db: &PgPool) -> People {
     }
 }
 
-/// A second daemon on `first`'s database and broker (its own port).
+/// A second daemon on `first`'s database and broker (its own port and spool).
 async fn twin(first: &TestDaemon) -> TestDaemon {
     let second = TestDaemon::prepare_with(Options::default()).await;
     let config = std::fs::read_to_string(&first.config_path).expect("the first config");
@@ -175,6 +175,10 @@ async fn twin(first: &TestDaemon) -> TestDaemon {
     let config = config.replace(
         &format!("listen = \"127.0.0.1:{first_port}\""),
         &format!("listen = \"127.0.0.1:{port}\""),
+    );
+    let config = config.replace(
+        &spool_dir(&first.prefix).display().to_string(),
+        &spool_dir(&second.prefix).display().to_string(),
     );
     std::fs::write(&second.config_path, config).expect("write the second config");
     second
