@@ -22,7 +22,8 @@ DURATION=${DURATION:-30}
 DIRECT_PORT=${DIRECT_PORT:-8090}
 
 bash scripts/services.sh
-cargo build --release --quiet --bin leadpipe --bin loadgen -p leadpipe -p direct-baseline
+cargo build --release --quiet -p leadpipe --bin leadpipe --bin loadgen
+cargo build --release --quiet -p direct-baseline
 
 config=$(mktemp --suffix=.toml)
 log=$(mktemp --suffix=.log)
@@ -82,7 +83,7 @@ cpu() {
   done
   echo "$total"
 }
-snapshot() { echo "$(cpu '^(leadpipe|direct-baseline)$') $(cpu '^beam') $(cpu '^postgres$')"; }
+snapshot() { echo "$(($(cpu '^leadpipe$') + $(cpu '^lpdirect$'))) $(cpu '^beam') $(cpu '^postgres$')"; }
 report() {
   local hz
   hz=$(getconf CLK_TCK)
@@ -143,7 +144,7 @@ stop
 
 echo "== 5. direct baseline (one INSERT per post, no broker), same bodies"
 psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS lpdirect WITH (FORCE)" -c "CREATE DATABASE lpdirect"
-./target/release/direct-baseline --listen "127.0.0.1:$DIRECT_PORT" \
+./target/release/lpdirect --listen "127.0.0.1:$DIRECT_PORT" \
   --database-url postgres://postgres@127.0.0.1:5432/lpdirect >>"$log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do

@@ -3,7 +3,7 @@
 //! autocommit INSERT per post into an indexed table, no broker, no matching, no history.
 //!
 //! ```text
-//! cargo run --release -p direct-baseline -- --listen 127.0.0.1:8090 \
+//! cargo run --release -p direct-baseline --bin lpdirect -- --listen 127.0.0.1:8090 \
 //!     --database-url postgres://postgres@127.0.0.1:5432/lpdirect
 //! ```
 //!
