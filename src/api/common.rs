@@ -93,6 +93,20 @@ impl Caller {
     }
 }
 
+/// A JSON body axum could not take, as a problem naming why (wrong content type,
+/// malformed JSON, fields of the wrong type).
+pub(crate) fn json_problem(rejection: axum::extract::rejection::JsonRejection) -> Problem {
+    let status = rejection.status();
+    let code = if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        "unsupported_content_type"
+    } else if status == StatusCode::UNPROCESSABLE_ENTITY {
+        "invalid_fields"
+    } else {
+        "malformed_body"
+    };
+    Problem::new(status, code, rejection.body_text())
+}
+
 /// A 400 for a query string that cannot be used.
 pub(crate) fn bad_query(message: String) -> Problem {
     Problem::new(StatusCode::BAD_REQUEST, "bad_query", message)

@@ -24,7 +24,9 @@ use store::{
 };
 use utoipa_axum::router::OpenApiRouter;
 
-use super::common::{ApiState, Caller, bad_query, page_limit, parse_time, store_problem};
+use super::common::{
+    ApiState, Caller, bad_query, json_problem, page_limit, parse_time, store_problem,
+};
 
 /// The lead routes (mounted behind the token check).
 pub fn routes() -> OpenApiRouter<ApiState> {
@@ -227,18 +229,6 @@ fn invalid(field: &str, problem: impl Into<String>) -> Problem {
         problem,
     }];
     p
-}
-
-fn json_problem(rejection: JsonRejection) -> Problem {
-    let status = rejection.status();
-    let code = if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
-        "unsupported_content_type"
-    } else if status == StatusCode::UNPROCESSABLE_ENTITY {
-        "invalid_fields"
-    } else {
-        "malformed_body"
-    };
-    Problem::new(status, code, rejection.body_text())
 }
 
 fn edit_problem(error: EditError, id: &str) -> Problem {

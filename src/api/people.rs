@@ -21,7 +21,7 @@ use store::{
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 
-use super::common::{ApiState, Caller, store_problem};
+use super::common::{ApiState, Caller, json_problem, store_problem};
 
 /// What a caller asks to do with people; [`Action::needs`] says which role that takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,18 +61,6 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(utoipa_axum::routes!(rename_team))
         .routes(utoipa_axum::routes!(list_tokens, create_token))
         .routes(utoipa_axum::routes!(revoke_token))
-}
-
-fn json_problem(rejection: JsonRejection) -> Problem {
-    let status = rejection.status();
-    let code = if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
-        "unsupported_content_type"
-    } else if status == StatusCode::UNPROCESSABLE_ENTITY {
-        "invalid_fields"
-    } else {
-        "malformed_body"
-    };
-    Problem::new(status, code, rejection.body_text())
 }
 
 fn invalid(errors: Vec<InvalidPerson>) -> Problem {
