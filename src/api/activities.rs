@@ -18,14 +18,15 @@ use ingest::problem::Problem;
 use serde::Deserialize;
 use store::activities::{PLANNED_KINDS, VIEW_GROUPS};
 use store::{
-    ActivityChange, ActivityError, ActivityFilter, ActivityItem, ActivityPage, ActivityView, Actor,
+    ActivityChange, ActivityError, ActivityFilter, ActivityItem, ActivityPage, ActivityView,
     AssignedFilter, DueCursor, NewActivity, ViewQuery,
 };
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::common::{
-    ApiState, Caller, bad_query, page_cursor, page_limit, parse_time, store_problem,
+    ApiState, Caller, bad_query, known_pipeline, page_cursor, page_limit, parse_time, present,
+    query_params, store_problem, unknown_param,
 };
 
 /// Longest subject accepted, in characters.
@@ -78,14 +79,6 @@ fn activity_problem(error: ActivityError) -> Problem {
         }
         ActivityError::Store(e) => store_problem(e),
     }
-}
-
-fn query_params(
-    params: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<HashMap<String, String>, Problem> {
-    params
-        .map(|Query(p)| p)
-        .map_err(|e| bad_query(e.body_text()))
 }
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, Problem> {
@@ -177,9 +170,10 @@ async fn list_lead_activities(
             "cursor" => filter.cursor = Some(page_cursor(value)?),
             "limit" => filter.limit = page_limit(value)?,
             other => {
-                return Err(bad_query(format!(
-                    "unknown parameter `{other}`: use planned, done, kind, cursor or limit"
-                )));
+                return Err(unknown_param(
+                    other,
+                    &["planned", "done", "kind", "cursor", "limit"],
+                ));
             }
         }
     }
@@ -287,22 +281,13 @@ async fn add_activity(
 ) -> Result<Response, Problem> {
     let lead_id: i64 = id.parse().map_err(|_| not_found("lead", &id))?;
     let new = parse_new(&body)?;
-    let name = caller.actor();
-    let actor = actor(&caller, &name);
+    let actor = caller.acting();
     let item = state
         .store
         .add_activity(&actor, lead_id, &new)
         .await
         .map_err(activity_problem)?;
     Ok((StatusCode::CREATED, axum::Json(item)).into_response())
-}
-
-fn actor<'a>(caller: &Caller, name: &'a str) -> Actor<'a> {
-    Actor {
-        role: caller.role,
-        user_id: caller.user_id,
-        name,
-    }
 }
 
 /// Query of `GET /v1/activities`.
@@ -368,9 +353,10 @@ async fn list_assigned_activities(
             }
             "limit" => filter.limit = page_limit(value)?,
             other => {
-                return Err(bad_query(format!(
-                    "unknown parameter `{other}`: use assignee, due_before, done, cursor or limit"
-                )));
+                return Err(unknown_param(
+                    other,
+                    &["assignee", "due_before", "done", "cursor", "limit"],
+                ));
             }
         }
     }
@@ -401,11 +387,6 @@ pub struct ActivityChangeBody {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     body: Option<Option<String>>,
-}
-
-/// Tells a field sent as `null` (Some(None)) from one not sent (None).
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
 }
 
 fn parse_change(body: &[u8]) -> Result<ActivityChange, Problem> {
@@ -478,10 +459,9 @@ async fn update_activity(
 ) -> Result<Response, Problem> {
     let activity_id: i64 = id.parse().map_err(|_| not_found("activity", &id))?;
     let change = parse_change(&body)?;
-    let name = caller.actor();
     let item = state
         .store
-        .update_activity(&actor(&caller, &name), activity_id, &change)
+        .update_activity(&caller.acting(), activity_id, &change)
         .await
         .map_err(activity_problem)?;
     Ok(axum::Json(item).into_response())
@@ -535,10 +515,9 @@ async fn complete_activity(
         }
         parsed.result.filter(|r| !r.trim().is_empty())
     };
-    let name = caller.actor();
     let item = state
         .store
-        .complete_activity(&actor(&caller, &name), activity_id, result.as_deref())
+        .complete_activity(&caller.acting(), activity_id, result.as_deref())
         .await
         .map_err(activity_problem)?;
     Ok(axum::Json(item).into_response())
@@ -608,9 +587,10 @@ async fn activity_view(
             "cursor" => cursor = Some(value.to_owned()),
             "limit" => query.limit = page_limit(value)?,
             other => {
-                return Err(bad_query(format!(
-                    "unknown parameter `{other}`: use responsible, pipeline, tz, group, cursor or limit"
-                )));
+                return Err(unknown_param(
+                    other,
+                    &["responsible", "pipeline", "tz", "group", "cursor", "limit"],
+                ));
             }
         }
     }
@@ -624,17 +604,8 @@ async fn activity_view(
             bad_query(format!("cursor: `{raw}` is not a cursor from next_cursor"))
         })?);
     }
-    if let Some(pipeline) = &query.pipeline
-        && state
-            .store
-            .pipeline_id(pipeline)
-            .await
-            .map_err(store_problem)?
-            .is_none()
-    {
-        return Err(bad_query(format!(
-            "pipeline: there is no pipeline `{pipeline}`"
-        )));
+    if let Some(pipeline) = &query.pipeline {
+        known_pipeline(&state, pipeline).await?;
     }
     query.time_zone = match tz {
         Some(zone) => {

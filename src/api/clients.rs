@@ -15,7 +15,9 @@ use store::{ClientQuery, StoreError};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::common::{ApiState, bad_query, page_cursor, page_limit, store_problem};
+use super::common::{
+    ApiState, bad_query, page_cursor, page_limit, query_params, store_problem, unknown_param,
+};
 use crate::clients::{CompanyInput, ContactInput, parse_company, parse_contact};
 
 fn unusable(fields: Vec<FieldProblem>) -> Problem {
@@ -123,7 +125,7 @@ fn client_query(
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
     key_params: &[&str],
 ) -> Result<ClientQuery, Problem> {
-    let Query(params) = params.map_err(|e| bad_query(e.body_text()))?;
+    let params = query_params(params)?;
     let mut query = ClientQuery {
         limit: 50,
         ..ClientQuery::default()
@@ -150,10 +152,9 @@ fn client_query(
                 query.key = Some(CompanyKey::Domain(domain).as_key());
             }
             other => {
-                return Err(bad_query(format!(
-                    "unknown parameter `{other}`: use {}, cursor or limit",
-                    key_params.join(", ")
-                )));
+                let mut known = key_params.to_vec();
+                known.extend(["cursor", "limit"]);
+                return Err(unknown_param(other, &known));
             }
         }
     }

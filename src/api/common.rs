@@ -4,6 +4,10 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use std::collections::HashMap;
+
+use axum::extract::Query;
+use axum::extract::rejection::QueryRejection;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use ingest::problem::Problem;
@@ -11,8 +15,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use normalizer::KeyRules;
 use router::Publisher;
 use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer};
 use sha2::{Digest, Sha256};
-use store::{Role, Scope, Store, StoreError};
+use store::{Actor, Role, Scope, Store, StoreError};
 
 /// What the API handlers share.
 #[derive(Clone)]
@@ -65,15 +70,20 @@ impl Caller {
 
     /// Which leads this caller may see and change.
     pub fn scope(&self) -> Scope {
-        Scope::of(self.role, self.user_id)
+        self.acting().scope()
+    }
+
+    /// The caller as the store's checks and records know them.
+    pub fn acting(&self) -> Actor {
+        Actor {
+            role: self.role,
+            user_id: self.user_id,
+        }
     }
 
     /// How the caller is named in stage history and activities (`user:12`, `admin`).
     pub fn actor(&self) -> String {
-        match self.user_id {
-            Some(id) => format!("user:{id}"),
-            None => "admin".to_owned(),
-        }
+        self.acting().name()
     }
 
     /// A 403 unless the caller has at least `role`.
@@ -110,6 +120,43 @@ pub(crate) fn json_problem(rejection: axum::extract::rejection::JsonRejection) -
 /// A 400 for a query string that cannot be used.
 pub(crate) fn bad_query(message: String) -> Problem {
     Problem::new(StatusCode::BAD_REQUEST, "bad_query", message)
+}
+
+/// The query string as a map, or a 400 naming what is wrong with it.
+pub(crate) fn query_params(
+    params: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<HashMap<String, String>, Problem> {
+    params
+        .map(|Query(p)| p)
+        .map_err(|e| bad_query(e.body_text()))
+}
+
+/// A 400 for a query parameter the endpoint does not take, listing those it does.
+pub(crate) fn unknown_param(key: &str, allowed: &[&str]) -> Problem {
+    bad_query(format!(
+        "unknown parameter `{key}`: use {}",
+        allowed.join(", ")
+    ))
+}
+
+/// The id of the pipeline a query names, or a 400 saying there is none by that code.
+pub(crate) async fn known_pipeline(state: &ApiState, code: &str) -> Result<i64, Problem> {
+    state
+        .store
+        .pipeline_id(code)
+        .await
+        .map_err(store_problem)?
+        .ok_or_else(|| bad_query(format!("pipeline: there is no pipeline `{code}`")))
+}
+
+/// For `deserialize_with`: tells a field sent as `null` (`Some(None)`) from one left out
+/// (`None`, with `#[serde(default)]`).
+pub(crate) fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// A `cursor` query parameter: the id a previous page's `next_cursor` gave.

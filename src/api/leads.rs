@@ -16,16 +16,17 @@ use chrono::{DateTime, Utc};
 use ingest::FieldProblem;
 use ingest::problem::Problem;
 use normalizer::{EmailAddress, IdentityKey, Region, clean_text, parse_phone};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use store::{
-    BulkOutcome, EditError, Editor, LeadCursor, LeadPage, LeadPatch, LeadQuery, LeadSort, NewEmail,
+    BulkOutcome, EditError, LeadCursor, LeadPage, LeadPatch, LeadQuery, LeadSort, NewEmail,
     NewPhone, Responsible, Role, SortField, StageInfo,
 };
 use utoipa_axum::router::OpenApiRouter;
 
 use super::common::{
-    ApiState, Caller, bad_query, json_problem, page_limit, parse_time, store_problem,
+    ApiState, Caller, bad_query, json_problem, page_limit, parse_time, present, query_params,
+    store_problem, unknown_param,
 };
 
 /// The lead routes (mounted behind the token check).
@@ -80,10 +81,7 @@ fn lead_query(
         if !FILTERS.contains(&name) && !extra.contains(&name) {
             let mut known: Vec<&str> = FILTERS.to_vec();
             known.extend_from_slice(extra);
-            return Err(bad_query(format!(
-                "unknown parameter `{name}`: use {}",
-                known.join(", ")
-            )));
+            return Err(unknown_param(name, &known));
         }
         if value.is_empty() {
             return Err(bad_query(format!(
@@ -201,14 +199,6 @@ fn lead_query(
     Ok(query)
 }
 
-fn query_params(
-    params: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<HashMap<String, String>, Problem> {
-    params
-        .map(|Query(p)| p)
-        .map_err(|e| bad_query(e.body_text()))
-}
-
 fn lead_not_found(id: &str) -> Problem {
     Problem::new(
         StatusCode::NOT_FOUND,
@@ -284,14 +274,6 @@ fn lead_answer(detail: store::LeadDetail) -> Response {
         response.headers_mut().insert(header::ETAG, value);
     }
     response
-}
-
-fn editor(caller: &Caller) -> Editor {
-    Editor {
-        role: caller.role,
-        user_id: caller.user_id,
-        actor: caller.actor(),
-    }
 }
 
 /// List leads: filters, text search, sort, cursor pages and the total count.
@@ -371,15 +353,6 @@ async fn get_lead(
         Some(detail) => Ok(lead_answer(detail)),
         None => Err(lead_not_found(&id)),
     }
-}
-
-/// Tells a field sent as `null` (`Some(None)`) from one left out (`None`).
-fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// Changes to a lead: a field left out stays as it is, `null` clears it, an empty string
@@ -582,7 +555,7 @@ async fn patch_lead(
     patch.if_updated_at = expected;
     let detail = state
         .store
-        .update_lead(&editor(&caller), numeric, &patch)
+        .update_lead(&caller.acting(), numeric, &patch)
         .await
         .map_err(|e| edit_problem(e, &id))?;
     Ok(lead_answer(detail))
@@ -675,7 +648,7 @@ async fn bulk_assign(
     };
     let outcome = state
         .store
-        .bulk_assign(&editor(&caller), &query, responsible)
+        .bulk_assign(&caller.acting(), &query, responsible)
         .await
         .map_err(|e| edit_problem(e, ""))?;
     Ok(Json(outcome).into_response())
@@ -742,7 +715,7 @@ async fn bulk_stage(
     };
     let outcome = state
         .store
-        .bulk_move(&editor(&caller), &query, stage, reason.as_deref())
+        .bulk_move(&caller.acting(), &query, stage, reason.as_deref())
         .await
         .map_err(|e| edit_problem(e, ""))?;
     Ok(Json(outcome).into_response())

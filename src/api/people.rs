@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use ingest::FieldProblem;
 use ingest::problem::Problem;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use store::{
     InvalidPerson, NewUser, Role, Scope, StoreError, Team, TimeZoneName, TokenInfo, User,
     UserChanges, UserEmail,
@@ -21,7 +21,7 @@ use store::{
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 
-use super::common::{ApiState, Caller, json_problem, store_problem};
+use super::common::{ApiState, Caller, json_problem, present, store_problem};
 
 /// What a caller asks to do with people; [`Action::needs`] says which role that takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -262,11 +262,6 @@ async fn get_user(
         .map_err(store_problem)?
         .map(Json)
         .ok_or_else(|| not_found("user", &id))
-}
-
-/// `null` in a JSON body as `Some(None)`, a missing key as `None`.
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
-    Option::<i64>::deserialize(d).map(Some)
 }
 
 /// Changes to a user; keys left out stay as they are.

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{Duration, Utc};
 use ingest::problem::Problem;
@@ -15,7 +14,10 @@ use store::{FunnelBy, FunnelReport, ReportPeriod, ResponsibleReport, Role, Stage
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::common::{ApiState, Caller, bad_query, parse_time, store_problem};
+use super::common::{
+    ApiState, Caller, bad_query, known_pipeline, parse_time, query_params, store_problem,
+    unknown_param,
+};
 
 /// The longest period a report covers.
 const MAX_DAYS: i64 = 400;
@@ -41,7 +43,7 @@ fn report_params(
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
     allowed: &[&str],
 ) -> Result<ReportParams, Problem> {
-    let Query(params) = params.map_err(|e| bad_query(e.body_text()))?;
+    let params = query_params(params)?;
     let mut from = None;
     let mut to = None;
     let mut out = ReportParams {
@@ -55,10 +57,7 @@ fn report_params(
     for (key, value) in &params {
         let value = value.trim();
         if !allowed.contains(&key.as_str()) {
-            return Err(bad_query(format!(
-                "unknown parameter `{key}`: use {}",
-                allowed.join(", ")
-            )));
+            return Err(unknown_param(key, allowed));
         }
         match key.as_str() {
             "from" => from = Some(parse_time(key, value)?),
@@ -92,21 +91,6 @@ fn report_params(
     }
     out.period = ReportPeriod { from, to };
     Ok(out)
-}
-
-async fn pipeline_id(state: &ApiState, code: &str) -> Result<i64, Problem> {
-    state
-        .store
-        .pipeline_id(code)
-        .await
-        .map_err(store_problem)?
-        .ok_or_else(|| {
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                "bad_query",
-                format!("pipeline: there is no pipeline `{code}`"),
-            )
-        })
 }
 
 /// Query of `GET /v1/reports/funnel`.
@@ -148,7 +132,7 @@ async fn funnel(
 ) -> Result<Response, Problem> {
     caller.require(Role::Supervisor)?;
     let p = report_params(params, &["from", "to", "pipeline", "by"])?;
-    let pipeline_id = pipeline_id(&state, &p.pipeline).await?;
+    let pipeline_id = known_pipeline(&state, &p.pipeline).await?;
     let report = state
         .store
         .funnel_report(&caller.scope(), &p.pipeline, pipeline_id, p.by, &p.period)
@@ -237,7 +221,7 @@ async fn stage_times(
 ) -> Result<Response, Problem> {
     caller.require(Role::Supervisor)?;
     let p = report_params(params, &["from", "to", "pipeline"])?;
-    let pipeline_id = pipeline_id(&state, &p.pipeline).await?;
+    let pipeline_id = known_pipeline(&state, &p.pipeline).await?;
     let report = state
         .store
         .stage_times_report(&caller.scope(), &p.pipeline, pipeline_id, &p.period)
@@ -293,7 +277,7 @@ mod tests {
             (q(&[("limit", "3")]), "limit"),
         ] {
             let p = report_params(bad, &all).err().expect(needle);
-            assert_eq!(p.status, StatusCode::BAD_REQUEST);
+            assert_eq!(p.status, axum::http::StatusCode::BAD_REQUEST);
             assert!(p.message.contains(needle), "{}", p.message);
         }
         let p = report_params(q(&[("by", "source")]), &["from", "to"])

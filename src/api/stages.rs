@@ -24,7 +24,9 @@ use store::{
 };
 use utoipa_axum::router::OpenApiRouter;
 
-use super::common::{ApiState, Caller, bad_query, page_cursor, page_limit, store_problem};
+use super::common::{
+    ApiState, Caller, page_cursor, page_limit, query_params, store_problem, unknown_param,
+};
 
 /// The pipeline, lead-work and deal routes.
 pub fn routes() -> OpenApiRouter<ApiState> {
@@ -351,6 +353,25 @@ fn check_reason(reason: Option<&str>) -> Result<Option<&str>, Problem> {
     Ok(reason)
 }
 
+/// A stage move or reopening, parsed from the path and the body.
+struct MoveRequest {
+    id: i64,
+    stage: String,
+    reason: Option<String>,
+}
+
+/// Parses a lead id and a [`MoveBody`]; `example` is the body shown when it is not one.
+fn move_request(id: &str, body: &[u8], example: &str) -> Result<MoveRequest, Problem> {
+    let id = lead_id(id)?;
+    let body: MoveBody = parse_body(body, example)?;
+    let reason = check_reason(body.reason.as_deref())?.map(str::to_owned);
+    Ok(MoveRequest {
+        id,
+        stage: body.stage.trim().to_owned(),
+        reason,
+    })
+}
+
 /// Moves a lead to another stage of its pipeline, with a history row.
 #[utoipa::path(post, security(("bearer" = [])), path = "/v1/leads/{id}/stage", tag = "leads",
     params(("id" = i64, Path, description = "Lead id")),
@@ -370,16 +391,18 @@ async fn move_stage(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, Problem> {
-    let id = lead_id(&id)?;
-    let body: MoveBody = parse_body(&body, r#"{"stage": "working", "reason": "called back"}"#)?;
-    let reason = check_reason(body.reason.as_deref())?;
+    let req = move_request(
+        &id,
+        &body,
+        r#"{"stage": "working", "reason": "called back"}"#,
+    )?;
     let moved = state
         .store
         .move_lead_stage(
             &caller.scope(),
-            id,
-            body.stage.trim(),
-            reason,
+            req.id,
+            &req.stage,
+            req.reason.as_deref(),
             &caller.actor(),
         )
         .await
@@ -409,15 +432,14 @@ async fn reopen_lead(
     body: Bytes,
 ) -> Result<Response, Problem> {
     caller.require(Role::Admin)?;
-    let id = lead_id(&id)?;
-    let body: MoveBody = parse_body(
+    let req = move_request(
+        &id,
         &body,
         r#"{"stage": "working", "reason": "client called back"}"#,
     )?;
-    let reason = check_reason(body.reason.as_deref())?;
     let moved = state
         .store
-        .reopen_lead(id, body.stage.trim(), reason, &caller.actor())
+        .reopen_lead(req.id, &req.stage, req.reason.as_deref(), &caller.actor())
         .await
         .map_err(work_problem)?;
     Ok(Json(moved).into_response())
@@ -708,17 +730,12 @@ async fn list_deals(
     Extension(caller): Extension<Caller>,
     params: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
-    let Query(params) = params.map_err(|e| bad_query(e.body_text()))?;
     let (mut cursor, mut limit) = (None, 50);
-    for (key, value) in &params {
+    for (key, value) in &query_params(params)? {
         match key.as_str() {
             "cursor" => cursor = Some(page_cursor(value)?),
             "limit" => limit = page_limit(value)?,
-            other => {
-                return Err(bad_query(format!(
-                    "unknown parameter `{other}`: use cursor or limit"
-                )));
-            }
+            other => return Err(unknown_param(other, &["cursor", "limit"])),
         }
     }
     let page = state

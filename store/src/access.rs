@@ -9,6 +9,30 @@ use std::str::FromStr;
 
 use sqlx::{Postgres, QueryBuilder};
 
+/// Who acts on leads: the token's role and its user (none for the bootstrap admin).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Actor {
+    /// The token's role.
+    pub role: Role,
+    /// The user behind the token; `None` for the bootstrap admin.
+    pub user_id: Option<i64>,
+}
+
+impl Actor {
+    /// The leads this actor may see and change.
+    pub fn scope(&self) -> Scope {
+        Scope::of(self.role, self.user_id)
+    }
+
+    /// How history, activities and logs name the actor (`user:12`, `admin`).
+    pub fn name(&self) -> String {
+        match self.user_id {
+            Some(id) => format!("user:{id}"),
+            None => "admin".to_owned(),
+        }
+    }
+}
+
 /// What an API token may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {

@@ -12,7 +12,7 @@ use serde::Serialize;
 use sqlx::postgres::PgRow;
 use sqlx::{Postgres, QueryBuilder, Row};
 
-use crate::access::{Role, Scope};
+use crate::access::{Actor, Role, Scope};
 use crate::error::StoreError;
 use crate::leads::NextActivity;
 use crate::store::Store;
@@ -194,24 +194,6 @@ pub struct ActivityChange {
     pub body: Option<Option<String>>,
 }
 
-/// The person acting: their role, scope and user (none for the bootstrap admin).
-#[derive(Debug, Clone, Copy)]
-pub struct Actor<'a> {
-    /// The token's role.
-    pub role: Role,
-    /// The user behind the token.
-    pub user_id: Option<i64>,
-    /// How the actor is named in `created_by` (`user:12`, `admin`).
-    pub name: &'a str,
-}
-
-impl Actor<'_> {
-    /// The leads this actor may see.
-    pub fn scope(&self) -> Scope {
-        Scope::of(self.role, self.user_id)
-    }
-}
-
 const COLUMNS: &str = "a.id, a.lead_id, a.kind, a.channel, a.subject, a.body, a.occurred_at,
     a.due_at, a.done, a.completed_at, a.assignee_id, a.created_by, a.data,
     (a.channel IS NULL AND a.due_at IS NOT NULL) AS planned";
@@ -367,28 +349,16 @@ impl Store {
 
     /// Checks that `actor` may give work to `assignee`: agents only to themselves,
     /// supervisors to their team, admins to anyone; the assignee must exist and be active.
-    async fn check_assignee(&self, actor: &Actor<'_>, assignee: i64) -> Result<(), ActivityError> {
-        let row = sqlx::query(
-            "SELECT u.active, u.team_id,
-                    (SELECT c.team_id FROM users c WHERE c.id = $2) AS caller_team
-             FROM users u WHERE u.id = $1",
-        )
-        .bind(assignee)
-        .bind(actor.user_id)
-        .fetch_optional(self.pool())
-        .await?;
-        let Some(row) = row else {
+    async fn check_assignee(&self, actor: &Actor, assignee: i64) -> Result<(), ActivityError> {
+        let Some(facts) = self.assignee_facts(actor, assignee).await? else {
             return Err(ActivityError::BadAssignee(format!(
                 "assignee_id: there is no user with id {assignee}"
             )));
         };
-        let active: bool = row.try_get("active")?;
-        let team: Option<i64> = row.try_get("team_id")?;
-        let caller_team: Option<i64> = row.try_get("caller_team")?;
         let allowed = match (actor.role, actor.user_id) {
             (Role::Admin, _) | (_, None) => true,
             (_, Some(me)) if me == assignee => true,
-            (Role::Supervisor, Some(_)) => caller_team.is_some() && team == caller_team,
+            (Role::Supervisor, Some(_)) => facts.in_actor_team,
             (Role::Agent, Some(_)) => false,
         };
         if !allowed {
@@ -401,7 +371,7 @@ impl Store {
                 ),
             }));
         }
-        if !active {
+        if !facts.active {
             return Err(ActivityError::BadAssignee(format!(
                 "assignee_id: user {assignee} is deactivated; assign the work to an active user"
             )));
@@ -413,7 +383,7 @@ impl Store {
     /// touched (its `updated_at` moves).
     pub async fn add_activity(
         &self,
-        actor: &Actor<'_>,
+        actor: &Actor,
         lead_id: i64,
         new: &NewActivity,
     ) -> Result<ActivityItem, ActivityError> {
@@ -454,7 +424,7 @@ impl Store {
         .bind(new.due_at)
         .bind(serde_json::Value::Object(data))
         .bind(assignee)
-        .bind(actor.name)
+        .bind(actor.name())
         .fetch_one(&mut *tx)
         .await?;
         sqlx::query("UPDATE leads SET updated_at = now() WHERE id = $1")
@@ -493,7 +463,7 @@ impl Store {
     /// Reschedules, reassigns or rewords planned work that is not done yet.
     pub async fn update_activity(
         &self,
-        actor: &Actor<'_>,
+        actor: &Actor,
         id: i64,
         change: &ActivityChange,
     ) -> Result<ActivityItem, ActivityError> {
@@ -535,7 +505,7 @@ impl Store {
     /// nothing and answers the same. The lead counts as touched.
     pub async fn complete_activity(
         &self,
-        actor: &Actor<'_>,
+        actor: &Actor,
         id: i64,
         result: Option<&str>,
     ) -> Result<ActivityItem, ActivityError> {

@@ -12,7 +12,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
-use crate::access::{Role, Scope};
+use crate::access::{Actor, Role, Scope};
 use crate::error::StoreError;
 use crate::store::Store;
 
@@ -743,24 +743,6 @@ pub struct NewPhone {
     pub key: String,
 }
 
-/// Who changes a lead, for the checks and the records.
-#[derive(Debug, Clone)]
-pub struct Editor {
-    /// The caller's role.
-    pub role: Role,
-    /// The caller's user, `None` for the bootstrap admin.
-    pub user_id: Option<i64>,
-    /// How history names the caller (`user:12`, `admin`).
-    pub actor: String,
-}
-
-impl Editor {
-    /// The leads this editor may see and change.
-    pub fn scope(&self) -> Scope {
-        Scope::of(self.role, self.user_id)
-    }
-}
-
 /// Why a change to leads was not made.
 #[derive(Debug, thiserror::Error)]
 pub enum EditError {
@@ -1000,7 +982,7 @@ impl Store {
     /// and the user must exist and be active.
     async fn check_responsible(
         &self,
-        editor: &Editor,
+        editor: &Actor,
         responsible: Option<i64>,
     ) -> Result<(), EditError> {
         if editor.role < Role::Supervisor {
@@ -1011,38 +993,23 @@ impl Store {
         let Some(target) = responsible else {
             return Ok(());
         };
-        let row = sqlx::query("SELECT active, team_id FROM users WHERE id = $1")
-            .bind(target)
-            .fetch_optional(self.pool())
-            .await?;
-        let Some(row) = row else {
+        let Some(facts) = self.assignee_facts(editor, target).await? else {
             return Err(EditError::Invalid {
                 field: "responsible_id",
                 message: format!("there is no user {target}; list users to find the id"),
             });
         };
-        if !row.try_get::<bool, _>("active")? {
+        if !facts.active {
             return Err(EditError::Invalid {
                 field: "responsible_id",
                 message: format!("user {target} is deactivated; choose an active user"),
             });
         }
-        if let (Role::Supervisor, Some(me)) = (editor.role, editor.user_id)
-            && me != target
+        if editor.role == Role::Supervisor && editor.user_id != Some(target) && !facts.in_actor_team
         {
-            let same_team: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM users m JOIN users t ON t.team_id = m.team_id
-                                WHERE m.id = $1 AND t.id = $2)",
-            )
-            .bind(me)
-            .bind(target)
-            .fetch_one(self.pool())
-            .await?;
-            if !same_team {
-                return Err(EditError::Forbidden(format!(
-                    "user {target} is not in your team; a supervisor assigns leads to their team only"
-                )));
-            }
+            return Err(EditError::Forbidden(format!(
+                "user {target} is not in your team; a supervisor assigns leads to their team only"
+            )));
         }
         Ok(())
     }
@@ -1052,7 +1019,7 @@ impl Store {
     /// the lead as it is now.
     pub async fn update_lead(
         &self,
-        editor: &Editor,
+        editor: &Actor,
         id: i64,
         patch: &LeadPatch,
     ) -> Result<LeadDetail, EditError> {
@@ -1175,7 +1142,7 @@ impl Store {
             }
             sqlx::query("INSERT INTO lead_events (lead_id, kind, data) VALUES ($1, 'updated', $2)")
                 .bind(id)
-                .bind(serde_json::json!({"fields": changed, "by": editor.actor}))
+                .bind(serde_json::json!({"fields": changed, "by": editor.name()}))
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await.map_err(StoreError::from)?;
@@ -1189,7 +1156,7 @@ impl Store {
     /// editor's scope, in one statement, and records an `assigned` event on each.
     pub async fn bulk_assign(
         &self,
-        editor: &Editor,
+        editor: &Actor,
         filter: &LeadQuery,
         responsible: Option<i64>,
     ) -> Result<BulkOutcome, EditError> {
@@ -1207,7 +1174,7 @@ impl Store {
             .push(" RETURNING l.id, m.responsible_id AS previous), events AS (INSERT INTO lead_events (lead_id, kind, data) SELECT id, 'assigned', jsonb_build_object('from', previous, 'to', ")
             .push_bind(responsible)
             .push("::bigint, 'by', ")
-            .push_bind(editor.actor.clone())
+            .push_bind(editor.name())
             .push("::text, 'bulk', true) FROM changed) SELECT (SELECT count(*) FROM matched) AS matched, (SELECT count(*) FROM changed) AS changed");
         let row = sql.build().fetch_one(self.pool()).await?;
         let matched: i64 = row.try_get("matched")?;
@@ -1226,7 +1193,7 @@ impl Store {
     /// Finished leads are skipped and counted; finishing stages are refused.
     pub async fn bulk_move(
         &self,
-        editor: &Editor,
+        editor: &Actor,
         filter: &LeadQuery,
         stage: &str,
         reason: Option<&str>,
@@ -1278,7 +1245,7 @@ impl Store {
                  (lead_id, from_stage_id, to_stage_id, changed_by, reason) \
                  SELECT m.id, m.from_id, m.to_id, "
         ))
-        .push_bind(editor.actor.clone())
+        .push_bind(editor.name())
         .push(", ")
         .push_bind(reason.map(str::to_owned))
         .push(format!(

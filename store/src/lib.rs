@@ -54,9 +54,9 @@ pub mod reports;
 pub mod stages;
 pub mod store;
 
-pub use access::{Role, Scope};
+pub use access::{Actor, Role, Scope};
 pub use activities::{
-    ActivityChange, ActivityError, ActivityFilter, ActivityItem, ActivityPage, ActivityView, Actor,
+    ActivityChange, ActivityError, ActivityFilter, ActivityItem, ActivityPage, ActivityView,
     AssignedFilter, DueCursor, NewActivity, ViewQuery,
 };
 pub use clients::{
@@ -74,9 +74,9 @@ pub use digest::{
 pub use error::StoreError;
 pub use keys::{KeyStore, KeyStoreOptions};
 pub use leads::{
-    Activity, BadCursor, BulkOutcome, ClientRef, EditError, Editor, LeadCursor, LeadDetail,
-    LeadEvent, LeadPage, LeadPatch, LeadQuery, LeadSort, LeadView, NewEmail, NewPhone,
-    NextActivity, Responsible, SortField, SortValue, StageChange, StageInfo, StageRef, UserRef,
+    Activity, BadCursor, BulkOutcome, ClientRef, EditError, LeadCursor, LeadDetail, LeadEvent,
+    LeadPage, LeadPatch, LeadQuery, LeadSort, LeadView, NewEmail, NewPhone, NextActivity,
+    Responsible, SortField, SortValue, StageChange, StageInfo, StageRef, UserRef,
 };
 pub use outbox::{AckRules, Acknowledgement, OutboxDepth, OutgoingMail, Template};
 pub use people::{

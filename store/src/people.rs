@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
-use crate::access::Role;
+use crate::access::{Actor, Role};
 use crate::error::StoreError;
 use crate::store::Store;
 
@@ -318,7 +318,42 @@ fn user_write_error(error: sqlx::Error, email: Option<&str>, team: Option<i64>) 
     }
 }
 
+/// What the assignment rules need to know about a user work would be given to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AssigneeFacts {
+    /// The user may still be given work.
+    pub active: bool,
+    /// The user is in the acting user's team (both in one, not none).
+    pub in_actor_team: bool,
+}
+
 impl Store {
+    /// The facts about user `user` that decide whether `actor` may give them work;
+    /// `None` when there is no such user.
+    pub(crate) async fn assignee_facts(
+        &self,
+        actor: &Actor,
+        user: i64,
+    ) -> Result<Option<AssigneeFacts>, StoreError> {
+        let row = sqlx::query(
+            "SELECT u.active,
+                    coalesce(u.team_id = (SELECT c.team_id FROM users c WHERE c.id = $2), false)
+                        AS in_actor_team
+             FROM users u WHERE u.id = $1",
+        )
+        .bind(user)
+        .bind(actor.user_id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|row| {
+            Ok(AssigneeFacts {
+                active: row.try_get("active")?,
+                in_actor_team: row.try_get("in_actor_team")?,
+            })
+        })
+        .transpose()
+    }
+
     /// Creates a user; a taken email is [`StoreError::Conflict`], an unknown team
     /// [`StoreError::NotFound`].
     pub async fn create_user(&self, user: &NewUser) -> Result<User, StoreError> {

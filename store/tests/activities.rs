@@ -9,10 +9,9 @@ use store::{
     ReportPeriod, Role, Scope, Store, ViewQuery,
 };
 
-const ADMIN: Actor<'static> = Actor {
+const ADMIN: Actor = Actor {
     role: Role::Admin,
     user_id: None,
-    name: "admin",
 };
 
 async fn team(pool: &PgPool, name: &str) -> i64 {
@@ -130,7 +129,6 @@ async fn planned_work_is_added_rescheduled_and_completed_once(pool: PgPool) {
     let agent = Actor {
         role: Role::Agent,
         user_id: Some(ana),
-        name: "user:1",
     };
     let added = store.add_activity(&agent, l, &call(due)).await.unwrap();
     assert!(added.planned && !added.done);
@@ -372,12 +370,10 @@ async fn assignment_follows_the_role_and_the_lead_scope(pool: PgPool) {
     let agent = Actor {
         role: Role::Agent,
         user_id: Some(ana),
-        name: "user:ana",
     };
     let supervisor = Actor {
         role: Role::Supervisor,
         user_id: Some(sup),
-        name: "user:sara",
     };
 
     assert!(store.add_activity(&agent, anas, &to(ana)).await.is_ok());

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use sqlx::PgPool;
-use store::{EditError, Editor, LeadPatch, LeadQuery, Role, Scope, Store};
+use store::{Actor, EditError, LeadPatch, LeadQuery, Role, Scope, Store};
 
 async fn team(pool: &PgPool, name: &str) -> i64 {
     sqlx::query_scalar("INSERT INTO teams (name) VALUES ($1) RETURNING id")
@@ -68,11 +68,10 @@ async fn listed(store: &Store, scope: Scope) -> BTreeSet<i64> {
     page.items.iter().map(|l| l.id).collect()
 }
 
-fn editor(role: Role, user_id: i64) -> Editor {
-    Editor {
+fn editor(role: Role, user_id: i64) -> Actor {
+    Actor {
         role,
         user_id: Some(user_id),
-        actor: format!("user:{user_id}"),
     }
 }
 
