@@ -658,65 +658,92 @@ impl Store {
                 .push_bind(query.time_zone.clone())
                 .push(format!(" AS b{i}"));
         }
-        sql.push(
-            "), cand AS (
-                SELECT l.id, l.title, l.name, s.code AS stage, l.responsible_id,
-                       n.id AS act_id, n.kind, n.subject, n.due_at, n.assignee_id,
-                       CASE WHEN n.due_at IS NULL THEN 'none'
-                            WHEN n.due_at < b.now_ THEN 'overdue'
-                            WHEN n.due_at < b.b0 THEN 'today'
-                            WHEN n.due_at < b.b1 THEN 'this_week'
-                            WHEN n.due_at < b.b2 THEN 'next_week'
-                            ELSE 'later' END AS grp
-                FROM leads l
-                JOIN stages s ON s.id = l.stage_id
-                CROSS JOIN b
-                LEFT JOIN LATERAL (
-                    SELECT a.id, a.kind, a.subject, a.due_at, a.assignee_id
-                    FROM activities a
-                    WHERE a.lead_id = l.id AND NOT a.done AND a.due_at IS NOT NULL
-                    ORDER BY a.due_at, a.id LIMIT 1) n ON true
-                WHERE s.semantic IN ('open', 'frozen')",
-        );
-        scope.push_lead_filter(&mut sql, "l");
-        if let Some(responsible) = query.responsible_id {
-            sql.push(" AND l.responsible_id = ").push_bind(responsible);
-        }
-        if let Some(pipeline) = &query.pipeline {
-            sql.push(" AND l.pipeline_id = (SELECT p.id FROM pipelines p WHERE p.code = ")
-                .push_bind(pipeline.clone())
-                .push(")");
-        }
+        // Counts come from an index-only scan of the summaries of leads in open stages;
+        // each group's page is a range of the (next_due, lead_id) index read in order, so
+        // neither walks the activities of every open lead.
         sql.push(
             "), counted AS (
-                SELECT cand.*, count(*) OVER (PARTITION BY grp) AS total FROM cand),
-             paged AS (
-                SELECT counted.*, row_number() OVER (PARTITION BY grp ORDER BY due_at, id) AS rn
-                FROM counted WHERE true",
+                SELECT CASE WHEN l.next_due IS NULL THEN 'none'
+                            WHEN l.next_due < b.now_ THEN 'overdue'
+                            WHEN l.next_due < b.b0 THEN 'today'
+                            WHEN l.next_due < b.b1 THEN 'this_week'
+                            WHEN l.next_due < b.b2 THEN 'next_week'
+                            ELSE 'later' END AS grp,
+                       count(*) AS total
+                FROM lead_summary l CROSS JOIN b
+                WHERE l.stage_id = ANY (ARRAY(SELECT id FROM stages WHERE semantic IN ('open', 'frozen')))",
+        );
+        push_view_filters(&mut sql, scope, query);
+        sql.push(
+            " GROUP BY 1),
+             ranges AS (
+                SELECT r.grp, r.lo, r.hi FROM b CROSS JOIN LATERAL (VALUES
+                    ('overdue', '-infinity'::timestamptz, b.now_), ('today', b.now_, b.b0),
+                    ('this_week', b.b0, b.b1), ('next_week', b.b1, b.b2),
+                    ('later', b.b2, 'infinity'::timestamptz)) AS r(grp, lo, hi)
+                WHERE true",
         );
         if let Some(group) = &query.group {
-            sql.push(" AND grp = ").push_bind(group.clone());
+            sql.push(" AND r.grp = ").push_bind(group.clone());
         }
-        if let Some(cursor) = query.cursor {
-            match cursor.due() {
+        sql.push(
+            "), paged AS (
+                SELECT r.grp, x.id, x.due_at FROM ranges r CROSS JOIN LATERAL (
+                    SELECT l.lead_id AS id, l.next_due AS due_at FROM lead_summary l
+                    WHERE l.next_due >= r.lo AND l.next_due < r.hi
+                      AND l.stage_id = ANY (ARRAY(SELECT id FROM stages WHERE semantic IN ('open', 'frozen')))",
+        );
+        push_view_filters(&mut sql, scope, query);
+        match query.cursor {
+            Some(cursor) => match cursor.due() {
                 Some(due) => sql
-                    .push(" AND (due_at, id) > (")
+                    .push(" AND (l.next_due, l.lead_id) > (")
                     .push_bind(due)
                     .push(", ")
                     .push_bind(cursor.id)
                     .push(")"),
-                None => sql.push(" AND id > ").push_bind(cursor.id),
-            };
+                None => sql.push(" AND l.lead_id > ").push_bind(cursor.id),
+            },
+            None => &mut sql,
+        };
+        sql.push(" ORDER BY l.next_due, l.lead_id LIMIT ")
+            .push_bind(limit + 1)
+            .push(
+                ") x
+                 UNION ALL
+                 SELECT 'none', x.id, x.due_at FROM (
+                    SELECT l.lead_id AS id, l.next_due AS due_at FROM lead_summary l
+                    WHERE l.next_due IS NULL AND l.stage_id = ANY (ARRAY(SELECT id FROM stages WHERE semantic IN ('open', 'frozen')))",
+            );
+        push_view_filters(&mut sql, scope, query);
+        // A cursor with a due time is past every lead without one.
+        if query.group.as_deref().is_some_and(|g| g != "none")
+            || query.cursor.is_some_and(|c| c.due().is_some())
+        {
+            sql.push(" AND false");
         }
-        sql.push(
-            ") SELECT b.now_, b.b0, b.b1, b.b2, g.grp, g.total, p.id, p.title, p.name, p.stage,
-                      p.responsible_id, p.act_id, p.kind, p.subject, p.due_at, p.assignee_id
-               FROM b
-               LEFT JOIN (SELECT DISTINCT grp, total FROM counted) g ON true
-               LEFT JOIN paged p ON p.grp = g.grp AND p.rn <= ",
-        )
-        .push_bind(limit + 1)
-        .push(" ORDER BY g.grp, p.rn");
+        if let Some(cursor) = query.cursor {
+            sql.push(" AND l.lead_id > ").push_bind(cursor.id);
+        }
+        // Ordered by the (NULL) due time too, so the index's order serves it.
+        sql.push(" ORDER BY l.next_due, l.lead_id LIMIT ")
+            .push_bind(limit + 1)
+            .push(
+                ") x) SELECT b.now_, b.b0, b.b1, b.b2, g.grp, g.total, p.id, ld.title, ld.name,
+                          s.code AS stage, ld.responsible_id, n.id AS act_id, n.kind, n.subject,
+                          p.due_at, n.assignee_id
+                   FROM b
+                   LEFT JOIN counted g ON true
+                   LEFT JOIN paged p ON p.grp = g.grp
+                   LEFT JOIN leads ld ON ld.id = p.id
+                   LEFT JOIN stages s ON s.id = ld.stage_id
+                   LEFT JOIN LATERAL (
+                       SELECT a.id, a.kind, a.subject, a.assignee_id
+                       FROM activities a
+                       WHERE a.lead_id = p.id AND NOT a.done AND a.due_at IS NOT NULL
+                       ORDER BY a.due_at, a.id LIMIT 1) n ON true
+                   ORDER BY g.grp, p.due_at, p.id",
+            );
         let rows = sql.build().fetch_all(self.pool()).await?;
         let first = rows
             .first()
@@ -779,5 +806,18 @@ impl Store {
             }
         }
         Ok(view)
+    }
+}
+
+/// The caller's scope and the view's own filters, on the summary row `l`.
+fn push_view_filters(sql: &mut QueryBuilder<'_, Postgres>, scope: &Scope, query: &ViewQuery) {
+    scope.push_lead_filter(sql, "l");
+    if let Some(responsible) = query.responsible_id {
+        sql.push(" AND l.responsible_id = ").push_bind(responsible);
+    }
+    if let Some(pipeline) = &query.pipeline {
+        sql.push(" AND l.pipeline_id = (SELECT p.id FROM pipelines p WHERE p.code = ")
+            .push_bind(pipeline.clone())
+            .push(")");
     }
 }

@@ -863,7 +863,16 @@ impl Store {
     /// How many leads match `query`'s filters in `scope`.
     pub async fn count_leads(&self, scope: &Scope, query: &LeadQuery) -> Result<i64, StoreError> {
         let mut sql: QueryBuilder<'_, Postgres> = QueryBuilder::new("SELECT count(*)");
-        sql.push(LEAD_FROM).push(" WHERE true");
+        // Every lead has exactly one stage and one pipeline (foreign keys, NOT NULL), so
+        // the joins only matter to filters on their columns; without them an unfiltered
+        // count is an index-only scan of the narrowest index of leads, not a hash join
+        // of every lead.
+        if query.stage.is_some() || query.semantic.is_some() || query.pipeline.is_some() {
+            sql.push(LEAD_FROM);
+        } else {
+            sql.push(" FROM leads l");
+        }
+        sql.push(" WHERE true");
         push_filters(&mut sql, query, scope);
         Ok(sql.build_query_scalar().fetch_one(self.pool()).await?)
     }

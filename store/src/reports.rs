@@ -1,9 +1,10 @@
 //! Reports over the stage history: the funnel by source or channel, leads per
 //! responsible user, and how long leads stay in each stage.
 //!
-//! Each report is one SQL statement over `leads` and `lead_stage_history` (no per-lead
-//! work in Rust), narrowed to the caller's [`Scope`]. The period always selects leads by
-//! their creation time, `[from, to)`.
+//! Each report is one SQL statement over `lead_summary` (no per-lead work in Rust), a
+//! row per lead that triggers keep in step with `leads`, `lead_stage_history` and
+//! `activities` (migration 0015), narrowed to the caller's [`Scope`]. The period always
+//! selects leads by their creation time, `[from, to)`.
 
 use std::collections::BTreeMap;
 
@@ -368,18 +369,16 @@ fn funnel_sql(
     by: FunnelBy,
     period: &ReportPeriod,
 ) -> QueryBuilder<'static, Postgres> {
-    // Each lead's stages are gathered from its own history rows (an index lookup per
-    // lead): for the periods reports are asked for this beats hashing the whole history.
+    // One pass over the leads' summaries folds them into a few hundred rows (one per
+    // group, set of stages reached and junk reason); every figure is summed from those.
     let mut sql = QueryBuilder::<Postgres>::new(format!(
-        "{prefix}WITH per_lead AS (
-            SELECT l.id, l.{col} AS grp, l.junk_reason, x.reached, x.conv, x.junk
-            FROM leads l
-            CROSS JOIN LATERAL (
-                SELECT array_agg(DISTINCT h.to_stage_id) AS reached,
-                       coalesce(bool_or(s.semantic = 'success'), false) AS conv,
-                       coalesce(bool_or(s.semantic = 'failure'), false) AS junk
-                FROM lead_stage_history h JOIN stages s ON s.id = h.to_stage_id
-                WHERE h.lead_id = l.id) x
+        "{prefix}WITH sem AS (
+            SELECT coalesce(array_agg(id) FILTER (WHERE semantic = 'success'), '{{}}') AS succ,
+                   coalesce(array_agg(id) FILTER (WHERE semantic = 'failure'), '{{}}') AS fail
+            FROM stages),
+         paths AS (
+            SELECT l.{col} AS grp, l.reached, l.junk_reason, count(*) AS n
+            FROM lead_summary l
             WHERE l.created_at >= ",
         col = by.column(),
     ));
@@ -390,7 +389,7 @@ fn funnel_sql(
         .push_bind(pipeline_id);
     scope.push_lead_filter(&mut sql, "l");
     sql.push(
-        ")
+        " GROUP BY 1, 2, 3)
          SELECT 0 AS part, NULL::text AS grp, s.code AS k, s.name AS k2, s.semantic AS k3,
                 s.sort_order::bigint AS n
            FROM stages s WHERE s.pipeline_id = ",
@@ -398,16 +397,17 @@ fn funnel_sql(
     .push_bind(pipeline_id)
     .push(
         " UNION ALL
-         SELECT 1, grp, NULL, NULL, NULL, count(*) FROM per_lead GROUP BY grp
+         SELECT 1, grp, NULL, NULL, NULL, sum(n)::bigint FROM paths GROUP BY grp
          UNION ALL
-         SELECT 2, p.grp, s.code, NULL, NULL, count(*)
-           FROM per_lead p CROSS JOIN LATERAL unnest(coalesce(p.reached, '{}')) AS r(stage_id)
+         SELECT 2, p.grp, s.code, NULL, NULL, sum(p.n)::bigint
+           FROM paths p CROSS JOIN LATERAL unnest(p.reached) AS r(stage_id)
            JOIN stages s ON s.id = r.stage_id GROUP BY p.grp, s.code
          UNION ALL
-         SELECT 3, grp, NULL, NULL, NULL, count(*) FILTER (WHERE conv) FROM per_lead GROUP BY grp
+         SELECT 3, grp, NULL, NULL, NULL, coalesce(sum(n) FILTER (WHERE reached && sem.succ), 0)::bigint
+           FROM paths CROSS JOIN sem GROUP BY grp
          UNION ALL
-         SELECT 4, grp, coalesce(junk_reason, 'unspecified'), NULL, NULL, count(*)
-           FROM per_lead WHERE junk GROUP BY grp, 3
+         SELECT 4, grp, coalesce(junk_reason, 'unspecified'), NULL, NULL, sum(n)::bigint
+           FROM paths CROSS JOIN sem WHERE reached && sem.fail GROUP BY grp, 3
          ORDER BY 1, 6, 3",
     );
     sql
@@ -419,21 +419,27 @@ fn responsible_sql(
     scope: &Scope,
     period: &ReportPeriod,
 ) -> QueryBuilder<'static, Postgres> {
+    // Counted per (responsible, stage) first: stages and names are joined to a few
+    // hundred rows instead of a row per lead.
     let mut sql = QueryBuilder::<Postgres>::new(format!(
-        "{prefix}SELECT l.responsible_id, min(u.name) AS name, count(*) AS total,
-                count(*) FILTER (WHERE s.semantic IN ('open', 'frozen')) AS open,
-                count(*) FILTER (WHERE s.semantic = 'success') AS converted,
-                count(*) FILTER (WHERE s.semantic = 'failure') AS junk
-         FROM leads l
-         JOIN stages s ON s.id = l.stage_id
-         LEFT JOIN users u ON u.id = l.responsible_id
-         WHERE l.created_at >= "
+        "{prefix}SELECT c.responsible_id, min(u.name) AS name, sum(c.n)::bigint AS total,
+                coalesce(sum(c.n) FILTER (WHERE s.semantic IN ('open', 'frozen')), 0)::bigint AS open,
+                coalesce(sum(c.n) FILTER (WHERE s.semantic = 'success'), 0)::bigint AS converted,
+                coalesce(sum(c.n) FILTER (WHERE s.semantic = 'failure'), 0)::bigint AS junk
+         FROM (SELECT l.responsible_id, l.stage_id, count(*) AS n
+               FROM lead_summary l
+               WHERE l.created_at >= "
     ));
     sql.push_bind(period.from)
         .push(" AND l.created_at < ")
         .push_bind(period.to);
     scope.push_lead_filter(&mut sql, "l");
-    sql.push(" GROUP BY l.responsible_id ORDER BY total DESC, l.responsible_id NULLS LAST");
+    sql.push(
+        " GROUP BY 1, 2) c
+         JOIN stages s ON s.id = c.stage_id
+         LEFT JOIN users u ON u.id = c.responsible_id
+         GROUP BY c.responsible_id ORDER BY total DESC, c.responsible_id NULLS LAST",
+    );
     sql
 }
 
@@ -444,15 +450,16 @@ fn stage_times_sql(
     pipeline_id: i64,
     period: &ReportPeriod,
 ) -> QueryBuilder<'static, Postgres> {
+    // The summary holds each stay that is over with its length; the last stay (secs
+    // NULL in the lockstep unnest) is measured up to now. Lengths are gathered per stage
+    // by hashing and sorted once per stage, instead of sorting every stay by stage first.
     let mut sql = QueryBuilder::<Postgres>::new(format!(
         "{prefix}WITH stays AS (
-            SELECT st.stage_id, st.entered, st.left_at
-            FROM leads l
-            CROSS JOIN LATERAL (
-                SELECT h.to_stage_id AS stage_id, h.changed_at AS entered,
-                       lead(h.changed_at) OVER (ORDER BY h.changed_at, h.id) AS left_at
-                FROM lead_stage_history h WHERE h.lead_id = l.id) st
-            WHERE l.created_at >= "
+            SELECT x.stage_id, x.secs IS NULL AS ongoing,
+                   coalesce(x.secs, extract(epoch FROM now() - x.last_at)::float8) AS secs
+            FROM (SELECT unnest(l.stay_stage) AS stage_id, unnest(l.stay_secs) AS secs, l.last_at
+                  FROM lead_summary l
+                  WHERE l.created_at >= "
     ));
     sql.push_bind(period.from)
         .push(" AND l.created_at < ")
@@ -461,17 +468,21 @@ fn stage_times_sql(
         .push_bind(pipeline_id);
     scope.push_lead_filter(&mut sql, "l");
     sql.push(
-        ")
-         SELECT s.code, s.name, count(*) AS stays,
-                count(*) FILTER (WHERE st.left_at IS NULL) AS ongoing,
-                percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM
-                    coalesce(st.left_at, now()) - st.entered)::float8) AS median_secs,
-                percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM
-                    coalesce(st.left_at, now()) - st.entered)::float8) AS p90_secs,
+        ") x),
+         per_stage AS (
+            SELECT st.stage_id, count(*) AS stays, count(*) FILTER (WHERE st.ongoing) AS ongoing,
+                   array_agg(st.secs) AS secs
+            FROM stays st
+            WHERE NOT st.ongoing
+               OR st.stage_id = ANY (ARRAY(SELECT id FROM stages WHERE semantic IN ('open', 'frozen')))
+            GROUP BY st.stage_id)
+         SELECT s.code, s.name, p.stays, p.ongoing, m.median_secs, m.p90_secs,
                 now() AS measured_at
-         FROM stays st JOIN stages s ON s.id = st.stage_id
-         WHERE st.left_at IS NOT NULL OR s.semantic IN ('open', 'frozen')
-         GROUP BY s.id, s.code, s.name, s.sort_order
+         FROM per_stage p JOIN stages s ON s.id = p.stage_id
+         CROSS JOIN LATERAL (
+            SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY v) AS median_secs,
+                   percentile_cont(0.9) WITHIN GROUP (ORDER BY v) AS p90_secs
+            FROM (SELECT unnest(p.secs) AS v) u) m
          ORDER BY s.sort_order, s.id",
     );
     sql

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
-use store::{FunnelBy, ReportPeriod, Scope, Store, ViewQuery};
+use store::{FunnelBy, LeadQuery, ReportPeriod, Scope, Store, ViewQuery};
 
 fn median(mut times: Vec<Duration>) -> Duration {
     times.sort();
@@ -121,4 +121,11 @@ async fn reports_on_a_million_leads() {
         let took = time(3, || store.activity_view(&scope, &query)).await;
         println!("{who:>10} {:>6} ms", took.as_millis());
     }
+    let all = LeadQuery {
+        limit: 50,
+        ..LeadQuery::default()
+    };
+    assert_eq!(store.count_leads(&Scope::All, &all).await.unwrap(), leads);
+    let took = time(3, || store.count_leads(&Scope::All, &all)).await;
+    println!("unfiltered lead list total {:>6} ms", took.as_millis());
 }
