@@ -8,15 +8,14 @@ use chrono::{Duration, Utc};
 use router::{BatchSink, StoreOutcome};
 use sqlx::PgPool;
 use store::{
-    ActivityChange, Actor, ConvertItem, Editor, Finish, LeadPatch, LeadQuery, NewActivity, Role,
-    Scope, Store,
+    ActivityChange, Actor, ConvertItem, Finish, LeadPatch, LeadQuery, NewActivity, Role, Scope,
+    Store,
 };
 use support::{envelope, inquiry};
 
-const ADMIN: Actor<'static> = Actor {
+const ADMIN: Actor = Actor {
     role: Role::Admin,
     user_id: None,
-    name: "admin",
 };
 
 /// What lead_summary must hold, computed from scratch with correlated subqueries
@@ -91,11 +90,7 @@ async fn the_summary_follows_every_writer(pool: PgPool) {
     let store = Store::from_pool(pool.clone());
     let ana = user(&pool, "Ana").await;
     let bob = user(&pool, "Bob").await;
-    let admin = Editor {
-        role: Role::Admin,
-        user_id: None,
-        actor: "admin".into(),
-    };
+    let admin = ADMIN;
     let mut leads = Vec::new();
     for name in ["Anna", "Bruno", "Carla", "Dario", "Elena", "Fabio"] {
         leads.push(new_lead(&store, name).await);
