@@ -280,6 +280,20 @@ fn metric(metrics: &str, name_and_labels: &str) -> f64 {
         .sum()
 }
 
+/// Posts one more form (the `posted`th, with an email of its own) and expects its 202.
+async fn post_one(daemon: &TestDaemon, posted: &mut usize) {
+    *posted += 1;
+    let r = daemon
+        .post_form(
+            "en-contact",
+            Some(URLENCODED),
+            format!("name=Blocked+{posted}&email=blocked{posted}%40example.com"),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}\n{}", r.text(), daemon.log());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn intake_spools_at_once_while_the_broker_blocks_publishing() {
     let Some(broker) = PrivateBroker::start().await else {
@@ -290,27 +304,20 @@ async fn intake_spools_at_once_while_the_broker_blocks_publishing() {
         ..Options::default()
     })
     .await;
-    // A publish that waited for a confirm would take a minute, past the client's 30 s
-    // timeout: only one that does not wait while blocked gets its 202.
     daemon
         .env
-        .push(("LEADPIPE__SPOOL__AFTER_MS".into(), "60000".into()));
+        .push(("LEADPIPE__SPOOL__AFTER_MS".into(), "3000".into()));
     daemon.launch(true).await;
 
-    let post = |i: usize| {
-        daemon.post_form(
-            "en-contact",
-            Some(URLENCODED),
-            format!("name=Blocked+{i}&email=blocked{i}%40example.com"),
-            &[],
-        )
-    };
-    let r = post(0).await;
-    assert_eq!(r.status, 202, "{}", r.text());
+    let mut posted = 0;
+    post_one(&daemon, &mut posted).await;
 
+    // RabbitMQ blocks a connection when it next publishes during the alarm: that post
+    // waits for its confirm until spool.after_ms and is spooled.
     broker.ctl(&["set_vm_memory_high_watermark", "0.00001"]);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let ready = loop {
+        post_one(&daemon, &mut posted).await;
         let ready = daemon.get("/readyz").await;
         if ready.json()["broker"] == "blocked" {
             break ready;
@@ -321,7 +328,6 @@ async fn intake_spools_at_once_while_the_broker_blocks_publishing() {
             ready.text(),
             daemon.log()
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(ready.status, 200, "{}", ready.text());
     let body = ready.json();
@@ -332,9 +338,10 @@ async fn intake_spools_at_once_while_the_broker_blocks_publishing() {
         "{body}"
     );
 
-    for i in 1..=5 {
-        let r = post(i).await;
-        assert_eq!(r.status, 202, "{}\n{}", r.text(), daemon.log());
+    // New posts queue behind the spooled one, and every publish (the drainer's) fails as
+    // blocked at once instead of waiting for a confirm that cannot come.
+    for _ in 0..5 {
+        post_one(&daemon, &mut posted).await;
     }
     let metrics = daemon.get("/metrics").await.text();
     assert_eq!(
@@ -342,9 +349,8 @@ async fn intake_spools_at_once_while_the_broker_blocks_publishing() {
         1.0,
         "{metrics}"
     );
-    assert_eq!(
-        metric(&metrics, "leadpipe_inquiries_spooled_total"),
-        5.0,
+    assert!(
+        metric(&metrics, "leadpipe_inquiries_spooled_total") >= 5.0,
         "{metrics}"
     );
     assert!(
@@ -356,13 +362,19 @@ async fn intake_spools_at_once_while_the_broker_blocks_publishing() {
     );
 
     broker.ctl(&["set_vm_memory_high_watermark", "0.4"]);
-    let leads = daemon.wait_for_leads("", 6, Duration::from_secs(60)).await;
-    assert_eq!(
-        leads.len(),
-        6,
-        "every post is stored once: {}",
-        daemon.log()
-    );
+    let leads = daemon
+        .wait_for_leads("", posted, Duration::from_secs(60))
+        .await;
+    let mut emails: Vec<String> = leads
+        .iter()
+        .map(|l| l["email"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    emails.sort();
+    let mut expected: Vec<String> = (1..=posted)
+        .map(|i| format!("blocked{i}@example.com"))
+        .collect();
+    expected.sort();
+    assert_eq!(emails, expected, "every post is stored once");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let ready = daemon.get("/readyz").await;
