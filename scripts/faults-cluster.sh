@@ -14,6 +14,7 @@
 # KEEP_CLUSTER=1.
 #
 # Usage: [RATE=300] [DURATION=60] [KILL_AT=20] [RESTART_AT=40] bash scripts/faults-cluster.sh
+# (BIN=target/debug BUILD=0 runs binaries built earlier instead of building release ones.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,10 +34,14 @@ if ! command -v /usr/lib/rabbitmq/bin/rabbitmq-server >/dev/null 2>&1; then
   exit 0
 fi
 
-if [ ! -x target/release/leadpipe ] || [ ! -x target/release/loadgen ] || [ "${BUILD:-1}" = 1 ]; then
+BIN=${BIN:-target/release}
+if [ "${BUILD:-1}" = 1 ]; then
   log "building the release binaries"
   cargo build --release --quiet -p leadpipe --bin leadpipe --bin loadgen
 fi
+for binary in leadpipe loadgen; do
+  [ -x "$BIN/$binary" ] || { log "$BIN/$binary is missing: build it or leave BUILD unset"; exit 1; }
+done
 
 token=$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')
 db="lpcluster_$token"
@@ -60,6 +65,9 @@ cleanup() {
   log "daemon and loadgen logs kept in $work"
 }
 trap cleanup EXIT
+# A signal (a timeout, Ctrl-C) ends the run through the same clean-up.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 cluster stop >/dev/null 2>&1 || true
 cluster start >/dev/null
@@ -80,7 +88,7 @@ psql -U postgres -d postgres -qc "CREATE DATABASE $db" >/dev/null
   done
 } >"$config"
 
-./target/release/leadpipe serve --config "$config" >>"$daemon_log" 2>&1 &
+"$BIN/leadpipe" serve --config "$config" >>"$daemon_log" 2>&1 &
 daemon_pid=$!
 for _ in $(seq 1 150); do
   curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break
@@ -120,7 +128,7 @@ victim=$(echo "$node" | sed -n 's/^[^:]*:568\([1-3]\)\/.*$/\1/p')
 [ -n "$victim" ] || { log "cannot tell which node the publisher uses (log says '$node')"; exit 1; }
 log "the publisher is connected to lpc$victim@localhost ($node)"
 
-./target/release/loadgen --url "http://127.0.0.1:$port" --rate "$RATE" --duration "$DURATION" \
+"$BIN/loadgen" --url "http://127.0.0.1:$port" --rate "$RATE" --duration "$DURATION" \
   --drain-timeout 300 >"$load_log" 2>&1 &
 load_pid=$!
 sleep "$KILL_AT"
