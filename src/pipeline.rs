@@ -184,8 +184,13 @@ impl CommandPublisher {
             session.close().await;
             anyhow::bail!(
                 "Cannot reach the message broker at {} within {} s: start RabbitMQ (bash \
-                 scripts/services.sh) or fix amqp.url (LEADPIPE__AMQP__URL)",
-                crate::import::without_credentials(&config.url),
+                 scripts/services.sh) or fix amqp.url or amqp.urls (LEADPIPE__AMQP__URL)",
+                config
+                    .broker_urls()
+                    .iter()
+                    .map(|url| crate::import::without_credentials(url))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 Self::BROKER_WAIT.as_secs()
             );
         }

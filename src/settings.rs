@@ -313,7 +313,10 @@ impl Settings {
             config::Environment::with_prefix("LEADPIPE")
                 .prefix_separator("__")
                 .separator("__")
-                .try_parsing(true),
+                .try_parsing(true)
+                // `LEADPIPE__AMQP__URLS=amqp://a,amqp://b`; every other value stays whole.
+                .list_separator(",")
+                .with_list_parse_key("amqp.urls"),
         );
         let raw = builder.build().map_err(|e| {
             vec![ConfigProblem {

@@ -4,10 +4,16 @@ use serde::Deserialize;
 
 /// How to reach RabbitMQ and how leadpipe uses it (the `[amqp]` section).
 #[derive(Debug, Clone, Deserialize)]
-
 pub struct AmqpConfig {
-    /// AMQP URL, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`.
-    pub url: String,
+    /// One broker's AMQP URL, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`: the same as
+    /// `urls` with one element. Set `url` or `urls`, not both.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The AMQP URLs of a RabbitMQ cluster's nodes. Every connection tries them in order,
+    /// beginning after the node it last lost or could not reach, and stays with the first
+    /// that answers. In the environment: `LEADPIPE__AMQP__URLS=amqp://a,amqp://b`.
+    #[serde(default)]
+    pub urls: Option<Vec<String>>,
     /// Every exchange and queue name starts with this (several installations can share
     /// one broker, and tests use one prefix each).
     pub prefix: String,
@@ -68,7 +74,8 @@ impl AmqpConfig {
     /// A configuration with defaults for everything but the URL and prefix.
     pub fn new(url: impl Into<String>, prefix: impl Into<String>) -> Self {
         Self {
-            url: url.into(),
+            url: Some(url.into()),
+            urls: None,
             prefix: prefix.into(),
             shards: default_shards(),
             prefetch: default_prefetch(),
@@ -81,17 +88,63 @@ impl AmqpConfig {
         }
     }
 
+    /// The same settings with several broker URLs (the nodes of one cluster).
+    pub fn with_urls(mut self, urls: Vec<String>) -> Self {
+        self.url = None;
+        self.urls = Some(urls);
+        self
+    }
+
+    /// The broker URLs to try, in order: `urls`, or `url` as a list of one.
+    pub fn broker_urls(&self) -> Vec<String> {
+        match (&self.urls, &self.url) {
+            (Some(urls), _) => urls.iter().map(|u| u.trim().to_owned()).collect(),
+            (None, Some(url)) => vec![url.trim().to_owned()],
+            (None, None) => Vec::new(),
+        }
+    }
+
     /// Every problem with these settings, as `(key, problem)` pairs.
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
-        if !(self.url.starts_with("amqp://") || self.url.starts_with("amqps://")) {
-            out.push((
-                "url",
-                "must start with amqp:// or amqps:// (e.g. amqp://guest:guest@127.0.0.1:5672/%2f)"
+        let key = if self.urls.is_some() { "urls" } else { "url" };
+        match (&self.url, &self.urls) {
+            (Some(_), Some(_)) => out.push((
+                "urls",
+                "is set together with amqp.url: keep one of them (urls = [...] for a cluster, \
+                 url for a single broker)"
                     .into(),
-            ));
-        } else if self.url.parse::<lapin::uri::AMQPUri>().is_err() {
-            out.push(("url", "is not a valid AMQP URL".into()));
+            )),
+            (None, None) => out.push((
+                "url",
+                "is missing: set amqp.url for a single broker or amqp.urls = [...] for the \
+                 nodes of a cluster (e.g. url = \"amqp://guest:guest@127.0.0.1:5672/%2f\")"
+                    .into(),
+            )),
+            (None, Some(urls)) if urls.is_empty() => out.push((
+                "urls",
+                "is empty: list at least one broker URL, or use amqp.url".into(),
+            )),
+            _ => {
+                for (n, url) in self.broker_urls().iter().enumerate() {
+                    let which = if key == "urls" {
+                        format!("entry {} ", n + 1)
+                    } else {
+                        String::new()
+                    };
+                    if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+                        out.push((
+                            key,
+                            format!(
+                                "{which}must start with amqp:// or amqps:// \
+                                 (e.g. amqp://guest:guest@127.0.0.1:5672/%2f)"
+                            ),
+                        ));
+                    } else if url.parse::<lapin::uri::AMQPUri>().is_err() {
+                        out.push((key, format!("{which}is not a valid AMQP URL")));
+                    }
+                }
+            }
         }
         let prefix_ok = !self.prefix.is_empty()
             && self.prefix.len() <= 100
@@ -140,5 +193,60 @@ impl Default for RoutingConfig {
         Self {
             pipeline: "default".into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(config: &AmqpConfig) -> Vec<&'static str> {
+        config.problems().into_iter().map(|(key, _)| key).collect()
+    }
+
+    #[test]
+    fn one_url_is_a_list_of_one() {
+        let config = AmqpConfig::new("amqp://127.0.0.1:5672/%2f", "leadpipe");
+        assert!(config.problems().is_empty());
+        assert_eq!(config.broker_urls(), vec!["amqp://127.0.0.1:5672/%2f"]);
+    }
+
+    #[test]
+    fn a_list_of_urls_keeps_its_order() {
+        let config = AmqpConfig::new("amqp://unused/%2f", "leadpipe").with_urls(vec![
+            "amqp://127.0.0.1:5681/%2f".into(),
+            " amqp://127.0.0.1:5682/%2f".into(),
+        ]);
+        assert!(config.problems().is_empty(), "{:?}", config.problems());
+        assert_eq!(
+            config.broker_urls(),
+            vec!["amqp://127.0.0.1:5681/%2f", "amqp://127.0.0.1:5682/%2f"]
+        );
+    }
+
+    #[test]
+    fn url_and_urls_together_or_neither_are_problems() {
+        let mut both = AmqpConfig::new("amqp://127.0.0.1:5672/%2f", "leadpipe");
+        both.urls = Some(vec!["amqp://127.0.0.1:5681/%2f".into()]);
+        assert_eq!(keys(&both), vec!["urls"]);
+
+        let mut neither = AmqpConfig::new("amqp://127.0.0.1:5672/%2f", "leadpipe");
+        neither.url = None;
+        assert_eq!(keys(&neither), vec!["url"]);
+
+        let empty = AmqpConfig::new("amqp://unused/%2f", "leadpipe").with_urls(Vec::new());
+        assert_eq!(keys(&empty), vec!["urls"]);
+    }
+
+    #[test]
+    fn each_listed_url_is_checked() {
+        let config = AmqpConfig::new("amqp://unused/%2f", "leadpipe").with_urls(vec![
+            "amqp://127.0.0.1:5681/%2f".into(),
+            "http://127.0.0.1:5682/".into(),
+        ]);
+        let problems = config.problems();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].0, "urls");
+        assert!(problems[0].1.starts_with("entry 2 "), "{problems:?}");
     }
 }

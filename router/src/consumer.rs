@@ -21,13 +21,14 @@ use lapin::options::{
 };
 use lapin::protocol::AMQPSoftError;
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Confirmation};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backoff::Backoff;
 use crate::config::AmqpConfig;
+use crate::connect::Brokers;
 use crate::envelope::Envelope;
 use crate::topology::{Topology, is_soft_error};
 
@@ -132,8 +133,9 @@ impl ConsumerSet {
     async fn run_shard(self: Arc<Self>, shard: u16, shutdown: CancellationToken) {
         let queue = self.topology.shard_queue(shard);
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        let brokers = Brokers::new(self.config.broker_urls());
         while !shutdown.is_cancelled() {
-            match self.session(shard, &shutdown, &mut backoff).await {
+            match self.session(shard, &brokers, &shutdown, &mut backoff).await {
                 Ok(()) => break,
                 Err(error) => {
                     if shutdown.is_cancelled() {
@@ -162,14 +164,17 @@ impl ConsumerSet {
     async fn session(
         &self,
         shard: u16,
+        brokers: &Brokers,
         shutdown: &CancellationToken,
         backoff: &mut Backoff,
     ) -> Result<(), SessionError> {
         let queue = self.topology.shard_queue(shard);
-        let props = ConnectionProperties::default().with_connection_name(
-            format!("leadpipe consumer {} shard {shard}", std::process::id()).into(),
-        );
-        let connection = Connection::connect(&self.config.url, props).await?;
+        let connection = brokers
+            .connect(&format!(
+                "leadpipe consumer {} shard {shard}",
+                std::process::id()
+            ))
+            .await?;
         self.topology.declare_shard(&connection, shard).await?;
         let dead_channel = connection.create_channel().await?;
         dead_channel

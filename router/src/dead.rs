@@ -8,9 +8,10 @@ use lapin::options::{
     QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Confirmation, Connection};
 
 use crate::config::AmqpConfig;
+use crate::connect::Brokers;
 use crate::envelope::Envelope;
 use crate::routing::shard_for;
 use crate::topology::Topology;
@@ -91,9 +92,9 @@ fn describe(properties: &BasicProperties) -> DeadLetter {
 
 async fn open(config: &AmqpConfig) -> Result<(Connection, lapin::Channel, u32), DeadLetterError> {
     let topology = Topology::new(config);
-    let props = ConnectionProperties::default()
-        .with_connection_name(format!("leadpipe dead-letters {}", std::process::id()).into());
-    let connection = Connection::connect(&config.url, props).await?;
+    let connection = Brokers::new(config.broker_urls())
+        .connect(&format!("leadpipe dead-letters {}", std::process::id()))
+        .await?;
     topology.declare(&connection).await?;
     let channel = connection.create_channel().await?;
     let total = message_count(&channel, &topology.dead_queue()).await?;

@@ -12,10 +12,12 @@
 //! - [`spool`]: the local journal web intake falls back to while the broker does not
 //!   confirm, and its drainer.
 //! - [`dead`]: listing and replaying the dead-letter queue.
+//! - [`connect`]: connects to the first reachable node of the configured brokers.
 //! - [`backoff`]: the shared reconnect delay policy.
 
 pub mod backoff;
 pub mod config;
+pub mod connect;
 pub mod consumer;
 pub mod dead;
 pub mod envelope;

@@ -30,19 +30,28 @@
 //! no other publish in flight is disturbed. (An alternate exchange would turn returns
 //! into a catch-all queue instead, which then needs its own draining and alarms; a
 //! 503 the client retries with its Idempotency-Key is simpler and loses nothing.)
+//!
+//! # Blocked by the broker
+//!
+//! During a memory or disk alarm RabbitMQ sends `connection.blocked` and stops reading
+//! from publishing connections, so a publish would only end at its timeout. While the
+//! connection is blocked, publishes fail at once with [`PublishError::Blocked`] (intake
+//! then writes to its spool), until `connection.unblocked`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use tokio::sync::{Notify, RwLock, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::AmqpConfig;
+use crate::connect::Brokers;
 use crate::envelope::Envelope;
 use crate::routing::shard_for;
 use crate::topology::Topology;
@@ -62,6 +71,9 @@ pub enum PublishError {
     /// No confirm arrived in time; the message may or may not be stored.
     #[error("the message broker did not confirm within {0:?}")]
     Timeout(Duration),
+    /// The broker blocked publishing (a memory or disk alarm); nothing was sent.
+    #[error("the message broker blocked publishing ({0}); free memory or disk space on it")]
+    Blocked(String),
 }
 
 impl PublishError {
@@ -72,6 +84,7 @@ impl PublishError {
             Self::Nacked => "nacked",
             Self::Unroutable(_) => "unroutable",
             Self::Timeout(_) => "timeout",
+            Self::Blocked(_) => "blocked",
         }
     }
 }
@@ -91,11 +104,29 @@ struct Live {
     /// One permit per channel the pool may have; a publish holds one until its confirm.
     slots: Semaphore,
     size: u32,
+    /// The reason of the broker's last `connection.blocked`; std Mutex, never held
+    /// across `.await`.
+    blocked_reason: Arc<Mutex<Option<String>>>,
+    /// Stops the task that follows the connection's events when this goes.
+    _events: tokio_util::sync::DropGuard,
 }
 
 impl Live {
     fn healthy(&self) -> bool {
         self.connection.status().connected()
+    }
+
+    /// Why the broker blocked this connection, while it does.
+    fn blocked(&self) -> Option<String> {
+        if !self.connection.status().blocked() {
+            return None;
+        }
+        let reason = self
+            .blocked_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        Some(reason.unwrap_or_else(|| "a resource alarm".into()))
     }
 
     /// An idle channel of the current generation, or a new one when none is left.
@@ -146,6 +177,7 @@ pub struct Publisher {
     config: AmqpConfig,
     topology: Topology,
     live: RwLock<Option<Arc<Live>>>,
+    brokers: Brokers,
     /// Set when a message came back unroutable (a queue is missing), with `redeclare`
     /// woken; cleared when the topology is declared again.
     missing_queue: AtomicBool,
@@ -157,6 +189,7 @@ impl Publisher {
     pub fn new(config: AmqpConfig) -> Arc<Self> {
         Arc::new(Self {
             topology: Topology::new(&config),
+            brokers: Brokers::new(config.broker_urls()),
             config,
             live: RwLock::new(None),
             missing_queue: AtomicBool::new(false),
@@ -174,6 +207,16 @@ impl Publisher {
         self.live.read().await.as_ref().is_some_and(|l| l.healthy())
     }
 
+    /// Why the broker blocks publishing (a memory or disk alarm), while it does.
+    pub async fn blocked(&self) -> Option<String> {
+        self.live
+            .read()
+            .await
+            .as_ref()
+            .filter(|l| l.healthy())
+            .and_then(|l| l.blocked())
+    }
+
     /// Keeps the connection up until `shutdown`: connects, declares the topology (again
     /// whenever a message came back unroutable), watches the connection, reconnects with
     /// backoff, and reports queue depths.
@@ -186,7 +229,7 @@ impl Publisher {
                 self.live.write().await.take();
                 match self.connect().await {
                     Ok(live) => {
-                        tracing::info!(prefix = %self.config.prefix, "Connected to the message broker.");
+                        tracing::info!(prefix = %self.config.prefix, "The publisher is connected.");
                         *self.live.write().await = Some(Arc::new(live));
                         backoff.reset();
                     }
@@ -201,6 +244,8 @@ impl Publisher {
                     }
                 }
             }
+            let blocked = self.blocked().await.is_some();
+            metrics::gauge!("leadpipe_broker_blocked").set(if blocked { 1.0 } else { 0.0 });
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                 _ = depth_tick.tick() => self.report_depths().await,
@@ -227,9 +272,19 @@ impl Publisher {
     }
 
     async fn connect(&self) -> lapin::Result<Live> {
-        let props = ConnectionProperties::default()
-            .with_connection_name(format!("leadpipe publisher {}", std::process::id()).into());
-        let connection = Connection::connect(&self.config.url, props).await?;
+        let connection = self
+            .brokers
+            .connect(&format!("leadpipe publisher {}", std::process::id()))
+            .await?;
+        let blocked_reason = Arc::new(Mutex::new(None));
+        let events = CancellationToken::new();
+        tokio::spawn(follow_blocking(
+            connection.events_listener(),
+            blocked_reason.clone(),
+            events.clone(),
+        ));
+        // Also stops the task when declaring fails and the connection is dropped.
+        let events = events.drop_guard();
         self.topology.declare(&connection).await?;
         let size = u32::from(self.config.publisher_channels);
         Ok(Live {
@@ -238,6 +293,8 @@ impl Publisher {
             generation: AtomicU64::new(0),
             slots: Semaphore::new(size as usize),
             size,
+            blocked_reason,
+            _events: events,
         })
     }
 
@@ -307,6 +364,9 @@ impl Publisher {
             .clone()
             .filter(|l| l.healthy())
             .ok_or_else(|| PublishError::Unavailable("not connected".into()))?;
+        if let Some(reason) = live.blocked() {
+            return Err(PublishError::Blocked(reason));
+        }
         let timeout = Duration::from_millis(self.config.confirm_timeout_ms);
         // When the timeout drops this future, the channel goes with it, and lapin closes a
         // channel whose last handle is dropped: one that still owes a confirm is never
@@ -391,6 +451,34 @@ impl Publisher {
             }
         }
         let _ = channel.close(200, "depths read".into()).await;
+    }
+}
+
+/// Records why the broker blocks the connection and logs when it starts and stops, until
+/// `stop` (the connection was replaced) or the connection's end.
+async fn follow_blocking(
+    events: impl futures_util::Stream<Item = lapin::Event> + Send + 'static,
+    reason: Arc<Mutex<Option<String>>>,
+    stop: CancellationToken,
+) {
+    let mut events = std::pin::pin!(events);
+    loop {
+        let event = tokio::select! {
+            event = events.next() => event,
+            _ = stop.cancelled() => None,
+        };
+        match event {
+            None => break,
+            Some(lapin::Event::ConnectionBlocked(why)) => {
+                tracing::error!(reason = %why, "The message broker blocked publishing (a memory or disk alarm); intake writes to the spool, or answers 503 without one, until the alarm clears.");
+                *reason.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+            }
+            Some(lapin::Event::ConnectionUnblocked) => {
+                tracing::info!("The message broker unblocked publishing.");
+                reason.lock().unwrap_or_else(|e| e.into_inner()).take();
+            }
+            Some(_) => {}
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! `/healthz` (the process is alive), `/readyz` (broker connected, database answering;
-//! `degraded` while intake runs on the local spool)
+//! `degraded` while intake runs on the local spool, also while the broker blocks
+//! publishing)
 //! and `/metrics` (Prometheus); open, so bind them to a private interface or filter them
 //! at the proxy.
 
@@ -40,12 +41,15 @@ async fn healthz() -> Response {
     path = "/readyz",
     tag = "health",
     responses(
-        (status = 200, description = "Ready: `status`, `broker`, `database` and `connectors`.", body = Object),
+        (status = 200, description = "Ready: `status`, `broker` (`up`, `down` or `blocked`), `database` and `connectors`; `status: degraded` with a `reason` while intake runs on the spool.", body = Object),
         (status = 503, description = "Not ready: the same body with `status: not_ready` and what is down.", body = Object),
     ),
 )]
 async fn readyz(State(state): State<ApiState>) -> Response {
-    let broker = state.publisher.is_ready().await;
+    let connected = state.publisher.is_ready().await;
+    // A memory or disk alarm on the broker: connected, but every publish would wait.
+    let blocked = state.publisher.blocked().await;
+    let broker = connected && blocked.is_none();
     let database = state.schema_ready.load(Ordering::Acquire)
         && matches!(
             tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await,
@@ -62,11 +66,27 @@ async fn readyz(State(state): State<ApiState>) -> Response {
         _ => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
     };
     let word = |up: bool| if up { "up" } else { "down" };
+    let broker_word = if blocked.is_some() {
+        "blocked"
+    } else {
+        word(connected)
+    };
     let mut body = serde_json::json!({
         "status": word_status,
-        "broker": word(broker),
+        "broker": broker_word,
         "database": word(database),
     });
+    // A degraded replica stays in the load balancer; `reason` tells its operator why.
+    if word_status == "degraded" {
+        let cause = match (&blocked, connected) {
+            (Some(why), _) => format!(
+                "the message broker blocked publishing ({why}): a memory or disk alarm on it"
+            ),
+            (None, false) => "the message broker is unreachable".to_owned(),
+            (None, true) => "inquiries accepted earlier wait in the local spool".to_owned(),
+        };
+        body["reason"] = serde_json::json!(format!("{cause}; intake writes to the local spool"));
+    }
     if let Some((depth, full)) = spool {
         body["spool"] = serde_json::json!({
             "entries": depth.entries,

@@ -16,6 +16,7 @@ mod delivery;
 mod digest;
 mod errors;
 mod events;
+mod failover;
 mod forms_corpus;
 mod held_batches;
 mod idempotency;
