@@ -10,6 +10,12 @@
 //!   shows as latency instead of silently slowing the generator down (no coordinated
 //!   omission).
 //!
+//! Fault runs (scripts/faults.sh) add `--record FILE`, one line per post with its email,
+//! part number and answer, which scripts/faults/check.py compares with what was stored;
+//! `--per-person K` makes every person send K numbered posts one after another, to check
+//! that one person's inquiries are filed in the order they were accepted; several
+//! comma-separated `--url`s spread each person's posts over several daemons.
+//!
 //! ```text
 //! cargo run --release --bin loadgen -- --url http://127.0.0.1:8080 \
 //!     --requests 20000 --concurrency 64 --pid $(pgrep -f 'leadpipe serve')
@@ -17,9 +23,13 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use clap::Parser;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -28,9 +38,9 @@ use tokio::task::JoinSet;
 #[derive(Parser)]
 #[command(about)]
 struct Args {
-    /// Base URL of the daemon.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    url: String,
+    /// Base URL of the daemon; several, comma-separated, take turns post by post.
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:8080")]
+    url: Vec<String>,
     /// Number of submissions.
     #[arg(long, default_value_t = 10_000)]
     requests: usize,
@@ -61,27 +71,43 @@ struct Args {
     /// Open loop: seconds to keep sending.
     #[arg(long, requires = "rate")]
     duration: Option<f64>,
+    /// Appends one line per post to this file: `email<TAB>part<TAB>status`, the status
+    /// being the HTTP code or `error` when no answer came.
+    #[arg(long)]
+    record: Option<std::path::PathBuf>,
+    /// Posts each person sends, one after the other (the next once the previous was
+    /// answered), numbered in the message as "(part N of K)"; requests and rate count
+    /// people, not posts.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    per_person: u32,
+}
+
+/// The email address of person `i` of a run: the key that ties a post to what was stored.
+fn email(run: &str, i: usize) -> String {
+    format!("lg{run}-{i}@example.com")
 }
 
 /// A realistic submission; every `i` is another person (unique email, phone and company),
-/// so nothing is merged unless the run means it to be.
-fn body(form: &str, run: &str, i: usize) -> String {
-    let email = format!("lg{run}-{i}%40example.com");
+/// so nothing is merged unless the run means it to be. `part` numbers one of a person's
+/// several posts in the message, which also keeps them from being the same content.
+fn body(form: &str, run: &str, i: usize, part: Option<(u32, u32)>) -> String {
+    let email = email(run, i).replace('@', "%40");
+    let part = part.map_or(String::new(), |(n, k)| format!("+%28part+{n}+of+{k}%29"));
     match form.split('-').next() {
         Some("it") => format!(
-            "nome=Niccol%C3%B2&cognome=Fabbri+{i}&email={email}&telefono=%2B39+02+{:08}&azienda=Fabbri+Arredamenti+{i}+S.r.l.&messaggio=Buongiorno%2C%0D%0Avorremmo+un+preventivo+per+12+scrivanie.&website=&utm_source=google&utm_medium=cpc",
+            "nome=Niccol%C3%B2&cognome=Fabbri+{i}&email={email}&telefono=%2B39+02+{:08}&azienda=Fabbri+Arredamenti+{i}+S.r.l.&messaggio=Buongiorno%2C%0D%0Avorremmo+un+preventivo+per+12+scrivanie.{part}&website=&utm_source=google&utm_medium=cpc",
             i % 100_000_000
         ),
         Some("pl") => format!(
-            "imie=%C5%81ukasz&nazwisko=%C5%BB%C3%B3%C5%82kiewski&e-mail={email}&telefon=6{:08}&firma=%C5%BB%C3%B3%C5%82kiewski+{i}+Sp.+z+o.o.&wiadomosc=Prosimy+o+ofert%C4%99+na+40+krzese%C5%82.&website=",
+            "imie=%C5%81ukasz&nazwisko=%C5%BB%C3%B3%C5%82kiewski&e-mail={email}&telefon=6{:08}&firma=%C5%BB%C3%B3%C5%82kiewski+{i}+Sp.+z+o.o.&wiadomosc=Prosimy+o+ofert%C4%99+na+40+krzese%C5%82.{part}&website=",
             i % 100_000_000
         ),
         Some("vn") => format!(
-            "ho_ten=Nguy%E1%BB%85n+Th%E1%BB%8B+Thu+H%C3%A0&email={email}&so_dien_thoai=09{:08}&cong_ty=C%C3%B4ng+ty+TNHH+Sao+Mai+{i}&noi_dung=C%E1%BA%A7n+b%C3%A1o+gi%C3%A1+25+b%E1%BB%99+b%C3%A0n+gh%E1%BA%BF.",
+            "ho_ten=Nguy%E1%BB%85n+Th%E1%BB%8B+Thu+H%C3%A0&email={email}&so_dien_thoai=09{:08}&cong_ty=C%C3%B4ng+ty+TNHH+Sao+Mai+{i}&noi_dung=C%E1%BA%A7n+b%C3%A1o+gi%C3%A1+25+b%E1%BB%99+b%C3%A0n+gh%E1%BA%BF.{part}",
             i % 100_000_000
         ),
         _ => format!(
-            "first_name=Sarah&last_name=O%27Connor&email={email}&phone=%28415%29+{:03}-{:04}+ext.+204&company=Harbor+%26+Pine+{i}+LLC&message=Need+a+quote+for+30+desks.&utm_source=google",
+            "first_name=Sarah&last_name=O%27Connor&email={email}&phone=%28415%29+{:03}-{:04}+ext.+204&company=Harbor+%26+Pine+{i}+LLC&message=Need+a+quote+for+30+desks.{part}&utm_source=google",
             200 + (i / 10_000) % 800,
             i % 10_000
         ),
@@ -96,6 +122,21 @@ fn counter(metrics: &str, name: &str, label: Option<&str>) -> f64 {
         .filter(|l| l.starts_with(name) && label.is_none_or(|lab| l.contains(lab)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// Inquiries stored so far, summed over the daemons' metrics.
+async fn stored_total(client: &reqwest::Client, urls: &[String]) -> anyhow::Result<f64> {
+    let mut total = 0.0;
+    for url in urls {
+        let text = client
+            .get(format!("{url}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        total += counter(&text, "leadpipe_inquiries_stored_total", None);
+    }
+    Ok(total)
 }
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {
@@ -126,9 +167,79 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-/// What a run collected: the latency of every accepted post, and the other answers by
-/// status (0: no answer at all).
-type Outcome = (Vec<Duration>, BTreeMap<u16, usize>);
+/// What a run sends, shared by every person's task.
+struct Plan {
+    urls: Vec<String>,
+    forms: Vec<String>,
+    run: String,
+    per_person: u32,
+}
+
+/// One post's answer: which of the person's posts it was, the HTTP status (0: no answer
+/// at all) and its latency.
+struct Answer {
+    part: u32,
+    status: u16,
+    latency: Duration,
+}
+
+/// What a run collected: the latency of every accepted post, the other answers by
+/// status, and the record file when one was asked for.
+struct Outcome {
+    latencies: Vec<Duration>,
+    errors: BTreeMap<u16, usize>,
+    record: Option<BufWriter<File>>,
+}
+
+impl Outcome {
+    fn new(capacity: usize, record: Option<&Path>) -> anyhow::Result<Self> {
+        let record = match record {
+            Some(path) => Some(BufWriter::new(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("cannot open the record file {}", path.display()))?,
+            )),
+            None => None,
+        };
+        Ok(Self {
+            latencies: Vec::with_capacity(capacity),
+            errors: BTreeMap::new(),
+            record,
+        })
+    }
+
+    fn collect(&mut self, plan: &Plan, person: usize, answers: Vec<Answer>) -> anyhow::Result<()> {
+        for answer in answers {
+            if (200..300).contains(&answer.status) {
+                self.latencies.push(answer.latency);
+            } else {
+                *self.errors.entry(answer.status).or_default() += 1;
+            }
+            if let Some(record) = &mut self.record {
+                let status = match answer.status {
+                    0 => "error".to_owned(),
+                    code => code.to_string(),
+                };
+                writeln!(
+                    record,
+                    "{}\t{}\t{status}",
+                    email(&plan.run, person),
+                    answer.part
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> anyhow::Result<()> {
+        if let Some(record) = &mut self.record {
+            record.flush().context("cannot write the record file")?;
+        }
+        Ok(())
+    }
+}
 
 async fn post(client: &reqwest::Client, url: String, body: String) -> u16 {
     client
@@ -141,46 +252,73 @@ async fn post(client: &reqwest::Client, url: String, body: String) -> u16 {
         .unwrap_or(0)
 }
 
-fn collect(outcome: &mut Outcome, status: u16, latency: Duration) {
-    if status == 202 {
-        outcome.0.push(latency);
-    } else {
-        *outcome.1.entry(status).or_default() += 1;
+/// Person `i`'s posts, each sent once the previous one was answered, taking turns over
+/// the daemons; the first post's latency counts from `from` (its scheduled time in the
+/// open loop), each later one's from the previous answer.
+async fn person(
+    client: reqwest::Client,
+    plan: Arc<Plan>,
+    i: usize,
+    mut from: tokio::time::Instant,
+) -> Vec<Answer> {
+    let form = &plan.forms[i % plan.forms.len()];
+    let k = plan.per_person;
+    let mut answers = Vec::with_capacity(k as usize);
+    for part in 1..=k {
+        let url = &plan.urls[(i + part as usize) % plan.urls.len()];
+        let url = format!("{url}/v1/intake/forms/{form}");
+        let body = body(form, &plan.run, i, (k > 1).then_some((part, k)));
+        let status = post(&client, url, body).await;
+        answers.push(Answer {
+            part,
+            status,
+            latency: from.elapsed(),
+        });
+        from = tokio::time::Instant::now();
     }
+    answers
 }
 
-/// C posts in flight at all times; latency from each post's own start.
-async fn closed_loop(client: &reqwest::Client, args: &Args, run: &str) -> anyhow::Result<Outcome> {
+/// C people sending at all times, as fast as the server answers.
+async fn closed_loop(
+    client: &reqwest::Client,
+    args: &Args,
+    plan: &Arc<Plan>,
+) -> anyhow::Result<Outcome> {
     let gate = Arc::new(Semaphore::new(args.concurrency));
     let mut tasks = JoinSet::new();
+    let mut outcome = Outcome::new(
+        args.requests * plan.per_person as usize,
+        args.record.as_deref(),
+    )?;
     for i in 0..args.requests {
         let permit = gate.clone().acquire_owned().await?;
-        let client = client.clone();
-        let form = &args.forms[i % args.forms.len()];
-        let url = format!("{}/v1/intake/forms/{form}", args.url);
-        let body = body(form, run, i);
+        let (client, shared) = (client.clone(), plan.clone());
         tasks.spawn(async move {
-            let sent = Instant::now();
-            let status = post(&client, url, body).await;
+            let answers = person(client, shared, i, tokio::time::Instant::now()).await;
             drop(permit);
-            (status, sent.elapsed())
+            (i, answers)
         });
+        while let Some(joined) = tasks.try_join_next() {
+            let (i, answers) = joined?;
+            outcome.collect(plan, i, answers)?;
+        }
     }
-    let mut outcome = (Vec::with_capacity(args.requests), BTreeMap::new());
     while let Some(joined) = tasks.join_next().await {
-        let (status, latency) = joined?;
-        collect(&mut outcome, status, latency);
+        let (i, answers) = joined?;
+        outcome.collect(plan, i, answers)?;
     }
+    outcome.finish()?;
     Ok(outcome)
 }
 
-/// Posts on a fixed schedule; latency from each post's scheduled time, so time a post
-/// waited to be sent (the generator itself falling behind) counts against the server
-/// too, never hides.
+/// People start on a fixed schedule; latency from each one's scheduled time, so time a
+/// post waited to be sent (the generator itself falling behind) counts against the
+/// server too, never hides.
 async fn open_loop(
     client: &reqwest::Client,
     args: &Args,
-    run: &str,
+    plan: &Arc<Plan>,
     rate: f64,
     duration: f64,
 ) -> anyhow::Result<Outcome> {
@@ -188,7 +326,7 @@ async fn open_loop(
     let interval = Duration::from_secs_f64(1.0 / rate);
     let start = tokio::time::Instant::now();
     let mut tasks = JoinSet::new();
-    let mut outcome = (Vec::with_capacity(total), BTreeMap::new());
+    let mut outcome = Outcome::new(total * plan.per_person as usize, args.record.as_deref())?;
     let mut late = 0usize;
     for i in 0..total {
         let scheduled = start + interval.mul_f64(i as f64);
@@ -196,27 +334,22 @@ async fn open_loop(
             late += 1;
         }
         tokio::time::sleep_until(scheduled).await;
-        let client = client.clone();
-        let form = &args.forms[i % args.forms.len()];
-        let url = format!("{}/v1/intake/forms/{form}", args.url);
-        let body = body(form, run, i);
-        tasks.spawn(async move {
-            let status = post(&client, url, body).await;
-            (status, scheduled.elapsed())
-        });
+        let (client, shared) = (client.clone(), plan.clone());
+        tasks.spawn(async move { (i, person(client, shared, i, scheduled).await) });
         // Reap finished posts as we go so memory stays flat on long runs.
         while let Some(joined) = tasks.try_join_next() {
-            let (status, latency) = joined?;
-            collect(&mut outcome, status, latency);
+            let (i, answers) = joined?;
+            outcome.collect(plan, i, answers)?;
         }
     }
     while let Some(joined) = tasks.join_next().await {
-        let (status, latency) = joined?;
-        collect(&mut outcome, status, latency);
+        let (i, answers) = joined?;
+        outcome.collect(plan, i, answers)?;
     }
+    outcome.finish()?;
     if late > 0 {
         println!(
-            "generator:       {late} posts left later than 1 ms after their scheduled time (counted in latency)"
+            "generator:       {late} people started later than 1 ms after their scheduled time (counted in latency)"
         );
     }
     Ok(outcome)
@@ -229,45 +362,46 @@ async fn main() -> anyhow::Result<()> {
         .pool_max_idle_per_host(args.concurrency.max(args.rate.unwrap_or(0.0) as usize / 10))
         .timeout(Duration::from_secs(30))
         .build()?;
-    let metrics_url = format!("{}/metrics", args.url);
     // The direct baseline has no metrics; it stores before it answers (--intake-only).
     let stored_before = if args.intake_only {
         0.0
     } else {
-        counter(
-            &client.get(&metrics_url).send().await?.text().await?,
-            "leadpipe_inquiries_stored_total",
-            None,
-        )
+        stored_total(&client, &args.url).await?
     };
     let run = format!(
         "{:x}",
         std::process::id() ^ (chrono::Utc::now().timestamp() as u32)
     );
 
+    let plan = Arc::new(Plan {
+        urls: args.url.clone(),
+        forms: args.forms.clone(),
+        run: run.clone(),
+        per_person: args.per_person,
+    });
     let started = Instant::now();
-    let (latencies, errors) = match (args.rate, args.duration) {
+    let outcome = match (args.rate, args.duration) {
         (Some(rate), Some(duration)) => {
             if !(rate > 0.0 && duration > 0.0) {
                 anyhow::bail!("--rate and --duration must be positive");
             }
             println!(
-                "loadgen: open loop, {rate} posts/s for {duration} s, forms {:?}, run {run}",
-                args.forms
+                "loadgen: open loop, {rate} people/s for {duration} s, {} posts each, forms {:?}, run {run}",
+                args.per_person, args.forms
             );
-            open_loop(&client, &args, &run, rate, duration).await?
+            open_loop(&client, &args, &plan, rate, duration).await?
         }
         _ => {
             println!(
-                "loadgen: {} requests, concurrency {}, forms {:?}, run {run}",
-                args.requests, args.concurrency, args.forms
+                "loadgen: {} people, concurrency {}, {} posts each, forms {:?}, run {run}",
+                args.requests, args.concurrency, args.per_person, args.forms
             );
-            closed_loop(&client, &args, &run).await?
+            closed_loop(&client, &args, &plan).await?
         }
     };
     let intake_elapsed = started.elapsed();
+    let (mut latencies, errors) = (outcome.latencies, outcome.errors);
     let accepted = latencies.len();
-    let mut latencies = latencies;
     latencies.sort();
     let refused: usize = errors.values().sum();
     println!("accepted:        {accepted} (refused or failed {refused}: {errors:?})");
@@ -292,8 +426,7 @@ async fn main() -> anyhow::Result<()> {
     let mut backlog_max = 0.0f64;
     let deadline = Instant::now() + Duration::from_secs(args.drain_timeout);
     let stored = loop {
-        let text = client.get(&metrics_url).send().await?.text().await?;
-        let stored = counter(&text, "leadpipe_inquiries_stored_total", None) - stored_before;
+        let stored = stored_total(&client, &args.url).await? - stored_before;
         backlog_max = backlog_max.max(accepted as f64 - stored);
         if stored as usize >= accepted || Instant::now() > deadline {
             break stored as usize;

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The soak: one daemon under a steady open-loop load for DURATION seconds (default an
+# hour) at RATE posts a second, against the private RabbitMQ and PostgreSQL of the fault
+# suite (scripts/faults/services.sh), never the machine's shared ones. Every 10 s it
+# samples the daemon's resident memory (VmRSS) and open file descriptors into a CSV;
+# at the end it prints their first, last and largest values and accounts for every post
+# (scripts/faults/check.py: every 2xx stored exactly once). Not part of CI.
+# RATE defaults to half of CAPACITY (accepted/s measured by scripts/bench.sh's closed
+# loop on the same machine); one of the two must be given.
+# Usage: CAPACITY=3000 [DURATION=3600] [RATE=...] [CSV=soak.csv] [KEEP=1] [PROFILE=debug] bash scripts/soak.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+DURATION=${DURATION:-3600}
+if [ -z "${RATE:-}" ]; then
+  [ -n "${CAPACITY:-}" ] || { echo "give CAPACITY (accepted/s measured by scripts/bench.sh) or RATE" >&2; exit 2; }
+  RATE=$((CAPACITY / 2))
+fi
+KEEP=${KEEP:-0}
+FAULTS_DIR=$(mktemp -d /tmp/lpsoak.XXXXXX)
+chmod 755 "$FAULTS_DIR"
+export FAULTS_DIR
+CSV=${CSV:-$FAULTS_DIR/soak.csv}
+# Ports of its own, so a soak and the fault suite can share the machine.
+export RMQ_NODE=lpsoak@localhost RMQ_PORT=5695 RMQ_DIST_PORT=25695 PG_PORT=5447
+source scripts/faults/services.sh
+DB=lpsoak
+PORT=8199
+pid=""
+sampler=""
+
+cleanup() {
+  [ -z "$sampler" ] || kill "$sampler" 2>/dev/null || true
+  [ -z "$pid" ] || kill -9 "$pid" 2>/dev/null || true
+  if [ "$KEEP" = 1 ]; then
+    echo "services kept: files in $FAULTS_DIR" >&2
+  else
+    services_down
+    [ "$CSV" != "$FAULTS_DIR/soak.csv" ] || cp "$CSV" "/tmp/lpsoak-$(date +%s).csv"
+    rm -rf "$FAULTS_DIR"
+  fi
+}
+trap cleanup EXIT
+
+# PROFILE=debug uses the debug build (quicker to make, slower to run).
+PROFILE=${PROFILE:-release}
+if [ "${NO_BUILD:-0}" != 1 ]; then
+  if [ "$PROFILE" = release ]; then flag=--release; else flag=""; fi
+  CARGO_INCREMENTAL=0 cargo build $flag --quiet -p leadpipe --bin leadpipe --bin loadgen
+fi
+services_up
+sed -e "s#^url = \"postgres://.*#url = \"postgres://postgres@127.0.0.1:$PG_PORT/$DB\"#" \
+  -e "s#^url = \"amqp://.*#url = \"amqp://guest:guest@127.0.0.1:$RMQ_PORT/%2f\"#" \
+  -e "s#^prefix = \"leadpipe\"#prefix = \"$DB\"#" \
+  -e "s#^listen = .*#listen = \"127.0.0.1:$PORT\"#" \
+  deploy/leadpipe.example.toml >"$FAULTS_DIR/leadpipe.toml"
+LEADPIPE__SPOOL__DIR=$FAULTS_DIR/spool LEADPIPE__LOG__LEVEL=warn \
+  "./target/$PROFILE/leadpipe" serve --config "$FAULTS_DIR/leadpipe.toml" >"$FAULTS_DIR/daemon.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 300); do
+  curl -sf -o /dev/null -m 1 "http://127.0.0.1:$PORT/readyz" && break
+  sleep 0.2
+done
+
+echo "seconds,rss_kib,open_fds" >"$CSV"
+sample() {
+  local t0 now rss fds
+  t0=$(date +%s)
+  while kill -0 "$pid" 2>/dev/null; do
+    now=$(($(date +%s) - t0))
+    rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
+    fds=$(find "/proc/$pid/fd" -mindepth 1 -maxdepth 1 | wc -l)
+    echo "$now,$rss,$fds" >>"$CSV"
+    sleep 10
+  done
+}
+sample &
+sampler=$!
+
+echo "soak: $RATE posts/s for $DURATION s, daemon pid $pid, samples in $CSV"
+"./target/$PROFILE/loadgen" --url "http://127.0.0.1:$PORT" --rate "$RATE" --duration "$DURATION" \
+  --intake-only --record "$FAULTS_DIR/record.tsv" | tee "$FAULTS_DIR/loadgen.out"
+set +e
+python3 scripts/faults/check.py --psql "psql -h 127.0.0.1 -p $PG_PORT -U postgres -d $DB" \
+  --backlog-cmd "FAULTS_DIR=$FAULTS_DIR bash $ROOT/scripts/faults/backlog.sh $DB http://127.0.0.1:$PORT" \
+  "$FAULTS_DIR/record.tsv"
+rc=$?
+set -e
+kill "$sampler" 2>/dev/null || true
+sampler=""
+awk -F, 'NR == 2 {r1 = $2; f1 = $3} NR > 1 {r = $2; f = $3; if ($2 > rm) rm = $2; if ($3 > fm) fm = $3; n++}
+  END {printf "samples %d: RSS first %.1f MiB, last %.1f MiB, max %.1f MiB; open fds first %d, last %d, max %d\n",
+       n, r1 / 1024, r / 1024, rm / 1024, f1, f, fm}' "$CSV"
+exit "$rc"
