@@ -3,6 +3,7 @@
 #
 #   scripts/fuzz.sh seed           rebuild the seed corpora in fuzz/corpus/<target>/ from
 #                                  tests/fixtures and, where it exists, ../shared/corpus
+#                                  (or $FUZZ_SHARED_CORPUS)
 #   scripts/fuzz.sh short          every target for $FUZZ_SHORT_SECS (default 12) seconds,
 #                                  after replaying fuzz/regressions/: the test suite's run
 #   scripts/fuzz.sh long [SECONDS] every target for SECONDS (default 600) each
@@ -54,7 +55,7 @@ import hashlib, json, os, pathlib, shutil, sys
 root = pathlib.Path(".")
 out = root / "fuzz" / "corpus"
 sources = [("seed", root / "tests" / "fixtures")]
-shared = root.parent / "shared" / "corpus"
+shared = pathlib.Path(os.environ.get("FUZZ_SHARED_CORPUS", "../shared/corpus"))
 if shared.is_dir():
     sources.append(("shared", shared))
 
