@@ -38,6 +38,11 @@ fi
 passed=$(grep -oE '^test result: ok\. [0-9]+ passed' target/test-output.txt | awk '{s+=$4} END {print s+0}')
 failed=0
 
+# Every parser of external input fuzzed for a few seconds, the kept crashes replayed
+# first (docs/FUZZING.md); a crash fails this script.
+echo "== fuzz: short run"
+bash scripts/fuzz.sh short
+
 # The acceptance checks of every channel the daemon has, run from the project root as a
 # client would (set -e: a failing check fails this script).
 for script in ../shared/acceptance/forms.py ../shared/acceptance/mail.py \

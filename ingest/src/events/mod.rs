@@ -180,8 +180,9 @@ impl EventsIntake {
     }
 }
 
-/// The inquiry of one event.
-fn inquiry(
+/// The inquiry of one event posted to `config`'s source; refused (422) should its ids not
+/// name a conversation.
+pub fn inquiry(
     config: &EventSourceConfig,
     event: Event,
     raw: Bytes,

@@ -153,7 +153,8 @@ impl Webhook {
         let mut prepared = Vec::with_capacity(walked.messages.len());
         for message in walked.messages {
             http::received(CHANNEL, self.source());
-            let Some(inquiry) = self.inquiry(message, &raw, content_type.clone()) else {
+            let Some(inquiry) = message_inquiry(self.source(), message, &raw, content_type.clone())
+            else {
                 continue;
             };
             if let Some(ready) = self.prepare(inquiry).await? {
@@ -200,84 +201,84 @@ impl Webhook {
             Err(unavailable) => Err(http::refusal_problem(unavailable)),
         }
     }
+}
 
-    /// The inquiry of one message; `None` (counted) when its ids cannot name a
-    /// conversation.
-    fn inquiry(
-        &self,
-        message: InboundMessage,
-        raw: &Bytes,
-        content_type: Option<String>,
-    ) -> Option<Inquiry> {
-        let platform = format!("{PLATFORM}-{}", message.phone_number_id);
-        let Ok(conversation) = ConversationKey::chat(&platform, &message.wa_id) else {
-            metrics::counter!("leadpipe_whatsapp_skipped_total", "source" => self.source().to_owned(), "reason" => "malformed_message").increment(1);
-            tracing::warn!(
-                source = self.source(),
-                "A WhatsApp message with an unusable sender or business number id was passed over."
-            );
-            return None;
-        };
-        let occurred_at = message
-            .timestamp
-            .and_then(|t| DateTime::<Utc>::from_timestamp(t, 0));
-        let mut event = EventRef::new(ActivityKind::Message);
-        event.conversation = vec![conversation];
-        event.activity_key = Some(format!("message:{PLATFORM}:{}", message.wamid));
-        event.order = occurred_at.map(|t| t.timestamp_millis());
-        event.occurred_at = occurred_at;
-        let mut data = Map::new();
-        data.insert("wamid".into(), message.wamid.clone().into());
-        data.insert("direction".into(), "inbound".into());
-        data.insert("type".into(), message.kind.clone().into());
-        if let Some(reply) = &message.reply_id {
-            data.insert("reply_id".into(), reply.clone().into());
-        }
-        if let Some(referral) = &message.referral {
-            data.insert("referral".into(), Value::Object(referral.clone()));
-        }
-        data.extend(message.data);
-        event.data = data;
-
-        let (source, utm) = referral_source(self.source(), message.referral.as_ref());
-        // International digits without `+`: always a full number, no region needed.
-        let phone = (message.wa_id.len() >= 6
-            && message.wa_id.len() <= 15
-            && message.wa_id.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| format!("+{}", message.wa_id));
-        Some(Inquiry {
-            // The configured source, not a referral's: every delivery of a message has
-            // the same id.
-            id: InquiryId::from_external(CHANNEL, self.source(), &message.wamid),
-            channel: CHANNEL,
+/// The inquiry of one message received by the webhook of lead source `source`; `None`
+/// (counted) when its ids cannot name a conversation.
+pub fn message_inquiry(
+    source: &str,
+    message: InboundMessage,
+    raw: &Bytes,
+    content_type: Option<String>,
+) -> Option<Inquiry> {
+    let platform = format!("{PLATFORM}-{}", message.phone_number_id);
+    let Ok(conversation) = ConversationKey::chat(&platform, &message.wa_id) else {
+        metrics::counter!("leadpipe_whatsapp_skipped_total", "source" => source.to_owned(), "reason" => "malformed_message").increment(1);
+        tracing::warn!(
             source,
-            external_id: Some(message.wamid),
-            received_at: Utc::now(),
-            default_region: None,
-            contact: ContactHints {
-                full_name: message.name,
-                email: message.email,
-                phone,
-                messenger: Some(MessengerHandle {
-                    platform: PLATFORM.into(),
-                    user_id: message.wa_id,
-                    username: None,
-                }),
-                ..ContactHints::default()
-            },
-            message: message.text,
-            utm,
-            fields: Map::new(),
-            attachments: Vec::new(),
-            spam: None,
-            dedup: None,
-            raw: RawPayload {
-                content_type,
-                body: raw.clone(),
-            },
-            event: Some(event),
-        })
+            "A WhatsApp message with an unusable sender or business number id was passed over."
+        );
+        return None;
+    };
+    let occurred_at = message
+        .timestamp
+        .and_then(|t| DateTime::<Utc>::from_timestamp(t, 0));
+    let mut event = EventRef::new(ActivityKind::Message);
+    event.conversation = vec![conversation];
+    event.activity_key = Some(format!("message:{PLATFORM}:{}", message.wamid));
+    event.order = occurred_at.map(|t| t.timestamp_millis());
+    event.occurred_at = occurred_at;
+    let mut data = Map::new();
+    data.insert("wamid".into(), message.wamid.clone().into());
+    data.insert("direction".into(), "inbound".into());
+    data.insert("type".into(), message.kind.clone().into());
+    if let Some(reply) = &message.reply_id {
+        data.insert("reply_id".into(), reply.clone().into());
     }
+    if let Some(referral) = &message.referral {
+        data.insert("referral".into(), Value::Object(referral.clone()));
+    }
+    data.extend(message.data);
+    event.data = data;
+
+    let (lead_source, utm) = referral_source(source, message.referral.as_ref());
+    // International digits without `+`: always a full number, no region needed.
+    let phone = (message.wa_id.len() >= 6
+        && message.wa_id.len() <= 15
+        && message.wa_id.bytes().all(|b| b.is_ascii_digit()))
+    .then(|| format!("+{}", message.wa_id));
+    Some(Inquiry {
+        // The configured source, not a referral's: every delivery of a message has
+        // the same id.
+        id: InquiryId::from_external(CHANNEL, source, &message.wamid),
+        channel: CHANNEL,
+        source: lead_source,
+        external_id: Some(message.wamid),
+        received_at: Utc::now(),
+        default_region: None,
+        contact: ContactHints {
+            full_name: message.name,
+            email: message.email,
+            phone,
+            messenger: Some(MessengerHandle {
+                platform: PLATFORM.into(),
+                user_id: message.wa_id,
+                username: None,
+            }),
+            ..ContactHints::default()
+        },
+        message: message.text,
+        utm,
+        fields: Map::new(),
+        attachments: Vec::new(),
+        spam: None,
+        dedup: None,
+        raw: RawPayload {
+            content_type,
+            body: raw.clone(),
+        },
+        event: Some(event),
+    })
 }
 
 /// The lead source and campaign tags of a message: a Click-to-WhatsApp referral names
