@@ -11,7 +11,8 @@
 #
 # Any crash, panic, hang (over $FUZZ_TIMEOUT_SECS, default 10) or out-of-memory fails the
 # script; libFuzzer keeps the input under fuzz/artifacts/<target>/. Targets run
-# $FUZZ_JOBS (default 2) at a time. Needs the nightly toolchain; cargo-fuzz is installed
+# $FUZZ_JOBS (default 2) at a time. The build goes to $FUZZ_TARGET_DIR (default
+# ~/.cache/leadpipe/fuzz-target). Needs the nightly toolchain; cargo-fuzz is installed
 # when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +24,10 @@ TARGETS=(form_body telegram_update whatsapp_webhook twilio_webhook site_chat mim
 # checks are what find defects, and both the build and the runs are faster without ASan.
 BUILD_FLAGS=(--sanitizer none)
 TRIPLE=$(rustc +nightly -vV | sed -n 's/^host: //p')
-BIN_DIR=fuzz/target/$TRIPLE/release
+# The instrumented build lives outside the checkout, so a fresh clone on the same machine
+# (CI) rebuilds only the project's own crates, not every dependency.
+export CARGO_TARGET_DIR=${FUZZ_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/leadpipe/fuzz-target}
+BIN_DIR=$CARGO_TARGET_DIR/$TRIPLE/release
 JOBS=${FUZZ_JOBS:-2}
 TIMEOUT=${FUZZ_TIMEOUT_SECS:-10}
 

@@ -18,7 +18,7 @@
 //! - `lock`: held with an exclusive file lock while a daemon uses the directory, so two
 //!   daemons never share one journal.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use serde::Deserialize;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -562,7 +563,7 @@ impl Spool {
         }
     }
 
-    /// Publishes up to a batch of entries, one confirm at a time (order), then records
+    /// Publishes up to a batch of entries (one person's in order), then records
     /// the new drained position, also when a publish failed part-way (what was confirmed
     /// stays confirmed).
     async fn drain_some(
@@ -618,8 +619,17 @@ impl Spool {
         progress: &mut Progress,
     ) -> Result<(), DrainError> {
         const BATCH: u64 = 256;
-        while progress.published < BATCH && !stop.is_cancelled() {
-            let position = progress.position;
+        // Entries of different people are published together (each waits for its own
+        // confirm, so the drain runs at the broker's pace, not one round trip per entry);
+        // a person's next entry waits until their previous one is confirmed.
+        let mut run: Vec<Pending> = Vec::new();
+        let mut people: HashSet<String> = HashSet::new();
+        while progress.published + (run.len() as u64) < BATCH && !stop.is_cancelled() {
+            let at = run.last().map_or(progress.position.offset, |p| p.next);
+            let position = Position {
+                segment: progress.position.segment,
+                offset: at,
+            };
             // In the segment being written, only what the writer synced and counted.
             let limit = {
                 let journal = self.lock();
@@ -642,6 +652,9 @@ impl Spool {
             };
             let Some(record) = record else {
                 *reader = None;
+                // Everything read from this segment is published before leaving it.
+                self.publish_run(publisher, &mut run, progress).await?;
+                people.clear();
                 // The end of a segment: move to the next one unless it is the one being
                 // written (then this is simply the end for now).
                 let mut journal = self.lock();
@@ -666,11 +679,11 @@ impl Spool {
                 progress.position = next;
                 continue;
             };
-            match Envelope::from_bytes(&record.payload) {
-                Ok(envelope) => publisher
-                    .publish(&envelope)
-                    .await
-                    .map_err(|e| DrainError::Publish(e.to_string()))?,
+            if let Some((_, _, at)) = reader.as_mut() {
+                *at = record.next;
+            }
+            let envelope = match Envelope::from_bytes(&record.payload) {
+                Ok(envelope) => Some(envelope),
                 Err(error) => {
                     // A record whose CRC holds but that does not decode was written by
                     // another version: keep a copy and go on, never block the rest.
@@ -682,15 +695,49 @@ impl Spool {
                         &record.payload,
                     )?;
                     tracing::error!(%error, "A spooled entry does not decode; kept under undecodable/ and skipped.");
+                    None
                 }
+            };
+            if let Some(envelope) = &envelope
+                && !people.insert(envelope.lead.primary_key())
+            {
+                self.publish_run(publisher, &mut run, progress).await?;
+                people.clear();
+                people.insert(envelope.lead.primary_key());
             }
-            if let Some((_, _, at)) = reader.as_mut() {
-                *at = record.next;
+            run.push(Pending {
+                envelope,
+                start: position.offset,
+                next: record.next,
+                spooled_at_ms: record.spooled_at_ms,
+            });
+        }
+        self.publish_run(publisher, &mut run, progress).await
+    }
+
+    /// Publishes `run` (consecutive entries of one segment, no person twice) at once and
+    /// moves `progress` past the confirmed prefix; the first failure stops it there, and
+    /// the entries after it are published again later (their inquiry ids make any copy
+    /// that did arrive a no-op).
+    async fn publish_run(
+        &self,
+        publisher: &Publisher,
+        run: &mut Vec<Pending>,
+        progress: &mut Progress,
+    ) -> Result<(), DrainError> {
+        let outcomes = join_all(run.iter().map(|pending| async move {
+            match &pending.envelope {
+                Some(envelope) => publisher.publish(envelope).await,
+                None => Ok(()),
             }
-            progress.bytes += record.next - position.offset;
-            progress.position.offset = record.next;
+        }))
+        .await;
+        for (pending, outcome) in run.drain(..).zip(outcomes) {
+            outcome.map_err(|e| DrainError::Publish(e.to_string()))?;
+            progress.bytes += pending.next - pending.start;
+            progress.position.offset = pending.next;
             progress.published += 1;
-            progress.last_spooled_at_ms = record.spooled_at_ms;
+            progress.last_spooled_at_ms = pending.spooled_at_ms;
         }
         Ok(())
     }
@@ -729,6 +776,15 @@ struct Progress {
     published: u64,
     bytes: u64,
     last_spooled_at_ms: u64,
+}
+
+/// A journal entry read for publishing: its place in the segment and what it holds
+/// (`None`: undecodable, kept aside, nothing to publish).
+struct Pending {
+    envelope: Option<Envelope>,
+    start: u64,
+    next: u64,
+    spooled_at_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
