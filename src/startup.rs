@@ -376,8 +376,21 @@ impl Application {
 /// Builds the daemon from `settings` and serves until SIGTERM or SIGINT.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let metrics = crate::telemetry::init_metrics()?;
-    let app = Application::build(settings, metrics).await?;
+    let app = Application::build(settings, metrics.clone()).await?;
     let stop = CancellationToken::new();
+    // The recorder keeps every histogram sample until it is folded into the buckets, and
+    // only rendering `/metrics` or an upkeep does that: without one, a daemon nobody
+    // scrapes would grow by a sample for each request and each stored batch.
+    let upkeep_stop = stop.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => metrics.run_upkeep(),
+                _ = upkeep_stop.cancelled() => break,
+            }
+        }
+    });
     let trigger = stop.clone();
     tokio::spawn(async move {
         shutdown_signal().await;

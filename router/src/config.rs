@@ -70,6 +70,28 @@ fn default_true() -> bool {
     true
 }
 
+/// The largest frame leadpipe asks the broker for, in bytes, unless the URL says
+/// otherwise (`?frame_max=...`).
+///
+/// The AMQP client keeps a send and a receive buffer of 32 frames per connection, zeroed
+/// and so resident from the start. At RabbitMQ's 128 KiB default that is 8 MiB per
+/// connection, 40 MiB for the publisher and four shard consumers, to carry messages of a
+/// few kilobytes. A larger message still goes through: its body is split over frames.
+pub const DEFAULT_FRAME_MAX: u32 = 16_384;
+
+fn url_with_frame_max(url: &str) -> String {
+    let query = url.split_once('?').map(|(_, query)| query);
+    if query.is_some_and(|q| q.split('&').any(|pair| pair.starts_with("frame_max="))) {
+        return url.to_owned();
+    }
+    let separator = match query {
+        None => '?',
+        Some("") => return format!("{url}frame_max={DEFAULT_FRAME_MAX}"),
+        Some(_) => '&',
+    };
+    format!("{url}{separator}frame_max={DEFAULT_FRAME_MAX}")
+}
+
 impl AmqpConfig {
     /// A configuration with defaults for everything but the URL and prefix.
     pub fn new(url: impl Into<String>, prefix: impl Into<String>) -> Self {
@@ -102,6 +124,16 @@ impl AmqpConfig {
             (None, Some(url)) => vec![url.trim().to_owned()],
             (None, None) => Vec::new(),
         }
+    }
+
+    /// The same configuration, each broker URL proposing [`DEFAULT_FRAME_MAX`] when it names
+    /// no `frame_max` of its own.
+    pub fn with_frame_max_default(mut self) -> Self {
+        self.url = self.url.as_deref().map(url_with_frame_max);
+        for url in self.urls.iter_mut().flatten() {
+            *url = url_with_frame_max(url);
+        }
+        self
     }
 
     /// Every problem with these settings, as `(key, problem)` pairs.
@@ -225,6 +257,35 @@ mod tests {
     }
 
     #[test]
+    fn a_url_without_frame_max_proposes_the_default() {
+        let plain = AmqpConfig::new("amqp://guest:guest@127.0.0.1:5672/%2f", "p");
+        assert_eq!(
+            plain.with_frame_max_default().broker_urls()[0],
+            "amqp://guest:guest@127.0.0.1:5672/%2f?frame_max=16384"
+        );
+        let other = AmqpConfig::new("amqp://h/%2f?heartbeat=30", "p");
+        assert_eq!(
+            other.with_frame_max_default().broker_urls()[0],
+            "amqp://h/%2f?heartbeat=30&frame_max=16384"
+        );
+        let cluster = AmqpConfig::new("amqp://unused/%2f", "p")
+            .with_urls(vec!["amqp://a/%2f".into(), "amqp://b/%2f".into()])
+            .with_frame_max_default();
+        assert_eq!(
+            cluster.broker_urls(),
+            vec![
+                "amqp://a/%2f?frame_max=16384",
+                "amqp://b/%2f?frame_max=16384"
+            ]
+        );
+        let empty = AmqpConfig::new("amqp://h/%2f?", "p");
+        assert_eq!(
+            empty.with_frame_max_default().broker_urls()[0],
+            "amqp://h/%2f?frame_max=16384"
+        );
+    }
+
+    #[test]
     fn url_and_urls_together_or_neither_are_problems() {
         let mut both = AmqpConfig::new("amqp://127.0.0.1:5672/%2f", "leadpipe");
         both.urls = Some(vec!["amqp://127.0.0.1:5681/%2f".into()]);
@@ -248,5 +309,21 @@ mod tests {
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert_eq!(problems[0].0, "urls");
         assert!(problems[0].1.starts_with("entry 2 "), "{problems:?}");
+    }
+
+    #[test]
+    fn a_frame_max_in_the_url_is_kept_and_parses() {
+        let own = AmqpConfig::new("amqp://h/%2f?heartbeat=30&frame_max=131072", "p");
+        let kept = own.with_frame_max_default();
+        assert_eq!(
+            kept.broker_urls(),
+            vec!["amqp://h/%2f?heartbeat=30&frame_max=131072"]
+        );
+        let uri: lapin::uri::AMQPUri = AmqpConfig::new("amqp://h/%2f", "p")
+            .with_frame_max_default()
+            .broker_urls()[0]
+            .parse()
+            .expect("a valid AMQP URL");
+        assert_eq!(uri.query.frame_max, Some(DEFAULT_FRAME_MAX));
     }
 }

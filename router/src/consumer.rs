@@ -112,6 +112,7 @@ pub struct ConsumerSet {
 impl ConsumerSet {
     /// Consumers for the configured shards, storing into `sink`.
     pub fn new(config: AmqpConfig, sink: Arc<dyn BatchSink>) -> Self {
+        let config = config.with_frame_max_default();
         Self {
             topology: Topology::new(&config),
             config,

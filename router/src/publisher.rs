@@ -187,6 +187,7 @@ pub struct Publisher {
 impl Publisher {
     /// A publisher that is not yet connected; call [`Publisher::run`] to connect.
     pub fn new(config: AmqpConfig) -> Arc<Self> {
+        let config = config.with_frame_max_default();
         Arc::new(Self {
             topology: Topology::new(&config),
             brokers: Brokers::new(config.broker_urls()),
