@@ -63,7 +63,7 @@ impl PollTask {
                 continue;
             }
             if let Some(id) = update_id {
-                next.offset = Some(next.offset.map_or(id + 1, |o| o.max(id + 1)));
+                next.offset = Some(next_offset(next.offset, id));
             }
             let raw = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
             let update: Update = match serde_json::from_value(value) {
@@ -95,6 +95,14 @@ impl PollTask {
         }
         Ok(next)
     }
+}
+
+/// The `getUpdates` offset that confirms update `id`: one past the highest seen. An id at
+/// the top of the range (only a hostile or broken peer sends one) keeps the offset there
+/// instead of overflowing.
+fn next_offset(current: Option<i64>, id: i64) -> i64 {
+    let after = id.saturating_add(1);
+    current.map_or(after, |o| o.max(after))
 }
 
 #[async_trait]
@@ -137,5 +145,19 @@ impl PullTask for PollTask {
                 ctx.succeeded();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_offset;
+
+    #[test]
+    fn the_offset_is_one_past_the_highest_update_and_never_overflows() {
+        assert_eq!(next_offset(None, 41), 42);
+        assert_eq!(next_offset(Some(50), 41), 50);
+        assert_eq!(next_offset(Some(42), 99), 100);
+        assert_eq!(next_offset(None, i64::MAX), i64::MAX);
+        assert_eq!(next_offset(Some(7), i64::MAX), i64::MAX);
     }
 }
