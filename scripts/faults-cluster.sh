@@ -5,8 +5,9 @@
 # with amqp.urls naming all three nodes, sends an open-loop load (loadgen, RATE posts a
 # second for DURATION seconds), kill -9s the node the daemon's publisher is connected to
 # KILL_AT seconds in, starts it again RESTART_AT seconds in, and then counts what the
-# database holds for the loadgen's unique emails. Prints accepted / refused / stored /
-# lost / duplicated and exits non-zero if anything accepted was lost or stored twice.
+# database holds for every post the loadgen recorded (scripts/faults/check.py). Prints
+# accepted / refused / stored / lost / duplicated and exits non-zero if anything accepted
+# was lost or stored twice.
 #
 # Uses a database of its own on the PostgreSQL at PGHOST (default 127.0.0.1:5432, user
 # postgres, created and dropped here) and an AMQP prefix of its own; the machine's
@@ -128,8 +129,9 @@ victim=$(echo "$node" | sed -n 's/^[^:]*:568\([1-3]\)\/.*$/\1/p')
 [ -n "$victim" ] || { log "cannot tell which node the publisher uses (log says '$node')"; exit 1; }
 log "the publisher is connected to lpc$victim@localhost ($node)"
 
+record="$work/record.tsv"
 "$BIN/loadgen" --url "http://127.0.0.1:$port" --rate "$RATE" --duration "$DURATION" \
-  --drain-timeout 300 >"$load_log" 2>&1 &
+  --drain-timeout 300 --record "$record" >"$load_log" 2>&1 &
 load_pid=$!
 sleep "$KILL_AT"
 cluster kill "$victim"
@@ -140,37 +142,25 @@ cluster restart "$victim" >/dev/null
 load_status=0
 wait "$load_pid" || load_status=$?
 cat "$load_log" >&2
+[ -s "$record" ] || { log "loadgen recorded nothing (exit $load_status)"; exit 1; }
 
-run=$(sed -n 's/^loadgen: .* run \([0-9a-f]*\)$/\1/p' "$load_log")
-accepted=$(sed -n 's/^accepted: *\([0-9]*\) .*/\1/p' "$load_log")
-refused=$(sed -n 's/^accepted: *[0-9]* (refused or failed \([0-9]*\):.*/\1/p' "$load_log")
-[ -n "$run" ] && [ -n "$accepted" ] || { log "loadgen did not report (exit $load_status)"; exit 1; }
-
-# Whatever is still in the spool or the queues lands within the drain timeout; wait until
-# the count stops moving.
-count() {
-  psql -U postgres -d "$db" -Atc \
-    "SELECT count(*), count(DISTINCT email) FROM leads WHERE email LIKE 'lg$run-%'"
+# The same accounting as scripts/faults.sh: every post the loadgen recorded, against the
+# database once the spool and the queues are empty (check.py waits for that).
+backlog() {
+  local queued spooled
+  queued=$(cluster ctl 1 -q list_queues name messages 2>/dev/null |
+    awk -v p="$prefix.shard." 'index($1, p) == 1 {s += $2} END {print s + 0}')
+  spooled=$(curl -s "http://127.0.0.1:$port/metrics" |
+    awk '/^leadpipe_spool_entries / {print $2 + 0}')
+  echo $((queued + ${spooled:-0}))
 }
-previous=""
-for _ in $(seq 1 60); do
-  now=$(count)
-  [ "$now" = "$previous" ] && [ "${now#*|}" -ge "$accepted" ] && break
-  previous=$now
-  sleep 2
-done
-rows=${now%|*}
-distinct=${now#*|}
-lost=$((accepted > distinct ? accepted - distinct : 0))
-duplicated=$((rows - distinct))
+export -f backlog cluster
+export prefix port
+check_status=0
+line=$(python3 scripts/faults/check.py --psql "psql -h $PGHOST -p $PGPORT -U postgres -d $db" \
+  --settle 10 --timeout 300 --backlog-cmd "bash -c backlog" "$record") || check_status=$?
 
-echo "cluster failover: publisher's node lpc$victim killed at ${KILL_AT}s, restarted at ${RESTART_AT}s, $RATE posts/s for ${DURATION}s"
-echo "accepted:   $accepted"
-echo "refused:    $refused"
-echo "stored:     $distinct (rows $rows)"
-echo "lost:       $lost"
-echo "duplicated: $duplicated"
+echo "cluster: publisher's node lpc$victim killed at ${KILL_AT}s, restarted at ${RESTART_AT}s, $RATE posts/s for ${DURATION}s"
+echo "cluster: ${line:-no account (check.py exit $check_status)}"
 cluster ctl 1 -q list_queues name type leader members 2>/dev/null | grep "^$prefix" >&2 || true
-if [ "$lost" -gt 0 ] || [ "$duplicated" -gt 0 ]; then
-  exit 1
-fi
+exit "$check_status"

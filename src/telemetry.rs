@@ -72,6 +72,10 @@ fn describe() {
         "Messages moved to the dead-letter queue because they can never be stored."
     );
     describe_gauge!(
+        "leadpipe_broker_blocked",
+        "1 while RabbitMQ blocks the publisher's connection (a memory or disk alarm): web posts go to the spool."
+    );
+    describe_gauge!(
         "leadpipe_queue_messages",
         "Messages waiting in each queue (consumer lag in messages)."
     );
