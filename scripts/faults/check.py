@@ -5,12 +5,14 @@ Reads one or more `loadgen --record` files (email<TAB>part<TAB>status per post),
 until the stored inquiries stop changing, and prints one line:
 
   accepted=A refused=R stored=S lost=L duplicated=D order_violations=O
+  timeline_out_of_order=T
 
 accepted: posts answered 2xx; refused: any other answer or none (the client was told);
 stored: accepted posts filed exactly once; lost: accepted posts never filed; duplicated:
 posts filed more than once (more than one inquiry, lead or activity for one post);
 order_violations: with several posts per person, people whose accepted posts were filed
-out of the order they were accepted in. Exits 1 when lost, duplicated or
+out of the order they were accepted in; timeline_out_of_order: people whose activities,
+read by their time as the lead's timeline shows them, are out of that order. Exits 1 when lost, duplicated or
 order_violations is not zero, 2 when the database cannot be read, 3 when accepted posts
 are missing but the broker or a spool still holds messages at the timeout (undrained,
 not proven lost).
@@ -39,7 +41,8 @@ WITH i AS (
 ),
 l AS (SELECT inquiry_id, count(*) AS n FROM leads GROUP BY inquiry_id),
 a AS (
-    SELECT inquiry_id, count(*) AS n, min(id) AS first
+    SELECT inquiry_id, count(*) AS n, min(id) AS first,
+           min(extract(epoch FROM occurred_at)) AS at
     FROM activities WHERE inquiry_id IS NOT NULL GROUP BY inquiry_id
 )
 SELECT replace(substring(i.body FROM 'lg[0-9a-f]+-[0-9]+%40example\.com'), '%40', '@'),
@@ -47,7 +50,8 @@ SELECT replace(substring(i.body FROM 'lg[0-9a-f]+-[0-9]+%40example\.com'), '%40'
        i.disposition,
        coalesce(l.n, 0),
        coalesce(a.n, 0),
-       coalesce(a.first, 0)
+       coalesce(a.first, 0),
+       coalesce(a.at, 0)
 FROM i
 LEFT JOIN l ON l.inquiry_id = i.id
 LEFT JOIN a ON a.inquiry_id = i.id
@@ -79,8 +83,9 @@ def stored_rows(psql):
         raise RuntimeError(out.stderr.strip())
     rows = []
     for line in out.stdout.splitlines():
-        email, part, disposition, leads, activities, first_activity = line.split("\t")
-        rows.append((email, int(part), disposition, int(leads), int(activities), int(first_activity)))
+        email, part, disposition, leads, activities, first_activity, at = line.split("\t")
+        rows.append((email, int(part), disposition, int(leads), int(activities),
+                     int(first_activity), float(at)))
     return rows
 
 
@@ -156,10 +161,21 @@ def main():
         parts = [part for _, part in sorted(filed)]
         if parts != sorted(parts):
             violations.append((email, parts))
+    # The lead's timeline lists activities by when they happened (the time the daemon
+    # accepted the post), so a post filed late still shows in its place there: counted
+    # apart, informational.
+    timeline = 0
+    for key_email in people:
+        seen = sorted((ours[(key_email, part)][0][6], first, part)
+                      for first, part in people[key_email])
+        parts = [part for _, _, part in seen]
+        if parts != sorted(parts):
+            timeline += 1
 
     print(
         f"accepted={len(accepted)} refused={refused} stored={stored} lost={len(lost)} "
         f"duplicated={duplicated} order_violations={len(violations)} "
+        f"timeline_out_of_order={timeline} "
         f"refused_but_stored={refused_but_stored}"
         + (f" still_queued={pending}" if pending else "")
     )
