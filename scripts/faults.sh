@@ -60,12 +60,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# PROFILE=debug uses the debug build (quicker to make, slower to run).
-PROFILE=${PROFILE:-release}
-if [ "${NO_BUILD:-0}" != 1 ]; then
-  if [ "$PROFILE" = release ]; then flag=--release; else flag=""; fi
-  CARGO_INCREMENTAL=0 cargo build $flag --quiet -p leadpipe --bin leadpipe --bin loadgen
-fi
+build_binaries
 LEADPIPE=$ROOT/target/$PROFILE/leadpipe
 LOADGEN=$ROOT/target/$PROFILE/loadgen
 

@@ -42,12 +42,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# PROFILE=debug uses the debug build (quicker to make, slower to run).
-PROFILE=${PROFILE:-release}
-if [ "${NO_BUILD:-0}" != 1 ]; then
-  if [ "$PROFILE" = release ]; then flag=--release; else flag=""; fi
-  CARGO_INCREMENTAL=0 cargo build $flag --quiet -p leadpipe --bin leadpipe --bin loadgen
-fi
+build_binaries
 services_up
 sed -e "s#^url = \"postgres://.*#url = \"postgres://postgres@127.0.0.1:$PG_PORT/$DB\"#" \
   -e "s#^url = \"amqp://.*#url = \"amqp://guest:guest@127.0.0.1:$RMQ_PORT/%2f\"#" \

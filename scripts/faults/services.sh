@@ -89,3 +89,14 @@ services_down() {
   rmq_stop
   pg_stop fast
 }
+
+# Builds leadpipe and loadgen unless NO_BUILD=1; PROFILE=debug uses the debug build
+# (quicker to make, slower to run). Sets PROFILE.
+build_binaries() {
+  PROFILE=${PROFILE:-release}
+  if [ "${NO_BUILD:-0}" != 1 ]; then
+    local flag=""
+    [ "$PROFILE" != release ] || flag=--release
+    CARGO_INCREMENTAL=0 cargo build $flag --quiet -p leadpipe --bin leadpipe --bin loadgen
+  fi
+}

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::support::{Options, TestDaemon, amqp_url, free_port, temp_file};
+use crate::support::{Options, TestDaemon, amqp_url, check_config_file, free_port};
 
 const URLENCODED: &str = "application/x-www-form-urlencoded";
 
@@ -72,20 +72,7 @@ fn check_config(amqp: &str, env: &[(&str, &str)]) -> (bool, String) {
          url = \"postgres://postgres@127.0.0.1:5432/leadpipe\"\n[amqp]\n{amqp}\
          prefix = \"leadpipe\"\n[api]\nadmin_token = \"a-long-random-admin-token\"\n"
     );
-    let path = temp_file("failover-check.toml", file.as_bytes());
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_leadpipe"));
-    command.args(["check-config", "--config"]).arg(&path);
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    let out = command.output().expect("run leadpipe check-config");
-    let _ = std::fs::remove_file(path);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    check_config_file(&file, env)
 }
 
 #[test]

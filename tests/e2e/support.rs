@@ -481,10 +481,17 @@ pub fn check_config(sections: &str) -> (bool, String) {
          url = \"amqp://guest:guest@127.0.0.1:5672/%2f\"\nprefix = \"leadpipe\"\n[api]\n\
          admin_token = \"a-long-random-admin-token\"\n\n{sections}"
     );
+    check_config_file(&file, &[])
+}
+
+/// `leadpipe check-config` on a file holding `file`, with `env` set: (passed, what it
+/// printed).
+pub fn check_config_file(file: &str, env: &[(&str, &str)]) -> (bool, String) {
     let path = temp_file("check-config.toml", file.as_bytes());
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadpipe"))
         .args(["check-config", "--config"])
         .arg(&path)
+        .envs(env.iter().copied())
         .output()
         .expect("run leadpipe check-config");
     let _ = std::fs::remove_file(path);
