@@ -16,7 +16,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::common::{
-    ApiState, bad_query, page_cursor, page_limit, query_params, store_problem, unknown_param,
+    ApiState, bad_query, json_problem, page_cursor, page_limit, query_params, store_problem,
+    unknown_param,
 };
 use crate::clients::{CompanyInput, ContactInput, parse_company, parse_contact};
 
@@ -28,18 +29,6 @@ fn unusable(fields: Vec<FieldProblem>) -> Problem {
     );
     p.fields = fields;
     p
-}
-
-fn json_problem(rejection: JsonRejection) -> Problem {
-    let status = rejection.status();
-    let code = if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
-        "unsupported_content_type"
-    } else if status == StatusCode::UNPROCESSABLE_ENTITY {
-        "invalid_fields"
-    } else {
-        "malformed_body"
-    };
-    Problem::new(status, code, rejection.body_text())
 }
 
 fn client_problem(error: StoreError) -> Problem {
