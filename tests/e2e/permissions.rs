@@ -638,6 +638,58 @@ async fn every_endpoint_answers_every_role_as_the_rules_say() {
         let expected: BTreeSet<i64> = who.sees.iter().map(|k| world.leads[k]).collect();
         assert_eq!(listed, expected, "GET /v1/leads as {}", who.name);
     }
+
+    // GET /v1/deals/{id}: a deal is seen by whoever sees the lead it came from. Converting
+    // finishes the leads the rows above use, so this comes last.
+    let mut deals = BTreeMap::new();
+    for (kind, lead) in &world.leads {
+        let r = daemon
+            .call_as(
+                Some(&daemon.admin),
+                "POST",
+                &format!("/v1/leads/{lead}/finish"),
+                Some(json!({"outcome": "converted", "create": [{"type": "contact"}, {"type": "deal"}]})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "convert the {kind:?} lead: {}", r.text());
+        deals.insert(*kind, r.json()["deal"]["id"].as_i64().unwrap());
+    }
+    let missing = daemon
+        .call_as(Some(&daemon.admin), "GET", "/v1/deals/424242", None)
+        .await;
+    assert_eq!(missing.status, 404, "{}", missing.text());
+    for who in &world.callers {
+        for (kind, deal) in &deals {
+            let r = daemon
+                .call_as(
+                    who.token.as_deref(),
+                    "GET",
+                    &format!("/v1/deals/{deal}"),
+                    None,
+                )
+                .await;
+            let expected = match who.role {
+                None => 401,
+                Some(_) if who.sees.contains(kind) => 200,
+                Some(_) => 404,
+            };
+            assert_eq!(
+                r.status,
+                expected,
+                "GET /v1/deals/{deal} (from the {kind:?} lead) as {}: {}",
+                who.name,
+                r.text()
+            );
+            if expected == 404 {
+                assert_eq!(
+                    r.json()["error"],
+                    missing.json()["error"],
+                    "as {}",
+                    who.name
+                );
+            }
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
