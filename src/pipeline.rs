@@ -329,7 +329,19 @@ mod tests {
         );
         assert_eq!(
             decoded.ok().map(|e| e.lead.inquiry),
-            Some(envelope.lead.inquiry)
+            Some(envelope.lead.inquiry.clone())
+        );
+        // Carried among others in one broker message, it is no deeper.
+        let wire = envelope.to_bytes();
+        let body = router::envelope::batch_bytes([wire.as_slice(), wire.as_slice()].into_iter());
+        let carried =
+            router::envelope::decode_message(Some(router::envelope::BATCH_CONTENT_TYPE), &body)
+                .expect("a readable batch");
+        assert!(
+            carried
+                .iter()
+                .all(|c| matches!(c, router::envelope::Carried::Envelope(e) if e.lead.inquiry == envelope.lead.inquiry)),
+            "a body nested {deepest} levels is unreadable inside a batch: {carried:?}"
         );
     }
 }

@@ -39,6 +39,14 @@ pub struct AmqpConfig {
     /// Channels the publisher spreads its messages over.
     #[serde(default = "default_publisher_channels")]
     pub publisher_channels: u16,
+    /// Most inquiries carried by one broker message. Inquiries for the same shard that
+    /// arrive while its messages are in flight share the next one, and its confirm; 1
+    /// publishes every inquiry on its own.
+    #[serde(default = "default_publish_batch")]
+    pub publish_batch: u16,
+    /// Broker messages awaiting their confirm at once per shard queue.
+    #[serde(default = "default_publish_in_flight")]
+    pub publish_in_flight: u16,
     /// Run the consumers in this process (turn off for intake-only replicas).
     #[serde(default = "default_true")]
     pub consume: bool,
@@ -65,6 +73,14 @@ fn default_delivery_limit() -> u32 {
 fn default_publisher_channels() -> u16 {
     // One publish per channel at a time: this is how many confirms can be outstanding.
     64
+}
+fn default_publish_batch() -> u16 {
+    64
+}
+fn default_publish_in_flight() -> u16 {
+    // Few messages in flight make the waiting inquiries share them: at 2 a shard sends
+    // its next message as soon as either confirm arrives.
+    2
 }
 fn default_true() -> bool {
     true
@@ -106,6 +122,8 @@ impl AmqpConfig {
             confirm_timeout_ms: default_confirm_timeout_ms(),
             delivery_limit: default_delivery_limit(),
             publisher_channels: default_publisher_channels(),
+            publish_batch: default_publish_batch(),
+            publish_in_flight: default_publish_in_flight(),
             consume: true,
         }
     }
@@ -207,6 +225,15 @@ impl AmqpConfig {
         }
         if self.publisher_channels == 0 || self.publisher_channels > 1024 {
             out.push(("publisher_channels", "must be between 1 and 1024".into()));
+        }
+        if self.publish_batch == 0 || self.publish_batch > 1_000 {
+            out.push(("publish_batch", "must be between 1 and 1000".into()));
+        }
+        if self.publish_in_flight == 0 || self.publish_in_flight > self.publisher_channels {
+            out.push((
+                "publish_in_flight",
+                "must be at least 1 and at most publisher_channels".into(),
+            ));
         }
         out
     }

@@ -29,7 +29,9 @@ use tokio_util::task::TaskTracker;
 use crate::backoff::Backoff;
 use crate::config::AmqpConfig;
 use crate::connect::Brokers;
-use crate::envelope::Envelope;
+use crate::envelope::{
+    BATCH_CONTENT_TYPE, Carried, ENVELOPE_CONTENT_TYPE, Envelope, decode_message,
+};
 use crate::topology::{Topology, is_soft_error};
 
 /// What the sink did with one envelope.
@@ -263,11 +265,17 @@ impl ConsumerSet {
             // by the broker when its queue goes away.
             let mut ended = first.is_none();
             if let Some(first) = first {
-                let mut batch = vec![first?];
+                let first = first?;
+                // Counted in inquiries: a batch message carries several.
+                let mut inquiries = carried_count(&first);
+                let mut batch = vec![first];
                 let fill_until = Instant::now() + batch_wait;
-                while batch.len() < self.config.batch_size {
+                while inquiries < self.config.batch_size {
                     match tokio::time::timeout_at(fill_until, deliveries.next()).await {
-                        Ok(Some(Ok(delivery))) => batch.push(delivery),
+                        Ok(Some(Ok(delivery))) => {
+                            inquiries += carried_count(&delivery);
+                            batch.push(delivery);
+                        }
                         Ok(Some(Err(error))) => return Err(error.into()),
                         Ok(None) => {
                             ended = true;
@@ -302,20 +310,43 @@ impl ConsumerSet {
         let Some(last_tag) = batch.last().map(|d| d.delivery_tag) else {
             return Ok(());
         };
+        // Each readable envelope with the delivery that carried it.
         let mut envelopes: Vec<(usize, Envelope)> = Vec::with_capacity(batch.len());
         for (i, delivery) in batch.iter().enumerate() {
-            match Envelope::from_bytes(&delivery.data) {
-                Ok(envelope) => envelopes.push((i, envelope)),
+            let content_type = delivery
+                .properties
+                .content_type()
+                .as_ref()
+                .map(|t| t.as_str());
+            match decode_message(content_type, &delivery.data) {
+                Ok(carried) => {
+                    for item in carried {
+                        match item {
+                            Carried::Envelope(envelope) => envelopes.push((i, *envelope)),
+                            Carried::Unreadable { bytes, reason } => {
+                                let letter = Letter::part_of(delivery, bytes, None);
+                                dead_letter(dead_channel, &self.topology, queue, letter, &reason)
+                                    .await?
+                            }
+                        }
+                    }
+                }
                 Err(reason) => {
-                    dead_letter(dead_channel, &self.topology, queue, delivery, &reason).await?
+                    let letter = Letter::whole(delivery);
+                    dead_letter(dead_channel, &self.topology, queue, letter, &reason).await?
                 }
             }
         }
-        if let Some(oldest) = envelopes.iter().map(|(_, e)| e.published_at).min() {
-            let lag = (Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1000.0;
-            metrics::gauge!("leadpipe_consumer_lag_seconds", "queue" => queue.to_owned()).set(lag);
-        }
-
+        let letter = |k: usize| {
+            let (i, envelope) = &envelopes[k];
+            let delivery = &batch[*i];
+            if is_batch(delivery) {
+                let id = envelope.lead.inquiry.id.to_string();
+                Letter::part_of(delivery, envelope.to_bytes(), Some(id))
+            } else {
+                Letter::whole(delivery)
+            }
+        };
         // Groups still to store; a group that fails permanently without naming the culprit
         // is split in halves until the poison message stands alone.
         let mut groups: VecDeque<Vec<usize>> = VecDeque::new();
@@ -352,14 +383,19 @@ impl ConsumerSet {
                         reason,
                     }) if i < group.len() => {
                         let k = group.remove(i);
-                        let delivery = &batch[envelopes[k].0];
-                        dead_letter(dead_channel, &self.topology, queue, delivery, &reason).await?;
+                        dead_letter(dead_channel, &self.topology, queue, letter(k), &reason)
+                            .await?;
                     }
                     Err(SinkError::Permanent { reason, .. }) => {
                         if group.len() == 1 {
-                            let delivery = &batch[envelopes[group[0]].0];
-                            dead_letter(dead_channel, &self.topology, queue, delivery, &reason)
-                                .await?;
+                            dead_letter(
+                                dead_channel,
+                                &self.topology,
+                                queue,
+                                letter(group[0]),
+                                &reason,
+                            )
+                            .await?;
                             break;
                         }
                         let tail = group.split_off(group.len() / 2);
@@ -401,17 +437,61 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
-/// Publishes a copy of the delivery to the dead-letter exchange with the error attached,
-/// and waits for the confirm; the caller acks the original afterwards.
+/// How many inquiries a delivery carries, without decoding it.
+fn carried_count(delivery: &Delivery) -> usize {
+    if is_batch(delivery) {
+        delivery.data.iter().filter(|&&b| b == b'\n').count() + 1
+    } else {
+        1
+    }
+}
+
+/// Whether a delivery carries several envelopes.
+fn is_batch(delivery: &Delivery) -> bool {
+    delivery
+        .properties
+        .content_type()
+        .as_ref()
+        .is_some_and(|t| t.as_str() == BATCH_CONTENT_TYPE)
+}
+
+/// What goes to the dead-letter queue: a whole delivery, or one envelope of a batch.
+struct Letter<'a> {
+    delivery: &'a Delivery,
+    /// The envelope's own bytes when it is one of a batch.
+    part: Option<(Vec<u8>, Option<String>)>,
+}
+
+impl<'a> Letter<'a> {
+    fn whole(delivery: &'a Delivery) -> Self {
+        Self {
+            delivery,
+            part: None,
+        }
+    }
+
+    fn part_of(delivery: &'a Delivery, bytes: Vec<u8>, message_id: Option<String>) -> Self {
+        Self {
+            delivery,
+            part: Some((bytes, message_id)),
+        }
+    }
+}
+
+/// Publishes a copy of the delivery (or of one envelope of it) to the dead-letter exchange
+/// with the error attached, and waits for the confirm; the caller acks the original
+/// afterwards. One envelope of a batch goes alone, as a message of one envelope, so that
+/// replaying it later does not repeat the batch's other inquiries.
 async fn dead_letter(
     channel: &Channel,
     topology: &Topology,
     queue: &str,
-    delivery: &Delivery,
+    letter: Letter<'_>,
     reason: &str,
 ) -> Result<(), SessionError> {
     tracing::error!(%queue, %reason, "A message can never be stored; moving it to the dead-letter queue.");
     metrics::counter!("leadpipe_dead_lettered_total", "queue" => queue.to_owned()).increment(1);
+    let delivery = letter.delivery;
     let mut headers = delivery.properties.headers().clone().unwrap_or_default();
     headers.insert(
         "x-leadpipe-error".into(),
@@ -425,12 +505,28 @@ async fn dead_letter(
         "x-leadpipe-failed-at".into(),
         AMQPValue::LongString(LongString::from(Utc::now().to_rfc3339().into_bytes())),
     );
+    let (data, message_id, content_type) = match &letter.part {
+        Some((bytes, id)) => (
+            bytes.as_slice(),
+            id.clone().map(Into::into),
+            ENVELOPE_CONTENT_TYPE,
+        ),
+        None => (
+            delivery.data.as_slice(),
+            delivery.properties.message_id().clone(),
+            delivery
+                .properties
+                .content_type()
+                .as_ref()
+                .map_or(ENVELOPE_CONTENT_TYPE, |t| t.as_str()),
+        ),
+    };
     let properties = BasicProperties::default()
         .with_delivery_mode(2)
         .with_headers(headers)
-        .with_content_type("application/json".into());
-    let properties = match delivery.properties.message_id() {
-        Some(id) => properties.with_message_id(id.clone()),
+        .with_content_type(content_type.into());
+    let properties = match message_id {
+        Some(id) => properties.with_message_id(id),
         None => properties,
     };
     let confirmation = channel
@@ -443,7 +539,7 @@ async fn dead_letter(
                 mandatory: true,
                 ..BasicPublishOptions::default()
             },
-            &delivery.data,
+            data,
             properties,
         )
         .await?

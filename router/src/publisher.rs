@@ -25,6 +25,17 @@
 //! about that many divided by the confirm latency (1-2 ms for a local quorum queue), and
 //! publishes beyond it wait for a channel within their confirm timeout.
 //!
+//! # Many inquiries per broker message
+//!
+//! Each shard has at most `publish_in_flight` messages awaiting their confirm. Envelopes
+//! that arrive meanwhile wait, and the next message carries all of them (up to
+//! `publish_batch`, one envelope per line, content type [`BATCH_CONTENT_TYPE`]); every
+//! waiting caller gets that message's outcome. An idle shard sends at once, so a lone post
+//! pays nothing for this, and under load the broker stores, replicates and confirms one
+//! message for many posts. A return or nack of a batch fails every inquiry in it, which is
+//! what each caller is told; the consumer stores the envelopes of a batch in order and
+//! dead-letters an unreadable or unstorable one alone.
+//!
 //! A return means a shard queue is missing. The maintenance task then declares the
 //! topology again on the same connection, so the queue is back within milliseconds and
 //! no other publish in flight is disturbed. (An alternate exchange would turn returns
@@ -38,6 +49,7 @@
 //! connection is blocked, publishes fail at once with [`PublishError::Blocked`] (intake
 //! then writes to its spool), until `connection.unblocked`.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -46,13 +58,13 @@ use futures_util::StreamExt;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
-use tokio::sync::{Notify, RwLock, Semaphore};
+use tokio::sync::{Notify, RwLock, Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::AmqpConfig;
 use crate::connect::Brokers;
-use crate::envelope::Envelope;
+use crate::envelope::{BATCH_CONTENT_TYPE, ENVELOPE_CONTENT_TYPE, Envelope, batch_bytes};
 use crate::routing::shard_for;
 use crate::topology::Topology;
 
@@ -172,6 +184,26 @@ impl Live {
     }
 }
 
+/// Most bytes of envelopes joined into one broker message (one envelope alone may be
+/// larger).
+const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// An envelope waiting for a broker message of its shard.
+struct Waiting {
+    payload: Vec<u8>,
+    /// The inquiry id, the message id of a broker message it opens.
+    inquiry_id: String,
+    published_at: chrono::DateTime<chrono::Utc>,
+    reply: oneshot::Sender<Result<(), PublishError>>,
+}
+
+/// What waits for one shard, and how many tasks are sending it.
+#[derive(Default)]
+struct ShardWaiting {
+    waiting: VecDeque<Waiting>,
+    senders: usize,
+}
+
 /// Publishes envelopes to the shard queues, with confirms.
 pub struct Publisher {
     config: AmqpConfig,
@@ -182,6 +214,8 @@ pub struct Publisher {
     /// woken; cleared when the topology is declared again.
     missing_queue: AtomicBool,
     redeclare: Notify,
+    /// Per shard: envelopes waiting to be sent. std Mutex, never held across `.await`.
+    waiting: Vec<Mutex<ShardWaiting>>,
 }
 
 impl Publisher {
@@ -191,6 +225,9 @@ impl Publisher {
         Arc::new(Self {
             topology: Topology::new(&config),
             brokers: Brokers::new(config.broker_urls()),
+            waiting: (0..config.shards)
+                .map(|_| Mutex::new(ShardWaiting::default()))
+                .collect(),
             config,
             live: RwLock::new(None),
             missing_queue: AtomicBool::new(false),
@@ -330,25 +367,120 @@ impl Publisher {
     }
 
     /// Publishes one envelope to its shard and waits for the broker's confirm.
-    pub async fn publish(&self, envelope: &Envelope) -> Result<(), PublishError> {
-        let shard = shard_for(&envelope.lead.primary_key(), self.topology.shards());
-        let properties = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("application/json".into())
-            .with_message_id(envelope.lead.inquiry.id.to_string().into())
-            .with_timestamp(envelope.published_at.timestamp().max(0) as u64);
-        let outcome = self
-            .publish_to(shard, &envelope.to_bytes(), properties)
-            .await;
+    ///
+    /// The envelope joins the inquiries waiting for its shard. A shard has at most
+    /// `publish_in_flight` broker messages awaiting their confirm; when one is confirmed,
+    /// everything that waited meanwhile (up to `publish_batch` inquiries) goes in the next
+    /// message. An idle shard publishes at once, so batching costs a lone post nothing,
+    /// and under load one confirm (and one broker message) serves many posts.
+    pub async fn publish(self: &Arc<Self>, envelope: &Envelope) -> Result<(), PublishError> {
+        let inquiry_id = &envelope.lead.inquiry.id;
+        let outcome = self.publish_batched(envelope).await;
         match &outcome {
             Ok(()) => metrics::counter!("leadpipe_inquiries_published_total").increment(1),
             Err(error) => {
                 metrics::counter!("leadpipe_publish_failures_total", "reason" => error.reason())
                     .increment(1);
-                tracing::warn!(%error, inquiry_id = %envelope.lead.inquiry.id, "Publishing failed; the client is told to retry.");
+                tracing::warn!(%error, %inquiry_id, "Publishing failed; the client is told to retry.");
             }
         }
         outcome
+    }
+
+    async fn publish_batched(self: &Arc<Self>, envelope: &Envelope) -> Result<(), PublishError> {
+        // Fail fast, as an unbatched publish would, rather than queue behind a broker
+        // that is away or blocking.
+        {
+            let live = self.live.read().await;
+            let live = live
+                .as_ref()
+                .filter(|l| l.healthy())
+                .ok_or_else(|| PublishError::Unavailable("not connected".into()))?;
+            if let Some(reason) = live.blocked() {
+                return Err(PublishError::Blocked(reason));
+            }
+        }
+        let shard = shard_for(&envelope.lead.primary_key(), self.topology.shards());
+        let (reply, answer) = oneshot::channel();
+        let waiting = Waiting {
+            payload: envelope.to_bytes(),
+            inquiry_id: envelope.lead.inquiry.id.to_string(),
+            published_at: envelope.published_at,
+            reply,
+        };
+        let start_sender = {
+            let mut queue = self.waiting[usize::from(shard)]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            queue.waiting.push_back(waiting);
+            let start = queue.senders < usize::from(self.config.publish_in_flight);
+            if start {
+                queue.senders += 1;
+            }
+            start
+        };
+        if start_sender {
+            tokio::spawn(self.clone().send_waiting(shard));
+        }
+        // The sender's own publish is bounded by the confirm timeout; this bounds the wait
+        // in the queue too. A caller that gave up is left out of the message if it has
+        // not been sent yet.
+        let timeout = Duration::from_millis(self.config.confirm_timeout_ms);
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(PublishError::Unavailable(
+                "the publisher stopped before the message was sent".into(),
+            )),
+            Err(_) => Err(PublishError::Timeout(timeout)),
+        }
+    }
+
+    /// Sends what waits for `shard`, one broker message at a time, until nothing does.
+    async fn send_waiting(self: Arc<Self>, shard: u16) {
+        let most = usize::from(self.config.publish_batch);
+        loop {
+            let batch: Vec<Waiting> = {
+                let mut queue = self.waiting[usize::from(shard)]
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                let mut batch = Vec::new();
+                let mut bytes = 0;
+                while batch.len() < most && bytes < MAX_BATCH_BYTES {
+                    let Some(next) = queue.waiting.pop_front() else {
+                        break;
+                    };
+                    // Its caller gave up (timed out or went away): it was told the publish
+                    // failed, so it is not sent.
+                    if next.reply.is_closed() {
+                        continue;
+                    }
+                    bytes += next.payload.len();
+                    batch.push(next);
+                }
+                if batch.is_empty() {
+                    queue.senders -= 1;
+                    return;
+                }
+                batch
+            };
+            let oldest = batch.iter().map(|w| w.published_at).min();
+            let properties = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_message_id(batch[0].inquiry_id.as_str().into())
+                .with_timestamp(oldest.map_or(0, |t| t.timestamp().max(0) as u64));
+            let outcome = if let [one] = batch.as_slice() {
+                let properties = properties.with_content_type(ENVELOPE_CONTENT_TYPE.into());
+                self.publish_to(shard, &one.payload, properties).await
+            } else {
+                let body = batch_bytes(batch.iter().map(|w| w.payload.as_slice()));
+                let properties = properties.with_content_type(BATCH_CONTENT_TYPE.into());
+                self.publish_to(shard, &body, properties).await
+            };
+            metrics::histogram!("leadpipe_publish_batch_inquiries").record(batch.len() as f64);
+            for waiting in batch {
+                let _ = waiting.reply.send(outcome.clone());
+            }
+        }
     }
 
     /// Publishes `payload` to `shard` on a channel of its own and waits for the confirm.
@@ -502,17 +634,31 @@ mod tests {
     /// Takes every message out of `queue` (none when it does not exist) and counts each
     /// message id. (Shard queues have a single active consumer, which rules out basic.get.)
     async fn drain(connection: &Connection, queue: &str) -> HashMap<String, u32> {
+        let mut ids = HashMap::new();
+        for delivery in drain_deliveries(connection, queue).await {
+            let id = delivery.properties.message_id().clone();
+            *ids.entry(id.map(|s| s.to_string()).unwrap_or_default())
+                .or_default() += 1;
+        }
+        ids
+    }
+
+    /// Takes every message out of `queue` (none when it does not exist).
+    async fn drain_deliveries(
+        connection: &Connection,
+        queue: &str,
+    ) -> Vec<lapin::message::Delivery> {
         let channel = connection.create_channel().await.expect("a channel");
         let passive = QueueDeclareOptions {
             passive: true,
             ..QueueDeclareOptions::default()
         };
-        let mut ids = HashMap::new();
+        let mut out = Vec::new();
         let Ok(declared) = channel
             .queue_declare(queue.into(), passive, FieldTable::default())
             .await
         else {
-            return ids;
+            return out;
         };
         let mut deliveries = channel
             .basic_consume(
@@ -532,12 +678,124 @@ mod tests {
                 .expect("a queued message arrives")
                 .expect("a delivery")
                 .expect("a delivery");
-            let id = delivery.properties.message_id().clone();
-            *ids.entry(id.map(|s| s.to_string()).unwrap_or_default())
-                .or_default() += 1;
+            out.push(delivery);
         }
         let _ = channel.close(200, "drained".into()).await;
-        ids
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_inquiry_of_a_batch_learns_what_became_of_its_message() {
+        let mut config = testing::config();
+        // One message in flight per shard: whatever arrives meanwhile shares the next.
+        config.publish_in_flight = 1;
+        let publisher = Publisher::new(config.clone());
+        let stop = CancellationToken::new();
+        let maintenance = tokio::spawn(publisher.clone().run(stop.clone()));
+        while !publisher.is_ready().await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let topology = publisher.topology().clone();
+        let broker = testing::connect().await;
+        let channel = broker.create_channel().await.expect("a channel");
+        channel
+            .queue_delete(
+                topology.shard_queue(0).as_str().into(),
+                QueueDeleteOptions::default(),
+            )
+            .await
+            .expect("delete shard 0");
+
+        let mut tasks = JoinSet::new();
+        for i in 0..1200u32 {
+            let publisher = publisher.clone();
+            tasks.spawn(async move {
+                let envelope = testing::envelope(i);
+                let outcome = publisher.publish(&envelope).await;
+                (envelope.lead.inquiry.id.to_string(), outcome)
+            });
+        }
+        let mut outcomes = HashMap::new();
+        while let Some(joined) = tasks.join_next().await {
+            let (id, outcome) = joined.expect("a publish task");
+            outcomes.insert(id, outcome);
+        }
+
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let came_back = loop {
+            let probe = BasicProperties::default().with_message_id("probe".into());
+            if publisher.publish_to(0, b"{}", probe).await.is_ok() {
+                break true;
+            }
+            if tokio::time::Instant::now() > deadline {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+
+        // Every inquiry that reached a queue, however it was carried.
+        let mut copies: HashMap<String, u32> = HashMap::new();
+        let mut shared = 0;
+        for shard in 0..2 {
+            for delivery in drain_deliveries(&broker, &topology.shard_queue(shard)).await {
+                let content_type = delivery
+                    .properties
+                    .content_type()
+                    .as_ref()
+                    .map(|t| t.as_str());
+                let Ok(carried) = crate::envelope::decode_message(content_type, &delivery.data)
+                else {
+                    continue; // a probe
+                };
+                if carried.len() > 1 {
+                    shared += 1;
+                }
+                for item in carried {
+                    if let crate::envelope::Carried::Envelope(e) = item {
+                        *copies.entry(e.lead.inquiry.id.to_string()).or_default() += 1;
+                    }
+                }
+            }
+        }
+        let _ = broker.close(200, "done".into()).await;
+        stop.cancel();
+        let _ = maintenance.await;
+        testing::clean_up(&config).await;
+
+        let mut wrong = Vec::new();
+        let mut returned = 0;
+        for (id, outcome) in &outcomes {
+            let copies = copies.get(id).copied().unwrap_or(0);
+            let consistent = match outcome {
+                Ok(()) => copies == 1,
+                Err(PublishError::Timeout(_)) => copies <= 1,
+                Err(PublishError::Unroutable(_)) => {
+                    returned += 1;
+                    copies == 0
+                }
+                Err(_) => copies == 0,
+            };
+            if !consistent {
+                wrong.push((id.clone(), outcome.clone(), copies));
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "{} of {} publishes were told something else than what became of them \
+             ({returned} returned), e.g. {:?}",
+            wrong.len(),
+            outcomes.len(),
+            &wrong[..wrong.len().min(6)]
+        );
+        assert!(
+            returned > 0,
+            "the deleted queue made some publishes unroutable"
+        );
+        assert!(
+            shared > 0,
+            "under load, broker messages carried several inquiries"
+        );
+        assert!(came_back, "the deleted queue was declared again");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -568,7 +568,7 @@ impl Spool {
     /// stays confirmed).
     async fn drain_some(
         &self,
-        publisher: &Publisher,
+        publisher: &Arc<Publisher>,
         reader: &mut Option<(u64, BufReader<File>, u64)>,
         stop: &CancellationToken,
     ) -> Result<(), DrainError> {
@@ -613,7 +613,7 @@ impl Spool {
 
     async fn publish_batch(
         &self,
-        publisher: &Publisher,
+        publisher: &Arc<Publisher>,
         reader: &mut Option<(u64, BufReader<File>, u64)>,
         stop: &CancellationToken,
         progress: &mut Progress,
@@ -721,7 +721,7 @@ impl Spool {
     /// that did arrive a no-op).
     async fn publish_run(
         &self,
-        publisher: &Publisher,
+        publisher: &Arc<Publisher>,
         run: &mut Vec<Pending>,
         progress: &mut Progress,
     ) -> Result<(), DrainError> {

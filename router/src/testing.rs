@@ -48,3 +48,38 @@ pub async fn clean_up(config: &AmqpConfig) {
     }
     let _ = connection.close(200, "test cleanup".into()).await;
 }
+
+/// A form inquiry from its own person, ready to publish.
+pub fn envelope(i: u32) -> crate::Envelope {
+    use ingest::inquiry::{Channel, ContactHints, Inquiry, InquiryId, RawPayload};
+    let inquiry = Inquiry {
+        id: InquiryId::new_unique(),
+        channel: Channel::Form,
+        source: "website".into(),
+        external_id: None,
+        received_at: chrono::Utc::now(),
+        default_region: Some("IT".into()),
+        contact: ContactHints {
+            email: Some(format!("person{i}@example.com")),
+            ..ContactHints::default()
+        },
+        message: None,
+        utm: Default::default(),
+        fields: serde_json::Map::new(),
+        attachments: Vec::new(),
+        spam: None,
+        dedup: None,
+        raw: RawPayload {
+            content_type: None,
+            body: bytes::Bytes::new(),
+        },
+        event: None,
+    };
+    crate::Envelope::new(
+        normalizer::normalize(inquiry),
+        crate::Route {
+            pipeline: "default".into(),
+            stage: None,
+        },
+    )
+}

@@ -396,6 +396,118 @@ async fn a_poison_message_goes_to_the_dead_letter_queue_with_its_error_and_the_s
     assert_eq!(leads.len(), 1);
 }
 
+/// A form inquiry as intake would publish it, routed to `pipeline`.
+fn form_envelope(name: &str, email: &str, pipeline: &str) -> router::Envelope {
+    use ingest::inquiry::{Channel, ContactHints, Inquiry, InquiryId, RawPayload};
+    let inquiry = Inquiry {
+        id: InquiryId::new_unique(),
+        channel: Channel::Form,
+        source: "en-contact".into(),
+        external_id: None,
+        received_at: chrono::Utc::now(),
+        default_region: Some("GB".into()),
+        contact: ContactHints {
+            full_name: Some(name.into()),
+            email: Some(email.into()),
+            ..ContactHints::default()
+        },
+        message: Some("A quote, please".into()),
+        utm: Default::default(),
+        fields: serde_json::Map::new(),
+        attachments: Vec::new(),
+        spam: None,
+        dedup: None,
+        raw: RawPayload {
+            content_type: None,
+            body: bytes::Bytes::from_static(b"x"),
+        },
+        event: None,
+    };
+    router::Envelope::new(
+        normalizer::normalize(inquiry),
+        router::Route {
+            pipeline: pipeline.into(),
+            stage: None,
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_bad_envelope_of_a_batch_message_is_dead_lettered_alone_and_the_others_are_filed() {
+    use lapin::options::BasicGetOptions;
+
+    let daemon = TestDaemon::start().await;
+    let first = form_envelope("Ann Batch", "ann.batch@example.com", "default");
+    let unroutable = form_envelope("Bob Batch", "bob.batch@example.com", "no-such-pipeline");
+    let last = form_envelope("Cy Batch", "cy.batch@example.com", "default");
+    let body = [
+        first.to_bytes(),
+        b"{\"not\": \"an envelope\"}".to_vec(),
+        unroutable.to_bytes(),
+        last.to_bytes(),
+    ]
+    .join(&b'\n');
+    crate::support::publish_raw_with(
+        &daemon.prefix,
+        0,
+        &body,
+        lapin::BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(router::envelope::BATCH_CONTENT_TYPE.into()),
+    )
+    .await;
+
+    for email in ["ann.batch%40example.com", "cy.batch%40example.com"] {
+        let leads = daemon
+            .wait_for_leads(&format!("email={email}"), 1, Duration::from_secs(30))
+            .await;
+        assert_eq!(leads.len(), 1, "{email} is filed\n{}", daemon.log());
+    }
+    let dead_queue = format!("{}.dead", daemon.prefix);
+    let counts = crate::support::wait_for_ready(&dead_queue, 2, Duration::from_secs(30)).await;
+    assert_eq!(counts.map(|c| c.0), Some(2), "{}", daemon.log());
+    let amqp = crate::support::amqp_connect().await;
+    let channel = amqp.create_channel().await.unwrap();
+    let mut letters = Vec::new();
+    while let Some(message) = channel
+        .basic_get(dead_queue.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+    {
+        letters.push(message.delivery);
+    }
+    let _ = amqp.close(200, "done".into()).await;
+    assert_eq!(letters.len(), 2);
+    // Each dead letter is the bad envelope alone, not the batch: a replay files it once
+    // and repeats none of the others.
+    let garbage = letters
+        .iter()
+        .find(|d| d.data == b"{\"not\": \"an envelope\"}")
+        .expect("the unreadable line is dead-lettered alone");
+    assert_eq!(
+        garbage
+            .properties
+            .content_type()
+            .as_ref()
+            .map(|t| t.as_str()),
+        Some("application/json")
+    );
+    let lettered = letters
+        .iter()
+        .find(|d| d.data != garbage.data)
+        .expect("the unroutable envelope is dead-lettered");
+    let decoded = router::Envelope::from_bytes(&lettered.data).expect("a single envelope");
+    assert_eq!(decoded.lead.inquiry.id, unroutable.lead.inquiry.id);
+    assert_eq!(
+        lettered
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|t| t.to_string()),
+        Some(unroutable.lead.inquiry.id.to_string())
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lead_dead_lettered_for_a_bad_route_is_filed_after_the_fix_and_a_replay_and_garbage_is_parked()
  {

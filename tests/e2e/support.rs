@@ -538,6 +538,22 @@ pub async fn queue_counts(queue: &str) -> Option<(u32, u32)> {
 
 /// Publishes `payload` to the intake exchange for shard `shard` and waits for the confirm.
 pub async fn publish_raw(prefix: &str, shard: u16, payload: &[u8]) {
+    publish_raw_with(
+        prefix,
+        shard,
+        payload,
+        lapin::BasicProperties::default().with_delivery_mode(2),
+    )
+    .await
+}
+
+/// Publishes `payload` with `properties` to a shard queue, as intake would, with a confirm.
+pub async fn publish_raw_with(
+    prefix: &str,
+    shard: u16,
+    payload: &[u8],
+    properties: lapin::BasicProperties,
+) {
     let amqp = amqp_connect().await;
     let channel = amqp.create_channel().await.expect("a channel");
     channel
@@ -553,7 +569,7 @@ pub async fn publish_raw(prefix: &str, shard: u16, payload: &[u8]) {
                 ..lapin::options::BasicPublishOptions::default()
             },
             payload,
-            lapin::BasicProperties::default().with_delivery_mode(2),
+            properties,
         )
         .await
         .expect("publish")
