@@ -231,6 +231,38 @@ pub struct Inquiry {
     pub event: Option<EventRef>,
 }
 
+impl Inquiry {
+    /// An inquiry with its identity and nothing else yet: no contact, text, fields or
+    /// bytes; the connector fills in what it has.
+    pub fn new(
+        id: InquiryId,
+        channel: Channel,
+        source: impl Into<String>,
+        received_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id,
+            channel,
+            source: source.into(),
+            external_id: None,
+            received_at,
+            default_region: None,
+            contact: ContactHints::default(),
+            message: None,
+            utm: BTreeMap::new(),
+            fields: serde_json::Map::new(),
+            attachments: Vec::new(),
+            spam: None,
+            dedup: None,
+            raw: RawPayload {
+                content_type: None,
+                body: Bytes::new(),
+            },
+            event: None,
+        }
+    }
+}
+
 mod base64_bytes {
     use super::*;
     use serde::{Deserializer, Serializer};

@@ -684,27 +684,111 @@ mod tests {
         out
     }
 
+    /// A connected publisher whose shard 0 queue was deleted underneath it.
+    struct Rig {
+        publisher: Arc<Publisher>,
+        topology: Topology,
+        broker: Connection,
+        stop: CancellationToken,
+        maintenance: tokio::task::JoinHandle<()>,
+    }
+
+    impl Rig {
+        async fn with_shard0_deleted(config: &AmqpConfig) -> Self {
+            let publisher = Publisher::new(config.clone());
+            let stop = CancellationToken::new();
+            let maintenance = tokio::spawn(publisher.clone().run(stop.clone()));
+            while !publisher.is_ready().await {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let topology = publisher.topology().clone();
+            let broker = testing::connect().await;
+            let channel = broker.create_channel().await.expect("a channel");
+            channel
+                .queue_delete(
+                    topology.shard_queue(0).as_str().into(),
+                    QueueDeleteOptions::default(),
+                )
+                .await
+                .expect("delete shard 0");
+            Self {
+                publisher,
+                topology,
+                broker,
+                stop,
+                maintenance,
+            }
+        }
+
+        /// Whether the publisher declared shard 0 again within 10 s: it takes messages.
+        async fn shard0_came_back(&self) -> bool {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let probe = BasicProperties::default().with_message_id("probe".into());
+                if self.publisher.publish_to(0, b"{}", probe).await.is_ok() {
+                    return true;
+                }
+                if tokio::time::Instant::now() > deadline {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+
+        async fn finish(self, config: &AmqpConfig) {
+            let _ = self.broker.close(200, "done".into()).await;
+            self.stop.cancel();
+            let _ = self.maintenance.await;
+            testing::clean_up(config).await;
+        }
+    }
+
+    /// Checks that each publish was told what became of its message (`copies` says how
+    /// many copies were queued; a timeout may have been stored or not), and that some came
+    /// back unroutable.
+    fn assert_each_was_told_the_truth<K: Clone + Ord + std::fmt::Debug>(
+        outcomes: &HashMap<K, Result<(), PublishError>>,
+        copies: impl Fn(&K) -> u32,
+    ) {
+        let mut wrong = Vec::new();
+        let mut returned = 0;
+        for (key, outcome) in outcomes {
+            let copies = copies(key);
+            let consistent = match outcome {
+                Ok(()) => copies == 1,
+                Err(PublishError::Timeout(_)) => copies <= 1,
+                Err(PublishError::Unroutable(_)) => {
+                    returned += 1;
+                    copies == 0
+                }
+                Err(_) => copies == 0,
+            };
+            if !consistent {
+                wrong.push((key.clone(), outcome.clone(), copies));
+            }
+        }
+        wrong.sort_by(|a, b| a.0.cmp(&b.0));
+        assert!(
+            wrong.is_empty(),
+            "{} of {} publishes were told something else than what became of their message \
+             ({returned} returned), e.g. {:?}",
+            wrong.len(),
+            outcomes.len(),
+            &wrong[..wrong.len().min(6)]
+        );
+        assert!(
+            returned > 0,
+            "the deleted queue made some publishes unroutable"
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_inquiry_of_a_batch_learns_what_became_of_its_message() {
         let mut config = testing::config();
         // One message in flight per shard: whatever arrives meanwhile shares the next.
         config.publish_in_flight = 1;
-        let publisher = Publisher::new(config.clone());
-        let stop = CancellationToken::new();
-        let maintenance = tokio::spawn(publisher.clone().run(stop.clone()));
-        while !publisher.is_ready().await {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let topology = publisher.topology().clone();
-        let broker = testing::connect().await;
-        let channel = broker.create_channel().await.expect("a channel");
-        channel
-            .queue_delete(
-                topology.shard_queue(0).as_str().into(),
-                QueueDeleteOptions::default(),
-            )
-            .await
-            .expect("delete shard 0");
+        let rig = Rig::with_shard0_deleted(&config).await;
+        let (publisher, topology) = (rig.publisher.clone(), rig.topology.clone());
 
         let mut tasks = JoinSet::new();
         for i in 0..1200u32 {
@@ -721,23 +805,13 @@ mod tests {
             outcomes.insert(id, outcome);
         }
 
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        let came_back = loop {
-            let probe = BasicProperties::default().with_message_id("probe".into());
-            if publisher.publish_to(0, b"{}", probe).await.is_ok() {
-                break true;
-            }
-            if tokio::time::Instant::now() > deadline {
-                break false;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let came_back = rig.shard0_came_back().await;
 
         // Every inquiry that reached a queue, however it was carried.
         let mut copies: HashMap<String, u32> = HashMap::new();
         let mut shared = 0;
         for shard in 0..2 {
-            for delivery in drain_deliveries(&broker, &topology.shard_queue(shard)).await {
+            for delivery in drain_deliveries(&rig.broker, &topology.shard_queue(shard)).await {
                 let content_type = delivery
                     .properties
                     .content_type()
@@ -757,40 +831,9 @@ mod tests {
                 }
             }
         }
-        let _ = broker.close(200, "done".into()).await;
-        stop.cancel();
-        let _ = maintenance.await;
-        testing::clean_up(&config).await;
+        rig.finish(&config).await;
 
-        let mut wrong = Vec::new();
-        let mut returned = 0;
-        for (id, outcome) in &outcomes {
-            let copies = copies.get(id).copied().unwrap_or(0);
-            let consistent = match outcome {
-                Ok(()) => copies == 1,
-                Err(PublishError::Timeout(_)) => copies <= 1,
-                Err(PublishError::Unroutable(_)) => {
-                    returned += 1;
-                    copies == 0
-                }
-                Err(_) => copies == 0,
-            };
-            if !consistent {
-                wrong.push((id.clone(), outcome.clone(), copies));
-            }
-        }
-        assert!(
-            wrong.is_empty(),
-            "{} of {} publishes were told something else than what became of them \
-             ({returned} returned), e.g. {:?}",
-            wrong.len(),
-            outcomes.len(),
-            &wrong[..wrong.len().min(6)]
-        );
-        assert!(
-            returned > 0,
-            "the deleted queue made some publishes unroutable"
-        );
+        assert_each_was_told_the_truth(&outcomes, |id| copies.get(id).copied().unwrap_or(0));
         assert!(
             shared > 0,
             "under load, broker messages carried several inquiries"
@@ -801,22 +844,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn each_publish_learns_whether_its_own_message_was_routed() {
         let config = testing::config();
-        let publisher = Publisher::new(config.clone());
-        let stop = CancellationToken::new();
-        let maintenance = tokio::spawn(publisher.clone().run(stop.clone()));
-        while !publisher.is_ready().await {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let topology = publisher.topology().clone();
-        let broker = testing::connect().await;
-        let channel = broker.create_channel().await.expect("a channel");
-        channel
-            .queue_delete(
-                topology.shard_queue(0).as_str().into(),
-                QueueDeleteOptions::default(),
-            )
-            .await
-            .expect("delete shard 0");
+        let rig = Rig::with_shard0_deleted(&config).await;
+        let (publisher, topology) = (rig.publisher.clone(), rig.topology.clone());
 
         // Many publishes at once: those for shard 0 find no queue (until the publisher
         // declares it again), those for shard 1 are routed.
@@ -840,60 +869,20 @@ mod tests {
         }
 
         // The publisher declares the missing queue again: shard 0 takes messages again.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        let came_back = loop {
-            let probe = BasicProperties::default().with_message_id("probe".into());
-            if publisher.publish_to(0, b"{}", probe).await.is_ok() {
-                break true;
-            }
-            if tokio::time::Instant::now() > deadline {
-                break false;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let came_back = rig.shard0_came_back().await;
 
         let mut queued: [HashMap<String, u32>; 2] = Default::default();
         for (shard, ids) in queued.iter_mut().enumerate() {
-            *ids = drain(&broker, &topology.shard_queue(shard as u16)).await;
+            *ids = drain(&rig.broker, &topology.shard_queue(shard as u16)).await;
         }
-        let _ = broker.close(200, "done".into()).await;
-        stop.cancel();
-        let _ = maintenance.await;
-        testing::clean_up(&config).await;
+        rig.finish(&config).await;
 
-        let mut wrong = Vec::new();
-        let mut returned = 0;
-        for (i, outcome) in &outcomes {
-            let copies = queued[(i % 2) as usize]
+        assert_each_was_told_the_truth(&outcomes, |i| {
+            queued[(i % 2) as usize]
                 .get(&i.to_string())
                 .copied()
-                .unwrap_or(0);
-            let consistent = match outcome {
-                Ok(()) => copies == 1,
-                Err(PublishError::Timeout(_)) => true,
-                Err(PublishError::Unroutable(_)) => {
-                    returned += 1;
-                    copies == 0
-                }
-                Err(_) => copies == 0,
-            };
-            if !consistent {
-                wrong.push((*i, outcome.clone(), copies));
-            }
-        }
-        wrong.sort_by_key(|(i, _, _)| *i);
-        assert!(
-            wrong.is_empty(),
-            "{} of {} publishes were told something else than what became of their message \
-             ({returned} returned), e.g. {:?}",
-            wrong.len(),
-            outcomes.len(),
-            &wrong[..wrong.len().min(6)]
-        );
-        assert!(
-            returned > 0,
-            "the deleted queue made some publishes unroutable"
-        );
+                .unwrap_or(0)
+        });
         assert!(came_back, "the deleted queue was declared again");
     }
 }

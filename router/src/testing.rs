@@ -51,30 +51,15 @@ pub async fn clean_up(config: &AmqpConfig) {
 
 /// A form inquiry from its own person, ready to publish.
 pub fn envelope(i: u32) -> crate::Envelope {
-    use ingest::inquiry::{Channel, ContactHints, Inquiry, InquiryId, RawPayload};
-    let inquiry = Inquiry {
-        id: InquiryId::new_unique(),
-        channel: Channel::Form,
-        source: "website".into(),
-        external_id: None,
-        received_at: chrono::Utc::now(),
-        default_region: Some("IT".into()),
-        contact: ContactHints {
-            email: Some(format!("person{i}@example.com")),
-            ..ContactHints::default()
-        },
-        message: None,
-        utm: Default::default(),
-        fields: serde_json::Map::new(),
-        attachments: Vec::new(),
-        spam: None,
-        dedup: None,
-        raw: RawPayload {
-            content_type: None,
-            body: bytes::Bytes::new(),
-        },
-        event: None,
-    };
+    use ingest::inquiry::{Channel, Inquiry, InquiryId};
+    let mut inquiry = Inquiry::new(
+        InquiryId::new_unique(),
+        Channel::Form,
+        "website",
+        chrono::Utc::now(),
+    );
+    inquiry.default_region = Some("IT".into());
+    inquiry.contact.email = Some(format!("person{i}@example.com"));
     crate::Envelope::new(
         normalizer::normalize(inquiry),
         crate::Route {

@@ -398,31 +398,17 @@ async fn a_poison_message_goes_to_the_dead_letter_queue_with_its_error_and_the_s
 
 /// A form inquiry as intake would publish it, routed to `pipeline`.
 fn form_envelope(name: &str, email: &str, pipeline: &str) -> router::Envelope {
-    use ingest::inquiry::{Channel, ContactHints, Inquiry, InquiryId, RawPayload};
-    let inquiry = Inquiry {
-        id: InquiryId::new_unique(),
-        channel: Channel::Form,
-        source: "en-contact".into(),
-        external_id: None,
-        received_at: chrono::Utc::now(),
-        default_region: Some("GB".into()),
-        contact: ContactHints {
-            full_name: Some(name.into()),
-            email: Some(email.into()),
-            ..ContactHints::default()
-        },
-        message: Some("A quote, please".into()),
-        utm: Default::default(),
-        fields: serde_json::Map::new(),
-        attachments: Vec::new(),
-        spam: None,
-        dedup: None,
-        raw: RawPayload {
-            content_type: None,
-            body: bytes::Bytes::from_static(b"x"),
-        },
-        event: None,
-    };
+    use ingest::inquiry::{Channel, Inquiry, InquiryId};
+    let mut inquiry = Inquiry::new(
+        InquiryId::new_unique(),
+        Channel::Form,
+        "en-contact",
+        chrono::Utc::now(),
+    );
+    inquiry.default_region = Some("GB".into());
+    inquiry.contact.full_name = Some(name.into());
+    inquiry.contact.email = Some(email.into());
+    inquiry.message = Some("A quote, please".into());
     router::Envelope::new(
         normalizer::normalize(inquiry),
         router::Route {

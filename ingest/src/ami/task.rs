@@ -3,7 +3,6 @@
 //! backoff under the PBX's lease, and the calls followed so far survive in the task, so
 //! one whose end was missed is still filed (closed by timeout).
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -321,29 +320,17 @@ impl AmiTask {
             "duration_s": call.duration_s,
         }))
         .unwrap_or_default();
-        Inquiry {
-            id: InquiryId::from_external(Channel::Call, &self.link.source, &external_id),
-            channel: Channel::Call,
-            source: self.link.source.clone(),
-            external_id: Some(external_id),
-            received_at: Utc::now(),
-            default_region: origin.map(|o| o.region.clone()),
-            contact: ContactHints {
-                phone: caller,
-                ..ContactHints::default()
-            },
-            message: None,
-            utm: BTreeMap::new(),
-            fields: serde_json::Map::new(),
-            attachments: Vec::new(),
-            spam: None,
-            dedup: None,
-            raw: RawPayload {
-                content_type: Some("application/json".into()),
-                body: Bytes::from(raw),
-            },
-            event: Some(event),
-        }
+        let id = InquiryId::from_external(Channel::Call, &self.link.source, &external_id);
+        let mut inquiry = Inquiry::new(id, Channel::Call, self.link.source.clone(), Utc::now());
+        inquiry.external_id = Some(external_id);
+        inquiry.default_region = origin.map(|o| o.region.clone());
+        inquiry.contact.phone = caller;
+        inquiry.raw = RawPayload {
+            content_type: Some("application/json".into()),
+            body: Bytes::from(raw),
+        };
+        inquiry.event = Some(event);
+        inquiry
     }
 }
 

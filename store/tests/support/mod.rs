@@ -2,8 +2,6 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::collections::BTreeMap;
-
 use bytes::Bytes;
 use chrono::Utc;
 use ingest::{Channel, ContactHints, Inquiry, InquiryId, RawPayload};
@@ -19,32 +17,26 @@ pub fn inquiry(
     phone: Option<&str>,
     company: Option<&str>,
 ) -> Inquiry {
-    Inquiry {
-        id: InquiryId::new_unique(),
-        channel: Channel::Form,
-        source: "website-it".into(),
-        external_id: None,
-        received_at: Utc::now(),
-        default_region: Some("IT".into()),
-        contact: ContactHints {
-            full_name: name.map(str::to_owned),
-            email: email.map(str::to_owned),
-            phone: phone.map(str::to_owned),
-            company: company.map(str::to_owned),
-            ..ContactHints::default()
-        },
-        message: Some("Preventivo".into()),
-        utm: BTreeMap::new(),
-        fields: serde_json::Map::new(),
-        attachments: Vec::new(),
-        spam: None,
-        dedup: None,
-        raw: RawPayload {
-            content_type: None,
-            body: Bytes::from_static(b"x"),
-        },
-        event: None,
-    }
+    let mut inquiry = Inquiry::new(
+        InquiryId::new_unique(),
+        Channel::Form,
+        "website-it",
+        Utc::now(),
+    );
+    inquiry.default_region = Some("IT".into());
+    inquiry.contact = ContactHints {
+        full_name: name.map(str::to_owned),
+        email: email.map(str::to_owned),
+        phone: phone.map(str::to_owned),
+        company: company.map(str::to_owned),
+        ..ContactHints::default()
+    };
+    inquiry.message = Some("Preventivo".into());
+    inquiry.raw = RawPayload {
+        content_type: None,
+        body: Bytes::from_static(b"x"),
+    };
+    inquiry
 }
 
 /// The inquiry normalised and routed to the default pipeline.
