@@ -12,7 +12,7 @@ use lapin::{BasicProperties, Confirmation, Connection};
 
 use crate::config::AmqpConfig;
 use crate::connect::Brokers;
-use crate::envelope::Envelope;
+use crate::envelope::{ENVELOPE_CONTENT_TYPE, Envelope};
 use crate::routing::shard_for;
 use crate::topology::Topology;
 
@@ -197,7 +197,7 @@ pub async fn replay(
         let shard = shard_for(&envelope.lead.primary_key(), topology.shards());
         let properties = BasicProperties::default()
             .with_delivery_mode(2)
-            .with_content_type("application/json".into())
+            .with_content_type(ENVELOPE_CONTENT_TYPE.into())
             .with_message_id(envelope.lead.inquiry.id.to_string().into());
         let routed = publish_confirmed(
             &publish,
