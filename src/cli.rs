@@ -9,8 +9,8 @@ use crate::connectors::Catalogue;
 use crate::settings::{LogFormat, Settings};
 use crate::telemetry;
 
-/// leadpipe catches every sales inquiry (web forms today; mail, chat and calls to come)
-/// and files each one, exactly once, as a CRM lead in PostgreSQL.
+/// leadpipe catches every sales inquiry (web forms, mailboxes, chats and phone calls) and
+/// files each one, exactly once, as a CRM lead in PostgreSQL.
 ///
 /// Quick start: `leadpipe serve --config deploy/leadpipe.example.toml`, then post a form
 /// to http://127.0.0.1:8080/v1/intake/forms/<name> and list leads at /v1/leads.

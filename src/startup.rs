@@ -412,6 +412,7 @@ async fn migrate_until_done(store: &Store, url: &str, stop: &CancellationToken) 
         match attempt.await {
             Ok(()) => {
                 tracing::info!("Database schema is up to date.");
+                warn_if_statistics_go_stale(store).await;
                 return true;
             }
             Err(error) => {
@@ -423,6 +424,21 @@ async fn migrate_until_done(store: &Store, url: &str, stop: &CancellationToken) 
                 }
             }
         }
+    }
+}
+
+/// Says so once at start-up when PostgreSQL will not keep the planner's statistics
+/// current: the store keeps working, but slows down as the tables grow.
+async fn warn_if_statistics_go_stale(store: &Store) {
+    match store.statistics_upkeep_off().await {
+        Ok(off) if !off.is_empty() => tracing::warn!(
+            settings = %off.join(", "),
+            "PostgreSQL's autovacuum does not run, so the tables' statistics go stale and \
+             filing leads slows down as they grow; turn it on in postgresql.conf, or run \
+             ANALYZE on the leadpipe database every few minutes."
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::debug!(%error, "Could not read PostgreSQL's autovacuum settings."),
     }
 }
 

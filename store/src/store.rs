@@ -78,6 +78,24 @@ impl Store {
             .map_err(|e| StoreError::Migration(e.to_string()))
     }
 
+    /// The server settings, as `name = value`, that keep autovacuum from analysing the
+    /// tables; empty when it runs. Matching and the lists are planned from those
+    /// statistics: without them the planner scans every lead for each batch's look-ups
+    /// once the tables have grown.
+    pub async fn statistics_upkeep_off(&self) -> Result<Vec<String>, StoreError> {
+        let off: Vec<(String, String)> = sqlx::query_as(
+            "SELECT name, setting FROM pg_settings
+             WHERE name IN ('autovacuum', 'track_counts') AND setting <> 'on'
+             ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(off
+            .into_iter()
+            .map(|(name, value)| format!("{name} = {value}"))
+            .collect())
+    }
+
     /// True when the database answers a trivial query.
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;

@@ -1,7 +1,12 @@
-//! Schema changes applied to a database that already holds leads.
+//! Schema changes applied to a database that already holds leads, and the server
+//! settings the schema's query plans rely on.
+
+mod support;
 
 use sqlx::PgPool;
 use sqlx::migrate::Migrate;
+use store::Store;
+use support::{database_name, execute, own_store};
 
 /// Applies every migration below `version`, as a database of an earlier release has them.
 async fn migrate_below(pool: &PgPool, version: i64) {
@@ -118,4 +123,33 @@ async fn activities_filed_before_say_what_they_record_by_their_channel(pool: PgP
         .await
         .unwrap();
     assert!(tags.is_empty());
+}
+
+#[sqlx::test]
+async fn the_store_names_each_setting_that_keeps_autovacuum_from_analysing(pool: PgPool) {
+    // The server's own setting (this machine's may have autovacuum off): whatever it is,
+    // the store must report it as it is.
+    let autovacuum: String = sqlx::query_scalar("SHOW autovacuum")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let mut expected = Vec::new();
+    if autovacuum != "on" {
+        expected.push(format!("autovacuum = {autovacuum}"));
+    }
+    let store = Store::from_pool(pool.clone());
+    assert_eq!(store.statistics_upkeep_off().await.unwrap(), expected);
+
+    // Without activity counts autovacuum cannot tell which tables changed.
+    let database = database_name(&pool).await;
+    execute(
+        &pool,
+        &format!("ALTER DATABASE \"{database}\" SET track_counts = off"),
+    )
+    .await;
+    expected.push("track_counts = off".into());
+    assert_eq!(
+        own_store(&pool).statistics_upkeep_off().await.unwrap(),
+        expected
+    );
 }
