@@ -21,7 +21,8 @@ with open(sys.argv[2], "w", encoding="utf-8") as f:
         d = f"{i:07d}"
         phone = {"IT": f"+39 34{d}{i % 10}", "PL": f"+48 6{d}{i % 10}",
                  "VN": f"+84 91{d}", "EN": f"+44 7911 {i // 4:06d}"}[c]
-        emails = f"person{i}@example{c.lower()}.test"
+        # Real-looking domains: the normalizer refuses special-use ones (.test, .example).
+        emails = f"person{i}@mail{c.lower()}.com"
         if i % 3 == 0:
-            emails += f"; p{i}.{c.lower()}@work{i % 97}.test"
+            emails += f"; p{i}.{c.lower()}@work{i % 97}.com"
         f.write(f"{random.choice(first[c])},{random.choice(last[c])},{emails},{phone}\n")
