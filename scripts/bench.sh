@@ -69,15 +69,16 @@ seed() {
 # planner turns the matching look-ups into scans of every lead (at 2,000 posts/s the
 # store fell behind at 1,300 leads/s). The run then stands in for autovacuum's analyse,
 # every 10 s, as a live server would.
-analyser=""
+stand_in_analyse=false
 if [ "$(psql -h 127.0.0.1 -U postgres -Atc 'SHOW autovacuum')" = off ]; then
   echo "autovacuum is off on this PostgreSQL: lpbench is analysed every 10 s instead"
-  analyser=on
+  stand_in_analyse=true
 fi
+analyser=""
 start() {
   ./target/release/leadpipe serve --config "$config" >>"$log" 2>&1 &
   pid=$!
-  if [ -n "$analyser" ]; then
+  if $stand_in_analyse; then
     (while sleep 10; do psql -h 127.0.0.1 -U postgres -d lpbench -qc ANALYZE 2>/dev/null; done) &
     analyser=$!
   fi
@@ -92,10 +93,10 @@ start() {
 stop() {
   kill -TERM "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
-  if [ -n "$analyser" ] && [ "$analyser" != on ]; then
+  if [ -n "$analyser" ]; then
     kill "$analyser" 2>/dev/null || true
     wait "$analyser" 2>/dev/null || true
-    analyser=on
+    analyser=""
   fi
 }
 

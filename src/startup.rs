@@ -254,6 +254,7 @@ impl Application {
                 {
                     return;
                 }
+                warn_if_statistics_go_stale(&store).await;
                 if !settings_pipelines.is_empty() {
                     sync_pipelines(&store, &settings_pipelines).await;
                 }
@@ -412,7 +413,6 @@ async fn migrate_until_done(store: &Store, url: &str, stop: &CancellationToken) 
         match attempt.await {
             Ok(()) => {
                 tracing::info!("Database schema is up to date.");
-                warn_if_statistics_go_stale(store).await;
                 return true;
             }
             Err(error) => {
