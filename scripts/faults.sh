@@ -14,7 +14,8 @@
 #   pg-restart    PostgreSQL restarted in immediate mode under load
 #   pg-terminate  every connection of the daemon to PostgreSQL killed, three times
 #   three         three daemons on one broker and database, people posting 5 numbered
-#                 messages each across them; one daemon killed -9 and restarted
+#                 messages each across them; one daemon's broker link stalled, then the
+#                 daemon killed -9 with posts in its spool, and restarted
 #   alarm         broker memory alarm, then disk alarm (connection.blocked) for 20 s each
 #   netem         the daemon's broker and database connections delayed, stalled and reset
 #                 through a fault proxy (scripts/faults/netem.sh says why not tc netem)
@@ -253,20 +254,36 @@ scenario_pg-terminate() {
 
 scenario_three() {
   begin three
+  # Daemon 2 reaches the broker through a fault proxy: its link is stalled shortly before
+  # it is killed, so it dies with posts in its spool (confirms stopped coming) while the
+  # other two file the same people's next posts. Restarted, it drains them late; the
+  # store must still give each person's lead their posts in the order they were sent.
+  echo clean >"$FAULTS_DIR/three/link"
+  python3 scripts/faults/proxy.py "$FAULTS_DIR/three/link" "$((RMQ_PORT + 2)):$RMQ_PORT" \
+    >"$FAULTS_DIR/three/proxy.log" 2>&1 &
+  local proxy=$! via="LEADPIPE__AMQP__URL=amqp://guest:guest@127.0.0.1:$((RMQ_PORT + 2))/%2f"
+  sleep 1
   daemon_start 1
   daemon_ready 1
-  daemon_start 2
+  daemon_start 2 "$via"
   daemon_start 3
   daemon_ready 2
   daemon_ready 3
   # People a second: every one sends 5 posts in sequence, taking turns over the daemons.
   rate=$((RATE / 5)) extra="--per-person 5" load_start 1 2 3
-  sleep 12
+  sleep 9
+  echo stall >"$FAULTS_DIR/three/link"
+  sleep 3
   daemon_signal 2 KILL
+  echo clean >"$FAULTS_DIR/three/link"
+  local spooled
+  spooled=$(find "$FAULTS_DIR/three/spool2" -type f -printf '%s\n' 2>/dev/null | awk '{s += $1} END {print s + 0}')
   sleep 8
-  daemon_start 2
+  daemon_start 2 "$via"
   load_wait
-  account "3 daemons, 5 numbered posts per person; daemon 2 killed -9 for 8 s"
+  account "3 daemons, 5 numbered posts per person; daemon 2's broker link stalled 3 s, then it was killed -9 for 8 s with $spooled bytes in its spool"
+  kill "$proxy" 2>/dev/null || true
+  wait "$proxy" 2>/dev/null || true
 }
 
 scenario_alarm() {

@@ -273,3 +273,126 @@ async fn a_contact_key_belongs_to_one_contact(pool: PgPool) {
         other => panic!("{other:?}"),
     }
 }
+
+/// One of Giada's inquiries accepted `seconds_ago`, with its own message and source.
+fn accepted(seconds_ago: i64, message: &str, source: &str, company: Option<&str>) -> Inquiry {
+    let mut inquiry = inquiry(Some("giada@example.it"), None, company);
+    inquiry.received_at = chrono::Utc::now() - chrono::Duration::seconds(seconds_ago);
+    inquiry.message = Some(message.into());
+    inquiry.source = source.into();
+    inquiry
+}
+
+#[sqlx::test(migrator = "store::MIGRATOR")]
+async fn an_inquiry_accepted_earlier_but_filed_later_becomes_the_leads_first(pool: PgPool) {
+    // Two replicas: the first inquiry waited in a spool while the second was filed.
+    let store = Store::from_pool(pool.clone());
+    let first = envelope(accepted(30, "Primo: preventivo", "website-it", None));
+    let second = envelope(accepted(
+        10,
+        "Secondo: sollecito",
+        "landing-it",
+        Some("Fontana Design"),
+    ));
+    let lead_id = created(&store.store_batch(&[&second]).await.unwrap()[0]);
+    assert_eq!(
+        store.store_batch(&[&first]).await.unwrap(),
+        vec![StoreOutcome::Merged { lead_id }]
+    );
+
+    // The lead reads as if the inquiries had been filed in the order they were accepted.
+    let detail = store
+        .get_lead(&store::Scope::All, lead_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let lead = &detail.lead;
+    assert_eq!(lead.inquiry_id, first.lead.inquiry.id.as_uuid());
+    assert_eq!(lead.message.as_deref(), Some("Primo: preventivo"));
+    assert_eq!(lead.source, "website-it");
+    assert_eq!(
+        lead.title, "Giada Fontana",
+        "the first inquiry named no company"
+    );
+    assert_eq!(
+        lead.company.as_deref(),
+        Some("Fontana Design"),
+        "filled, never lost"
+    );
+    assert_eq!(lead.inquiry_count, 2);
+    let dispositions: Vec<(uuid::Uuid, String)> =
+        sqlx::query_as("SELECT id, disposition FROM inquiries ORDER BY received_at")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        dispositions,
+        vec![
+            (first.lead.inquiry.id.as_uuid(), "lead".to_owned()),
+            (second.lead.inquiry.id.as_uuid(), "merged".to_owned()),
+        ]
+    );
+    let times: Vec<_> = detail.activities.iter().map(|a| a.occurred_at).collect();
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "timeline by acceptance"
+    );
+    let moved = detail
+        .events
+        .iter()
+        .find(|e| e.kind == "first_inquiry_changed")
+        .expect("the change is on the lead's record");
+    assert_eq!(moved.inquiry_id, Some(first.lead.inquiry.id.as_uuid()));
+    assert_eq!(
+        moved.data["previous"],
+        second.lead.inquiry.id.as_uuid().to_string()
+    );
+
+    // Filed in order, nothing changes hands.
+    let third = envelope(accepted(5, "Terzo", "website-it", None));
+    store.store_batch(&[&third]).await.unwrap();
+    let lead = store
+        .get_lead(&store::Scope::All, lead_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .lead;
+    assert_eq!(lead.inquiry_id, first.lead.inquiry.id.as_uuid());
+    assert_eq!(lead.message.as_deref(), Some("Primo: preventivo"));
+}
+
+#[sqlx::test(migrator = "store::MIGRATOR")]
+async fn a_late_first_inquiry_keeps_what_a_person_edited_on_the_lead(pool: PgPool) {
+    let store = Store::from_pool(pool.clone());
+    let first = envelope(accepted(30, "Primo", "website-it", None));
+    let second = envelope(accepted(10, "Secondo", "landing-it", None));
+    let later = envelope(accepted(8, "Terzo", "landing-it", None));
+    let lead_id = created(&store.store_batch(&[&second]).await.unwrap()[0]);
+    let admin = store::Actor {
+        role: store::Role::Admin,
+        user_id: None,
+    };
+    let patch = store::LeadPatch {
+        title: Some("Fontana: cucina su misura".into()),
+        ..store::LeadPatch::default()
+    };
+    store.update_lead(&admin, lead_id, &patch).await.unwrap();
+
+    // Both in one batch, the later one first: the earliest of them is the lead's first.
+    store.store_batch(&[&later, &first]).await.unwrap();
+    let lead = store
+        .get_lead(&store::Scope::All, lead_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .lead;
+    assert_eq!(lead.inquiry_id, first.lead.inquiry.id.as_uuid());
+    assert_eq!(lead.source, "website-it");
+    assert_eq!(
+        lead.message.as_deref(),
+        Some("Primo"),
+        "not edited: the first's"
+    );
+    assert_eq!(lead.title, "Fontana: cucina su misura", "edited: kept");
+    assert_eq!(lead.inquiry_count, 3);
+}

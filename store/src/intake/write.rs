@@ -283,6 +283,14 @@ pub(super) struct MergeRow<'a> {
 /// Adds merged inquiries to their open leads: counts them, fills fields the lead does
 /// not have yet (never overwrites), records the merge as an event with the keys it
 /// brought, and lets those keys find the lead only when the match was by a strong key.
+///
+/// A person's inquiries can reach the store out of the order intake accepted them in (one
+/// replica spooled an inquiry, or was killed with it on disk, while another filed the
+/// person's next one). The order that counts is acceptance: a merged inquiry accepted
+/// before the lead's own becomes the lead's first, taking over what the first inquiry
+/// decides (the inquiry, channel, source, UTM, fields, and the title and message unless
+/// a person edited them), so the lead reads the same whichever order its inquiries were
+/// filed in; the timeline already sorts by acceptance.
 pub(super) async fn apply_merges(
     tx: &mut Transaction<'_, Postgres>,
     batch: &[&Envelope],
@@ -300,9 +308,15 @@ pub(super) async fn apply_merges(
         extension: Option<String>,
         company: Option<String>,
         tags: BTreeSet<String>,
+        /// The merge accepted first, by its place in `merges`.
+        first: usize,
     }
+    // Fields fill from the earliest accepted inquiry first, as if filed in that order.
+    let mut accepted: Vec<usize> = (0..merges.len()).collect();
+    accepted.sort_by_key(|&m| (batch[merges[m].index].lead.inquiry.received_at, m));
     let mut fills: Vec<(i64, Fill)> = Vec::new();
-    for merge in merges {
+    for m in accepted {
+        let merge = &merges[m];
         let (lead, lead_id) = (&batch[merge.index].lead, &merge.lead_id);
         let position = match fills.iter().position(|(id, _)| id == lead_id) {
             Some(p) => p,
@@ -317,6 +331,7 @@ pub(super) async fn apply_merges(
                         extension: None,
                         company: None,
                         tags: BTreeSet::new(),
+                        first: m,
                     },
                 ));
                 fills.len() - 1
@@ -347,8 +362,54 @@ pub(super) async fn apply_merges(
     let extensions: Vec<Option<String>> = fills.iter().map(|(_, f)| f.extension.clone()).collect();
     let companies: Vec<Option<String>> = fills.iter().map(|(_, f)| f.company.clone()).collect();
     let tags: Vec<Json<serde_json::Value>> = fills.iter().map(|(_, f)| json(&f.tags)).collect();
-    sqlx::query(
-        "UPDATE leads SET
+    let firsts: Vec<&Envelope> = fills
+        .iter()
+        .map(|(_, f)| batch[merges[f.first].index])
+        .collect();
+    let first_ids: Vec<Uuid> = firsts.iter().map(|e| e.lead.inquiry.id.as_uuid()).collect();
+    let first_received: Vec<DateTime<Utc>> =
+        firsts.iter().map(|e| e.lead.inquiry.received_at).collect();
+    let first_titles: Vec<String> = firsts.iter().map(|e| text(&e.lead.title())).collect();
+    let first_messages: Vec<Option<String>> = firsts
+        .iter()
+        .map(|e| opt_text(e.lead.message.as_deref()))
+        .collect();
+    let first_channels: Vec<&str> = firsts
+        .iter()
+        .map(|e| e.lead.inquiry.channel.as_str())
+        .collect();
+    let first_sources: Vec<String> = firsts
+        .iter()
+        .map(|e| text(&e.lead.inquiry.source))
+        .collect();
+    let first_utms: Vec<Json<serde_json::Value>> =
+        firsts.iter().map(|e| json(&e.lead.inquiry.utm)).collect();
+    let first_fields: Vec<Json<serde_json::Value>> = firsts
+        .iter()
+        .map(|e| json(&e.lead.inquiry.fields))
+        .collect();
+    // `o` reads the lead before the update: its first inquiry's acceptance time, and the
+    // fields a person has edited (those keep the person's value).
+    let reordered = sqlx::query(
+        "WITH u AS (
+             SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[],
+                                  $6::text[], $7::text[], $8::jsonb[], $9::uuid[],
+                                  $10::timestamptz[], $11::text[], $12::text[], $13::text[],
+                                  $14::text[], $15::jsonb[], $16::jsonb[])
+                 AS u(id, n, name, email, phone, ext, company, tags, inq, received, title,
+                      message, channel, source, utm, fields)
+         ),
+         o AS (
+             SELECT l.id, l.inquiry_id AS previous,
+                    COALESCE(u.received < i.received_at, false) AS earlier,
+                    ARRAY(SELECT f FROM lead_events e, jsonb_array_elements_text(
+                              CASE WHEN jsonb_typeof(e.data->'fields') = 'array'
+                                   THEN e.data->'fields' ELSE '[]' END) AS f
+                          WHERE e.lead_id = l.id AND e.kind = 'updated') AS edited
+             FROM leads l JOIN u ON u.id = l.id
+             LEFT JOIN inquiries i ON i.id = l.inquiry_id
+         )
+         UPDATE leads SET
             inquiry_count = leads.inquiry_count + u.n,
             name = COALESCE(leads.name, u.name),
             email = COALESCE(leads.email, u.email),
@@ -358,11 +419,19 @@ pub(super) async fn apply_merges(
             tags = ARRAY(SELECT DISTINCT t FROM unnest(
                        leads.tags || ARRAY(SELECT jsonb_array_elements_text(u.tags))) AS t
                      ORDER BY t),
+            inquiry_id = CASE WHEN o.earlier THEN u.inq ELSE leads.inquiry_id END,
+            channel = CASE WHEN o.earlier THEN u.channel ELSE leads.channel END,
+            source = CASE WHEN o.earlier THEN u.source ELSE leads.source END,
+            utm = CASE WHEN o.earlier THEN u.utm ELSE leads.utm END,
+            fields = CASE WHEN o.earlier THEN u.fields ELSE leads.fields END,
+            title = CASE WHEN o.earlier AND NOT 'title' = ANY(o.edited)
+                         THEN u.title ELSE leads.title END,
+            message = CASE WHEN o.earlier AND NOT 'message' = ANY(o.edited)
+                           THEN u.message ELSE leads.message END,
             updated_at = now()
-         FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[],
-                     $7::text[], $8::jsonb[])
-              AS u(id, n, name, email, phone, ext, company, tags)
-         WHERE leads.id = u.id",
+         FROM u JOIN o ON o.id = u.id
+         WHERE leads.id = u.id
+         RETURNING leads.id, o.previous, u.inq, o.earlier",
     )
     .bind(&ids)
     .bind(&counts)
@@ -372,8 +441,17 @@ pub(super) async fn apply_merges(
     .bind(&extensions)
     .bind(&companies)
     .bind(&tags)
-    .execute(&mut **tx)
+    .bind(&first_ids)
+    .bind(&first_received)
+    .bind(&first_titles)
+    .bind(&first_messages)
+    .bind(&first_channels)
+    .bind(&first_sources)
+    .bind(&first_utms)
+    .bind(&first_fields)
+    .fetch_all(&mut **tx)
     .await?;
+    reorder_first_inquiries(tx, &reordered).await?;
 
     let event_leads: Vec<i64> = merges.iter().map(|m| m.lead_id).collect();
     let event_inquiries: Vec<Uuid> = merges
@@ -451,6 +529,50 @@ pub(super) async fn apply_merges(
     .bind(&keys)
     .bind(&adopted)
     .bind(&key_leads)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Records, for each lead whose first inquiry changed, the change on the lead and in
+/// the inquiries' dispositions (the new first made the lead, the old one merged).
+async fn reorder_first_inquiries(
+    tx: &mut Transaction<'_, Postgres>,
+    updated: &[sqlx::postgres::PgRow],
+) -> Result<(), sqlx::Error> {
+    let mut leads = Vec::new();
+    let mut previous = Vec::new();
+    let mut firsts = Vec::new();
+    for row in updated {
+        if row.try_get::<bool, _>("earlier")? {
+            leads.push(row.try_get::<i64, _>("id")?);
+            previous.push(row.try_get::<Option<Uuid>, _>("previous")?);
+            firsts.push(row.try_get::<Uuid, _>("inq")?);
+        }
+    }
+    if leads.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "WITH moved AS (
+             SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::uuid[]) AS t(lead, previous, first)
+         ),
+         events AS (
+             INSERT INTO lead_events (lead_id, kind, inquiry_id, data)
+             SELECT lead, 'first_inquiry_changed', first,
+                    jsonb_build_object(
+                        'previous', previous,
+                        'reason', 'accepted before the lead''s first inquiry but filed after it')
+             FROM moved
+         )
+         UPDATE inquiries SET disposition = CASE WHEN inquiries.id = m.first THEN 'lead'
+                                                 ELSE 'merged' END
+         FROM moved m
+         WHERE inquiries.id = m.first OR inquiries.id = m.previous",
+    )
+    .bind(&leads)
+    .bind(&previous)
+    .bind(&firsts)
     .execute(&mut **tx)
     .await?;
     Ok(())
