@@ -28,6 +28,7 @@ pub mod digest;
 pub mod import;
 pub mod mail;
 mod mailbox;
+pub mod memory;
 mod people;
 pub mod pipeline;
 pub mod replies;

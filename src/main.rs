@@ -3,5 +3,6 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    leadpipe::memory::tune_allocator();
     leadpipe::cli::run(leadpipe::connectors::shipped())
 }

@@ -56,7 +56,7 @@ fn default_shards() -> u16 {
     4
 }
 fn default_prefetch() -> u16 {
-    256
+    64
 }
 fn default_batch_size() -> usize {
     200
