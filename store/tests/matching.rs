@@ -13,6 +13,15 @@ fn inquiry(email: Option<&str>, phone: Option<&str>, company: Option<&str>) -> I
     support::inquiry(Some("Giada Fontana"), email, phone, company)
 }
 
+/// The lead as an administrator sees it.
+async fn lead_detail(store: &Store, lead_id: i64) -> store::LeadDetail {
+    store
+        .get_lead(&store::Scope::All, lead_id)
+        .await
+        .unwrap()
+        .expect("the lead exists")
+}
+
 #[sqlx::test(migrator = "store::MIGRATOR")]
 async fn a_second_inquiry_of_the_same_person_is_merged_into_the_open_lead(pool: PgPool) {
     let store = Store::from_pool(pool.clone());
@@ -28,11 +37,7 @@ async fn a_second_inquiry_of_the_same_person_is_merged_into_the_open_lead(pool: 
     let outcome = store.store_batch(&[&second]).await.unwrap();
     assert_eq!(outcome, vec![StoreOutcome::Merged { lead_id }]);
 
-    let detail = store
-        .get_lead(&store::Scope::All, lead_id)
-        .await
-        .unwrap()
-        .unwrap();
+    let detail = lead_detail(&store, lead_id).await;
     assert_eq!(detail.lead.inquiry_count, 2);
     assert_eq!(
         detail.lead.phone.as_deref(),
@@ -58,11 +63,7 @@ async fn a_second_inquiry_of_the_same_person_is_merged_into_the_open_lead(pool: 
         store.store_batch(&[&third]).await.unwrap(),
         vec![StoreOutcome::Merged { lead_id }]
     );
-    let detail = store
-        .get_lead(&store::Scope::All, lead_id)
-        .await
-        .unwrap()
-        .unwrap();
+    let detail = lead_detail(&store, lead_id).await;
     assert_eq!(detail.lead.inquiry_count, 3);
     assert_eq!(
         detail.lead.company.as_deref(),
@@ -111,12 +112,7 @@ async fn a_known_contact_makes_a_repeat_lead_linked_to_the_contact_and_company(p
 
     let e = envelope(inquiry(None, Some("02 8736 1234"), None));
     let lead_id = created(&store.store_batch(&[&e]).await.unwrap()[0]);
-    let lead = store
-        .get_lead(&store::Scope::All, lead_id)
-        .await
-        .unwrap()
-        .unwrap()
-        .lead;
+    let lead = lead_detail(&store, lead_id).await.lead;
     assert!(lead.is_repeat);
     assert_eq!(lead.client.contact_id, Some(contact.id));
     assert_eq!(lead.client.company_id, Some(company.id));
@@ -187,12 +183,7 @@ async fn a_person_whose_lead_was_closed_gets_a_new_lead_pointing_at_it(pool: PgP
     .unwrap();
     let again = envelope(inquiry(Some("back@example.it"), None, None));
     let new = created(&store.store_batch(&[&again]).await.unwrap()[0]);
-    let lead = store
-        .get_lead(&store::Scope::All, new)
-        .await
-        .unwrap()
-        .unwrap()
-        .lead;
+    let lead = lead_detail(&store, new).await.lead;
     assert_eq!(lead.previous_lead_id, Some(old));
     assert_eq!(lead.matched["rule"], "previous_lead");
     assert!(!lead.is_repeat);
@@ -301,11 +292,7 @@ async fn an_inquiry_accepted_earlier_but_filed_later_becomes_the_leads_first(poo
     );
 
     // The lead reads as if the inquiries had been filed in the order they were accepted.
-    let detail = store
-        .get_lead(&store::Scope::All, lead_id)
-        .await
-        .unwrap()
-        .unwrap();
+    let detail = lead_detail(&store, lead_id).await;
     let lead = &detail.lead;
     assert_eq!(lead.inquiry_id, first.lead.inquiry.id.as_uuid());
     assert_eq!(lead.message.as_deref(), Some("Primo: preventivo"));
@@ -351,12 +338,7 @@ async fn an_inquiry_accepted_earlier_but_filed_later_becomes_the_leads_first(poo
     // Filed in order, nothing changes hands.
     let third = envelope(accepted(5, "Terzo", "website-it", None));
     store.store_batch(&[&third]).await.unwrap();
-    let lead = store
-        .get_lead(&store::Scope::All, lead_id)
-        .await
-        .unwrap()
-        .unwrap()
-        .lead;
+    let lead = lead_detail(&store, lead_id).await.lead;
     assert_eq!(lead.inquiry_id, first.lead.inquiry.id.as_uuid());
     assert_eq!(lead.message.as_deref(), Some("Primo: preventivo"));
 }
@@ -380,12 +362,7 @@ async fn a_late_first_inquiry_keeps_what_a_person_edited_on_the_lead(pool: PgPoo
 
     // Both in one batch, the later one first: the earliest of them is the lead's first.
     store.store_batch(&[&later, &first]).await.unwrap();
-    let lead = store
-        .get_lead(&store::Scope::All, lead_id)
-        .await
-        .unwrap()
-        .unwrap()
-        .lead;
+    let lead = lead_detail(&store, lead_id).await.lead;
     assert_eq!(lead.inquiry_id, first.lead.inquiry.id.as_uuid());
     assert_eq!(lead.source, "website-it");
     assert_eq!(
