@@ -148,6 +148,7 @@ impl Drop for World {
                             format!("{prefix}.shard.0"),
                             format!("{prefix}.shard.1"),
                             format!("{prefix}.dead"),
+                            format!("{prefix}.parked"),
                         ] {
                             let _ = channel
                                 .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
