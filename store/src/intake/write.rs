@@ -402,10 +402,13 @@ pub(super) async fn apply_merges(
          o AS (
              SELECT l.id, l.inquiry_id AS previous,
                     COALESCE(u.received < i.received_at, false) AS earlier,
-                    ARRAY(SELECT f FROM lead_events e, jsonb_array_elements_text(
-                              CASE WHEN jsonb_typeof(e.data->'fields') = 'array'
-                                   THEN e.data->'fields' ELSE '[]' END) AS f
-                          WHERE e.lead_id = l.id AND e.kind = 'updated') AS edited
+                    -- Edits are looked up only for a lead whose first inquiry changes.
+                    CASE WHEN u.received < i.received_at THEN
+                        ARRAY(SELECT f FROM lead_events e, jsonb_array_elements_text(
+                                  CASE WHEN jsonb_typeof(e.data->'fields') = 'array'
+                                       THEN e.data->'fields' ELSE '[]' END) AS f
+                              WHERE e.lead_id = l.id AND e.kind = 'updated')
+                    ELSE '{}'::text[] END AS edited
              FROM leads l JOIN u ON u.id = l.id
              LEFT JOIN inquiries i ON i.id = l.inquiry_id
          )
