@@ -661,6 +661,12 @@ impl Spool {
                 if position.segment == journal.write_seq {
                     return Ok(());
                 }
+                if limit.is_some() {
+                    // The segment was still being written when it was read, and the writer
+                    // has since appended to it and moved on (while the run above waited
+                    // for its confirms): read on from here, it is not finished.
+                    continue;
+                }
                 let finished = position.segment;
                 journal.segments.retain(|&s| s != finished);
                 let next = Position {

@@ -160,3 +160,91 @@ async fn a_full_spool_answers_a_plain_503_naming_it() {
     assert_eq!(ready.status, 503, "full and no broker: not ready");
     assert_eq!(ready.json()["spool"]["full"], true);
 }
+
+/// The sum of a counter's series (over its labels), 0 when absent.
+fn counter_sum(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spool_that_rolls_segments_while_it_drains_empties_completely() {
+    // Posts spool as soon as a confirm takes over a millisecond, and segments hold a few
+    // entries each: the drainer keeps reaching the end of the segment being written just
+    // as the writer moves on to the next one.
+    let mut daemon = TestDaemon::prepare_with(Options::default()).await;
+    for (k, v) in [
+        ("LEADPIPE__SPOOL__AFTER_MS", "1"),
+        ("LEADPIPE__SPOOL__SEGMENT_BYTES", "4096"),
+    ] {
+        daemon.env.push((k.into(), v.into()));
+    }
+    daemon.launch(true).await;
+    const POSTS: usize = 3_000;
+    const PEOPLE: usize = 1_000;
+    let daemon = std::sync::Arc::new(daemon);
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers: Vec<_> = (0..48)
+        .map(|_| {
+            let (daemon, next) = (daemon.clone(), next.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= POSTS {
+                        return;
+                    }
+                    let person = i % PEOPLE;
+                    let r = daemon
+                        .post_form(
+                            "en-contact",
+                            Some(URLENCODED),
+                            format!(
+                                "name=Roll+{person}&email=roll{person}%40example.com&message=post+{i}"
+                            ),
+                            &[],
+                        )
+                        .await;
+                    assert_eq!(r.status, 202, "{}", r.text());
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.expect("a poster");
+    }
+    let metrics = daemon.get("/metrics").await.text();
+    let spooled = counter_sum(&metrics, "leadpipe_inquiries_spooled_total");
+    assert!(
+        spooled >= 100.0,
+        "the load went through the spool ({spooled} spooled); the test needs it to"
+    );
+    let stored = daemon
+        .wait_for_inquiries(POSTS as i64, Duration::from_secs(90))
+        .await;
+    let ready = daemon.get("/readyz").await.json();
+    assert_eq!(
+        stored,
+        POSTS as i64,
+        "every accepted post is filed while the daemon runs; spool: {}\n{}",
+        ready["spool"],
+        daemon.log()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready = daemon.get("/readyz").await.json();
+        if ready["spool"]["entries"] == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the spool drained: {ready}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
