@@ -22,8 +22,8 @@ DURATION=${DURATION:-30}
 DIRECT_PORT=${DIRECT_PORT:-8090}
 
 bash scripts/services.sh
-cargo build --release --quiet -p leadpipe --bin leadpipe --bin loadgen
-cargo build --release --quiet -p direct-baseline
+cargo build --profile dist --quiet -p leadpipe --bin leadpipe --bin loadgen
+cargo build --profile dist --quiet -p direct-baseline
 
 config=$(mktemp --suffix=.toml)
 log=$(mktemp --suffix=.log)
@@ -48,7 +48,7 @@ seed() {
   local t0 t1
   t0=$(date +%s.%N)
   local out
-  out=$(./target/release/leadpipe import --config "$config" --kind contacts "$contacts_csv" --default-region IT 2>&1)
+  out=$(./target/dist/leadpipe import --config "$config" --kind contacts "$contacts_csv" --default-region IT 2>&1)
   t1=$(date +%s.%N)
   # A directory the import refused would measure an empty one under the wrong label.
   if ! grep -Eq "^ *stored: +$CONTACTS\$" <<<"$out"; then
@@ -76,7 +76,7 @@ if [ "$(psql -h 127.0.0.1 -U postgres -Atc 'SHOW autovacuum')" = off ]; then
 fi
 analyser=""
 start() {
-  ./target/release/leadpipe serve --config "$config" >>"$log" 2>&1 &
+  ./target/dist/leadpipe serve --config "$config" >>"$log" 2>&1 &
   pid=$!
   if $stand_in_analyse; then
     (while sleep 10; do psql -h 127.0.0.1 -U postgres -d lpbench -qc ANALYZE 2>/dev/null; done) &
@@ -131,7 +131,7 @@ fresh
 seed
 start
 before=$(snapshot)
-time ./target/release/loadgen --url "http://127.0.0.1:$port" --requests "$N" --concurrency "$C" --pid "$pid"
+time ./target/dist/loadgen --url "http://127.0.0.1:$port" --requests "$N" --concurrency "$C" --pid "$pid"
 report "$before" "$(snapshot)"
 curl -s "http://127.0.0.1:$port/metrics" | grep -E '^leadpipe_(store_batch|intake)_seconds_(sum|count)'
 stop
@@ -142,7 +142,7 @@ seed
 export LEADPIPE__AMQP__CONSUME=false
 start
 before=$(snapshot)
-time ./target/release/loadgen --url "http://127.0.0.1:$port" --requests "$N" --concurrency "$C" --pid "$pid" --intake-only
+time ./target/dist/loadgen --url "http://127.0.0.1:$port" --requests "$N" --concurrency "$C" --pid "$pid" --intake-only
 report "$before" "$(snapshot)"
 stop
 unset LEADPIPE__AMQP__CONSUME
@@ -165,13 +165,13 @@ seed
 start
 for rate in $RATES; do
   echo "-- leadpipe at $rate/s"
-  ./target/release/loadgen --url "http://127.0.0.1:$port" --rate "$rate" --duration "$DURATION" --pid "$pid"
+  ./target/dist/loadgen --url "http://127.0.0.1:$port" --rate "$rate" --duration "$DURATION" --pid "$pid"
 done
 stop
 
 echo "== 5. direct baseline (one INSERT per post, no broker), same bodies"
 psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS lpdirect WITH (FORCE)" -c "CREATE DATABASE lpdirect"
-./target/release/lpdirect --listen "127.0.0.1:$DIRECT_PORT" \
+./target/dist/lpdirect --listen "127.0.0.1:$DIRECT_PORT" \
   --database-url postgres://postgres@127.0.0.1:5432/lpdirect >>"$log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do
@@ -180,11 +180,11 @@ for _ in $(seq 1 100); do
 done
 before=$(snapshot)
 echo "-- direct baseline, closed loop: $N posts at concurrency $C"
-time ./target/release/loadgen --url "http://127.0.0.1:$DIRECT_PORT" --requests "$N" --concurrency "$C" --pid "$pid" --intake-only
+time ./target/dist/loadgen --url "http://127.0.0.1:$DIRECT_PORT" --requests "$N" --concurrency "$C" --pid "$pid" --intake-only
 report "$before" "$(snapshot)"
 for rate in $RATES; do
   echo "-- direct baseline at $rate/s"
-  ./target/release/loadgen --url "http://127.0.0.1:$DIRECT_PORT" --rate "$rate" --duration "$DURATION" --pid "$pid" --intake-only
+  ./target/dist/loadgen --url "http://127.0.0.1:$DIRECT_PORT" --rate "$rate" --duration "$DURATION" --pid "$pid" --intake-only
 done
 stop
 psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS lpdirect WITH (FORCE)"

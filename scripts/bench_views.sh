@@ -5,16 +5,16 @@
 # phones, companies, stages, responsible users, tags, a year of creation times), then the
 # table is analysed; each request runs RUNS times and the median and slowest are printed.
 # REUSE=1 measures the leads a previous run generated again (after a code change).
-# Usage: [LEADS=1000000] [RUNS=7] [REUSE=1] [BIN=target/release/leadpipe] bash scripts/bench_views.sh
+# Usage: [LEADS=1000000] [RUNS=7] [REUSE=1] [BIN=target/dist/leadpipe] bash scripts/bench_views.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LEADS=${LEADS:-1000000}
 RUNS=${RUNS:-7}
-BIN=${BIN:-target/release/leadpipe}
+BIN=${BIN:-target/dist/leadpipe}
 PSQL="psql -h 127.0.0.1 -U postgres -v ON_ERROR_STOP=1 -q"
 
 bash scripts/services.sh >/dev/null
-[ -x "$BIN" ] || cargo build --release --quiet --bin leadpipe
+[ -x "$BIN" ] || cargo build --profile dist --quiet --bin leadpipe
 
 config=$(mktemp --suffix=.toml)
 log=$(mktemp --suffix=.log)

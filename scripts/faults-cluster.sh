@@ -35,10 +35,10 @@ if ! command -v /usr/lib/rabbitmq/bin/rabbitmq-server >/dev/null 2>&1; then
   exit 0
 fi
 
-BIN=${BIN:-target/release}
+BIN=${BIN:-target/dist}
 if [ "${BUILD:-1}" = 1 ]; then
   log "building the release binaries"
-  cargo build --release --quiet -p leadpipe --bin leadpipe --bin loadgen
+  cargo build --profile dist --quiet -p leadpipe --bin leadpipe --bin loadgen
 fi
 for binary in leadpipe loadgen; do
   [ -x "$BIN/$binary" ] || { log "$BIN/$binary is missing: build it or leave BUILD unset"; exit 1; }

@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/services.sh
-cargo build --release --bin leadpipe
-exec ./target/release/leadpipe serve --config "${1:-deploy/leadpipe.example.toml}"
+cargo build --profile dist --bin leadpipe
+exec ./target/dist/leadpipe serve --config "${1:-deploy/leadpipe.example.toml}"

@@ -111,19 +111,22 @@ impl PreparedInquiry for RoutedLead {
                 }
             })?,
             Some(spool) => {
-                // While older entries wait in the spool, new ones queue behind them, so
-                // one person's inquiries reach the broker in the order they came.
-                let published = spool.is_empty()
+                // A person whose earlier post waits in the spool queues behind it, so one
+                // person's inquiries reach the broker in the order they came; so does
+                // everyone while the broker is failing.
+                let published = !spool.must_follow(&self.envelope)
                     && match tokio::time::timeout(spool.after(), self.publisher.publish(&self.envelope))
                         .await
                     {
                         Ok(Ok(())) => true,
                         Ok(Err(error)) => {
                             tracing::warn!(%error, %inquiry_id, "Publishing failed; the inquiry goes to the local spool.");
+                            spool.broker_failed();
                             false
                         }
                         Err(_) => {
                             tracing::warn!(%inquiry_id, "The broker did not confirm within spool.after_ms; the inquiry goes to the local spool.");
+                            spool.broker_failed();
                             false
                         }
                     };

@@ -217,6 +217,10 @@ impl Application {
 
         let consumers = TaskTracker::new();
         let consumers_stop = CancellationToken::new();
+        consumers.spawn(crate::memory::trim_periodically(
+            Duration::from_secs(10),
+            consumers_stop.clone(),
+        ));
         // Key upkeep is database work in the background: it stops with the consumers.
         consumers.spawn(crate::pipeline::purge_expired_keys(
             keys.clone(),

@@ -18,11 +18,12 @@
 //! - `lock`: held with an exclusive file lock while a daemon uses the directory, so two
 //!   daemons never share one journal.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -248,8 +249,19 @@ struct Journal {
     segment_bytes: u64,
 }
 
+/// What a journal held when it was opened.
+#[derive(Default)]
+struct Recovered {
+    entries: u64,
+    bytes: u64,
+    /// When the oldest entry was spooled.
+    oldest: Option<u64>,
+    /// The people with entries waiting, as [`Waiting`] counts them.
+    waiting: Waiting,
+}
+
 impl Journal {
-    fn open(dir: &Path, segment_bytes: u64) -> io::Result<(Journal, u64, u64, Option<u64>)> {
+    fn open(dir: &Path, segment_bytes: u64) -> io::Result<(Journal, Recovered)> {
         let mut seqs: Vec<u64> = fs::read_dir(dir)?
             .filter_map(|e| e.ok())
             .filter_map(|e| {
@@ -268,7 +280,7 @@ impl Journal {
             fs::remove_file(dir.join(segment_name(seq)))?;
         }
         seqs.retain(|&s| s >= drained.segment);
-        let (mut entries, mut bytes, mut oldest) = (0u64, 0u64, None);
+        let mut recovered = Recovered::default();
         for &seq in &seqs {
             let path = dir.join(segment_name(seq));
             let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
@@ -281,9 +293,12 @@ impl Journal {
             let mut reader = BufReader::new(&file);
             let mut at = start;
             while let Some(record) = read_record(&mut reader, at)? {
-                entries += 1;
-                bytes += record.next - at;
-                oldest.get_or_insert(record.spooled_at_ms);
+                recovered.entries += 1;
+                recovered.bytes += record.next - at;
+                recovered.oldest.get_or_insert(record.spooled_at_ms);
+                if let Ok(envelope) = Envelope::from_bytes(&record.payload) {
+                    recovered.waiting.add(&envelope);
+                }
                 at = record.next;
             }
             drop(reader);
@@ -301,7 +316,7 @@ impl Journal {
         let write_seq = seqs.last().map_or(drained.segment, |s| s + 1);
         let write = new_segment(dir, write_seq)?;
         let mut drained = drained;
-        if entries == 0 {
+        if recovered.entries == 0 {
             // Nothing waits: start clean in the new segment, so empty files never pile up.
             drained = Position {
                 segment: write_seq,
@@ -324,7 +339,7 @@ impl Journal {
             drained,
             segment_bytes,
         };
-        Ok((journal, entries, bytes, oldest))
+        Ok((journal, recovered))
     }
 
     /// Appends encoded records and syncs them once.
@@ -385,6 +400,45 @@ fn write_position(dir: &Path, at: Position) -> io::Result<()> {
     sync_dir(dir)
 }
 
+/// The people with entries in the spool: a count per identity key, kept as a hash so
+/// an entry costs the same few bytes whatever its keys hold (a collision only sends a
+/// post to the spool that could have gone straight to the broker).
+#[derive(Default)]
+struct Waiting(HashMap<u64, u32>);
+
+impl Waiting {
+    /// The hashed identity keys of an envelope's person (none for a lead known only by
+    /// its inquiry: no later post can be the same person's).
+    fn keys(envelope: &Envelope) -> impl Iterator<Item = u64> + '_ {
+        envelope.lead.identity_keys.iter().map(|key| {
+            let mut hasher = DefaultHasher::new();
+            key.hash(&mut hasher);
+            hasher.finish()
+        })
+    }
+
+    fn add(&mut self, envelope: &Envelope) {
+        for key in Self::keys(envelope) {
+            *self.0.entry(key).or_default() += 1;
+        }
+    }
+
+    fn remove(&mut self, envelope: &Envelope) {
+        for key in Self::keys(envelope) {
+            if let std::collections::hash_map::Entry::Occupied(mut count) = self.0.entry(key) {
+                *count.get_mut() -= 1;
+                if *count.get() == 0 {
+                    count.remove();
+                }
+            }
+        }
+    }
+
+    fn holds(&self, envelope: &Envelope) -> bool {
+        Self::keys(envelope).any(|key| self.0.contains_key(&key))
+    }
+}
+
 struct Append {
     record: Vec<u8>,
     done: oneshot::Sender<Result<(), SpoolError>>,
@@ -412,7 +466,12 @@ pub struct Spool {
     oldest_ms: Arc<AtomicU64>,
     max_bytes: u64,
     /// Set when an append was refused for the cap, cleared when draining makes room.
-    refused_full: std::sync::atomic::AtomicBool,
+    refused_full: AtomicBool,
+    /// The people with entries waiting; std Mutex, never held across `.await`.
+    waiting: Mutex<Waiting>,
+    /// Set when the broker failed or was slow to confirm a post, cleared when it confirms
+    /// a spooled entry: while set, every post joins the spool without trying the broker.
+    broker_failing: AtomicBool,
     after: Duration,
     wake: Arc<Notify>,
     writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -432,7 +491,13 @@ impl Spool {
         if lock.try_lock().is_err() {
             return Err(SpoolError::InUse(dir.to_owned()));
         }
-        let (journal, entries, bytes, oldest) = Journal::open(dir, config.segment_bytes)?;
+        let (journal, recovered) = Journal::open(dir, config.segment_bytes)?;
+        let Recovered {
+            entries,
+            bytes,
+            oldest,
+            waiting,
+        } = recovered;
         if entries > 0 {
             tracing::warn!(
                 entries,
@@ -449,7 +514,9 @@ impl Spool {
             bytes: Arc::new(AtomicU64::new(bytes)),
             oldest_ms: Arc::new(AtomicU64::new(oldest.unwrap_or(0))),
             max_bytes: config.max_bytes,
-            refused_full: std::sync::atomic::AtomicBool::new(false),
+            refused_full: AtomicBool::new(false),
+            waiting: Mutex::new(waiting),
+            broker_failing: AtomicBool::new(false),
             after: Duration::from_millis(config.after_ms),
             wake: Arc::new(Notify::new()),
             writer: Mutex::new(None),
@@ -473,10 +540,23 @@ impl Spool {
         self.after
     }
 
-    /// Whether entries wait to be published; while they do, new entries join them so one
-    /// person's inquiries reach the broker in the order they came.
+    /// Whether no entry waits to be published.
     pub fn is_empty(&self) -> bool {
         self.entries.load(Ordering::Acquire) == 0
+    }
+
+    /// Whether a new post must join the spool without trying the broker: an entry of the
+    /// same person waits there (so one person's inquiries reach the broker in the order
+    /// they came), or the broker failed a post and has confirmed nothing since (so each
+    /// post does not wait `after_ms` for a broker that is away). Everyone else's posts go
+    /// straight to the broker while the drainer catches up.
+    pub fn must_follow(&self, envelope: &Envelope) -> bool {
+        self.broker_failing.load(Ordering::Acquire) || self.lock_waiting().holds(envelope)
+    }
+
+    /// Notes that the broker failed a post or did not confirm it in time.
+    pub fn broker_failed(&self) {
+        self.broker_failing.store(true, Ordering::Release);
     }
 
     /// Entries, bytes and the oldest entry's age.
@@ -518,12 +598,18 @@ impl Spool {
         }
         let mut record = Vec::with_capacity(size as usize);
         encode(now_ms(), &payload, &mut record);
+        // Counted before it is written: a post of the same person arriving meanwhile
+        // must queue behind this one.
+        self.lock_waiting().add(envelope);
         let (done, answer) = oneshot::channel();
-        self.appends
-            .send(Append { record, done })
-            .await
-            .map_err(|_| SpoolError::Closed)?;
-        answer.await.map_err(|_| SpoolError::Closed)?
+        let written = match self.appends.send(Append { record, done }).await {
+            Ok(()) => answer.await.unwrap_or(Err(SpoolError::Closed)),
+            Err(_) => Err(SpoolError::Closed),
+        };
+        if written.is_err() {
+            self.lock_waiting().remove(envelope);
+        }
+        written
     }
 
     /// Publishes the journal to the broker in order until `stop`, removing entries only
@@ -594,6 +680,7 @@ impl Spool {
             write_position(&dir, progress.position)?;
             self.bytes.fetch_sub(progress.bytes, Ordering::AcqRel);
             self.refused_full.store(false, Ordering::Release);
+            self.broker_failing.store(false, Ordering::Release);
             let left =
                 self.entries.fetch_sub(progress.published, Ordering::AcqRel) - progress.published;
             metrics::counter!("leadpipe_spool_drained_total").increment(progress.published);
@@ -623,7 +710,7 @@ impl Spool {
         // confirm, so the drain runs at the broker's pace, not one round trip per entry);
         // a person's next entry waits until their previous one is confirmed.
         let mut run: Vec<Pending> = Vec::new();
-        let mut people: HashSet<String> = HashSet::new();
+        let mut people: HashSet<u64> = HashSet::new();
         while progress.published + (run.len() as u64) < BATCH && !stop.is_cancelled() {
             let at = run.last().map_or(progress.position.offset, |p| p.next);
             let position = Position {
@@ -705,11 +792,13 @@ impl Spool {
                 }
             };
             if let Some(envelope) = &envelope
-                && !people.insert(envelope.lead.primary_key())
+                && Waiting::keys(envelope).any(|key| people.contains(&key))
             {
                 self.publish_run(publisher, &mut run, progress).await?;
                 people.clear();
-                people.insert(envelope.lead.primary_key());
+            }
+            if let Some(envelope) = &envelope {
+                people.extend(Waiting::keys(envelope));
             }
             run.push(Pending {
                 envelope,
@@ -740,6 +829,9 @@ impl Spool {
         .await;
         for (pending, outcome) in run.drain(..).zip(outcomes) {
             outcome.map_err(|e| DrainError::Publish(e.to_string()))?;
+            if let Some(envelope) = &pending.envelope {
+                self.lock_waiting().remove(envelope);
+            }
             progress.bytes += pending.next - pending.start;
             progress.position.offset = pending.next;
             progress.published += 1;
@@ -750,6 +842,10 @@ impl Spool {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Journal> {
         self.journal.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Stops taking appends and waits for the writer to finish what it holds.
@@ -876,7 +972,7 @@ mod tests {
     }
 
     fn records(dir: &Path) -> Vec<Vec<u8>> {
-        let (journal, _, _, _) = Journal::open(dir, 1 << 20).unwrap();
+        let (journal, _) = Journal::open(dir, 1 << 20).unwrap();
         let mut out = Vec::new();
         for seq in journal.segments.iter().copied() {
             let mut file = File::open(dir.join(segment_name(seq))).unwrap();
@@ -900,8 +996,8 @@ mod tests {
     fn records_survive_a_reopen_and_a_torn_tail_is_cut() {
         let dir = temp_dir("torn");
         {
-            let (mut journal, entries, _, _) = Journal::open(&dir, 1 << 20).unwrap();
-            assert_eq!(entries, 0);
+            let (mut journal, recovered) = Journal::open(&dir, 1 << 20).unwrap();
+            assert_eq!(recovered.entries, 0);
             let mut buf = Vec::new();
             encode(1, b"first", &mut buf);
             encode(2, b"second", &mut buf);
@@ -911,9 +1007,9 @@ mod tests {
             encode(3, b"third, never acknowledged", &mut third);
             journal.write.write_all(&third[..10]).unwrap();
         }
-        let (journal, entries, bytes, oldest) = Journal::open(&dir, 1 << 20).unwrap();
-        assert_eq!((entries, oldest), (2, Some(1)));
-        assert_eq!(bytes, (2 * HEADER + 5 + 6) as u64);
+        let (journal, recovered) = Journal::open(&dir, 1 << 20).unwrap();
+        assert_eq!((recovered.entries, recovered.oldest), (2, Some(1)));
+        assert_eq!(recovered.bytes, (2 * HEADER + 5 + 6) as u64);
         drop(journal);
         assert_eq!(records(&dir), vec![b"first".to_vec(), b"second".to_vec()]);
         fs::remove_dir_all(dir).unwrap();
@@ -923,7 +1019,7 @@ mod tests {
     fn a_flipped_byte_ends_the_segment_there() {
         let dir = temp_dir("flip");
         {
-            let (mut journal, _, _, _) = Journal::open(&dir, 1 << 20).unwrap();
+            let (mut journal, _) = Journal::open(&dir, 1 << 20).unwrap();
             let mut buf = Vec::new();
             encode(1, b"good", &mut buf);
             encode(2, b"damaged", &mut buf);
@@ -943,7 +1039,7 @@ mod tests {
         let dir = temp_dir("drained");
         {
             // Tiny segments: every append after the first starts a new one.
-            let (mut journal, _, _, _) = Journal::open(&dir, 32).unwrap();
+            let (mut journal, _) = Journal::open(&dir, 32).unwrap();
             for (i, p) in [
                 b"aaaaaaaaaaaaaaaa",
                 b"bbbbbbbbbbbbbbbb",
@@ -968,8 +1064,8 @@ mod tests {
             },
         )
         .unwrap();
-        let (_, entries, _, oldest) = Journal::open(&dir, 32).unwrap();
-        assert_eq!((entries, oldest), (2, Some(1)));
+        let (_, recovered) = Journal::open(&dir, 32).unwrap();
+        assert_eq!((recovered.entries, recovered.oldest), (2, Some(1)));
         assert!(!dir.join(segment_name(0)).exists());
         assert_eq!(
             records(&dir),
@@ -990,6 +1086,91 @@ mod tests {
         first.close().await;
         drop(first);
         assert!(!dir.exists(), "an empty spool leaves nothing behind");
+    }
+
+    /// An envelope from a person known by `email` and, when given, `phone`.
+    fn envelope_of(email: Option<&str>, phone: Option<&str>) -> Envelope {
+        let mut envelope = crate::testing::envelope(0);
+        let mut inquiry = envelope.lead.inquiry.clone();
+        inquiry.contact.email = email.map(str::to_owned);
+        inquiry.contact.phone = phone.map(str::to_owned);
+        envelope.lead = normalizer::normalize(inquiry);
+        envelope
+    }
+
+    #[tokio::test]
+    async fn a_post_follows_the_spool_only_behind_its_own_person_or_a_failing_broker() {
+        let dir = temp_dir("follow");
+        let config = SpoolConfig::default();
+        let lia = || envelope_of(Some("lia@example.it"), None);
+        let lia_by_phone = || envelope_of(None, Some("+39 02 1234 5678"));
+        let lia_by_both = || envelope_of(Some("lia@example.it"), Some("+39 02 1234 5678"));
+        let ugo = || envelope_of(Some("ugo@example.it"), None);
+        {
+            let spool = Spool::open(&config, &dir).unwrap();
+            spool.append(&lia_by_phone()).await.unwrap();
+            assert!(spool.must_follow(&lia_by_phone()));
+            assert!(
+                spool.must_follow(&lia_by_both()),
+                "the same person by another of her keys"
+            );
+            assert!(!spool.must_follow(&lia()), "no key in common");
+            assert!(
+                !spool.must_follow(&ugo()),
+                "someone else goes to the broker"
+            );
+            spool.broker_failed();
+            assert!(
+                spool.must_follow(&ugo()),
+                "everyone, while the broker fails"
+            );
+            spool.close().await;
+        }
+        // Reopened with the entry still there: its person still waits, nobody else does.
+        let spool = Spool::open(&config, &dir).unwrap();
+        assert_eq!(spool.depth().entries, 1);
+        assert!(spool.must_follow(&lia_by_both()));
+        assert!(!spool.must_follow(&ugo()));
+        spool.close().await;
+        drop(spool);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn once_the_drainer_publishes_a_persons_entries_their_next_post_goes_to_the_broker() {
+        let dir = temp_dir("drained-person");
+        let amqp = crate::testing::config();
+        let publisher = Publisher::new(amqp.clone());
+        let stop = CancellationToken::new();
+        let connection = tokio::spawn(publisher.clone().run(stop.clone()));
+        let spool = Spool::open(&SpoolConfig::default(), &dir).unwrap();
+        let lia = || envelope_of(Some("lia@example.it"), Some("+39 02 1234 5678"));
+        for _ in 0..3 {
+            spool.append(&lia()).await.unwrap();
+        }
+        spool.broker_failed();
+        assert!(spool.must_follow(&envelope_of(Some("ugo@example.it"), None)));
+        let drainer = tokio::spawn(spool.clone().drain(publisher.clone(), stop.clone()));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !spool.is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the spool drained: {:?}",
+                spool.depth()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!spool.must_follow(&lia()), "nothing of hers waits any more");
+        assert!(
+            !spool.must_follow(&envelope_of(Some("ugo@example.it"), None)),
+            "a confirm shows the broker is back"
+        );
+        stop.cancel();
+        let _ = drainer.await;
+        let _ = connection.await;
+        spool.close().await;
+        crate::testing::clean_up(&amqp).await;
+        let _ = fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -90,13 +90,14 @@ services_down() {
   pg_stop fast
 }
 
-# Builds leadpipe and loadgen unless NO_BUILD=1; PROFILE=debug uses the debug build
-# (quicker to make, slower to run). Sets PROFILE.
+# Builds leadpipe and loadgen unless NO_BUILD=1, with the `dist` profile that
+# scripts/run.sh runs; PROFILE=debug uses the debug build (quicker to make, slower to
+# run). Sets PROFILE.
 build_binaries() {
-  PROFILE=${PROFILE:-release}
+  PROFILE=${PROFILE:-dist}
   if [ "${NO_BUILD:-0}" != 1 ]; then
     local flag=""
-    [ "$PROFILE" != release ] || flag=--release
+    [ "$PROFILE" = debug ] || flag="--profile $PROFILE"
     CARGO_INCREMENTAL=0 cargo build $flag --quiet -p leadpipe --bin leadpipe --bin loadgen
   fi
 }
