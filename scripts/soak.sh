@@ -2,9 +2,10 @@
 # The soak: one daemon under a steady open-loop load for DURATION seconds (default an
 # hour) at RATE posts a second, against the private RabbitMQ and PostgreSQL of the fault
 # suite (scripts/faults/services.sh), never the machine's shared ones. Every 10 s it
-# samples the daemon's resident memory (VmRSS) and open file descriptors into a CSV;
-# at the end it prints their first, last and largest values and accounts for every post
-# (scripts/faults/check.py: every 2xx stored exactly once). Not part of CI.
+# samples the daemon's resident memory (VmRSS), open file descriptors and spool use into
+# a CSV; at the end it prints the first, last and largest memory and descriptor counts
+# and accounts for every post (scripts/faults/check.py: every 2xx stored exactly once).
+# Not part of CI.
 # RATE defaults to half of CAPACITY (accepted/s measured by scripts/bench.sh's closed
 # loop on the same machine); one of the two must be given.
 # Usage: CAPACITY=3000 [DURATION=3600] [RATE=...] [CSV=soak.csv] [KEEP=1] [PROFILE=debug] bash scripts/soak.sh
@@ -57,15 +58,20 @@ for _ in $(seq 1 300); do
   sleep 0.2
 done
 
-echo "seconds,rss_kib,open_fds" >"$CSV"
+# Besides memory and descriptors: how many posts went through the spool so far, and how
+# many entries wait in it now (a daemon under a steady load should leave it again).
+echo "seconds,rss_kib,open_fds,spooled_total,spool_entries" >"$CSV"
 sample() {
-  local t0 now rss fds
+  local t0 now rss fds spool
   t0=$(date +%s)
   while kill -0 "$pid" 2>/dev/null; do
     now=$(($(date +%s) - t0))
     rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
     fds=$(find "/proc/$pid/fd" -mindepth 1 -maxdepth 1 | wc -l)
-    echo "$now,$rss,$fds" >>"$CSV"
+    spool=$(curl -s -m 2 "http://127.0.0.1:$PORT/metrics" |
+      awk '/^leadpipe_inquiries_spooled_total[{ ]/ {s += $NF} /^leadpipe_spool_entries / {e = $2}
+        END {printf "%d,%d", s, e}')
+    echo "$now,$rss,$fds,$spool" >>"$CSV"
     sleep 10
   done
 }
