@@ -39,18 +39,13 @@ pub async fn trim_periodically(
     every: std::time::Duration,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticks.tick() => {}
-            _ = stop.cancelled() => return,
-        }
+    crate::startup::run_every(every, stop, || async {
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         {
             // SAFETY: malloc_trim only releases free memory back to the system; it takes
             // the allocator's own locks.
             let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
         }
-    }
+    })
+    .await
 }

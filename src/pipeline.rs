@@ -213,14 +213,8 @@ const PURGE_BATCH: u32 = 1_000;
 /// Deletes expired idempotency keys every `every` until `stop`; a failed round is logged
 /// and the next one tries again (an expired key is free whether purged or not).
 pub async fn purge_expired_keys(keys: KeyStore, every: Duration, stop: CancellationToken) {
-    // The first round waits too: at start the schema may still be migrating.
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticks.tick() => {}
-            _ = stop.cancelled() => return,
-        }
+    let keys = &keys;
+    crate::startup::run_every(every, stop, move || async move {
         match keys.purge_expired(PURGE_BATCH).await {
             Ok(0) => {}
             Ok(deleted) => tracing::debug!(deleted, "Expired idempotency keys purged."),
@@ -228,7 +222,8 @@ pub async fn purge_expired_keys(keys: KeyStore, every: Duration, stop: Cancellat
                 tracing::warn!(%error, "Purging expired idempotency keys failed; trying again later.")
             }
         }
-    }
+    })
+    .await
 }
 
 #[cfg(test)]

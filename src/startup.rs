@@ -446,6 +446,25 @@ async fn warn_if_statistics_go_stale(store: &Store) {
     }
 }
 
+/// Runs `round` every `period` until `stop`, the first time one period after the start
+/// (at start the schema may still be migrating); a round that overruns delays the next
+/// rather than bunching them.
+pub(crate) async fn run_every<F, Fut>(period: Duration, stop: CancellationToken, mut round: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        round().await;
+    }
+}
+
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
