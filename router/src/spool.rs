@@ -547,11 +547,14 @@ impl Spool {
 
     /// Whether a new post must join the spool without trying the broker: an entry of the
     /// same person waits there (so one person's inquiries reach the broker in the order
-    /// they came), or the broker failed a post and has confirmed nothing since (so each
-    /// post does not wait `after_ms` for a broker that is away). Everyone else's posts go
-    /// straight to the broker while the drainer catches up.
+    /// they came), or entries wait after the broker failed a post and it has confirmed
+    /// nothing since (so each post does not wait `after_ms` for a broker that is away).
+    /// Everyone else's posts go straight to the broker while the drainer catches up, and
+    /// with nothing waiting every post tries the broker first (a spool that could not
+    /// take the failed post must not keep the next ones from a broker that is back).
     pub fn must_follow(&self, envelope: &Envelope) -> bool {
-        self.broker_failing.load(Ordering::Acquire) || self.lock_waiting().holds(envelope)
+        self.lock_waiting().holds(envelope)
+            || (self.broker_failing.load(Ordering::Acquire) && !self.is_empty())
     }
 
     /// Notes that the broker failed a post or did not confirm it in time.
@@ -1108,6 +1111,12 @@ mod tests {
         let ugo = || envelope_of(Some("ugo@example.it"), None);
         {
             let spool = Spool::open(&config, &dir).unwrap();
+            spool.broker_failed();
+            assert!(
+                !spool.must_follow(&ugo()),
+                "nothing waits: the post tries the broker, which may be back"
+            );
+            spool.broker_failing.store(false, Ordering::Release);
             spool.append(&lia_by_phone()).await.unwrap();
             assert!(spool.must_follow(&lia_by_phone()));
             assert!(
