@@ -470,7 +470,8 @@ pub struct Spool {
     /// The people with entries waiting; std Mutex, never held across `.await`.
     waiting: Mutex<Waiting>,
     /// Set when the broker failed or was slow to confirm a post, cleared when it confirms
-    /// a spooled entry: while set, every post joins the spool without trying the broker.
+    /// a spooled entry: while set and entries wait, every post joins the spool without
+    /// trying the broker.
     broker_failing: AtomicBool,
     after: Duration,
     wake: Arc<Notify>,
@@ -830,10 +831,12 @@ impl Spool {
             }
         }))
         .await;
+        // One lock for the whole run: the loop does not await.
+        let mut waiting = self.lock_waiting();
         for (pending, outcome) in run.drain(..).zip(outcomes) {
             outcome.map_err(|e| DrainError::Publish(e.to_string()))?;
             if let Some(envelope) = &pending.envelope {
-                self.lock_waiting().remove(envelope);
+                waiting.remove(envelope);
             }
             progress.bytes += pending.next - pending.start;
             progress.position.offset = pending.next;
