@@ -112,4 +112,4 @@ echo "generated $N leads in $(( $(date +%s) - start )) s:"
   pg_size_pretty(pg_database_size(current_database())) AS size"
 
 REPORT_BENCH_DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB" \
-  cargo test -j2 -q -p store --test report_bench -- --ignored --nocapture
+  cargo test -j2 -q -p store --test suite report_bench -- --ignored --nocapture

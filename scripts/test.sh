@@ -7,6 +7,27 @@ cd "$(dirname "$0")/.."
 
 bash scripts/services.sh
 
+# Compiled dependencies are kept outside the checkout (cargo's build directory; the final
+# binaries still land in ./target), so a fresh clone on a machine that has run the suite
+# before compiles only the project's own crates: the debug build for the tests and the
+# optimised one the acceptance checks run. The cache is emptied when it outgrows
+# LEADPIPE_BUILD_CACHE_MAX_GB (default 30): each checkout adds its own crates' artifacts.
+# LEADPIPE_BUILD_CACHE=off builds everything inside ./target as cargo does by default.
+BUILD_CACHE=${LEADPIPE_BUILD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/leadpipe/build}
+if [ "$BUILD_CACHE" != off ]; then
+  if [ -d "$BUILD_CACHE" ]; then
+    used_gb=$(du -s --block-size=1G "$BUILD_CACHE" 2>/dev/null | cut -f1)
+    if [ "${used_gb:-0}" -gt "${LEADPIPE_BUILD_CACHE_MAX_GB:-30}" ]; then
+      echo "== build cache $BUILD_CACHE holds ${used_gb} GiB; emptying it"
+      rm -rf "$BUILD_CACHE"
+    fi
+  fi
+  mkdir -p "$BUILD_CACHE"
+  export CARGO_BUILD_BUILD_DIR=$BUILD_CACHE
+fi
+# One build per clone: incremental state would only cost time and disk.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
+
 # Tests make their own databases through this server (sqlx::test and the end-to-end
 # helpers); every test drops what it made.
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"

@@ -1,6 +1,6 @@
 //! Matching inside the consumer's transaction, against a real, freshly migrated database.
 
-mod support;
+use crate::support;
 
 use ingest::Inquiry;
 use router::{BatchSink, StoreOutcome};

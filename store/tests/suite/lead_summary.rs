@@ -2,7 +2,7 @@
 //! equal to a recomputation from leads, their stage history and their activities after
 //! every kind of writer has been at work.
 
-mod support;
+use crate::support;
 
 use chrono::{Duration, Utc};
 use router::{BatchSink, StoreOutcome};

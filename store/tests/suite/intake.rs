@@ -1,6 +1,6 @@
 //! The consumer's sink and the key store against a real, freshly migrated database.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 

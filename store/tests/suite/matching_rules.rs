@@ -1,7 +1,7 @@
 //! Matching seams inside the consumer's transaction: concurrent inquiries of one known
 //! contact, shared numbers, and what a merge may add to a lead.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

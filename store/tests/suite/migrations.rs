@@ -1,7 +1,7 @@
 //! Schema changes applied to a database that already holds leads, and the server
 //! settings the schema's query plans rely on.
 
-mod support;
+use crate::support;
 
 use sqlx::PgPool;
 use sqlx::migrate::Migrate;

@@ -1,7 +1,5 @@
 //! Builders shared by the store's integration tests.
 
-#![allow(dead_code)] // each test binary uses its own subset
-
 use bytes::Bytes;
 use chrono::Utc;
 use ingest::{Channel, ContactHints, Inquiry, InquiryId, RawPayload};

@@ -1,6 +1,6 @@
 //! Pipelines, stage moves and finishing leads, against a real database.
 
-mod support;
+use crate::support;
 
 use router::{BatchSink, StoreOutcome};
 use sqlx::PgPool;

@@ -2,7 +2,7 @@
 //! and however often they arrive, end as one lead with one activity per activity key in
 //! its newest state.
 
-mod support;
+use crate::support;
 
 use chrono::DateTime;
 use ingest::{ActivityKind, Channel, ConversationKey, EventRef, Inquiry, InquiryId};

@@ -1,6 +1,6 @@
 //! Users, teams and API tokens, and lead scopes, against a real, freshly migrated database.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 

@@ -2,7 +2,7 @@
 //! batch is held (a transient error), never dead-lettered, and the same batch is stored
 //! once the database is fixed.
 
-mod support;
+use crate::support;
 
 use router::{BatchSink, SinkError, StoreOutcome};
 use sqlx::PgPool;

@@ -2,7 +2,7 @@
 //! person's own address, never twice to one address within 24 hours; and the worker's
 //! claims never hand one row to two workers.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Big batches and PostgreSQL's shared lock table: a batch is filed in as many transactions
 //! as its locks need, in order, and acknowledged only when every part is committed.
 
-mod support;
+use crate::support;
 
 use ingest::{ContentDedup, MessengerHandle};
 use router::{BatchSink, Envelope, SinkError, StoreOutcome};

@@ -2,7 +2,7 @@
 //! transaction, once per idempotency key, and claimed by one worker at a time with the
 //! activity following every mark.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::time::Duration;
