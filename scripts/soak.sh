@@ -37,7 +37,12 @@ cleanup() {
     echo "services kept: files in $FAULTS_DIR" >&2
   else
     services_down
-    [ "$CSV" != "$FAULTS_DIR/soak.csv" ] || cp "$CSV" "/tmp/lpsoak-$(date +%s).csv"
+    # The samples and the daemon's log outlive the run's directory, so a surprise in
+    # either can still be looked into.
+    local stamp
+    stamp=$(date +%s)
+    [ "$CSV" != "$FAULTS_DIR/soak.csv" ] || cp "$CSV" "/tmp/lpsoak-$stamp.csv"
+    cp "$FAULTS_DIR/daemon.log" "/tmp/lpsoak-$stamp.log" 2>/dev/null || true
     rm -rf "$FAULTS_DIR"
   fi
 }

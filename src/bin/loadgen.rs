@@ -27,6 +27,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -241,15 +242,33 @@ impl Outcome {
     }
 }
 
+/// How many requests ended without an HTTP answer; the first few are printed with their
+/// cause, so a run that counts some says why.
+static TRANSPORT_ERRORS: AtomicUsize = AtomicUsize::new(0);
+
 async fn post(client: &reqwest::Client, url: String, body: String) -> u16 {
-    client
+    match client
         .post(url)
         .header("content-type", "application/x-www-form-urlencoded")
         .body(body)
         .send()
         .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
+    {
+        Ok(response) => response.status().as_u16(),
+        Err(error) => {
+            if TRANSPORT_ERRORS.fetch_add(1, Ordering::Relaxed) < 10 {
+                let mut cause = error.to_string();
+                let mut source = std::error::Error::source(&error);
+                while let Some(inner) = source {
+                    cause.push_str(": ");
+                    cause.push_str(&inner.to_string());
+                    source = inner.source();
+                }
+                eprintln!("loadgen: no answer: {cause}");
+            }
+            0
+        }
+    }
 }
 
 /// Person `i`'s posts, each sent once the previous one was answered, taking turns over
@@ -360,6 +379,10 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency.max(args.rate.unwrap_or(0.0) as usize / 10))
+        // The daemon closes a connection idle for `http.header_read_timeout_secs` (10 s by
+        // default); one reused just as it closes ends without an answer, so idle ones are
+        // dropped well before that.
+        .pool_idle_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
         .build()?;
     // The direct baseline has no metrics; it stores before it answers (--intake-only).
