@@ -27,6 +27,9 @@ TRIPLE=$(rustc +nightly -vV | sed -n 's/^host: //p')
 # The instrumented build lives outside the checkout, so a fresh clone on the same machine
 # (CI) rebuilds only the project's own crates, not every dependency.
 export CARGO_TARGET_DIR=${FUZZ_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/leadpipe/fuzz-target}
+# Intermediate files too (the test command points cargo's build directory at the main
+# workspace's cache, which the nightly instrumented build must not share).
+unset CARGO_BUILD_BUILD_DIR
 BIN_DIR=$CARGO_TARGET_DIR/$TRIPLE/release
 JOBS=${FUZZ_JOBS:-2}
 TIMEOUT=${FUZZ_TIMEOUT_SECS:-10}
