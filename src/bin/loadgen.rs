@@ -257,14 +257,8 @@ async fn post(client: &reqwest::Client, url: String, body: String) -> u16 {
         Ok(response) => response.status().as_u16(),
         Err(error) => {
             if TRANSPORT_ERRORS.fetch_add(1, Ordering::Relaxed) < 10 {
-                let mut cause = error.to_string();
-                let mut source = std::error::Error::source(&error);
-                while let Some(inner) = source {
-                    cause.push_str(": ");
-                    cause.push_str(&inner.to_string());
-                    source = inner.source();
-                }
-                eprintln!("loadgen: no answer: {cause}");
+                // `{:#}` prints the whole chain of causes.
+                eprintln!("loadgen: no answer: {:#}", anyhow::Error::new(error));
             }
             0
         }
