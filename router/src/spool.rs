@@ -28,11 +28,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use normalizer::IdentityKey;
 use serde::Deserialize;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::envelope::Envelope;
+use crate::envelope::{ENVELOPE_VERSION, Envelope};
 use crate::publisher::Publisher;
 
 /// `[spool]`: where web intake keeps what the broker could not confirm in time.
@@ -296,8 +297,10 @@ impl Journal {
                 recovered.entries += 1;
                 recovered.bytes += record.next - at;
                 recovered.oldest.get_or_insert(record.spooled_at_ms);
-                if let Ok(envelope) = Envelope::from_bytes(&record.payload) {
-                    recovered.waiting.add(&envelope);
+                if let Ok(person) = serde_json::from_slice::<SpooledPerson>(&record.payload)
+                    && person.version == ENVELOPE_VERSION
+                {
+                    recovered.waiting.add_keys(&person.lead.identity_keys);
                 }
                 at = record.next;
             }
@@ -400,25 +403,39 @@ fn write_position(dir: &Path, at: Position) -> io::Result<()> {
     sync_dir(dir)
 }
 
-/// The people with entries in the spool: a count per identity key, kept as a hash so
-/// an entry costs the same few bytes whatever its keys hold (a collision only sends a
-/// post to the spool that could have gone straight to the broker).
+/// The people with entries in the spool: a count per identity key, kept as a 32-bit
+/// hash so an entry costs the same few bytes whatever its keys hold (a collision only
+/// sends a post to the spool that could have gone straight to the broker). A long
+/// outage fills it with millions of keys, so it shrinks again as the spool drains
+/// instead of keeping its largest size for the life of the process.
 #[derive(Default)]
-struct Waiting(HashMap<u64, u32>);
+struct Waiting(HashMap<u32, u32>);
+
+/// Slots a drained [`Waiting`] keeps without shrinking: a few KiB.
+const WAITING_KEPT: usize = 1024;
 
 impl Waiting {
     /// The hashed identity keys of an envelope's person (none for a lead known only by
     /// its inquiry: no later post can be the same person's).
-    fn keys(envelope: &Envelope) -> impl Iterator<Item = u64> + '_ {
-        envelope.lead.identity_keys.iter().map(|key| {
+    fn keys(envelope: &Envelope) -> impl Iterator<Item = u32> + '_ {
+        Self::hashed(&envelope.lead.identity_keys)
+    }
+
+    fn hashed(keys: &[IdentityKey]) -> impl Iterator<Item = u32> + '_ {
+        keys.iter().map(|key| {
             let mut hasher = DefaultHasher::new();
             key.hash(&mut hasher);
-            hasher.finish()
+            // Half the hash halves the table; collisions stay rare and harmless.
+            hasher.finish() as u32
         })
     }
 
     fn add(&mut self, envelope: &Envelope) {
-        for key in Self::keys(envelope) {
+        self.add_keys(&envelope.lead.identity_keys);
+    }
+
+    fn add_keys(&mut self, keys: &[IdentityKey]) {
+        for key in Self::hashed(keys) {
             *self.0.entry(key).or_default() += 1;
         }
     }
@@ -432,11 +449,31 @@ impl Waiting {
                 }
             }
         }
+        // Shrinking to twice what is left each time it falls below a quarter keeps the
+        // rehashing's cost proportional to the keys removed.
+        let capacity = self.0.capacity();
+        if capacity > WAITING_KEPT && self.0.len() < capacity / 4 {
+            self.0.shrink_to(self.0.len() * 2);
+        }
     }
 
     fn holds(&self, envelope: &Envelope) -> bool {
         Self::keys(envelope).any(|key| self.0.contains_key(&key))
     }
+}
+
+/// What opening the spool reads of each entry: the envelope's version and its person's
+/// keys. serde skips the rest without building it, so a full spool opens several times
+/// faster than when every envelope was decoded.
+#[derive(Deserialize)]
+struct SpooledPerson {
+    version: u16,
+    lead: SpooledKeys,
+}
+
+#[derive(Deserialize)]
+struct SpooledKeys {
+    identity_keys: Vec<IdentityKey>,
 }
 
 struct Append {
@@ -714,7 +751,7 @@ impl Spool {
         // confirm, so the drain runs at the broker's pace, not one round trip per entry);
         // a person's next entry waits until their previous one is confirmed.
         let mut run: Vec<Pending> = Vec::new();
-        let mut people: HashSet<u64> = HashSet::new();
+        let mut people: HashSet<u32> = HashSet::new();
         while progress.published + (run.len() as u64) < BATCH && !stop.is_cancelled() {
             let at = run.last().map_or(progress.position.offset, |p| p.next);
             let position = Position {
@@ -1102,6 +1139,38 @@ mod tests {
         inquiry.contact.phone = phone.map(str::to_owned);
         envelope.lead = normalizer::normalize(inquiry);
         envelope
+    }
+
+    #[test]
+    fn the_people_waiting_give_their_table_back_as_the_spool_drains() {
+        let people: Vec<Envelope> = (0..20_000)
+            .map(|i| envelope_of(Some(&format!("person{i}@example.it")), None))
+            .collect();
+        let mut waiting = Waiting::default();
+        for envelope in &people {
+            waiting.add(envelope);
+        }
+        let grown = waiting.0.capacity();
+        assert!(grown >= 20_000, "{grown}");
+        let (gone, left) = people.split_at(19_900);
+        for envelope in gone {
+            waiting.remove(envelope);
+        }
+        assert!(
+            waiting.0.capacity() <= WAITING_KEPT,
+            "a table of {grown} slots kept {} for {} keys",
+            waiting.0.capacity(),
+            waiting.0.len()
+        );
+        assert!(
+            left.iter().all(|envelope| waiting.holds(envelope)),
+            "shrinking keeps every person still waiting"
+        );
+        assert!(!waiting.holds(&gone[0]));
+        for envelope in left {
+            waiting.remove(envelope);
+        }
+        assert!(waiting.0.is_empty());
     }
 
     #[tokio::test]
