@@ -35,6 +35,25 @@ use tokio_util::task::TaskTracker;
 
 use crate::settings::HttpSettings;
 
+/// Logs a request that ended in a server error: a 503 at WARN, since it is a refusal
+/// the client is told to retry (the broker or the database is away, the daemon is
+/// starting, a request ran out of time) and readiness probes meet it on every poll while
+/// the daemon is not ready; any other server error at ERROR.
+pub fn log_server_error(
+    class: tower_http::classify::ServerErrorsFailureClass,
+    latency: Duration,
+    _span: &tracing::Span,
+) {
+    use tower_http::classify::ServerErrorsFailureClass;
+    let latency_ms = latency.as_millis() as u64;
+    match class {
+        ServerErrorsFailureClass::StatusCode(axum::http::StatusCode::SERVICE_UNAVAILABLE) => {
+            tracing::warn!(latency_ms, "Answered 503: the request was refused for now.")
+        }
+        other => tracing::error!(classification = %other, latency_ms, "The request failed."),
+    }
+}
+
 /// Answers `503 timeout` with the usual JSON error body when a request (its body
 /// included) is not answered within `http.request_timeout_secs`. The work is dropped at
 /// that point; a form post it cut short may still have been confirmed, so the client

@@ -143,7 +143,7 @@ impl Application {
                 Duration::from_secs(settings.http.request_timeout_secs),
                 crate::server::request_deadline,
             ))
-            .layer(TraceLayer::new_for_http());
+            .layer(TraceLayer::new_for_http().on_failure(crate::server::log_server_error));
 
         let serve_options = ServeOptions::from_settings(&settings.http)?;
         let addr: SocketAddr = settings
