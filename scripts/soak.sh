@@ -50,11 +50,7 @@ trap cleanup EXIT
 
 build_binaries
 services_up
-sed -e "s#^url = \"postgres://.*#url = \"postgres://postgres@127.0.0.1:$PG_PORT/$DB\"#" \
-  -e "s#^url = \"amqp://.*#url = \"amqp://guest:guest@127.0.0.1:$RMQ_PORT/%2f\"#" \
-  -e "s#^prefix = \"leadpipe\"#prefix = \"$DB\"#" \
-  -e "s#^listen = .*#listen = \"127.0.0.1:$PORT\"#" \
-  deploy/leadpipe.example.toml >"$FAULTS_DIR/leadpipe.toml"
+private_config "$DB" "$PORT" "$FAULTS_DIR/leadpipe.toml"
 LEADPIPE__SPOOL__DIR=$FAULTS_DIR/spool LEADPIPE__LOG__LEVEL=warn \
   "./target/$PROFILE/leadpipe" serve --config "$FAULTS_DIR/leadpipe.toml" >"$FAULTS_DIR/daemon.log" 2>&1 &
 pid=$!

@@ -83,6 +83,16 @@ pg_restart_immediate() {
 
 pg_sql() { psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -qAt -v ON_ERROR_STOP=1 "$@"; }
 
+# Writes deploy/leadpipe.example.toml pointed at the private services to file $3: database
+# and AMQP prefix $1, HTTP on 127.0.0.1:$2.
+private_config() {
+  sed -e "s#^url = \"postgres://.*#url = \"postgres://postgres@127.0.0.1:$PG_PORT/$1\"#" \
+    -e "s#^url = \"amqp://.*#url = \"amqp://guest:guest@127.0.0.1:$RMQ_PORT/%2f\"#" \
+    -e "s#^prefix = \"leadpipe\"#prefix = \"$1\"#" \
+    -e "s#^listen = .*#listen = \"127.0.0.1:$2\"#" \
+    deploy/leadpipe.example.toml >"$3"
+}
+
 services_up() { pg_start && rmq_start; }
 
 services_down() {
