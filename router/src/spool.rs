@@ -297,10 +297,8 @@ impl Journal {
                 recovered.entries += 1;
                 recovered.bytes += record.next - at;
                 recovered.oldest.get_or_insert(record.spooled_at_ms);
-                if let Ok(person) = serde_json::from_slice::<SpooledPerson>(&record.payload)
-                    && person.version == ENVELOPE_VERSION
-                {
-                    recovered.waiting.add_keys(&person.lead.identity_keys);
+                if let Some(keys) = SpooledPerson::keys(&record.payload) {
+                    recovered.waiting.add_keys(&keys);
                 }
                 at = record.next;
             }
@@ -441,7 +439,11 @@ impl Waiting {
     }
 
     fn remove(&mut self, envelope: &Envelope) {
-        for key in Self::keys(envelope) {
+        self.remove_keys(&envelope.lead.identity_keys);
+    }
+
+    fn remove_keys(&mut self, keys: &[IdentityKey]) {
+        for key in Self::hashed(keys) {
             if let std::collections::hash_map::Entry::Occupied(mut count) = self.0.entry(key) {
                 *count.get_mut() -= 1;
                 if *count.get() == 0 {
@@ -474,6 +476,16 @@ struct SpooledPerson {
 #[derive(Deserialize)]
 struct SpooledKeys {
     identity_keys: Vec<IdentityKey>,
+}
+
+impl SpooledPerson {
+    /// The person's keys of a spooled entry of this build's envelope version.
+    fn keys(payload: &[u8]) -> Option<Vec<IdentityKey>> {
+        serde_json::from_slice::<SpooledPerson>(payload)
+            .ok()
+            .filter(|person| person.version == ENVELOPE_VERSION)
+            .map(|person| person.lead.identity_keys)
+    }
 }
 
 struct Append {
@@ -829,6 +841,10 @@ impl Spool {
                         &record.payload,
                     )?;
                     tracing::error!(%error, "A spooled entry does not decode; kept under undecodable/ and skipped.");
+                    // Opening the spool counted it by its keys alone, if it has them.
+                    if let Some(keys) = SpooledPerson::keys(&record.payload) {
+                        self.lock_waiting().remove_keys(&keys);
+                    }
                     None
                 }
             };
@@ -1139,6 +1155,60 @@ mod tests {
         inquiry.contact.phone = phone.map(str::to_owned);
         envelope.lead = normalizer::normalize(inquiry);
         envelope
+    }
+
+    #[tokio::test]
+    async fn an_entry_that_does_not_decode_is_set_aside_without_leaving_its_person_waiting() {
+        let dir = temp_dir("undecodable");
+        let lia = || envelope_of(Some("lia@example.it"), Some("+39 02 1234 5678"));
+        // This build's version and the person's keys, but a field no build would write.
+        let mut written: serde_json::Value = serde_json::from_slice(&lia().to_bytes()).unwrap();
+        written["published_at"] = serde_json::json!("not a time");
+        {
+            let (mut journal, _) = Journal::open(&dir, 1 << 20).unwrap();
+            let mut record = Vec::new();
+            encode(
+                now_ms(),
+                &serde_json::to_vec(&written).unwrap(),
+                &mut record,
+            );
+            journal.append(&record).unwrap();
+        }
+        let amqp = crate::testing::config();
+        let publisher = Publisher::new(amqp.clone());
+        let stop = CancellationToken::new();
+        let connection = tokio::spawn(publisher.clone().run(stop.clone()));
+        let spool = Spool::open(&SpoolConfig::default(), &dir).unwrap();
+        assert_eq!(spool.depth().entries, 1);
+        assert!(
+            spool.must_follow(&lia()),
+            "counted by its keys when the spool opened"
+        );
+        let drainer = tokio::spawn(spool.clone().drain(publisher.clone(), stop.clone()));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !spool.is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the spool drained: {:?}",
+                spool.depth()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            fs::read_dir(dir.join("undecodable")).unwrap().count(),
+            1,
+            "the entry is kept aside"
+        );
+        assert!(
+            !spool.must_follow(&lia()),
+            "her next post goes to the broker, not behind an entry that is gone"
+        );
+        stop.cancel();
+        let _ = drainer.await;
+        let _ = connection.await;
+        spool.close().await;
+        crate::testing::clean_up(&amqp).await;
+        let _ = fs::remove_dir_all(dir);
     }
 
     #[test]
