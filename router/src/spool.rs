@@ -1147,6 +1147,26 @@ mod tests {
         assert!(!dir.exists(), "an empty spool leaves nothing behind");
     }
 
+    /// Waits up to 20 s for the drainer to empty `spool`.
+    async fn wait_until_drained(spool: &Spool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !spool.is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the spool drained: {:?}",
+                spool.depth()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Closes `spool`, removes the test's queues and its directory.
+    async fn tear_down(spool: &Spool, amqp: &crate::AmqpConfig, dir: &Path) {
+        spool.close().await;
+        crate::testing::clean_up(amqp).await;
+        let _ = fs::remove_dir_all(dir);
+    }
+
     /// An envelope from a person known by `email` and, when given, `phone`.
     fn envelope_of(email: Option<&str>, phone: Option<&str>) -> Envelope {
         let mut envelope = crate::testing::envelope(0);
@@ -1185,15 +1205,7 @@ mod tests {
             "counted by its keys when the spool opened"
         );
         let drainer = tokio::spawn(spool.clone().drain(publisher.clone(), stop.clone()));
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while !spool.is_empty() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the spool drained: {:?}",
-                spool.depth()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until_drained(&spool).await;
         assert_eq!(
             fs::read_dir(dir.join("undecodable")).unwrap().count(),
             1,
@@ -1206,9 +1218,7 @@ mod tests {
         stop.cancel();
         let _ = drainer.await;
         let _ = connection.await;
-        spool.close().await;
-        crate::testing::clean_up(&amqp).await;
-        let _ = fs::remove_dir_all(dir);
+        tear_down(&spool, &amqp, &dir).await;
     }
 
     #[test]
@@ -1302,15 +1312,7 @@ mod tests {
         spool.broker_failed();
         assert!(spool.must_follow(&envelope_of(Some("ugo@example.it"), None)));
         let drainer = tokio::spawn(spool.clone().drain(publisher.clone(), stop.clone()));
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while !spool.is_empty() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the spool drained: {:?}",
-                spool.depth()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until_drained(&spool).await;
         assert!(!spool.must_follow(&lia()), "nothing of hers waits any more");
         assert!(
             !spool.must_follow(&envelope_of(Some("ugo@example.it"), None)),
@@ -1319,9 +1321,7 @@ mod tests {
         stop.cancel();
         let _ = drainer.await;
         let _ = connection.await;
-        spool.close().await;
-        crate::testing::clean_up(&amqp).await;
-        let _ = fs::remove_dir_all(dir);
+        tear_down(&spool, &amqp, &dir).await;
     }
 
     #[test]
