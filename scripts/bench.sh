@@ -11,7 +11,9 @@
 # Prints loadgen's numbers and the CPU seconds each process used in each phase.
 # With CONTACTS=1000000 the directory is first seeded with that many contacts through
 # `leadpipe import`, so the matching cost of a large directory shows.
-# Usage: N=20000 C=64 [CONTACTS=1000000] [RATES="500 2000"] [DURATION=30] bash scripts/bench.sh
+# Before phase 1 it prints the daemon's resident memory at idle, 15 s after `/readyz`,
+# and how many of the functions in deploy/leadpipe.link-order the binary still has.
+# Usage: N=20000 C=64 [CONTACTS=1000000] [RATES="500 2000"] [DURATION=30] [NO_BUILD=1] bash scripts/bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-20000}
@@ -22,8 +24,10 @@ DURATION=${DURATION:-30}
 DIRECT_PORT=${DIRECT_PORT:-8090}
 
 bash scripts/services.sh
-cargo build --profile dist --quiet -p leadpipe --bin leadpipe --bin loadgen
-cargo build --profile dist --quiet -p direct-baseline
+if [ "${NO_BUILD:-0}" != 1 ]; then
+  cargo build --profile dist --quiet -p leadpipe --bin leadpipe --bin loadgen
+  cargo build --profile dist --quiet -p direct-baseline
+fi
 
 config=$(mktemp --suffix=.toml)
 log=$(mktemp --suffix=.log)
@@ -126,10 +130,18 @@ stored() {
     awk '/^leadpipe_inquiries_stored_total\{/ {s += $2} END {print s + 0}'
 }
 
+# The list goes stale as symbol names change with the toolchain and Cargo.lock (build.rs).
+listed=$(grep -vc '^#' deploy/leadpipe.link-order || true)
+found=$(nm --defined-only ./target/dist/leadpipe | awk '{print $3}' | sort -u |
+  comm -12 - <(grep -v '^#' deploy/leadpipe.link-order | sort -u) | wc -l)
+echo "link order: $found of $listed listed functions are in the binary (scripts/link-order.sh renews the list)"
+
 echo "== 1. end to end: $N posts at concurrency $C, $CONTACTS contacts on file"
 fresh
 seed
 start
+sleep 15
+awk '/^(VmRSS|RssAnon|RssFile):/ {printf "%s %.1f MiB  ", $1, $2 / 1024} END {print "(idle, 15 s after /readyz)"}' "/proc/$pid/status"
 before=$(snapshot)
 time ./target/dist/loadgen --url "http://127.0.0.1:$port" --requests "$N" --concurrency "$C" --pid "$pid"
 report "$before" "$(snapshot)"
