@@ -12,11 +12,11 @@
 //! `josé@xn--exmple-cua.de` are one address; the Unicode form is kept because
 //! people read these addresses.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use unicode_normalization::UnicodeNormalization;
 use unicode_normalization::char::is_combining_mark;
 
 /// Longest address that fits in an SMTP forward-path (RFC 5321 §4.5.3.1).
@@ -108,7 +108,7 @@ impl EmailAddress {
         if trimmed.is_empty() {
             return Err(InvalidEmail::Empty);
         }
-        let composed: String = trimmed.nfc().collect();
+        let composed = crate::text::compose(trimmed);
         let mut parts = composed.split('@');
         let (local, domain) = match (parts.next(), parts.next(), parts.next()) {
             (Some(local), Some(domain), None) => (local, domain),
@@ -152,8 +152,11 @@ pub(crate) fn normalize_local_part(raw: &str) -> String {
     // Lower-casing can leave a string that is no longer NFC (e.g. 'İ'
     // becomes "i" + combining dot), so compose once more afterwards; this
     // also keeps parsing idempotent.
-    let composed: String = raw.nfc().collect();
-    composed.to_lowercase().nfc().collect()
+    let lowered = crate::text::compose(raw).to_lowercase();
+    match crate::text::compose(&lowered) {
+        Cow::Borrowed(_) => lowered,
+        Cow::Owned(recomposed) => recomposed,
+    }
 }
 
 /// Checks the part before the `@`, already lower-cased and composed.
