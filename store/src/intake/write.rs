@@ -11,6 +11,7 @@ use ingest::{ActivityKind, EventRef};
 use normalizer::IdentityKey;
 use normalizer::matching::{Decision as MatchDecision, Match};
 use router::Envelope;
+use serde_json::value::RawValue;
 use sqlx::types::Json;
 use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
@@ -27,11 +28,27 @@ pub(super) fn opt_text(value: Option<&str>) -> Option<String> {
     value.map(text)
 }
 
-pub(super) fn json<T: serde::Serialize>(value: &T) -> Json<serde_json::Value> {
+/// JSON text bound as `jsonb` as it is, without being parsed into a tree first.
+pub(super) type JsonText = Json<Box<RawValue>>;
+
+/// `value` as `jsonb`, serialised once.
+pub(super) fn json<T: serde::Serialize>(value: &T) -> JsonText {
+    Json(RawValue::from_string(clean_json(value)).unwrap_or_else(|_| RawValue::NULL.to_owned()))
+}
+
+/// `value` as a JSON tree, for a document that other values join before it is written.
+fn json_value<T: serde::Serialize>(value: &T) -> serde_json::Value {
+    serde_json::from_str(&clean_json(value)).unwrap_or(serde_json::Value::Null)
+}
+
+fn clean_json<T: serde::Serialize>(value: &T) -> String {
     let encoded = serde_json::to_string(value).unwrap_or_else(|_| "null".into());
     // A NUL escaped inside JSON text is refused by jsonb too.
-    let cleaned = encoded.replace("\\u0000", "\\ufffd");
-    Json(serde_json::from_str(&cleaned).unwrap_or(serde_json::Value::Null))
+    if encoded.contains("\\u0000") {
+        encoded.replace("\\u0000", "\\ufffd")
+    } else {
+        encoded
+    }
 }
 
 /// Inserts every inquiry that is not a replay; returns the ids actually inserted.
@@ -361,7 +378,7 @@ pub(super) async fn apply_merges(
     let phones: Vec<Option<String>> = fills.iter().map(|(_, f)| f.phone.clone()).collect();
     let extensions: Vec<Option<String>> = fills.iter().map(|(_, f)| f.extension.clone()).collect();
     let companies: Vec<Option<String>> = fills.iter().map(|(_, f)| f.company.clone()).collect();
-    let tags: Vec<Json<serde_json::Value>> = fills.iter().map(|(_, f)| json(&f.tags)).collect();
+    let tags: Vec<JsonText> = fills.iter().map(|(_, f)| json(&f.tags)).collect();
     let firsts: Vec<&Envelope> = fills
         .iter()
         .map(|(_, f)| batch[merges[f.first].index])
@@ -382,9 +399,8 @@ pub(super) async fn apply_merges(
         .iter()
         .map(|e| text(&e.lead.inquiry.source))
         .collect();
-    let first_utms: Vec<Json<serde_json::Value>> =
-        firsts.iter().map(|e| json(&e.lead.inquiry.utm)).collect();
-    let first_fields: Vec<Json<serde_json::Value>> = firsts
+    let first_utms: Vec<JsonText> = firsts.iter().map(|e| json(&e.lead.inquiry.utm)).collect();
+    let first_fields: Vec<JsonText> = firsts
         .iter()
         .map(|e| json(&e.lead.inquiry.fields))
         .collect();
@@ -461,7 +477,7 @@ pub(super) async fn apply_merges(
         .iter()
         .map(|m| batch[m.index].lead.inquiry.id.as_uuid())
         .collect();
-    let event_data: Vec<Json<serde_json::Value>> = merges
+    let event_data: Vec<JsonText> = merges
         .iter()
         .map(|m| {
             let inquiry = &batch[m.index].lead.inquiry;
@@ -626,8 +642,8 @@ impl ActivityState {
         let inquiry = &filed.envelope.lead.inquiry;
         let event = inquiry.event.as_ref();
         let mut data = serde_json::Map::new();
-        data.insert("attachments".into(), json(&inquiry.attachments).0);
-        data.insert("merged".into(), json(&filed.merged).0);
+        data.insert("attachments".into(), json_value(&inquiry.attachments));
+        data.insert("merged".into(), json_value(&filed.merged));
         data.extend(event.map(|e| e.data.clone()).unwrap_or_default());
         let field_orders = event.map_or_else(BTreeMap::new, |e| {
             e.data
@@ -912,8 +928,8 @@ struct ActivityContent {
     bodies: Vec<Option<String>>,
     occurred: Vec<DateTime<Utc>>,
     orders: Vec<Option<i64>>,
-    data: Vec<Json<serde_json::Value>>,
-    field_orders: Vec<Json<serde_json::Value>>,
+    data: Vec<JsonText>,
+    field_orders: Vec<JsonText>,
 }
 
 impl ActivityContent {
