@@ -68,6 +68,7 @@ curl -sf -o /dev/null "$url/readyz" || { echo "the daemon did not become ready" 
 callgrind_control --dump=start-up "$pid" >/dev/null
 
 posted=0
+sent=0
 for form in $(sed -n 's/^name = "\(.*\)"$/\1/p' "$config"); do
   for n in 1 2 3 4 5; do
     code=$(curl -s -o /dev/null -w '%{http_code}' -X POST \
@@ -79,6 +80,7 @@ for form in $(sed -n 's/^name = "\(.*\)"$/\1/p' "$config"); do
       --data "{\"name\":\"Osoba $n\",\"email\":\"j$n.$form@example.pl\",\"phone\":\"+48 601 234 5$n$n\",\"message\":\"Oferta $n\"}" \
       "$url/v1/intake/forms/$form")
     [ "$code" = 202 ] && posted=$((posted + 1))
+    sent=$((sent + 2))
   done
 done
 curl -s -o /dev/null "$url/metrics"
@@ -90,7 +92,13 @@ curl -s -o /dev/null "$url/readyz"
 kill -TERM "$pid"
 wait "$pid" || true
 pid=""
-echo "$posted posts accepted under callgrind"
+echo "$posted of $sent posts accepted under callgrind"
+# A refused post would leave its path out of the list's intake part.
+if [ "$posted" != "$sent" ]; then
+  echo "not every post was accepted; daemon log:" >&2
+  tail -20 "$work/daemon.log" >&2
+  exit 1
+fi
 
 python3 - "$BIN" "$OUT" "$work/callgrind.out.1" "$work/callgrind.out.2" "$work/callgrind.out" <<'EOF'
 import collections, os, sys
