@@ -74,6 +74,28 @@ async fn user(pool: &PgPool, name: &str) -> i64 {
     .unwrap()
 }
 
+/// The default pipeline's initial stage as `s`, for `SELECT ... FROM {OPEN_STAGE}`.
+const OPEN_STAGE: &str = "stages s JOIN pipelines p ON p.id = s.pipeline_id
+                          WHERE p.code = 'default' AND s.code = 'open'";
+
+/// A lead written straight into the tables, without stage history.
+async fn bare_lead(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(&format!(
+        "WITH i AS (INSERT INTO inquiries (id, channel, source, received_at, disposition,
+                                          payload, raw_body)
+                    VALUES (gen_random_uuid(), 'form', 'web', now(), 'lead', '{{}}', '')
+                    RETURNING id)
+         INSERT INTO leads (inquiry_id, title, channel, source, pipeline_id, stage_id,
+                            stage_entered_at)
+         SELECT i.id, 'Bare', 'form', 'web', s.pipeline_id, s.id, now()
+         FROM i, {OPEN_STAGE}
+         RETURNING id"
+    ))
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
 fn call(due: chrono::DateTime<Utc>) -> NewActivity {
     NewActivity {
         kind: "call".into(),
@@ -190,21 +212,7 @@ async fn the_summary_follows_every_writer(pool: PgPool) {
 
     // Writers outside the store's code: a lead without history, history written out of
     // time order, history edited and removed, a lead's pipeline columns edited.
-    let bare: i64 = sqlx::query_scalar(
-        "WITH i AS (INSERT INTO inquiries (id, channel, source, received_at, disposition,
-                                          payload, raw_body)
-                    VALUES (gen_random_uuid(), 'form', 'web', now(), 'lead', '{}', '')
-                    RETURNING id)
-         INSERT INTO leads (inquiry_id, title, channel, source, pipeline_id, stage_id,
-                            stage_entered_at)
-         SELECT i.id, 'Bare', 'form', 'web', s.pipeline_id, s.id, now()
-         FROM i, stages s JOIN pipelines p ON p.id = s.pipeline_id
-         WHERE p.code = 'default' AND s.code = 'open'
-         RETURNING id",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let bare = bare_lead(&pool).await;
     sqlx::query(
         "INSERT INTO lead_stage_history (lead_id, to_stage_id, changed_at, changed_by)
          SELECT $1, s.id, now() - interval '30 days', 'import' FROM stages s
@@ -243,6 +251,45 @@ async fn the_summary_follows_every_writer(pool: PgPool) {
         .unwrap();
     assert_eq!(rows, 1, "a lead without history has a summary");
 
+    // First history rows, which the trigger sets without recomputing: one for the bare
+    // lead, two in one statement for another bare lead, and one for a lead whose history
+    // was all removed.
+    let bare_too = bare_lead(&pool).await;
+    sqlx::query(&format!(
+        "INSERT INTO lead_stage_history (lead_id, to_stage_id, changed_at, changed_by)
+         SELECT $1, s.id, now() - interval '1 day', 'import' FROM {OPEN_STAGE}"
+    ))
+    .bind(bare)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(&format!(
+        "INSERT INTO lead_stage_history (lead_id, to_stage_id, changed_at, changed_by)
+         SELECT $1, s.id, now() - d * interval '1 hour', 'import'
+         FROM generate_series(1, 2) AS d, {OPEN_STAGE}"
+    ))
+    .bind(bare_too)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("DELETE FROM lead_stage_history WHERE lead_id = $1")
+        .bind(f)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "INSERT INTO lead_stage_history (lead_id, to_stage_id, changed_at, changed_by)
+         SELECT $1, s.id, now(), 'import' FROM {OPEN_STAGE}"
+    ))
+    .bind(f)
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert!(
+        differences(&pool).await.is_empty(),
+        "after first history rows"
+    );
+
     // The rebuild an operator runs after a load that bypassed the triggers agrees too.
     sqlx::query("UPDATE lead_summary SET reached = '{}', next_due = NULL")
         .execute(&pool)
@@ -257,4 +304,66 @@ async fn the_summary_follows_every_writer(pool: PgPool) {
         .await
         .unwrap();
     assert!(differences(&pool).await.is_empty(), "after a rebuild");
+}
+
+/// Two writers give one lead its first stage-history rows at once: the second waits for
+/// the first's row lock, and its summary must then hold both stays, not its own alone.
+#[sqlx::test(migrator = "store::MIGRATOR")]
+async fn concurrent_first_history_rows_are_both_in_the_summary(pool: PgPool) {
+    let lead = bare_lead(&pool).await;
+    let insert = format!(
+        "INSERT INTO lead_stage_history (lead_id, to_stage_id, changed_at, changed_by)
+         SELECT $1, s.id, $2, 'import' FROM {OPEN_STAGE}"
+    );
+    let mut first = pool.begin().await.unwrap();
+    sqlx::query(&insert)
+        .bind(lead)
+        .bind(Utc::now() - Duration::hours(2))
+        .execute(&mut *first)
+        .await
+        .unwrap();
+    let second = tokio::spawn({
+        let pool = pool.clone();
+        let insert = insert.clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::query(&insert)
+                .bind(lead)
+                .bind(Utc::now() - Duration::hours(1))
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+    });
+    // The second writer is now waiting for the summary row the first one locked.
+    let waiting = async {
+        loop {
+            let blocked: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE wait_event_type = 'Lock' AND datname = current_database()",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            if blocked > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+        .await
+        .expect("the second writer waits for the first");
+    first.commit().await.unwrap();
+    second.await.unwrap();
+    let stays: Vec<i64> = sqlx::query_scalar(
+        "SELECT cardinality(stay_stage)::int8 FROM lead_summary WHERE lead_id = $1",
+    )
+    .bind(lead)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(stays, [2], "both stays are in the summary");
+    assert!(differences(&pool).await.is_empty());
 }
