@@ -2,7 +2,8 @@
 -- follows from that row alone (one stay that has not ended, one stage reached), so the
 -- trigger sets it directly instead of recomputing the lead's whole history through
 -- lead_summary_history: that recomputation (a row lock, a window over the history, an
--- aggregate) was about a third of the database's work a lead on intake.
+-- aggregate) took about 23 us a new lead, a tenth of the database's work a lead on
+-- intake; the direct update takes about 8.
 --
 -- The shortcut applies to a lead with exactly one row in the statement and no history in
 -- its summary yet (last_at IS NULL). Under a concurrent writer of the same lead the
