@@ -6,7 +6,7 @@ use crate::support;
 
 use chrono::{Duration, Utc};
 use router::{BatchSink, StoreOutcome};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use store::{
     ActivityChange, Actor, ConvertItem, Finish, LeadPatch, LeadQuery, NewActivity, Role, Scope,
     Store,
@@ -94,6 +94,20 @@ async fn bare_lead(pool: &PgPool) -> i64 {
     .fetch_one(pool)
     .await
     .unwrap()
+}
+
+/// Gives `lead` one stage-history row into the open stage at `at`, as a writer outside
+/// the store's code would.
+async fn add_open_history(conn: &mut PgConnection, lead: i64, at: chrono::DateTime<Utc>) {
+    sqlx::query(&format!(
+        "INSERT INTO lead_stage_history (lead_id, to_stage_id, changed_at, changed_by)
+         SELECT $1, s.id, $2, 'import' FROM {OPEN_STAGE}"
+    ))
+    .bind(lead)
+    .bind(at)
+    .execute(conn)
+    .await
+    .unwrap();
 }
 
 fn call(due: chrono::DateTime<Utc>) -> NewActivity {
@@ -213,15 +227,8 @@ async fn the_summary_follows_every_writer(pool: PgPool) {
     // Writers outside the store's code: a lead without history, history written out of
     // time order, history edited and removed, a lead's pipeline columns edited.
     let bare = bare_lead(&pool).await;
-    sqlx::query(
-        "INSERT INTO lead_stage_history (lead_id, to_stage_id, changed_at, changed_by)
-         SELECT $1, s.id, now() - interval '30 days', 'import' FROM stages s
-         JOIN pipelines p ON p.id = s.pipeline_id WHERE p.code = 'default' AND s.code = 'open'",
-    )
-    .bind(a)
-    .execute(&pool)
-    .await
-    .unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    add_open_history(&mut conn, a, now - Duration::days(30)).await;
     sqlx::query(
         "UPDATE lead_stage_history SET changed_at = changed_at - interval '2 hours'
          WHERE lead_id = $1",
@@ -255,14 +262,7 @@ async fn the_summary_follows_every_writer(pool: PgPool) {
     // lead, two in one statement for another bare lead, and one for a lead whose history
     // was all removed.
     let bare_too = bare_lead(&pool).await;
-    sqlx::query(&format!(
-        "INSERT INTO lead_stage_history (lead_id, to_stage_id, changed_at, changed_by)
-         SELECT $1, s.id, now() - interval '1 day', 'import' FROM {OPEN_STAGE}"
-    ))
-    .bind(bare)
-    .execute(&pool)
-    .await
-    .unwrap();
+    add_open_history(&mut conn, bare, now - Duration::days(1)).await;
     sqlx::query(&format!(
         "INSERT INTO lead_stage_history (lead_id, to_stage_id, changed_at, changed_by)
          SELECT $1, s.id, now() - d * interval '1 hour', 'import'
@@ -277,14 +277,7 @@ async fn the_summary_follows_every_writer(pool: PgPool) {
         .execute(&pool)
         .await
         .unwrap();
-    sqlx::query(&format!(
-        "INSERT INTO lead_stage_history (lead_id, to_stage_id, changed_at, changed_by)
-         SELECT $1, s.id, now(), 'import' FROM {OPEN_STAGE}"
-    ))
-    .bind(f)
-    .execute(&pool)
-    .await
-    .unwrap();
+    add_open_history(&mut conn, f, Utc::now()).await;
     assert!(
         differences(&pool).await.is_empty(),
         "after first history rows"
@@ -311,28 +304,13 @@ async fn the_summary_follows_every_writer(pool: PgPool) {
 #[sqlx::test(migrator = "store::MIGRATOR")]
 async fn concurrent_first_history_rows_are_both_in_the_summary(pool: PgPool) {
     let lead = bare_lead(&pool).await;
-    let insert = format!(
-        "INSERT INTO lead_stage_history (lead_id, to_stage_id, changed_at, changed_by)
-         SELECT $1, s.id, $2, 'import' FROM {OPEN_STAGE}"
-    );
     let mut first = pool.begin().await.unwrap();
-    sqlx::query(&insert)
-        .bind(lead)
-        .bind(Utc::now() - Duration::hours(2))
-        .execute(&mut *first)
-        .await
-        .unwrap();
+    add_open_history(&mut first, lead, Utc::now() - Duration::hours(2)).await;
     let second = tokio::spawn({
         let pool = pool.clone();
-        let insert = insert.clone();
         async move {
             let mut tx = pool.begin().await.unwrap();
-            sqlx::query(&insert)
-                .bind(lead)
-                .bind(Utc::now() - Duration::hours(1))
-                .execute(&mut *tx)
-                .await
-                .unwrap();
+            add_open_history(&mut tx, lead, Utc::now() - Duration::hours(1)).await;
             tx.commit().await.unwrap();
         }
     });
