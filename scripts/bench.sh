@@ -8,6 +8,10 @@
 #   5. the direct baseline (bench/direct-baseline: axum + sqlx, one INSERT per post, no
 #      broker) with the same bodies, closed loop and open loop: the figures that count
 #      are leadpipe's as ratios to it.
+#   6. the broker's floor (bench/broker-floor): RabbitMQ alone confirming one durable
+#      message per post, of the size phase 2 measured, on quorum queues like the
+#      daemon's shards, open loop at each of RATES: what of phase 4's latency is the
+#      broker's own write.
 # Prints loadgen's numbers and the CPU seconds each process used in each phase.
 # With CONTACTS=1000000 the directory is first seeded with that many contacts through
 # `leadpipe import`, so the matching cost of a large directory shows.
@@ -26,7 +30,7 @@ DIRECT_PORT=${DIRECT_PORT:-8090}
 bash scripts/services.sh
 if [ "${NO_BUILD:-0}" != 1 ]; then
   cargo build --profile dist --quiet -p leadpipe --bin leadpipe --bin loadgen
-  cargo build --profile dist --quiet -p direct-baseline
+  cargo build --profile dist --quiet -p direct-baseline -p broker-floor
 fi
 
 config=$(mktemp --suffix=.toml)
@@ -157,6 +161,10 @@ start
 before=$(snapshot)
 time ./target/dist/loadgen --url "http://127.0.0.1:$port" --requests "$N" --concurrency "$C" --pid "$pid" --intake-only
 report "$before" "$(snapshot)"
+# The size of one inquiry on the broker, for phase 6 (RabbitMQ 3.10 does not count a
+# quorum queue's bytes).
+envelope=$(./target/dist/lpbroker --envelope-of lpbench.shard.0) || envelope=1500
+echo "one inquiry on the broker: $envelope bytes"
 stop
 unset LEADPIPE__AMQP__CONSUME
 
@@ -202,6 +210,13 @@ for rate in $RATES; do
   ./target/dist/loadgen --url "http://127.0.0.1:$DIRECT_PORT" --rate "$rate" --duration "$DURATION" --pid "$pid" --intake-only
 done
 stop
+
+echo "== 6. the broker's floor: one durable $envelope-byte message a post, quorum queues"
+for rate in $RATES; do
+  echo "-- RabbitMQ alone at $rate/s"
+  shards=$(sed -n 's/^#\? *shards = \([0-9]*\).*/\1/p' "$config" | head -1)
+  ./target/dist/lpbroker --rate "$rate" --duration "$DURATION" --bytes "$envelope" --queues "${shards:-4}"
+done
 psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS lpdirect WITH (FORCE)"
 fresh
 rm -f "$config" "$contacts_csv"

@@ -76,6 +76,11 @@ struct Args {
     /// being the HTTP code or `error` when no answer came.
     #[arg(long)]
     record: Option<std::path::PathBuf>,
+    /// Open loop: writes one line per person to this file, `scheduled<TAB>latency<TAB>status`
+    /// (milliseconds from the start of the run, and of its first post), to see when in a
+    /// run the slow answers came.
+    #[arg(long, requires = "rate")]
+    timeline: Option<std::path::PathBuf>,
     /// Posts each person sends, one after the other (the next once the previous was
     /// answered), numbered in the message as "(part N of K)"; requests and rate count
     /// people, not posts.
@@ -198,6 +203,8 @@ struct Outcome {
     latencies: Vec<Duration>,
     errors: BTreeMap<u16, usize>,
     record: Option<BufWriter<File>>,
+    /// The timeline file and the time between two people's scheduled starts.
+    timeline: Option<(BufWriter<File>, Duration)>,
 }
 
 impl Outcome {
@@ -216,10 +223,30 @@ impl Outcome {
             latencies: Vec::with_capacity(capacity),
             errors: BTreeMap::new(),
             record,
+            timeline: None,
         })
     }
 
+    /// Also writes the timeline of an open loop whose people start `interval` apart.
+    fn with_timeline(mut self, path: Option<&Path>, interval: Duration) -> anyhow::Result<Self> {
+        if let Some(path) = path {
+            let file = File::create(path)
+                .with_context(|| format!("cannot create the timeline file {}", path.display()))?;
+            self.timeline = Some((BufWriter::new(file), interval));
+        }
+        Ok(self)
+    }
+
     fn collect(&mut self, plan: &Plan, person: usize, answers: Vec<Answer>) -> anyhow::Result<()> {
+        if let (Some((timeline, interval)), Some(first)) = (&mut self.timeline, answers.first()) {
+            writeln!(
+                timeline,
+                "{:.3}\t{:.3}\t{}",
+                interval.mul_f64(person as f64).as_secs_f64() * 1e3,
+                first.latency.as_secs_f64() * 1e3,
+                first.status
+            )?;
+        }
         for answer in answers {
             if (200..300).contains(&answer.status) {
                 self.latencies.push(answer.latency);
@@ -245,6 +272,9 @@ impl Outcome {
     fn finish(&mut self) -> anyhow::Result<()> {
         if let Some(record) = &mut self.record {
             record.flush().context("cannot write the record file")?;
+        }
+        if let Some((timeline, _)) = &mut self.timeline {
+            timeline.flush().context("cannot write the timeline file")?;
         }
         Ok(())
     }
@@ -347,7 +377,8 @@ async fn open_loop(
     let interval = Duration::from_secs_f64(1.0 / rate);
     let start = tokio::time::Instant::now();
     let mut tasks = JoinSet::new();
-    let mut outcome = Outcome::new(total * plan.per_person as usize, args.record.as_deref())?;
+    let mut outcome = Outcome::new(total * plan.per_person as usize, args.record.as_deref())?
+        .with_timeline(args.timeline.as_deref(), interval)?;
     let mut late = 0usize;
     for i in 0..total {
         let scheduled = start + interval.mul_f64(i as f64);
