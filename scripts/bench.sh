@@ -212,9 +212,9 @@ done
 stop
 
 echo "== 6. the broker's floor: one durable $envelope-byte message a post, quorum queues"
+shards=$(sed -n 's/^#\? *shards = \([0-9]*\).*/\1/p' "$config" | head -1)
 for rate in $RATES; do
   echo "-- RabbitMQ alone at $rate/s"
-  shards=$(sed -n 's/^#\? *shards = \([0-9]*\).*/\1/p' "$config" | head -1)
   ./target/dist/lpbroker --rate "$rate" --duration "$DURATION" --bytes "$envelope" --queues "${shards:-4}"
 done
 psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS lpdirect WITH (FORCE)"
