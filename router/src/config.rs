@@ -62,12 +62,11 @@ fn default_batch_size() -> usize {
     200
 }
 fn default_batch_wait_ms() -> u64 {
-    // A lead filed a fifth of a second later is no loss to anyone; at a few hundred posts
-    // a second, batches of a few leads each cost a transaction, a WAL flush and every
-    // statement's overhead, and that CPU on the same cores delays the broker's confirms:
-    // at 500 posts/s the median acknowledgement went from 9.6 ms at 5 ms to 4.8 ms at 50,
-    // and the p99 from 7.1 ms at 50 to 6.2 ms at 200 (docs/BENCHMARKS.md, tenth pass).
-    200
+    // A lead filed 50 ms later is no loss to anyone; at a few hundred posts a second,
+    // batches of one or two leads each cost a transaction, a WAL flush and every
+    // statement's overhead, and their CPU and disk flushes delayed the broker's confirms:
+    // at 500 posts/s the median acknowledgement went from 9.6 ms at 5 ms to 4.8 ms.
+    50
 }
 fn default_confirm_timeout_ms() -> u64 {
     5_000
