@@ -84,7 +84,7 @@ async fn main() -> anyhow::Result<()> {
     let queues: Vec<String> = (0..args.queues)
         .map(|i| format!("lpfloor-{}.q.{i}", std::process::id()))
         .collect();
-    let outcome = run(&connection, &args, &queues).await;
+    let outcome = run(&connection, &args, rate, &queues).await;
     // Durable queues outlive the run otherwise.
     if let Ok(channel) = connection.create_channel().await {
         for queue in &queues {
@@ -97,7 +97,12 @@ async fn main() -> anyhow::Result<()> {
     outcome
 }
 
-async fn run(connection: &Arc<Connection>, args: &Args, queues: &[String]) -> anyhow::Result<()> {
+async fn run(
+    connection: &Arc<Connection>,
+    args: &Args,
+    rate: f64,
+    queues: &[String],
+) -> anyhow::Result<()> {
     let setup = connection.create_channel().await?;
     let mut quorum = FieldTable::default();
     quorum.insert(
@@ -128,7 +133,6 @@ async fn run(connection: &Arc<Connection>, args: &Args, queues: &[String]) -> an
 
     let pool: Arc<Mutex<Vec<Channel>>> = Arc::default();
     let body: Arc<[u8]> = vec![b'x'; args.bytes].into();
-    let rate = args.rate.unwrap_or_default();
     let total = (rate * args.duration).round() as usize;
     let interval = Duration::from_secs_f64(1.0 / rate);
     let start = tokio::time::Instant::now();
