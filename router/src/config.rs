@@ -27,7 +27,8 @@ pub struct AmqpConfig {
     /// Most leads stored in one database transaction.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
-    /// How long a consumer waits to fill a batch once it has one lead, in milliseconds.
+    /// How long a consumer waits to fill a batch once it has one lead, in milliseconds
+    /// (not while it catches up on a backlog: then a batch closes when the queue runs dry).
     #[serde(default = "default_batch_wait_ms")]
     pub batch_wait_ms: u64,
     /// How long intake waits for the broker's confirm before answering 503, in milliseconds.

@@ -1,7 +1,8 @@
 //! Consuming the shard queues in batches.
 //!
 //! Each shard queue has one task with its own connection. It gathers up to `batch_size`
-//! deliveries (waiting at most `batch_wait_ms` once it has one), hands them to the
+//! inquiries or `prefetch` deliveries (waiting at most `batch_wait_ms` once it has one;
+//! while it catches up on a backlog, only until the queue runs dry), hands them to the
 //! [`BatchSink`] in one call, and acks them with one multiple-ack only after the sink
 //! committed. A database outage holds the batch and retries with backoff (nothing is
 //! requeued, so nothing counts against the delivery limit); a message the sink can never
@@ -246,6 +247,11 @@ impl ConsumerSet {
         }
 
         let batch_wait = Duration::from_millis(self.config.batch_wait_ms);
+        let quiet_gap = CATCH_UP_GAP.min(batch_wait);
+        let most_unacked = usize::from(self.config.prefetch);
+        // A new subscription may face a backlog (a restart, a reconnect): it starts as
+        // catching up, and waits to fill batches only once the queue ran dry.
+        let mut behind = true;
         let mut cancel_deadline: Option<Instant> = None;
         loop {
             let first = tokio::select! {
@@ -270,8 +276,22 @@ impl ConsumerSet {
                 let mut inquiries = carried_count(&first);
                 let mut batch = vec![first];
                 let fill_until = Instant::now() + batch_wait;
-                while inquiries < self.config.batch_size {
-                    match tokio::time::timeout_at(fill_until, deliveries.next()).await {
+                let mut full = false;
+                loop {
+                    // The broker sends no more than `prefetch` unacked messages: a batch
+                    // holding them all cannot grow however long it waits.
+                    if inquiries >= self.config.batch_size || batch.len() >= most_unacked {
+                        full = true;
+                        break;
+                    }
+                    // Catching up, the broker streams what it holds back to back: a quiet
+                    // moment means the queue ran dry, and its tail goes in at once.
+                    let until = if behind {
+                        fill_until.min(Instant::now() + quiet_gap)
+                    } else {
+                        fill_until
+                    };
+                    match tokio::time::timeout_at(until, deliveries.next()).await {
                         Ok(Some(Ok(delivery))) => {
                             inquiries += carried_count(&delivery);
                             batch.push(delivery);
@@ -284,6 +304,7 @@ impl ConsumerSet {
                         Err(_) => break,
                     }
                 }
+                behind = full;
                 self.process(&queue, channel, dead_channel, batch, shutdown)
                     .await?;
             }
@@ -422,6 +443,11 @@ impl ConsumerSet {
 /// subscribes afresh. An idle consumer holds nothing, so renewing costs nothing else.
 const RENEW_WHEN_IDLE: Duration = Duration::from_secs(5);
 
+/// How long a consumer that is catching up waits for the next delivery before it takes
+/// the queue for dry: far longer than the broker needs between messages it holds, far
+/// shorter than `batch_wait_ms`.
+const CATCH_UP_GAP: Duration = Duration::from_millis(5);
+
 /// How a subscription ended without an error.
 enum SubscriptionEnd {
     /// Idle for a while: subscribe again on a fresh channel.
@@ -557,5 +583,170 @@ async fn dead_letter(
             ))
         }
         other => Err(SessionError::DeadLetter(format!("{other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use lapin::options::ConfirmSelectOptions;
+
+    use super::*;
+    use crate::testing;
+
+    /// Records the size of every batch it is handed and files nothing.
+    #[derive(Default)]
+    struct Recorder {
+        batches: Mutex<Vec<usize>>,
+    }
+
+    #[async_trait]
+    impl BatchSink for Recorder {
+        async fn store_batch(&self, batch: &[&Envelope]) -> Result<Vec<StoreOutcome>, SinkError> {
+            self.batches.lock().unwrap().push(batch.len());
+            Ok(batch.iter().map(|_| StoreOutcome::Replay).collect())
+        }
+    }
+
+    impl Recorder {
+        fn batches(&self) -> Vec<usize> {
+            self.batches.lock().unwrap().clone()
+        }
+
+        /// Waits until `n` envelopes were handed over, or `within` passed.
+        async fn wait_for(&self, n: usize, within: Duration) -> usize {
+            let deadline = Instant::now() + within;
+            loop {
+                let seen: usize = self.batches().iter().sum();
+                if seen >= n || Instant::now() >= deadline {
+                    return seen;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    /// A shard consumer set over `config` with the queues declared, and its recorder.
+    struct Rig {
+        config: AmqpConfig,
+        recorder: Arc<Recorder>,
+        tracker: TaskTracker,
+        stop: CancellationToken,
+        channel: Channel,
+        _connection: lapin::Connection,
+    }
+
+    impl Rig {
+        async fn new(prefetch: u16, batch_size: usize, batch_wait_ms: u64) -> Self {
+            let mut config = testing::config();
+            config.prefetch = prefetch;
+            config.batch_size = batch_size;
+            config.batch_wait_ms = batch_wait_ms;
+            let connection = testing::connect().await;
+            Topology::new(&config)
+                .declare(&connection)
+                .await
+                .expect("declare the topology");
+            let channel = connection.create_channel().await.expect("a channel");
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .expect("confirm mode");
+            Self {
+                config,
+                recorder: Arc::default(),
+                tracker: TaskTracker::new(),
+                stop: CancellationToken::new(),
+                channel,
+                _connection: connection,
+            }
+        }
+
+        /// Puts `n` one-envelope messages on shard 0's queue, each confirmed.
+        async fn enqueue(&self, n: u32) {
+            let queue = Topology::new(&self.config).shard_queue(0);
+            for i in 0..n {
+                let confirm = self
+                    .channel
+                    .basic_publish(
+                        "".into(),
+                        queue.as_str().into(),
+                        BasicPublishOptions::default(),
+                        &testing::envelope(i).to_bytes(),
+                        BasicProperties::default()
+                            .with_delivery_mode(2)
+                            .with_content_type(ENVELOPE_CONTENT_TYPE.into()),
+                    )
+                    .await
+                    .expect("publish")
+                    .await
+                    .expect("confirm");
+                assert!(matches!(confirm, Confirmation::Ack(None)), "{confirm:?}");
+            }
+        }
+
+        fn start(&self) {
+            ConsumerSet::new(self.config.clone(), self.recorder.clone())
+                .spawn(&self.tracker, self.stop.clone());
+        }
+
+        async fn finish(self) {
+            self.stop.cancel();
+            self.tracker.close();
+            self.tracker.wait().await;
+            testing::clean_up(&self.config).await;
+        }
+    }
+
+    /// Long enough that a batch waiting it out could never pass the test's deadline.
+    const FOREVER_MS: u64 = 120_000;
+    const DEADLINE: Duration = Duration::from_secs(15);
+
+    #[tokio::test]
+    async fn a_backlog_beyond_the_prefetch_is_filed_without_waiting_for_fuller_batches() {
+        // The broker sends no more than `prefetch` unacked messages, so a batch that holds
+        // them all can grow no further however long it waits.
+        let rig = Rig::new(8, 200, FOREVER_MS).await;
+        rig.enqueue(30).await;
+        rig.start();
+        let seen = rig.recorder.wait_for(30, DEADLINE).await;
+        let batches = rig.recorder.batches();
+        rig.finish().await;
+        assert_eq!(seen, 30, "batches so far: {batches:?}");
+        assert!(batches.iter().all(|&n| n <= 8), "{batches:?}");
+    }
+
+    #[tokio::test]
+    async fn the_tail_of_a_backlog_is_filed_at_once() {
+        // After full batches the consumer is catching up: what is left once the queue runs
+        // dry goes in at once rather than after batch_wait_ms (a restarted daemon's
+        // backlog must not end with every shard's last batch held back).
+        let rig = Rig::new(64, 10, FOREVER_MS).await;
+        rig.enqueue(25).await;
+        rig.start();
+        let seen = rig.recorder.wait_for(25, DEADLINE).await;
+        let batches = rig.recorder.batches();
+        rig.finish().await;
+        assert_eq!(seen, 25, "batches so far: {batches:?}");
+        assert_eq!(batches, vec![10, 10, 5]);
+    }
+
+    #[tokio::test]
+    async fn a_consumer_that_caught_up_waits_to_fill_its_next_batch() {
+        let rig = Rig::new(64, 200, 1_500).await;
+        rig.start();
+        rig.enqueue(1).await;
+        assert_eq!(rig.recorder.wait_for(1, DEADLINE).await, 1);
+        // A trickle after the queue ran dry: one transaction for the three, not three.
+        for _ in 0..3 {
+            rig.enqueue(1).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let seen = rig.recorder.wait_for(4, DEADLINE).await;
+        let batches = rig.recorder.batches();
+        rig.finish().await;
+        assert_eq!(seen, 4, "batches so far: {batches:?}");
+        assert_eq!(batches, vec![1, 3]);
     }
 }
