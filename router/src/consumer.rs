@@ -703,17 +703,23 @@ mod tests {
     const FOREVER_MS: u64 = 120_000;
     const DEADLINE: Duration = Duration::from_secs(15);
 
+    /// The batches in which a consumer starting on `n` queued messages files them all.
+    async fn batches_for_backlog(prefetch: u16, batch_size: usize, n: u32) -> Vec<usize> {
+        let rig = Rig::new(prefetch, batch_size, FOREVER_MS).await;
+        rig.enqueue(n).await;
+        rig.start();
+        let seen = rig.recorder.wait_for(n as usize, DEADLINE).await;
+        let batches = rig.recorder.batches();
+        rig.finish().await;
+        assert_eq!(seen, n as usize, "batches so far: {batches:?}");
+        batches
+    }
+
     #[tokio::test]
     async fn a_backlog_beyond_the_prefetch_is_filed_without_waiting_for_fuller_batches() {
         // The broker sends no more than `prefetch` unacked messages, so a batch that holds
         // them all can grow no further however long it waits.
-        let rig = Rig::new(8, 200, FOREVER_MS).await;
-        rig.enqueue(30).await;
-        rig.start();
-        let seen = rig.recorder.wait_for(30, DEADLINE).await;
-        let batches = rig.recorder.batches();
-        rig.finish().await;
-        assert_eq!(seen, 30, "batches so far: {batches:?}");
+        let batches = batches_for_backlog(8, 200, 30).await;
         assert!(batches.iter().all(|&n| n <= 8), "{batches:?}");
     }
 
@@ -722,14 +728,7 @@ mod tests {
         // After full batches the consumer is catching up: what is left once the queue runs
         // dry goes in at once rather than after batch_wait_ms (a restarted daemon's
         // backlog must not end with every shard's last batch held back).
-        let rig = Rig::new(64, 10, FOREVER_MS).await;
-        rig.enqueue(25).await;
-        rig.start();
-        let seen = rig.recorder.wait_for(25, DEADLINE).await;
-        let batches = rig.recorder.batches();
-        rig.finish().await;
-        assert_eq!(seen, 25, "batches so far: {batches:?}");
-        assert_eq!(batches, vec![10, 10, 5]);
+        assert_eq!(batches_for_backlog(64, 10, 25).await, vec![10, 10, 5]);
     }
 
     #[tokio::test]
