@@ -590,8 +590,6 @@ async fn dead_letter(
 mod tests {
     use std::sync::Mutex;
 
-    use lapin::options::ConfirmSelectOptions;
-
     use super::*;
     use crate::testing;
 
@@ -648,11 +646,7 @@ mod tests {
                 .declare(&connection)
                 .await
                 .expect("declare the topology");
-            let channel = connection.create_channel().await.expect("a channel");
-            channel
-                .confirm_select(ConfirmSelectOptions::default())
-                .await
-                .expect("confirm mode");
+            let channel = testing::confirm_channel(&connection).await;
             Self {
                 config,
                 recorder: Arc::default(),

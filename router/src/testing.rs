@@ -27,6 +27,16 @@ pub async fn connect() -> Connection {
         .expect("connect to RabbitMQ (is it running? scripts/services.sh starts it)")
 }
 
+/// A channel in confirm mode on `connection`, for publishing test messages.
+pub async fn confirm_channel(connection: &Connection) -> lapin::Channel {
+    let channel = connection.create_channel().await.expect("a channel");
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .expect("confirm mode");
+    channel
+}
+
 /// Deletes every queue and exchange of `config`'s prefix.
 pub async fn clean_up(config: &AmqpConfig) {
     let topology = Topology::new(config);

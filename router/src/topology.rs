@@ -253,7 +253,7 @@ fn long_string(s: &str) -> AMQPValue {
 #[cfg(test)]
 mod tests {
     use lapin::BasicProperties;
-    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+    use lapin::options::BasicPublishOptions;
 
     use super::*;
     use crate::testing;
@@ -314,11 +314,7 @@ mod tests {
             .await
             .expect("declaring over an older queue succeeds");
 
-        let publish = connection.create_channel().await.expect("a channel");
-        publish
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .expect("confirms");
+        let publish = testing::confirm_channel(&connection).await;
         for shard in 0..topology.shards() {
             let confirmation = publish
                 .basic_publish(
