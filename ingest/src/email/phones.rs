@@ -274,9 +274,11 @@ fn accepted(line: &str, start: usize, number: &str, end: usize) -> bool {
     if glued_to_something_else(&line[..start]) {
         return false;
     }
+    // After the whole space: a no-break space is two bytes, an ideographic one three.
     let token_start = line[..start]
-        .rfind(char::is_whitespace)
-        .map_or(0, |i| i + 1);
+        .char_indices()
+        .rfind(|&(_, c)| c.is_whitespace())
+        .map_or(0, |(i, c)| i + c.len_utf8());
     let token = &line[token_start..end];
     if token.contains("://") || token.to_ascii_lowercase().contains("www.") {
         return false;
@@ -401,6 +403,17 @@ mod tests {
 
     fn found(text: &str) -> Vec<String> {
         phone_candidates(text)
+    }
+
+    #[test]
+    fn a_number_after_a_wide_space_is_found_without_a_panic() {
+        // U+00A0 and U+3000 are whitespace of more than one byte: the word before the
+        // number starts after the whole character.
+        assert_eq!(
+            found("I'm on\u{a0}+44 20 7946 0958 most mornings."),
+            vec!["+44 20 7946 0958"]
+        );
+        assert_eq!(found("電話\u{3000}03-1234-5678"), vec!["03-1234-5678"]);
     }
 
     #[test]
