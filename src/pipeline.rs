@@ -114,7 +114,8 @@ impl PreparedInquiry for RoutedLead {
                 // A person whose earlier post waits in the spool queues behind it, so one
                 // person's inquiries reach the broker in the order they came; so does
                 // everyone while the broker is failing.
-                let published = !spool.must_follow(&self.envelope)
+                let published = !spool.takes_every_post()
+                    && !spool.must_follow(&self.envelope)
                     && match tokio::time::timeout(spool.after(), self.publisher.publish(&self.envelope))
                         .await
                     {

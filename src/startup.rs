@@ -11,9 +11,11 @@
 //!    what they received (`shutdown.consumer_grace_secs`). Consumers drain beside
 //!    intake, not after it: nothing intake still publishes needs this replica's
 //!    consumers (it waits on the broker), and a slow client must not hold them.
-//! 3. **Close the publisher**, once intake is done: no request or pull task can still be
+//! 3. **Empty the spool** while the broker confirms (`shutdown.connector_grace_secs`);
+//!    what is left stays on disk for the next start.
+//! 4. **Close the publisher**, once intake is done: no request or pull task can still be
 //!    waiting for a confirm, which is what makes SIGTERM lossless.
-//! 4. **Close the database pools.**
+//! 5. **Close the database pools.**
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -324,9 +326,25 @@ impl Application {
                 );
             }
         };
+        let spool_grace = Duration::from_secs(settings.shutdown.connector_grace_secs);
         let intake = async {
             tokio::join!(http, pull);
             tracing::info!("Intake stopped.");
+            // What the spool holds goes to the broker now if it can, so a stop leaves
+            // nothing for the next start to publish; what cannot stays on disk for it.
+            if let Some(spool) = &spool {
+                let flushed = tokio::time::timeout(spool_grace, async {
+                    while !spool.is_empty() && publisher.is_ready().await {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                })
+                .await;
+                if flushed.is_err() {
+                    tracing::warn!(
+                        "The spool did not empty within shutdown.connector_grace_secs; the next start publishes the rest."
+                    );
+                }
+            }
         };
         let consumer_grace = Duration::from_secs(settings.shutdown.consumer_grace_secs);
         let consumers_done = async {

@@ -193,6 +193,15 @@ pub struct Lead {
     pub company_keys: Vec<CompanyKey>,
 }
 
+/// [`Lead::primary_key`] from a lead's identity keys and inquiry id alone (what a spooled
+/// entry is read for).
+pub fn primary_key_of(identity_keys: &[IdentityKey], inquiry_id: &impl fmt::Display) -> String {
+    identity_keys
+        .first()
+        .map(IdentityKey::as_key)
+        .unwrap_or_else(|| format!("inquiry:{inquiry_id}"))
+}
+
 impl Lead {
     /// True when there is a way to reach the person (a valid email or phone, or a
     /// messenger account to answer on).
@@ -208,10 +217,7 @@ impl Lead {
     /// The key used to keep one person's inquiries together (shard choice): the strongest
     /// identity key, else the inquiry id.
     pub fn primary_key(&self) -> String {
-        self.identity_keys
-            .first()
-            .map(IdentityKey::as_key)
-            .unwrap_or_else(|| format!("inquiry:{}", self.inquiry.id))
+        primary_key_of(&self.identity_keys, &self.inquiry.id)
     }
 
     /// A short title for lists: the company, else the name, else the channel and source.

@@ -31,7 +31,9 @@ pub mod text;
 pub use company::{company_key, domain_key, is_free_mail};
 pub use email::{EmailAddress, InvalidEmail};
 pub use keys::{EmailKind, KeyRules, MatchingConfig};
-pub use lead::{CompanyKey, IdentityKey, InvalidIdentityKey, Lead, normalize, normalize_with};
+pub use lead::{
+    CompanyKey, IdentityKey, InvalidIdentityKey, Lead, normalize, normalize_with, primary_key_of,
+};
 pub use phone::{
     InvalidE164, InvalidPhone, InvalidRegion, ParsedPhone, PhoneE164, Region, parse_phone,
     split_extension, warm_up,

@@ -32,6 +32,6 @@ mod testing;
 pub use config::{AmqpConfig, RoutingConfig};
 pub use consumer::{BatchSink, ConsumerSet, SinkError, StoreOutcome};
 pub use envelope::{Envelope, Route};
-pub use publisher::{PublishError, Publisher};
+pub use publisher::{PublishError, Publisher, WireEnvelope};
 pub use routing::LeadRouter;
 pub use topology::Topology;

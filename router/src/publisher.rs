@@ -197,6 +197,32 @@ struct Waiting {
     reply: oneshot::Sender<Result<(), PublishError>>,
 }
 
+/// An envelope in wire form with what publishing it needs, so that a spooled entry is
+/// published as it was written instead of being decoded and encoded again.
+#[derive(Debug, Clone)]
+pub struct WireEnvelope {
+    /// The key its shard is chosen by: the lead's primary key.
+    pub shard_key: String,
+    /// The inquiry id, the message id of a broker message it opens.
+    pub inquiry_id: String,
+    /// When intake published it.
+    pub published_at: chrono::DateTime<chrono::Utc>,
+    /// The envelope's bytes ([`Envelope::to_bytes`]).
+    pub payload: Vec<u8>,
+}
+
+impl WireEnvelope {
+    /// An envelope's wire form.
+    pub fn of(envelope: &Envelope) -> Self {
+        Self {
+            shard_key: envelope.lead.primary_key(),
+            inquiry_id: envelope.lead.inquiry.id.to_string(),
+            published_at: envelope.published_at,
+            payload: envelope.to_bytes(),
+        }
+    }
+}
+
 /// What waits for one shard, and how many tasks are sending it.
 #[derive(Default)]
 struct ShardWaiting {
@@ -374,8 +400,14 @@ impl Publisher {
     /// message. An idle shard publishes at once, so batching costs a lone post nothing,
     /// and under load one confirm (and one broker message) serves many posts.
     pub async fn publish(self: &Arc<Self>, envelope: &Envelope) -> Result<(), PublishError> {
-        let inquiry_id = &envelope.lead.inquiry.id;
-        let outcome = self.publish_batched(envelope).await;
+        self.publish_wire(WireEnvelope::of(envelope)).await
+    }
+
+    /// Publishes an envelope already in wire form (a spooled entry), as
+    /// [`Publisher::publish`] does.
+    pub async fn publish_wire(self: &Arc<Self>, wire: WireEnvelope) -> Result<(), PublishError> {
+        let inquiry_id = wire.inquiry_id.clone();
+        let outcome = self.publish_batched(wire).await;
         match &outcome {
             Ok(()) => metrics::counter!("leadpipe_inquiries_published_total").increment(1),
             Err(error) => {
@@ -387,7 +419,7 @@ impl Publisher {
         outcome
     }
 
-    async fn publish_batched(self: &Arc<Self>, envelope: &Envelope) -> Result<(), PublishError> {
+    async fn publish_batched(self: &Arc<Self>, wire: WireEnvelope) -> Result<(), PublishError> {
         // Fail fast, as an unbatched publish would, rather than queue behind a broker
         // that is away or blocking.
         {
@@ -400,12 +432,12 @@ impl Publisher {
                 return Err(PublishError::Blocked(reason));
             }
         }
-        let shard = shard_for(&envelope.lead.primary_key(), self.topology.shards());
+        let shard = shard_for(&wire.shard_key, self.topology.shards());
         let (reply, answer) = oneshot::channel();
         let waiting = Waiting {
-            payload: envelope.to_bytes(),
-            inquiry_id: envelope.lead.inquiry.id.to_string(),
-            published_at: envelope.published_at,
+            payload: wire.payload,
+            inquiry_id: wire.inquiry_id,
+            published_at: wire.published_at,
             reply,
         };
         let start_sender = {
@@ -624,8 +656,7 @@ fn broken(error: lapin::Error) -> PublishError {
 mod tests {
     use std::collections::HashMap;
 
-    use futures_util::StreamExt;
-    use lapin::options::{BasicConsumeOptions, QueueDeleteOptions};
+    use lapin::options::QueueDeleteOptions;
     use tokio::task::JoinSet;
 
     use super::*;
@@ -635,53 +666,12 @@ mod tests {
     /// message id. (Shard queues have a single active consumer, which rules out basic.get.)
     async fn drain(connection: &Connection, queue: &str) -> HashMap<String, u32> {
         let mut ids = HashMap::new();
-        for delivery in drain_deliveries(connection, queue).await {
+        for delivery in testing::drain_deliveries(connection, queue).await {
             let id = delivery.properties.message_id().clone();
             *ids.entry(id.map(|s| s.to_string()).unwrap_or_default())
                 .or_default() += 1;
         }
         ids
-    }
-
-    /// Takes every message out of `queue` (none when it does not exist).
-    async fn drain_deliveries(
-        connection: &Connection,
-        queue: &str,
-    ) -> Vec<lapin::message::Delivery> {
-        let channel = connection.create_channel().await.expect("a channel");
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
-        let mut out = Vec::new();
-        let Ok(declared) = channel
-            .queue_declare(queue.into(), passive, FieldTable::default())
-            .await
-        else {
-            return out;
-        };
-        let mut deliveries = channel
-            .basic_consume(
-                queue.into(),
-                "drain".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume");
-        for _ in 0..declared.message_count() {
-            let delivery = tokio::time::timeout(Duration::from_secs(10), deliveries.next())
-                .await
-                .expect("a queued message arrives")
-                .expect("a delivery")
-                .expect("a delivery");
-            out.push(delivery);
-        }
-        let _ = channel.close(200, "drained".into()).await;
-        out
     }
 
     /// A connected publisher whose shard 0 queue was deleted underneath it.
@@ -811,7 +801,9 @@ mod tests {
         let mut copies: HashMap<String, u32> = HashMap::new();
         let mut shared = 0;
         for shard in 0..2 {
-            for delivery in drain_deliveries(&rig.broker, &topology.shard_queue(shard)).await {
+            for delivery in
+                testing::drain_deliveries(&rig.broker, &topology.shard_queue(shard)).await
+            {
                 let content_type = delivery
                     .properties
                     .content_type()

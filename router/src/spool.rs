@@ -34,7 +34,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::envelope::{ENVELOPE_VERSION, Envelope};
-use crate::publisher::Publisher;
+use crate::publisher::{Publisher, WireEnvelope};
 
 /// `[spool]`: where web intake keeps what the broker could not confirm in time.
 #[derive(Debug, Clone, Deserialize)]
@@ -42,6 +42,10 @@ pub struct SpoolConfig {
     /// Whether web intake spools at all; without it a broker outage answers 503.
     #[serde(default = "default_enabled")]
     pub enabled: bool,
+    /// When a web post goes to the spool: only when the broker does not confirm it in
+    /// time (`fallback`), or always (`always`: answered once the journal holds it).
+    #[serde(default)]
+    pub mode: SpoolMode,
     /// The journal's directory (created if missing); one per daemon. Unset: a directory
     /// named after the HTTP listen address under the state directory (see
     /// [`SpoolConfig::dir_for`]), so daemons on one machine never share one.
@@ -56,6 +60,20 @@ pub struct SpoolConfig {
     /// Size at which a new segment file is started.
     #[serde(default = "default_segment_bytes")]
     pub segment_bytes: u64,
+}
+
+/// When web intake writes a post to the spool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpoolMode {
+    /// A post is answered after the broker's confirm, and spooled only when the broker
+    /// fails it or does not confirm it within `after_ms`.
+    #[default]
+    Fallback,
+    /// Every post is spooled and answered after the journal's fsync; the drainer
+    /// publishes it. The answer no longer waits for the broker, and a post accepted this
+    /// way is as durable as the local disk until its confirm (see docs/OPERATIONS.md).
+    Always,
 }
 
 fn default_enabled() -> bool {
@@ -75,6 +93,7 @@ impl Default for SpoolConfig {
     fn default() -> Self {
         Self {
             enabled: default_enabled(),
+            mode: SpoolMode::default(),
             dir: None,
             after_ms: default_after_ms(),
             max_bytes: default_max_bytes(),
@@ -97,6 +116,13 @@ impl SpoolConfig {
             out.push((
                 "max_bytes",
                 "must be at least segment_bytes (64 MiB by default)".into(),
+            ));
+        }
+        if self.mode == SpoolMode::Always && !self.enabled {
+            out.push((
+                "mode",
+                "`always` needs the spool: set spool.enabled = true or spool.mode = \"fallback\""
+                    .into(),
             ));
         }
         if self.dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
@@ -160,6 +186,10 @@ pub enum SpoolError {
 }
 
 const HEADER: usize = 16;
+
+/// Seconds an entry may wait in an always-spooling journal before `/readyz` calls intake
+/// degraded: a healthy drainer publishes within milliseconds.
+pub const BEHIND_SECS: u64 = 5;
 const MAX_RECORD: u32 = 64 << 20;
 
 fn segment_name(seq: u64) -> String {
@@ -523,6 +553,7 @@ pub struct Spool {
     /// trying the broker.
     broker_failing: AtomicBool,
     after: Duration,
+    mode: SpoolMode,
     wake: Arc<Notify>,
     writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     _lock: File,
@@ -568,6 +599,7 @@ impl Spool {
             waiting: Mutex::new(waiting),
             broker_failing: AtomicBool::new(false),
             after: Duration::from_millis(config.after_ms),
+            mode: config.mode,
             wake: Arc::new(Notify::new()),
             writer: Mutex::new(None),
             _lock: lock,
@@ -588,6 +620,19 @@ impl Spool {
     /// How long a post waits for the broker before it is spooled.
     pub fn after(&self) -> Duration {
         self.after
+    }
+
+    /// Whether every web post goes to the spool ([`SpoolMode::Always`]).
+    pub fn takes_every_post(&self) -> bool {
+        self.mode == SpoolMode::Always
+    }
+
+    /// Whether the drainer is behind: entries wait after the broker failed them, or (when
+    /// every post is spooled, so a few always wait) the oldest has waited longer than
+    /// [`BEHIND_SECS`].
+    pub fn is_behind(&self) -> bool {
+        !self.is_empty()
+            && (!self.takes_every_post() || self.depth().oldest_age_secs >= BEHIND_SECS)
     }
 
     /// Whether no entry waits to be published.
@@ -668,13 +713,54 @@ impl Spool {
     /// Publishes the journal to the broker in order until `stop`, removing entries only
     /// after their confirm.
     pub async fn drain(self: Arc<Self>, publisher: Arc<Publisher>, stop: CancellationToken) {
+        let mut saved = SavedPosition {
+            at: tokio::time::Instant::now(),
+            behind: false,
+        };
+        self.drain_until(&publisher, &stop, &mut saved).await;
+        if saved.behind {
+            self.save_position(&mut saved);
+        }
+    }
+
+    /// Writes the drained position to disk (what [`Spool::drain`] defers).
+    fn save_position(&self, saved: &mut SavedPosition) {
+        let (dir, at) = {
+            let journal = self.lock();
+            (journal.dir.clone(), journal.drained)
+        };
+        match write_position(&dir, at) {
+            Ok(()) => {
+                saved.at = tokio::time::Instant::now();
+                saved.behind = false;
+            }
+            // Only costs a republish of what was confirmed since the last save.
+            Err(error) => {
+                tracing::warn!(%error, "Saving the spool's drained position failed; trying again shortly.")
+            }
+        }
+    }
+
+    async fn drain_until(
+        &self,
+        publisher: &Arc<Publisher>,
+        stop: &CancellationToken,
+        saved: &mut SavedPosition,
+    ) {
         let mut reader: Option<(u64, BufReader<File>, u64)> = None;
         let mut gauges = tokio::time::interval(Duration::from_secs(1));
         loop {
+            if saved.behind && saved.at.elapsed() >= SAVE_POSITION_EVERY {
+                self.save_position(saved);
+            }
             if self.is_empty() {
                 reader = None;
+                // A position not yet saved is saved when its time comes, even if nothing
+                // else happens by then.
+                let save_due = saved.at + SAVE_POSITION_EVERY;
                 tokio::select! {
                     _ = self.wake.notified() => continue,
+                    _ = tokio::time::sleep_until(save_due), if saved.behind => continue,
                     _ = gauges.tick() => { self.publish_gauges(); continue; }
                     _ = stop.cancelled() => return,
                 }
@@ -687,7 +773,7 @@ impl Spool {
                 self.publish_gauges();
                 continue;
             }
-            match self.drain_some(&publisher, &mut reader, &stop).await {
+            match self.drain_some(publisher, &mut reader, stop, saved).await {
                 Ok(()) => {}
                 Err(error) => {
                     tracing::warn!(%error, "Draining the spool failed; trying again shortly.");
@@ -710,6 +796,7 @@ impl Spool {
         publisher: &Arc<Publisher>,
         reader: &mut Option<(u64, BufReader<File>, u64)>,
         stop: &CancellationToken,
+        saved: &mut SavedPosition,
     ) -> Result<(), DrainError> {
         let mut progress = Progress {
             position: self.lock().drained,
@@ -725,12 +812,11 @@ impl Spool {
             *reader = None;
         }
         if progress.published > 0 {
-            let dir = {
-                let mut journal = self.lock();
-                journal.drained = progress.position;
-                journal.dir.clone()
-            };
-            write_position(&dir, progress.position)?;
+            // Saved to disk at most every SAVE_POSITION_EVERY: a crash before that
+            // publishes the entries since again, and their inquiry ids make the copies
+            // no-ops.
+            self.lock().drained = progress.position;
+            saved.behind = true;
             self.bytes.fetch_sub(progress.bytes, Ordering::AcqRel);
             self.refused_full.store(false, Ordering::Release);
             self.broker_failing.store(false, Ordering::Release);
@@ -828,9 +914,9 @@ impl Spool {
             if let Some((_, _, at)) = reader.as_mut() {
                 *at = record.next;
             }
-            let envelope = match Envelope::from_bytes(&record.payload) {
-                Ok(envelope) => Some(envelope),
-                Err(error) => {
+            let entry = match Spooled::read(record.payload) {
+                Ok(entry) => Some(entry),
+                Err((payload, error)) => {
                     // A record whose CRC holds but that does not decode was written by
                     // another version: keep a copy and go on, never block the rest.
                     metrics::counter!("leadpipe_spool_undecodable_total").increment(1);
@@ -838,27 +924,27 @@ impl Spool {
                     fs::create_dir_all(&keep)?;
                     fs::write(
                         keep.join(format!("{}-{}", position.segment, position.offset)),
-                        &record.payload,
+                        &payload,
                     )?;
                     tracing::error!(%error, "A spooled entry does not decode; kept under undecodable/ and skipped.");
                     // Opening the spool counted it by its keys alone, if it has them.
-                    if let Some(keys) = SpooledPerson::keys(&record.payload) {
+                    if let Some(keys) = SpooledPerson::keys(&payload) {
                         self.lock_waiting().remove_keys(&keys);
                     }
                     None
                 }
             };
-            if let Some(envelope) = &envelope
-                && Waiting::keys(envelope).any(|key| people.contains(&key))
+            if let Some(entry) = &entry
+                && Waiting::hashed(&entry.keys).any(|key| people.contains(&key))
             {
                 self.publish_run(publisher, &mut run, progress).await?;
                 people.clear();
             }
-            if let Some(envelope) = &envelope {
-                people.extend(Waiting::keys(envelope));
+            if let Some(entry) = &entry {
+                people.extend(Waiting::hashed(&entry.keys));
             }
             run.push(Pending {
-                envelope,
+                entry,
                 start: position.offset,
                 next: record.next,
                 spooled_at_ms: record.spooled_at_ms,
@@ -878,8 +964,9 @@ impl Spool {
         progress: &mut Progress,
     ) -> Result<(), DrainError> {
         let outcomes = join_all(run.iter().map(|pending| async move {
-            match &pending.envelope {
-                Some(envelope) => publisher.publish(envelope).await,
+            match &pending.entry {
+                // A copy: a failed run is read from the journal again.
+                Some(entry) => publisher.publish_wire(entry.wire.clone()).await,
                 None => Ok(()),
             }
         }))
@@ -888,8 +975,8 @@ impl Spool {
         let mut waiting = self.lock_waiting();
         for (pending, outcome) in run.drain(..).zip(outcomes) {
             outcome.map_err(|e| DrainError::Publish(e.to_string()))?;
-            if let Some(envelope) = &pending.envelope {
-                waiting.remove(envelope);
+            if let Some(entry) = &pending.entry {
+                waiting.remove_keys(&entry.keys);
             }
             progress.bytes += pending.next - pending.start;
             progress.position.offset = pending.next;
@@ -931,6 +1018,17 @@ impl Spool {
     }
 }
 
+/// When the drained position was last written to disk, and whether it moved since.
+struct SavedPosition {
+    at: tokio::time::Instant,
+    behind: bool,
+}
+
+/// How often the drainer writes its position while entries keep coming. Writing it after
+/// every pass (a write, two fsyncs and a rename) cost the journal's own appends their
+/// fsync latency when every post is spooled.
+const SAVE_POSITION_EVERY: Duration = Duration::from_millis(100);
+
 /// How far a drain pass got.
 struct Progress {
     position: Position,
@@ -942,7 +1040,7 @@ struct Progress {
 /// A journal entry read for publishing: its place in the segment and what it holds
 /// (`None`: undecodable, kept aside, nothing to publish).
 struct Pending {
-    envelope: Option<Envelope>,
+    entry: Option<Spooled>,
     start: u64,
     next: u64,
     spooled_at_ms: u64,
@@ -954,6 +1052,63 @@ enum DrainError {
     Io(#[from] io::Error),
     #[error("publishing a spooled entry failed: {0}")]
     Publish(String),
+}
+
+/// A spooled entry ready to publish: its bytes as written, and what the drainer reads
+/// of them (the person's keys, the shard key, the inquiry id), so an entry is not
+/// decoded and encoded again on its way to the broker.
+struct Spooled {
+    wire: WireEnvelope,
+    keys: Vec<IdentityKey>,
+}
+
+#[derive(Deserialize)]
+struct SpooledHead {
+    version: u16,
+    lead: SpooledLead,
+    published_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Deserialize)]
+struct SpooledLead {
+    identity_keys: Vec<IdentityKey>,
+    inquiry: SpooledInquiry,
+}
+
+#[derive(Deserialize)]
+struct SpooledInquiry {
+    id: uuid::Uuid,
+}
+
+impl Spooled {
+    /// Reads an entry of this build's envelope version; otherwise gives the payload back
+    /// with what is wrong.
+    fn read(payload: Vec<u8>) -> Result<Spooled, (Vec<u8>, String)> {
+        let head = match serde_json::from_slice::<SpooledHead>(&payload) {
+            Ok(head) => head,
+            Err(error) => return Err((payload, format!("undecodable envelope: {error}"))),
+        };
+        if head.version != ENVELOPE_VERSION {
+            let error = format!(
+                "envelope version {} is not {ENVELOPE_VERSION}: a newer or older leadpipe spooled it",
+                head.version
+            );
+            return Err((payload, error));
+        }
+        let SpooledLead {
+            identity_keys,
+            inquiry,
+        } = head.lead;
+        Ok(Spooled {
+            wire: WireEnvelope {
+                shard_key: normalizer::primary_key_of(&identity_keys, &inquiry.id),
+                inquiry_id: inquiry.id.to_string(),
+                published_at: head.published_at,
+                payload,
+            },
+            keys: identity_keys,
+        })
+    }
 }
 
 /// The group-commit writer: takes every append waiting, writes them, syncs once, answers
@@ -1324,6 +1479,117 @@ mod tests {
         tear_down(&spool, &amqp, &dir).await;
     }
 
+    #[tokio::test]
+    async fn a_drained_entry_reaches_its_persons_shard_as_it_was_spooled() {
+        let dir = temp_dir("wire");
+        let amqp = crate::testing::config();
+        let publisher = Publisher::new(amqp.clone());
+        let stop = CancellationToken::new();
+        let connection = tokio::spawn(publisher.clone().run(stop.clone()));
+        let always = SpoolConfig {
+            mode: SpoolMode::Always,
+            ..SpoolConfig::default()
+        };
+        let spool = Spool::open(&always, &dir).unwrap();
+        assert!(spool.takes_every_post());
+        let lia = || envelope_of(Some("lia@example.it"), Some("+39 02 1234 5678"));
+        // Lia three times between others; one lead is known by its inquiry alone.
+        let mut sent = vec![lia(), envelope_of(Some("ugo@example.it"), None), lia()];
+        sent.push(envelope_of(None, None));
+        sent.push(lia());
+        sent.extend((1..8).map(crate::testing::envelope));
+        for envelope in &sent {
+            spool.append(envelope).await.unwrap();
+        }
+        let drainer = tokio::spawn(spool.clone().drain(publisher.clone(), stop.clone()));
+        wait_until_drained(&spool).await;
+
+        let topology = publisher.topology().clone();
+        let broker = crate::testing::connect().await;
+        let mut arrived = Vec::new();
+        for shard in 0..topology.shards() {
+            for delivery in
+                crate::testing::drain_deliveries(&broker, &topology.shard_queue(shard)).await
+            {
+                let content_type = delivery.properties.content_type().clone();
+                let carried = crate::envelope::decode_message(
+                    content_type.as_ref().map(|t| t.as_str()),
+                    &delivery.data,
+                )
+                .unwrap();
+                for one in carried {
+                    let crate::envelope::Carried::Envelope(envelope) = one else {
+                        panic!("every drained entry decodes");
+                    };
+                    arrived.push((shard, *envelope));
+                }
+            }
+        }
+        assert_eq!(arrived.len(), sent.len(), "each entry published once");
+        for envelope in &sent {
+            let (shard, got) = arrived
+                .iter()
+                .find(|(_, got)| got.lead.inquiry.id == envelope.lead.inquiry.id)
+                .expect("every entry arrived");
+            assert_eq!(got, envelope, "published as it was spooled");
+            assert_eq!(
+                *shard,
+                crate::routing::shard_for(&envelope.lead.primary_key(), topology.shards()),
+                "on its person's shard"
+            );
+        }
+        let lias: Vec<_> = arrived
+            .iter()
+            .filter(|(_, got)| {
+                got.lead.email.as_ref().map(|e| e.as_str()) == Some("lia@example.it")
+            })
+            .map(|(_, got)| got.lead.inquiry.id)
+            .collect();
+        let posted: Vec<_> = sent
+            .iter()
+            .filter(|e| e.lead.email.as_ref().map(|e| e.as_str()) == Some("lia@example.it"))
+            .map(|e| e.lead.inquiry.id)
+            .collect();
+        assert_eq!(lias, posted, "one person's entries in the order spooled");
+        let _ = broker.close(200, "done".into()).await;
+        stop.cancel();
+        let _ = drainer.await;
+        let _ = connection.await;
+        tear_down(&spool, &amqp, &dir).await;
+    }
+
+    #[tokio::test]
+    async fn the_drained_position_reaches_the_disk_soon_after_the_spool_empties() {
+        let dir = temp_dir("saved-position");
+        let amqp = crate::testing::config();
+        let publisher = Publisher::new(amqp.clone());
+        let stop = CancellationToken::new();
+        let connection = tokio::spawn(publisher.clone().run(stop.clone()));
+        let spool = Spool::open(&SpoolConfig::default(), &dir).unwrap();
+        for i in 0..5 {
+            spool.append(&crate::testing::envelope(i)).await.unwrap();
+        }
+        let before = read_position(&dir).unwrap();
+        let drainer = tokio::spawn(spool.clone().drain(publisher.clone(), stop.clone()));
+        wait_until_drained(&spool).await;
+        let drained = spool.lock().drained;
+        assert_ne!(before, Some(drained), "the drainer moved on");
+        // Saving is deferred while entries keep coming, never skipped once they stop: a
+        // restart must not publish everything again.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while read_position(&dir).unwrap() != Some(drained) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the position on disk caught up with {drained:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.cancel();
+        let _ = drainer.await;
+        let _ = connection.await;
+        tear_down(&spool, &amqp, &dir).await;
+    }
+
     #[test]
     fn the_config_names_its_problems() {
         let bad = SpoolConfig {
@@ -1334,6 +1600,17 @@ mod tests {
         };
         let keys: Vec<_> = bad.problems().into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, ["after_ms", "segment_bytes", "max_bytes"]);
+        let always_without_spool = SpoolConfig {
+            enabled: false,
+            mode: SpoolMode::Always,
+            ..SpoolConfig::default()
+        };
+        let keys: Vec<_> = always_without_spool
+            .problems()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, ["mode"]);
         assert!(SpoolConfig::default().problems().is_empty());
         let named = SpoolConfig {
             dir: Some(PathBuf::from("/srv/spool")),

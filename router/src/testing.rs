@@ -1,6 +1,12 @@
 //! Helpers for the tests that run against the real broker (`LEADPIPE_TEST_AMQP_URL`).
 
-use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 
 use crate::config::AmqpConfig;
@@ -57,6 +63,48 @@ pub async fn clean_up(config: &AmqpConfig) {
         }
     }
     let _ = connection.close(200, "test cleanup".into()).await;
+}
+
+/// Takes every message out of `queue` (none when it does not exist). Shard queues have a
+/// single active consumer, which rules out basic.get.
+pub async fn drain_deliveries(
+    connection: &Connection,
+    queue: &str,
+) -> Vec<lapin::message::Delivery> {
+    let channel = connection.create_channel().await.expect("a channel");
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let mut out = Vec::new();
+    let Ok(declared) = channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+    else {
+        return out;
+    };
+    let mut deliveries = channel
+        .basic_consume(
+            queue.into(),
+            "drain".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    for _ in 0..declared.message_count() {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), deliveries.next())
+            .await
+            .expect("a queued message arrives")
+            .expect("a delivery")
+            .expect("a delivery");
+        out.push(delivery);
+    }
+    let _ = channel.close(200, "drained".into()).await;
+    out
 }
 
 /// A form inquiry from its own person, ready to publish.

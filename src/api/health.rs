@@ -58,7 +58,7 @@ async fn readyz(State(state): State<ApiState>) -> Response {
     // With a spool, intake keeps accepting while the broker is away: degraded, not down.
     let spool = state.spool.as_ref().map(|s| (s.depth(), s.is_full()));
     let spooling = spool.is_some_and(|(_, full)| !full);
-    let backlog = spool.is_some_and(|(depth, _)| depth.entries > 0);
+    let backlog = state.spool.as_ref().is_some_and(|s| s.is_behind());
     let (status, word_status) = match (broker, database) {
         (true, true) if backlog => (StatusCode::OK, "degraded"),
         (true, true) => (StatusCode::OK, "ready"),

@@ -248,3 +248,99 @@ async fn a_spool_that_rolls_segments_while_it_drains_empties_completely() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_post_spooled_each_is_filed_once_in_order_and_a_stop_empties_the_journal() {
+    let mut daemon = TestDaemon::prepare_with(Options::default()).await;
+    daemon
+        .env
+        .push(("LEADPIPE__SPOOL__MODE".into(), "always".into()));
+    // A broker that does not confirm within the default second would spool anyway: a
+    // minute shows that every post goes to the journal because of the mode alone.
+    daemon
+        .env
+        .push(("LEADPIPE__SPOOL__AFTER_MS".into(), "60000".into()));
+    daemon.launch(true).await;
+    const PEOPLE: usize = 120;
+    const ROUNDS: usize = 3;
+    const POSTERS: usize = 24;
+    let daemon = std::sync::Arc::new(daemon);
+    // Each poster writes for its own people, one post at a time, so every person's posts
+    // have an order.
+    let posters: Vec<_> = (0..POSTERS)
+        .map(|poster| {
+            let daemon = daemon.clone();
+            tokio::spawn(async move {
+                for round in 0..ROUNDS {
+                    for person in (poster..PEOPLE).step_by(POSTERS) {
+                        let r = daemon
+                            .post_form(
+                                "en-contact",
+                                Some(URLENCODED),
+                                format!(
+                                    "name=Always+{person}&email=always{person}%40example.com&message=round+{round}"
+                                ),
+                                &[],
+                            )
+                            .await;
+                        assert_eq!(r.status, 202, "{}", r.text());
+                    }
+                }
+            })
+        })
+        .collect();
+    for poster in posters {
+        poster.await.expect("a poster");
+    }
+    let metrics = daemon.get("/metrics").await.text();
+    assert_eq!(
+        counter_sum(&metrics, "leadpipe_inquiries_spooled_total"),
+        (PEOPLE * ROUNDS) as f64,
+        "every post went through the journal"
+    );
+
+    // Stopped at once: the stop publishes what the journal still holds before it closes.
+    let mut daemon = std::sync::Arc::into_inner(daemon).expect("the posters are done");
+    let mut child = daemon.take_child().expect("a running daemon");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().expect("the daemon exits");
+    assert!(status.success(), "a clean exit: {}", daemon.log());
+    assert!(
+        !daemon.log().contains("Stopping with entries in the spool"),
+        "the stop emptied the journal:\n{}",
+        daemon.log()
+    );
+    assert!(
+        !crate::support::spool_dir(&daemon.prefix).exists(),
+        "an empty journal leaves no files"
+    );
+
+    daemon.launch(true).await;
+    let stored = daemon
+        .wait_for_inquiries((PEOPLE * ROUNDS) as i64, Duration::from_secs(90))
+        .await;
+    assert_eq!(stored, (PEOPLE * ROUNDS) as i64, "{}", daemon.log());
+    let pool = daemon.db().await;
+    let leads: i64 = sqlx::query_scalar("SELECT count(*) FROM leads")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(leads, PEOPLE as i64, "one lead a person");
+    let out_of_order: Vec<(String, Vec<String>)> = sqlx::query_as(
+        "SELECT l.email, array_agg(a.body ORDER BY a.id) FROM activities a
+         JOIN leads l ON l.id = a.lead_id GROUP BY l.email
+         HAVING array_agg(a.body ORDER BY a.id) <> ARRAY['round 0', 'round 1', 'round 2']",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(
+        out_of_order.is_empty(),
+        "each person's posts in order: {out_of_order:?}"
+    );
+    pool.close().await;
+    let ready = daemon.get("/readyz").await.json();
+    assert_eq!(ready["status"], "ready", "{ready}");
+}
