@@ -18,6 +18,7 @@
 # Before phase 1 it prints the daemon's resident memory at idle, 15 s after `/readyz`,
 # and how many of the functions in deploy/leadpipe.link-order the binary still has.
 # Usage: N=20000 C=64 [CONTACTS=1000000] [RATES="500 2000"] [DURATION=30] [NO_BUILD=1] bash scripts/bench.sh
+# The daemon inherits the environment: LEADPIPE__SPOOL__MODE=always measures that mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-20000}
