@@ -60,6 +60,11 @@ pub struct SpoolConfig {
     /// Size at which a new segment file is started.
     #[serde(default = "default_segment_bytes")]
     pub segment_bytes: u64,
+    /// In `always` mode, the shortest time between two drain passes once the drainer has
+    /// caught up, so that a pass gathers the posts of that time into fuller broker
+    /// messages (0: a pass as soon as anything is written).
+    #[serde(default = "default_drain_linger_ms")]
+    pub drain_linger_ms: u64,
 }
 
 /// When web intake writes a post to the spool.
@@ -88,6 +93,9 @@ fn default_max_bytes() -> u64 {
 fn default_segment_bytes() -> u64 {
     64 << 20
 }
+fn default_drain_linger_ms() -> u64 {
+    20
+}
 
 impl Default for SpoolConfig {
     fn default() -> Self {
@@ -98,6 +106,7 @@ impl Default for SpoolConfig {
             after_ms: default_after_ms(),
             max_bytes: default_max_bytes(),
             segment_bytes: default_segment_bytes(),
+            drain_linger_ms: default_drain_linger_ms(),
         }
     }
 }
@@ -123,6 +132,12 @@ impl SpoolConfig {
                 "mode",
                 "`always` needs the spool: set spool.enabled = true or spool.mode = \"fallback\""
                     .into(),
+            ));
+        }
+        if self.drain_linger_ms > 1_000 {
+            out.push((
+                "drain_linger_ms",
+                "must be at most 1000: every lead may wait that long before it is published".into(),
             ));
         }
         if self.dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
@@ -554,6 +569,8 @@ pub struct Spool {
     broker_failing: AtomicBool,
     after: Duration,
     mode: SpoolMode,
+    /// Shortest time between two drain passes once caught up (only in `always` mode).
+    linger: Duration,
     wake: Arc<Notify>,
     writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     _lock: File,
@@ -600,6 +617,12 @@ impl Spool {
             broker_failing: AtomicBool::new(false),
             after: Duration::from_millis(config.after_ms),
             mode: config.mode,
+            linger: match config.mode {
+                SpoolMode::Always => Duration::from_millis(config.drain_linger_ms),
+                // Entries spooled because the broker failed should leave as soon as it
+                // is back, so that intake returns to publishing directly.
+                SpoolMode::Fallback => Duration::ZERO,
+            },
             wake: Arc::new(Notify::new()),
             writer: Mutex::new(None),
             _lock: lock,
@@ -749,6 +772,11 @@ impl Spool {
     ) {
         let mut reader: Option<(u64, BufReader<File>, u64)> = None;
         let mut gauges = tokio::time::interval(Duration::from_secs(1));
+        // When every post is spooled, a pass right after each group commit would publish
+        // a few posts a broker message: RabbitMQ's work is per message (and per wake-up),
+        // not per byte, so a caught-up drainer lets the posts of `linger` gather first.
+        // A post after a quiet spell is published at once; a backlog is drained flat out.
+        let mut next_pass = tokio::time::Instant::now();
         loop {
             if saved.behind && saved.at.elapsed() >= SAVE_POSITION_EVERY {
                 self.save_position(saved);
@@ -773,7 +801,18 @@ impl Spool {
                 self.publish_gauges();
                 continue;
             }
-            match self.drain_some(publisher, &mut reader, stop, saved).await {
+            if tokio::time::Instant::now() < next_pass {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next_pass) => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+            let pass = tokio::time::Instant::now();
+            let outcome = self.drain_some(publisher, &mut reader, stop, saved).await;
+            if self.entries.load(Ordering::Acquire) < DRAIN_BATCH {
+                next_pass = pass + self.linger;
+            }
+            match outcome {
                 Ok(()) => {}
                 Err(error) => {
                     tracing::warn!(%error, "Draining the spool failed; trying again shortly.");
@@ -844,13 +883,12 @@ impl Spool {
         stop: &CancellationToken,
         progress: &mut Progress,
     ) -> Result<(), DrainError> {
-        const BATCH: u64 = 256;
         // Entries of different people are published together (each waits for its own
         // confirm, so the drain runs at the broker's pace, not one round trip per entry);
         // a person's next entry waits until their previous one is confirmed.
         let mut run: Vec<Pending> = Vec::new();
         let mut people: HashSet<u32> = HashSet::new();
-        while progress.published + (run.len() as u64) < BATCH && !stop.is_cancelled() {
+        while progress.published + (run.len() as u64) < DRAIN_BATCH && !stop.is_cancelled() {
             let at = run.last().map_or(progress.position.offset, |p| p.next);
             let position = Position {
                 segment: progress.position.segment,
@@ -1028,6 +1066,9 @@ struct SavedPosition {
 /// every pass (a write, two fsyncs and a rename) cost the journal's own appends their
 /// fsync latency when every post is spooled.
 const SAVE_POSITION_EVERY: Duration = Duration::from_millis(100);
+
+/// Most entries a drain pass publishes.
+const DRAIN_BATCH: u64 = 256;
 
 /// How far a drain pass got.
 struct Progress {
@@ -1590,16 +1631,98 @@ mod tests {
         tear_down(&spool, &amqp, &dir).await;
     }
 
+    #[tokio::test]
+    async fn a_caught_up_drainer_lets_posts_gather_but_publishes_a_lone_post_at_once() {
+        let dir = temp_dir("linger");
+        let amqp = crate::testing::config();
+        let publisher = Publisher::new(amqp.clone());
+        let stop = CancellationToken::new();
+        let connection = tokio::spawn(publisher.clone().run(stop.clone()));
+        while !publisher.is_ready().await {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let linger = Duration::from_millis(1_000);
+        let always = SpoolConfig {
+            mode: SpoolMode::Always,
+            drain_linger_ms: linger.as_millis() as u64,
+            ..SpoolConfig::default()
+        };
+        let spool = Spool::open(&always, &dir).unwrap();
+        let drainer = tokio::spawn(spool.clone().drain(publisher.clone(), stop.clone()));
+
+        // The journal's first write creates its segment (slow on some disks): done
+        // before the timed part, then a quiet spell longer than the linger.
+        spool.append(&crate::testing::envelope(0)).await.unwrap();
+        wait_until_drained(&spool).await;
+        tokio::time::sleep(linger + Duration::from_millis(100)).await;
+
+        // The first post after a quiet spell does not wait for the linger.
+        let lone_sent = tokio::time::Instant::now();
+        spool.append(&crate::testing::envelope(1)).await.unwrap();
+        let lone_written = tokio::time::Instant::now();
+        while !spool.is_empty() {
+            assert!(
+                lone_written.elapsed() < linger / 2,
+                "a lone post was published at once"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Posts right behind it wait for the next pass, which comes no sooner than the
+        // linger after the pass that published it (that pass began after it was sent).
+        let spool_ref = &spool;
+        join_all((2..10).map(|i| async move {
+            spool_ref
+                .append(&crate::testing::envelope(i))
+                .await
+                .unwrap();
+        }))
+        .await;
+        let mut looked = 0;
+        while lone_sent.elapsed() < linger * 9 / 10 {
+            assert_eq!(
+                spool.depth().entries,
+                8,
+                "the posts gather until the next pass"
+            );
+            looked += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(looked > 0, "the posts were written within the linger");
+        wait_until_drained(&spool).await;
+        stop.cancel();
+        let _ = drainer.await;
+        let _ = connection.await;
+        tear_down(&spool, &amqp, &dir).await;
+
+        // Entries spooled because the broker failed leave as soon as it is back.
+        let fallback_dir = temp_dir("linger-fallback");
+        let fallback = Spool::open(
+            &SpoolConfig {
+                drain_linger_ms: 1_000,
+                ..SpoolConfig::default()
+            },
+            &fallback_dir,
+        )
+        .unwrap();
+        assert_eq!(fallback.linger, Duration::ZERO);
+        fallback.close().await;
+        let _ = fs::remove_dir_all(&fallback_dir);
+    }
+
     #[test]
     fn the_config_names_its_problems() {
         let bad = SpoolConfig {
             after_ms: 0,
             segment_bytes: 10,
             max_bytes: 5,
+            drain_linger_ms: 5_000,
             ..SpoolConfig::default()
         };
         let keys: Vec<_> = bad.problems().into_iter().map(|(k, _)| k).collect();
-        assert_eq!(keys, ["after_ms", "segment_bytes", "max_bytes"]);
+        assert_eq!(
+            keys,
+            ["after_ms", "segment_bytes", "max_bytes", "drain_linger_ms"]
+        );
         let always_without_spool = SpoolConfig {
             enabled: false,
             mode: SpoolMode::Always,

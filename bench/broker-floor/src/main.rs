@@ -9,12 +9,17 @@
 //! coordinated omission). Set beside leadpipe's open-loop figures, it tells how much of
 //! an acknowledgement is the broker's own write and how much leadpipe adds.
 //!
+//! `--burst K` publishes K messages at each scheduled time (the same rate in groups), and
+//! `--ack-every-ms T` acknowledges on a timer as leadpipe's consumers do after their batch
+//! wait: with them the broker's CPU per message can be set beside how messages arrive.
+//!
 //! `--envelope-of QUEUE` instead prints the mean size of one inquiry in the messages
 //! waiting on a leadpipe shard queue (a look at up to 100 of them, handed back unacked),
 //! so the floor can be measured with messages of the daemon's own size.
 //!
 //! ```text
 //! lpbroker --rate 500 --duration 20 --bytes 1200
+//! lpbroker --rate 2000 --duration 15 --burst 4 --ack-every-ms 200
 //! lpbroker --envelope-of lpbench.shard.0
 //! ```
 
@@ -54,6 +59,13 @@ struct Args {
     /// Messages the consumer of a queue may hold unacknowledged.
     #[arg(long, default_value_t = 200)]
     prefetch: u16,
+    /// Messages that share each scheduled time (published together, as a group).
+    #[arg(long, default_value_t = 1)]
+    burst: usize,
+    /// Acknowledge on this period instead of whenever no more is waiting (leadpipe's
+    /// consumers hold deliveries for a batch wait before one multiple-ack).
+    #[arg(long)]
+    ack_every_ms: Option<u64>,
     /// Print the mean bytes of one inquiry in the messages waiting on this leadpipe shard
     /// queue, and publish nothing.
     #[arg(long)]
@@ -128,18 +140,20 @@ async fn run(
             connection.create_channel().await?,
             queue.clone(),
             args.prefetch,
+            args.ack_every_ms,
         ));
     }
 
     let pool: Arc<Mutex<Vec<Channel>>> = Arc::default();
     let body: Arc<[u8]> = vec![b'x'; args.bytes].into();
     let total = (rate * args.duration).round() as usize;
-    let interval = Duration::from_secs_f64(1.0 / rate);
+    let burst = args.burst.max(1);
+    let interval = Duration::from_secs_f64(burst as f64 / rate);
     let start = tokio::time::Instant::now();
     let mut publishes = JoinSet::new();
     let mut late = 0usize;
     for i in 0..total {
-        let scheduled = start + interval.mul_f64(i as f64);
+        let scheduled = start + interval.mul_f64((i / burst) as f64);
         if tokio::time::Instant::now() > scheduled + Duration::from_millis(1) {
             late += 1;
         }
@@ -269,7 +283,12 @@ async fn publish(
 }
 
 /// Drains `queue`, acknowledging everything received so far whenever no more is waiting.
-async fn consume(channel: Channel, queue: String, prefetch: u16) -> anyhow::Result<()> {
+async fn consume(
+    channel: Channel,
+    queue: String,
+    prefetch: u16,
+    ack_every_ms: Option<u64>,
+) -> anyhow::Result<()> {
     channel
         .basic_qos(prefetch, BasicQosOptions::default())
         .await?;
@@ -281,6 +300,23 @@ async fn consume(channel: Channel, queue: String, prefetch: u16) -> anyhow::Resu
             FieldTable::default(),
         )
         .await?;
+    if let Some(period) = ack_every_ms {
+        let mut tick = tokio::time::interval(Duration::from_millis(period));
+        let mut last = None;
+        loop {
+            tokio::select! {
+                next = deliveries.next() => match next {
+                    Some(delivery) => last = Some(delivery?.delivery_tag),
+                    None => return Ok(()),
+                },
+                _ = tick.tick() => {
+                    if let Some(tag) = last.take() {
+                        channel.basic_ack(tag, BasicAckOptions { multiple: true }).await?;
+                    }
+                }
+            }
+        }
+    }
     while let Some(delivery) = deliveries.next().await {
         let mut last = delivery?.delivery_tag;
         let mut held = 1;
