@@ -1356,6 +1356,21 @@ mod tests {
         }
     }
 
+    /// A publisher on the test broker with queues of its own, its connection task and the
+    /// token that stops both.
+    fn connected_publisher() -> (
+        crate::AmqpConfig,
+        Arc<Publisher>,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let amqp = crate::testing::config();
+        let publisher = Publisher::new(amqp.clone());
+        let stop = CancellationToken::new();
+        let connection = tokio::spawn(publisher.clone().run(stop.clone()));
+        (amqp, publisher, stop, connection)
+    }
+
     /// Closes `spool`, removes the test's queues and its directory.
     async fn tear_down(spool: &Spool, amqp: &crate::AmqpConfig, dir: &Path) {
         spool.close().await;
@@ -1390,10 +1405,7 @@ mod tests {
             );
             journal.append(&record).unwrap();
         }
-        let amqp = crate::testing::config();
-        let publisher = Publisher::new(amqp.clone());
-        let stop = CancellationToken::new();
-        let connection = tokio::spawn(publisher.clone().run(stop.clone()));
+        let (amqp, publisher, stop, connection) = connected_publisher();
         let spool = Spool::open(&SpoolConfig::default(), &dir).unwrap();
         assert_eq!(spool.depth().entries, 1);
         assert!(
@@ -1496,10 +1508,7 @@ mod tests {
     #[tokio::test]
     async fn once_the_drainer_publishes_a_persons_entries_their_next_post_goes_to_the_broker() {
         let dir = temp_dir("drained-person");
-        let amqp = crate::testing::config();
-        let publisher = Publisher::new(amqp.clone());
-        let stop = CancellationToken::new();
-        let connection = tokio::spawn(publisher.clone().run(stop.clone()));
+        let (amqp, publisher, stop, connection) = connected_publisher();
         let spool = Spool::open(&SpoolConfig::default(), &dir).unwrap();
         let lia = || envelope_of(Some("lia@example.it"), Some("+39 02 1234 5678"));
         for _ in 0..3 {
@@ -1523,10 +1532,7 @@ mod tests {
     #[tokio::test]
     async fn a_drained_entry_reaches_its_persons_shard_as_it_was_spooled() {
         let dir = temp_dir("wire");
-        let amqp = crate::testing::config();
-        let publisher = Publisher::new(amqp.clone());
-        let stop = CancellationToken::new();
-        let connection = tokio::spawn(publisher.clone().run(stop.clone()));
+        let (amqp, publisher, stop, connection) = connected_publisher();
         let always = SpoolConfig {
             mode: SpoolMode::Always,
             ..SpoolConfig::default()
@@ -1602,10 +1608,7 @@ mod tests {
     #[tokio::test]
     async fn the_drained_position_reaches_the_disk_soon_after_the_spool_empties() {
         let dir = temp_dir("saved-position");
-        let amqp = crate::testing::config();
-        let publisher = Publisher::new(amqp.clone());
-        let stop = CancellationToken::new();
-        let connection = tokio::spawn(publisher.clone().run(stop.clone()));
+        let (amqp, publisher, stop, connection) = connected_publisher();
         let spool = Spool::open(&SpoolConfig::default(), &dir).unwrap();
         for i in 0..5 {
             spool.append(&crate::testing::envelope(i)).await.unwrap();
@@ -1634,10 +1637,7 @@ mod tests {
     #[tokio::test]
     async fn a_caught_up_drainer_lets_posts_gather_but_publishes_a_lone_post_at_once() {
         let dir = temp_dir("linger");
-        let amqp = crate::testing::config();
-        let publisher = Publisher::new(amqp.clone());
-        let stop = CancellationToken::new();
-        let connection = tokio::spawn(publisher.clone().run(stop.clone()));
+        let (amqp, publisher, stop, connection) = connected_publisher();
         while !publisher.is_ready().await {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
