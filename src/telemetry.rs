@@ -95,6 +95,10 @@ fn describe() {
         "leadpipe_store_batch_seconds",
         "Time to store and commit one batch."
     );
+    describe_histogram!(
+        "leadpipe_store_turn_wait_seconds",
+        "Time a batch waited for its turn at the store (amqp.steady_batches; 0 for full batches)."
+    );
     describe_gauge!(
         "leadpipe_http_connections_open",
         "HTTP connections open now (at most http.max_connections)."

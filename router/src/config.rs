@@ -31,6 +31,10 @@ pub struct AmqpConfig {
     /// (not while it catches up on a backlog: then a batch closes when the queue runs dry).
     #[serde(default = "default_batch_wait_ms")]
     pub batch_wait_ms: u64,
+    /// Most batches the consumers file at once while they keep up; a full batch (a
+    /// backlog) is filed without waiting for its turn.
+    #[serde(default = "default_steady_batches")]
+    pub steady_batches: u16,
     /// How long intake waits for the broker's confirm before answering 503, in milliseconds.
     #[serde(default = "default_confirm_timeout_ms")]
     pub confirm_timeout_ms: u64,
@@ -69,6 +73,14 @@ fn default_batch_wait_ms() -> u64 {
     // at 500 posts/s the median acknowledgement went from 9.6 ms at 5 ms to 4.8 ms at
     // 50 ms, and p99 from a mean of 7.1 ms at 50 ms to 6.2 ms at 200 ms.
     200
+}
+fn default_steady_batches() -> u16 {
+    // The store's work comes in bursts (a batch every batch_wait_ms per shard, each a few
+    // milliseconds of the database's CPU per dozen leads). Several at once took both of
+    // a two-core machine's cores away from intake for that long, and the
+    // acknowledgement's p99 at 2,000 posts/s was 16-21 ms against 10-12 ms one at a time
+    // (docs/BENCHMARKS.md, fifteenth pass). Catching up, full batches run side by side.
+    1
 }
 fn default_confirm_timeout_ms() -> u64 {
     5_000
@@ -125,6 +137,7 @@ impl AmqpConfig {
             prefetch: default_prefetch(),
             batch_size: default_batch_size(),
             batch_wait_ms: default_batch_wait_ms(),
+            steady_batches: default_steady_batches(),
             confirm_timeout_ms: default_confirm_timeout_ms(),
             delivery_limit: default_delivery_limit(),
             publisher_channels: default_publisher_channels(),
@@ -222,6 +235,13 @@ impl AmqpConfig {
         }
         if self.batch_size == 0 || self.batch_size > 5_000 {
             out.push(("batch_size", "must be between 1 and 5000".into()));
+        }
+        if self.steady_batches == 0 {
+            out.push((
+                "steady_batches",
+                "must be at least 1 (raise it up to shards to file partial batches side by side)"
+                    .into(),
+            ));
         }
         if self.confirm_timeout_ms == 0 {
             out.push(("confirm_timeout_ms", "must be greater than 0".into()));
@@ -330,6 +350,14 @@ mod tests {
 
         let empty = AmqpConfig::new("amqp://unused/%2f", "leadpipe").with_urls(Vec::new());
         assert_eq!(keys(&empty), vec!["urls"]);
+    }
+
+    #[test]
+    fn steady_batches_of_zero_is_a_problem() {
+        let mut config = AmqpConfig::new("amqp://127.0.0.1:5672/%2f", "leadpipe");
+        assert_eq!(config.steady_batches, 1);
+        config.steady_batches = 0;
+        assert_eq!(keys(&config), vec!["steady_batches"]);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Each shard queue has one task with its own connection. It gathers up to `batch_size`
 //! inquiries or `prefetch` deliveries (waiting at most `batch_wait_ms` once it has one;
 //! while it catches up on a backlog, only until the queue runs dry), hands them to the
-//! [`BatchSink`] in one call, and acks them with one multiple-ack only after the sink
+//! [`BatchSink`] in one call (at most `steady_batches` partial batches of all shards at
+//! once; a full one, a backlog, goes straight in), and acks them with one multiple-ack only after the sink
 //! committed. A database outage holds the batch and retries with backoff (nothing is
 //! requeued, so nothing counts against the delivery limit); a message the sink can never
 //! store goes to the dead-letter queue with the error attached, then is acked.
@@ -23,6 +24,7 @@ use lapin::options::{
 use lapin::protocol::AMQPSoftError;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Confirmation};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -110,6 +112,8 @@ pub struct ConsumerSet {
     config: AmqpConfig,
     topology: Topology,
     sink: Arc<dyn BatchSink>,
+    /// Turns for filing a partial batch (`steady_batches` at once).
+    turns: Semaphore,
 }
 
 impl ConsumerSet {
@@ -118,6 +122,7 @@ impl ConsumerSet {
         let config = config.with_frame_max_default();
         Self {
             topology: Topology::new(&config),
+            turns: Semaphore::new(usize::from(config.steady_batches.max(1))),
             config,
             sink,
         }
@@ -305,7 +310,7 @@ impl ConsumerSet {
                     }
                 }
                 behind = full;
-                self.process(&queue, channel, dead_channel, batch, shutdown)
+                self.process(&queue, channel, dead_channel, batch, full, shutdown)
                     .await?;
             }
             if ended {
@@ -326,6 +331,7 @@ impl ConsumerSet {
         channel: &Channel,
         dead_channel: &Channel,
         batch: Vec<Delivery>,
+        full: bool,
         shutdown: &CancellationToken,
     ) -> Result<(), SessionError> {
         let Some(last_tag) = batch.last().map(|d| d.delivery_tag) else {
@@ -376,11 +382,24 @@ impl ConsumerSet {
         while let Some(mut group) = groups.pop_front() {
             while !group.is_empty() {
                 let items: Vec<&Envelope> = group.iter().map(|&k| &envelopes[k].1).collect();
-                let started = Instant::now();
-                match self.sink.store_batch(&items).await {
+                // Held for one attempt only, so a batch the database keeps refusing does
+                // not stop the other shards. The semaphore is never closed.
+                let waited = Instant::now();
+                let (stored, took) = {
+                    let _turn = if full {
+                        None
+                    } else {
+                        self.turns.acquire().await.ok()
+                    };
+                    metrics::histogram!("leadpipe_store_turn_wait_seconds")
+                        .record(waited.elapsed().as_secs_f64());
+                    let started = Instant::now();
+                    (self.sink.store_batch(&items).await, started.elapsed())
+                };
+                match stored {
                     Ok(outcomes) => {
                         metrics::histogram!("leadpipe_store_batch_seconds")
-                            .record(started.elapsed().as_secs_f64());
+                            .record(took.as_secs_f64());
                         for outcome in &outcomes {
                             metrics::counter!("leadpipe_inquiries_stored_total", "outcome" => outcome.label()).increment(1);
                         }
@@ -593,16 +612,25 @@ mod tests {
     use super::*;
     use crate::testing;
 
-    /// Records the size of every batch it is handed and files nothing.
+    /// Records the size of every batch it is handed and files nothing, taking `hold` over
+    /// each; counts how many batches it held at once.
     #[derive(Default)]
     struct Recorder {
         batches: Mutex<Vec<usize>>,
+        hold: Duration,
+        in_flight: std::sync::atomic::AtomicUsize,
+        most_in_flight: std::sync::atomic::AtomicUsize,
     }
 
     #[async_trait]
     impl BatchSink for Recorder {
         async fn store_batch(&self, batch: &[&Envelope]) -> Result<Vec<StoreOutcome>, SinkError> {
+            use std::sync::atomic::Ordering::SeqCst;
+            let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+            self.most_in_flight.fetch_max(now, SeqCst);
+            tokio::time::sleep(self.hold).await;
             self.batches.lock().unwrap().push(batch.len());
+            self.in_flight.fetch_sub(1, SeqCst);
             Ok(batch.iter().map(|_| StoreOutcome::Replay).collect())
         }
     }
@@ -659,7 +687,12 @@ mod tests {
 
         /// Puts `n` one-envelope messages on shard 0's queue, each confirmed.
         async fn enqueue(&self, n: u32) {
-            let queue = Topology::new(&self.config).shard_queue(0);
+            self.enqueue_on(0, n).await
+        }
+
+        /// Puts `n` one-envelope messages on `shard`'s queue, each confirmed.
+        async fn enqueue_on(&self, shard: u16, n: u32) {
+            let queue = Topology::new(&self.config).shard_queue(shard);
             for i in 0..n {
                 let confirm = self
                     .channel
@@ -741,5 +774,54 @@ mod tests {
         rig.finish().await;
         assert_eq!(seen, 4, "batches so far: {batches:?}");
         assert_eq!(batches, vec![1, 3]);
+    }
+
+    /// The most batches the sink held at once when every shard's consumer got `per_shard`
+    /// messages at about the same time, with batches of `batch_size`.
+    async fn most_at_once(steady_batches: u16, batch_size: usize, per_shard: u32) -> usize {
+        let mut rig = Rig::new(64, batch_size, 50).await;
+        rig.config.shards = 3;
+        rig.config.steady_batches = steady_batches;
+        Topology::new(&rig.config)
+            .declare(&rig._connection)
+            .await
+            .expect("declare the topology");
+        rig.recorder = Arc::new(Recorder {
+            hold: Duration::from_millis(300),
+            ..Recorder::default()
+        });
+        rig.start();
+        // Subscribed and idle: what comes next is a steady trickle, not a backlog.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for shard in 0..3 {
+            rig.enqueue_on(shard, per_shard).await;
+        }
+        let n = 3 * per_shard as usize;
+        let seen = rig.recorder.wait_for(n, DEADLINE).await;
+        let most = rig
+            .recorder
+            .most_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let batches = rig.recorder.batches();
+        rig.finish().await;
+        assert_eq!(seen, n, "batches so far: {batches:?}");
+        most
+    }
+
+    #[tokio::test]
+    async fn partial_batches_of_all_shards_take_turns() {
+        assert_eq!(most_at_once(1, 200, 1).await, 1);
+    }
+
+    #[tokio::test]
+    async fn more_steady_batches_are_filed_side_by_side() {
+        // The same trickle with a turn per shard: the test above could not pass by chance.
+        assert!(most_at_once(3, 200, 1).await > 1);
+    }
+
+    #[tokio::test]
+    async fn full_batches_do_not_wait_for_a_turn() {
+        // Batches of 2 from 4 waiting messages a shard: each is full, a backlog.
+        assert!(most_at_once(1, 2, 4).await > 1);
     }
 }
