@@ -4,10 +4,11 @@
 //! inquiries or `prefetch` deliveries (waiting at most `batch_wait_ms` once it has one;
 //! while it catches up on a backlog, only until the queue runs dry), hands them to the
 //! [`BatchSink`] in one call (at most `steady_batches` partial batches of all shards at
-//! once; a full one, a backlog, goes straight in), and acks them with one multiple-ack only after the sink
-//! committed. A database outage holds the batch and retries with backoff (nothing is
-//! requeued, so nothing counts against the delivery limit); a message the sink can never
-//! store goes to the dead-letter queue with the error attached, then is acked.
+//! once; a full one, a backlog, goes straight in), and acks them with one multiple-ack
+//! only after the sink committed. A database outage holds the batch and retries with
+//! backoff (nothing is requeued, so nothing counts against the delivery limit); a message
+//! the sink can never store goes to the dead-letter queue with the error attached, then
+//! is acked.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
