@@ -78,7 +78,7 @@ fn default_steady_batches() -> u16 {
     // The store's work comes in bursts (a batch every batch_wait_ms per shard, each a few
     // milliseconds of the database's CPU per dozen leads). Several at once took both of
     // a two-core machine's cores away from intake for that long, and the
-    // acknowledgement's p99 at 2,000 posts/s was 16-21 ms against 10-12 ms one at a time
+    // acknowledgement's p99 at 2,000 posts/s was 20-26 ms against 13-15 ms one at a time
     // (docs/BENCHMARKS.md, fifteenth pass). Catching up, full batches run side by side.
     1
 }
