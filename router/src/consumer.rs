@@ -609,6 +609,8 @@ async fn dead_letter(
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::Ordering::SeqCst;
 
     use super::*;
     use crate::testing;
@@ -619,14 +621,13 @@ mod tests {
     struct Recorder {
         batches: Mutex<Vec<usize>>,
         hold: Duration,
-        in_flight: std::sync::atomic::AtomicUsize,
-        most_in_flight: std::sync::atomic::AtomicUsize,
+        in_flight: AtomicUsize,
+        most_in_flight: AtomicUsize,
     }
 
     #[async_trait]
     impl BatchSink for Recorder {
         async fn store_batch(&self, batch: &[&Envelope]) -> Result<Vec<StoreOutcome>, SinkError> {
-            use std::sync::atomic::Ordering::SeqCst;
             let now = self.in_flight.fetch_add(1, SeqCst) + 1;
             self.most_in_flight.fetch_max(now, SeqCst);
             tokio::time::sleep(self.hold).await;
@@ -661,7 +662,7 @@ mod tests {
         tracker: TaskTracker,
         stop: CancellationToken,
         channel: Channel,
-        _connection: lapin::Connection,
+        connection: lapin::Connection,
     }
 
     impl Rig {
@@ -682,7 +683,7 @@ mod tests {
                 tracker: TaskTracker::new(),
                 stop: CancellationToken::new(),
                 channel,
-                _connection: connection,
+                connection,
             }
         }
 
@@ -784,7 +785,7 @@ mod tests {
         rig.config.shards = 3;
         rig.config.steady_batches = steady_batches;
         Topology::new(&rig.config)
-            .declare(&rig._connection)
+            .declare(&rig.connection)
             .await
             .expect("declare the topology");
         rig.recorder = Arc::new(Recorder {
@@ -799,10 +800,7 @@ mod tests {
         }
         let n = 3 * per_shard as usize;
         let seen = rig.recorder.wait_for(n, DEADLINE).await;
-        let most = rig
-            .recorder
-            .most_in_flight
-            .load(std::sync::atomic::Ordering::SeqCst);
+        let most = rig.recorder.most_in_flight.load(SeqCst);
         let batches = rig.recorder.batches();
         rig.finish().await;
         assert_eq!(seen, n, "batches so far: {batches:?}");
