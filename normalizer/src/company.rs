@@ -273,23 +273,23 @@ fn legal_form_rows() -> (Vec<FormRow>, Vec<&'static str>) {
     (rows, bad)
 }
 
-/// A set of legal forms in compact form, ready for matching word runs.
+/// A set of legal forms as the word runs they may be written in.
 struct LegalForms {
-    /// The forms, compacted.
-    compact: HashSet<String>,
-    /// Length in bytes of the longest compact form: longer runs cannot match.
+    /// Every writing of every form: its words joined by single spaces.
+    runs: HashSet<String>,
+    /// Length in bytes of the longest run: longer runs cannot match.
     max_len: usize,
 }
 
 impl LegalForms {
     fn new<'a>(spellings: impl Iterator<Item = &'a str>) -> LegalForms {
-        let compact: HashSet<String> = spellings
-            .map(compact)
+        let runs: HashSet<String> = spellings
             // A single letter is too often part of the name itself.
-            .filter(|c| c.chars().count() >= 2)
+            .filter(|spelling| compact(spelling).chars().count() >= 2)
+            .flat_map(writings)
             .collect();
-        let max_len = compact.iter().map(String::len).max().unwrap_or(0);
-        LegalForms { compact, max_len }
+        let max_len = runs.iter().map(String::len).max().unwrap_or(0);
+        LegalForms { runs, max_len }
     }
 
     /// How many words at one edge of `words` (the end when `from_end`) form
@@ -311,8 +311,14 @@ impl LegalForms {
         let mut best = 0;
         for (taken, word) in inward.iter().enumerate() {
             if from_end {
+                if !run.is_empty() {
+                    run.insert(0, ' ');
+                }
                 run.insert_str(0, word);
             } else {
+                if !run.is_empty() {
+                    run.push(' ');
+                }
                 run.push_str(word);
             }
             if run.len() > self.max_len {
@@ -320,12 +326,62 @@ impl LegalForms {
             }
             let strays =
                 is_letter(word) && inward.get(taken + 1).is_some_and(|next| is_letter(next));
-            if self.compact.contains(&run) && !strays {
+            if self.runs.contains(&run) && !strays {
                 best = taken + 1;
             }
         }
         best
     }
+}
+
+/// Longest part of a legal form that may be an initialism spelt letter by letter.
+const INITIALISM_MAX: usize = 6;
+
+/// The word runs a legal form is written as, each joined by single spaces.
+///
+/// Each space-separated part of the spelling is written either whole, its
+/// dots dropped ("o.o." as "oo"), word by word ("o o"), or when short letter
+/// by letter ("SCI" as "s c i"); the whole form may also be run together into
+/// one word ("spzoo"). Dots go all or none within a part. Word boundaries that no
+/// writing has are not accepted, so a word of the name is never taken as the
+/// start of a form: "LL LP" is the name "LL" and the form "LP", not "L.L.L.P.".
+fn writings(spelling: &str) -> Vec<String> {
+    let folded = fold_key(spelling);
+    let mut runs: Vec<Vec<String>> = vec![Vec::new()];
+    for part in folded.split(' ') {
+        let part_words: Vec<&str> = words(part).collect();
+        if part_words.is_empty() {
+            continue;
+        }
+        let whole = part_words.concat();
+        let mut choices = vec![
+            vec![whole.clone()],
+            part_words.iter().map(|w| (*w).to_owned()).collect(),
+            // Dots dropped, other marks still between words ("SCom:pAP").
+            words(&part.replace('.', "")).map(str::to_owned).collect(),
+        ];
+        // An initialism the list writes plain is also written dotted ("SCI"
+        // as "S.C.I.").
+        let letters = whole.chars().count();
+        if (2..=INITIALISM_MAX).contains(&letters) {
+            choices.push(whole.chars().map(String::from).collect());
+        }
+        choices.sort();
+        choices.dedup();
+        runs = runs
+            .iter()
+            .flat_map(|run| {
+                choices.iter().map(move |choice| {
+                    let mut longer = run.clone();
+                    longer.extend(choice.iter().cloned());
+                    longer
+                })
+            })
+            .collect();
+    }
+    let mut writings: Vec<String> = runs.iter().map(|run| run.join(" ")).collect();
+    writings.push(compact(spelling));
+    writings
 }
 
 /// A one-letter word.
@@ -849,6 +905,37 @@ mod tests {
         }
         // A name that ends in a letter keeps it when the form is one word.
         assert_eq!(company_key("Vitamin C LLC").as_deref(), Some("vitamin c"));
+    }
+
+    #[test]
+    fn a_word_of_the_name_is_never_read_as_part_of_a_legal_form() {
+        // "LL" + "LP" run together spell "LLLP", but no writing of "L.L.L.P."
+        // splits it as "LL LP": the form is "LP" and the name keeps "LL".
+        for (raw, expected) in [
+            ("ll LP", "ll"),
+            ("Acme LL LP", "acme ll"),
+            ("Kowalski SPZ OO", "kowalski spz oo"),
+        ] {
+            assert_eq!(company_key(raw).as_deref(), Some(expected), "input {raw:?}");
+        }
+        // Every writing of a form's own words still goes: dotted, spaced,
+        // undotted, or run together.
+        for raw in [
+            "Acme L.L.L.P.",
+            "Acme L. L. L. P.",
+            "Acme LLLP",
+            "Rossi Sp. z o.o.",
+            "Rossi Sp z oo",
+            "Rossi sp. z o. o.",
+            "Rossi Spzoo",
+            "Rossi Sp.zo.o.",
+        ] {
+            let key = company_key(raw).unwrap();
+            assert!(
+                key == "acme" || key == "rossi",
+                "input {raw:?} gave {key:?}"
+            );
+        }
     }
 
     #[test]
