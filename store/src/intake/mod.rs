@@ -57,6 +57,17 @@ impl BatchSink for Store {
     }
 }
 
+/// Starts a batch's transaction, in the same round trip, with the planner costing a
+/// random page read at no more than 1.1.
+///
+/// The look-ups read the index pages of a batch's few hundred keys, which a steady
+/// stream of intake keeps in memory. At the default cost (4, set for spinning disks) the
+/// planner prefers to scan a whole key table of up to some 100,000 keys with the list as
+/// a filter: 6 ms a batch on average and up to 150 ms under load, where the index takes
+/// 0.4. An operator's lower setting stands.
+pub(super) const BEGIN_INTAKE: &str = "BEGIN; SELECT set_config('random_page_cost', \
+     least(current_setting('random_page_cost')::float8, 1.1)::text, true)";
+
 /// Batches the database keeps refusing for reasons of its own, by their first inquiry (the
 /// consumer retries the same batch until it is stored). Nothing is lost while a batch is
 /// held, but an operator must hear of it: after `alert_after` it is logged as an ERROR
@@ -176,7 +187,7 @@ impl Store {
     ) -> Result<Vec<StoreOutcome>, Failure> {
         let mut conn = self.pool().acquire().await?;
         let result = async {
-            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            let mut tx = sqlx::Connection::begin_with(&mut *conn, BEGIN_INTAKE).await?;
             let outcomes = file_batch(&mut tx, batch, self.max_batch_locks, &self.acks).await?;
             tx.commit().await?;
             Ok(outcomes)
