@@ -85,6 +85,24 @@ async fn inquiries_of_one_person_in_one_batch_make_one_lead(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "store::MIGRATOR")]
+async fn a_key_listed_twice_in_an_envelope_is_recorded_once_on_its_new_lead(pool: PgPool) {
+    // Envelopes come off the broker: a producer may have repeated a key.
+    let store = Store::from_pool(pool.clone());
+    let mut e = envelope(inquiry(Some("nora@example.it"), Some("02 8736 4321"), None));
+    let first = e.lead.identity_keys[0].clone();
+    e.lead.identity_keys.push(first.clone());
+    let lead_id = created(&store.store_batch(&[&e]).await.unwrap()[0]);
+    let keys: Vec<String> =
+        sqlx::query_scalar("SELECT key FROM lead_identities WHERE lead_id = $1 ORDER BY key")
+            .bind(lead_id)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys.contains(&first.as_key()));
+}
+
+#[sqlx::test(migrator = "store::MIGRATOR")]
 async fn a_known_contact_makes_a_repeat_lead_linked_to_the_contact_and_company(pool: PgPool) {
     let store = Store::from_pool(pool.clone());
     let company = store
