@@ -109,7 +109,11 @@ async fn wait_until_settled(
 async fn a_shard_queue_deleted_under_load_never_turns_a_returned_message_into_a_202() {
     use lapin::options::QueueDeleteOptions;
 
+    // At least CYCLES deletions; more, up to MAX_CYCLES, while none has yet met a publish:
+    // the consumer declares its queue again within milliseconds, and on a loaded machine
+    // the posts of a cycle can all come after that.
     const CYCLES: usize = 12;
+    const MAX_CYCLES: usize = 36;
     let mut daemon = TestDaemon::start().await;
     daemon.kill();
     // Many publishes in flight at once, each on a channel of its own.
@@ -119,18 +123,25 @@ async fn a_shard_queue_deleted_under_load_never_turns_a_returned_message_into_a_
     let shard0 = format!("{}.shard.0", daemon.prefix);
     // People of shard 1 keep the channels busy with publishes that are routed; people of
     // shard 0 meet the deleted queue. (The shard is chosen by the person's email key.)
-    let (mut lane0, mut lane1): (Vec<usize>, Vec<usize>) = (0..CYCLES * 200)
+    let (mut lane0, mut lane1): (Vec<usize>, Vec<usize>) = (0..MAX_CYCLES * 200)
         .partition(|i| router::routing::shard_for(&format!("email:{}", seam_email(*i)), 2) == 0);
     let amqp = amqp_connect().await;
     let mut answers: HashMap<usize, Answer> = HashMap::new();
     let mut accepted0: HashSet<usize> = HashSet::new();
     let mut deletions = 0;
-    for _ in 0..CYCLES {
+    let mut settled = true;
+    for cycle in 0..MAX_CYCLES {
+        if cycle >= CYCLES
+            && publish_failures(&daemon.get("/metrics").await.text(), "unroutable") > 0
+        {
+            break;
+        }
         // Deleting a queue drops what it holds and confirms what is on its way to it
         // (RabbitMQ's semantics): delete it only once everything accepted for it is stored
         // and no publish for it is in flight, so whatever is lost afterwards is leadpipe's
         // doing.
         if !wait_until_settled(&pool, &shard0, &accepted0, Duration::from_secs(20)).await {
+            settled = false;
             break;
         }
         let busy = lane1.split_off(lane1.len().saturating_sub(100));
@@ -219,15 +230,17 @@ async fn a_shard_queue_deleted_under_load_never_turns_a_returned_message_into_a_
         doubled.len(),
         daemon.log()
     );
-    assert_eq!(
-        deletions,
-        CYCLES,
-        "the shard queue came back and was consumed after each deletion\n{}",
+    assert!(
+        settled && deletions >= CYCLES,
+        "the shard queue came back and was consumed after each deletion ({deletions} made)\n{}",
         daemon.log()
     );
     assert!(
         unroutable > 0,
-        "deleting the shard queue made some publishes unroutable"
+        "deleting the shard queue {deletions} times made some publishes unroutable \
+         ({} accepted, {} refused)",
+        accepted.len(),
+        refused.len(),
     );
     // Five in eight posts go to the other shard, whose queue was never touched.
     assert!(
