@@ -355,9 +355,11 @@ async fn sigterm_with_trickling_connections_open_exits_within_its_grace_and_stor
 
     // Load from four clients until the daemon stops taking connections.
     let next = Arc::new(AtomicUsize::new(0));
+    let answered = Arc::new(AtomicUsize::new(0));
     let mut load = JoinSet::new();
     for _ in 0..4 {
         let next = next.clone();
+        let answered = answered.clone();
         let url = format!("{}/v1/intake/forms/en-contact", daemon.base);
         load.spawn(async move {
             let client = fresh_client(None);
@@ -374,13 +376,18 @@ async fn sigterm_with_trickling_connections_open_exits_within_its_grace_and_stor
                     .send()
                     .await;
                 match sent {
-                    Ok(r) => statuses.push((i, r.status().as_u16())),
+                    Ok(r) => {
+                        statuses.push((i, r.status().as_u16()));
+                        answered.fetch_add(1, Ordering::SeqCst);
+                    }
                     Err(_) => return statuses,
                 }
             }
         });
     }
-    while next.load(Ordering::SeqCst) < 60 {
+    // Wait for answers, not for posts sent: a post in flight when the signal lands may
+    // meet a connection the daemon is closing, and its client sees an error, not a 202.
+    while answered.load(Ordering::SeqCst) < 60 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let mut child = daemon.take_child().expect("a running daemon");
