@@ -189,7 +189,9 @@ seed
 start
 for rate in $RATES; do
   echo "-- leadpipe at $rate/s"
+  before=$(snapshot)
   ./target/dist/loadgen --url "http://127.0.0.1:$port" --rate "$rate" --duration "$DURATION" --pid "$pid"
+  report "$before" "$(snapshot)"
 done
 stop
 
@@ -208,15 +210,19 @@ time ./target/dist/loadgen --url "http://127.0.0.1:$DIRECT_PORT" --requests "$N"
 report "$before" "$(snapshot)"
 for rate in $RATES; do
   echo "-- direct baseline at $rate/s"
+  before=$(snapshot)
   ./target/dist/loadgen --url "http://127.0.0.1:$DIRECT_PORT" --rate "$rate" --duration "$DURATION" --pid "$pid" --intake-only
+  report "$before" "$(snapshot)"
 done
 stop
 
 echo "== 6. the broker's floor: one durable $envelope-byte message a post, quorum queues"
-shards=$(sed -n 's/^#\? *shards = \([0-9]*\).*/\1/p' "$config" | head -1)
+shards=${LEADPIPE__AMQP__SHARDS:-$(sed -n 's/^#\? *shards = \([0-9]*\).*/\1/p' "$config" | head -1)}
 for rate in $RATES; do
   echo "-- RabbitMQ alone at $rate/s"
+  before=$(snapshot)
   ./target/dist/lpbroker --rate "$rate" --duration "$DURATION" --bytes "$envelope" --queues "${shards:-4}"
+  report "$before" "$(snapshot)"
 done
 psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS lpdirect WITH (FORCE)"
 fresh
