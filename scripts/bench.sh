@@ -128,6 +128,13 @@ report() {
   awk -v a=$((a2 - a1)) -v b=$((b2 - b1)) -v c=$((c2 - c1)) -v hz="$hz" \
     'BEGIN {printf "cpu seconds: server %.2f, rabbitmq %.2f, postgres %.2f\n", a / hz, b / hz, c / hz}'
 }
+# Runs a command and prints the CPU seconds each process spent meanwhile.
+with_cpu() {
+  local before
+  before=$(snapshot)
+  "$@"
+  report "$before" "$(snapshot)"
+}
 TIMEFORMAT='loadgen cpu seconds: %U user + %S system (wall %R s)'
 
 # Filed inquiries, replays (no-op copies of ones already filed) left out, as loadgen counts.
@@ -189,9 +196,7 @@ seed
 start
 for rate in $RATES; do
   echo "-- leadpipe at $rate/s"
-  before=$(snapshot)
-  ./target/dist/loadgen --url "http://127.0.0.1:$port" --rate "$rate" --duration "$DURATION" --pid "$pid"
-  report "$before" "$(snapshot)"
+  with_cpu ./target/dist/loadgen --url "http://127.0.0.1:$port" --rate "$rate" --duration "$DURATION" --pid "$pid"
 done
 stop
 
@@ -210,9 +215,7 @@ time ./target/dist/loadgen --url "http://127.0.0.1:$DIRECT_PORT" --requests "$N"
 report "$before" "$(snapshot)"
 for rate in $RATES; do
   echo "-- direct baseline at $rate/s"
-  before=$(snapshot)
-  ./target/dist/loadgen --url "http://127.0.0.1:$DIRECT_PORT" --rate "$rate" --duration "$DURATION" --pid "$pid" --intake-only
-  report "$before" "$(snapshot)"
+  with_cpu ./target/dist/loadgen --url "http://127.0.0.1:$DIRECT_PORT" --rate "$rate" --duration "$DURATION" --pid "$pid" --intake-only
 done
 stop
 
@@ -220,9 +223,7 @@ echo "== 6. the broker's floor: one durable $envelope-byte message a post, quoru
 shards=${LEADPIPE__AMQP__SHARDS:-$(sed -n 's/^#\? *shards = \([0-9]*\).*/\1/p' "$config" | head -1)}
 for rate in $RATES; do
   echo "-- RabbitMQ alone at $rate/s"
-  before=$(snapshot)
-  ./target/dist/lpbroker --rate "$rate" --duration "$DURATION" --bytes "$envelope" --queues "${shards:-4}"
-  report "$before" "$(snapshot)"
+  with_cpu ./target/dist/lpbroker --rate "$rate" --duration "$DURATION" --bytes "$envelope" --queues "${shards:-4}"
 done
 psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS lpdirect WITH (FORCE)"
 fresh
