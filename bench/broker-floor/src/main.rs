@@ -13,6 +13,9 @@
 //! `--ack-every-ms T` acknowledges on a timer as leadpipe's consumers do after their batch
 //! wait: with them the broker's CPU per message can be set beside how messages arrive.
 //!
+//! `--queue-type classic` or `classic-v2` measures RabbitMQ's classic queues instead of
+//! quorum queues, to see what the queue type itself costs a message.
+//!
 //! `--envelope-of QUEUE` instead prints the mean size of one inquiry in the messages
 //! waiting on a leadpipe shard queue (a look at up to 100 of them, handed back unacked),
 //! so the floor can be measured with messages of the daemon's own size.
@@ -20,6 +23,7 @@
 //! ```text
 //! lpbroker --rate 500 --duration 20 --bytes 1200
 //! lpbroker --rate 2000 --duration 15 --burst 4 --ack-every-ms 200
+//! lpbroker --rate 500 --duration 15 --ack-every-ms 200 --queue-type classic-v2
 //! lpbroker --envelope-of lpbench.shard.0
 //! ```
 
@@ -27,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
@@ -37,7 +41,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use tokio::task::JoinSet;
 
-/// Publishes durable messages to quorum queues on a schedule and reports confirm latency.
+/// Publishes durable messages to broker queues on a schedule and reports confirm latency.
 #[derive(Parser)]
 #[command(about)]
 struct Args {
@@ -66,10 +70,35 @@ struct Args {
     /// consumers hold deliveries for a batch wait before one multiple-ack).
     #[arg(long)]
     ack_every_ms: Option<u64>,
+    /// Queue type of the measured queues: `quorum` (leadpipe's), `classic` or `classic-v2`
+    /// (RabbitMQ's classic queue with its version 2 index), to see what a queue type costs.
+    #[arg(long, value_enum, default_value_t = QueueType::Quorum)]
+    queue_type: QueueType,
     /// Print the mean bytes of one inquiry in the messages waiting on this leadpipe shard
     /// queue, and publish nothing.
     #[arg(long)]
     envelope_of: Option<String>,
+}
+
+/// The kind of RabbitMQ queue the messages go to.
+#[derive(Clone, Copy, ValueEnum)]
+enum QueueType {
+    /// Replicated Raft log, as leadpipe declares its shards.
+    Quorum,
+    /// A classic queue with the broker's default index.
+    Classic,
+    /// A classic queue with the version 2 index.
+    ClassicV2,
+}
+
+impl QueueType {
+    fn name(self) -> &'static str {
+        match self {
+            QueueType::Quorum => "quorum",
+            QueueType::Classic => "classic",
+            QueueType::ClassicV2 => "classic-v2",
+        }
+    }
 }
 
 #[tokio::main]
@@ -116,11 +145,19 @@ async fn run(
     queues: &[String],
 ) -> anyhow::Result<()> {
     let setup = connection.create_channel().await?;
-    let mut quorum = FieldTable::default();
-    quorum.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
+    let mut queue_args = FieldTable::default();
+    match args.queue_type {
+        QueueType::Quorum => {
+            queue_args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
+        }
+        QueueType::ClassicV2 => {
+            queue_args.insert("x-queue-version".into(), AMQPValue::LongInt(2));
+        }
+        QueueType::Classic => {}
+    }
     for queue in queues {
         setup
             .queue_declare(
@@ -129,10 +166,15 @@ async fn run(
                     durable: true,
                     ..QueueDeclareOptions::default()
                 },
-                quorum.clone(),
+                queue_args.clone(),
             )
             .await
-            .with_context(|| format!("cannot declare the quorum queue {queue}"))?;
+            .with_context(|| {
+                format!(
+                    "cannot declare the {} queue {queue}",
+                    args.queue_type.name()
+                )
+            })?;
     }
     let mut consumers = JoinSet::new();
     for queue in queues {
@@ -184,10 +226,11 @@ async fn run(
     latencies.sort();
     let ms = |p: f64| percentile(&latencies, p).as_secs_f64() * 1e3;
     println!(
-        "lpbroker: {} of {total} confirmed in {elapsed:.1} s ({failures} failed), {} bytes a message, {} quorum queues",
+        "lpbroker: {} of {total} confirmed in {elapsed:.1} s ({failures} failed), {} bytes a message, {} {} queues",
         latencies.len(),
         args.bytes,
-        queues.len()
+        queues.len(),
+        args.queue_type.name()
     );
     println!(
         "confirm latency: p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms",
