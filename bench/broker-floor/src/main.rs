@@ -92,12 +92,11 @@ enum QueueType {
 }
 
 impl QueueType {
-    fn name(self) -> &'static str {
-        match self {
-            QueueType::Quorum => "quorum",
-            QueueType::Classic => "classic",
-            QueueType::ClassicV2 => "classic-v2",
-        }
+    /// The name `--queue-type` takes for it.
+    fn name(self) -> String {
+        self.to_possible_value()
+            .map(|value| value.get_name().to_owned())
+            .unwrap_or_default()
     }
 }
 
