@@ -9,7 +9,7 @@ use crate::company::company_key;
 use crate::email::EmailAddress;
 use crate::keys::KeyRules;
 use crate::phone::{PhoneE164, Region, parse_phone};
-use crate::text::{clean_text, fold_key, join_name};
+use crate::text::{fold_key, join_name, verbatim_text};
 
 /// A key that says "this is the same person" when two leads or contacts share it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -315,7 +315,7 @@ pub fn normalize_with(inquiry: Inquiry, rules: &KeyRules) -> Lead {
         }
     }
 
-    let company = hints.company.as_deref().and_then(clean_text);
+    let company = hints.company.as_deref().and_then(verbatim_text);
     let mut company_keys = Vec::new();
     if let Some(domain) = website_domain(&inquiry.fields, rules) {
         company_keys.push(CompanyKey::Domain(domain));
@@ -335,7 +335,7 @@ pub fn normalize_with(inquiry: Inquiry, rules: &KeyRules) -> Lead {
         phone,
         phone_extension,
         company,
-        message: inquiry.message.as_deref().and_then(clean_text),
+        message: inquiry.message.as_deref().and_then(verbatim_text),
         problems,
         identity_keys,
         company_keys,
@@ -668,5 +668,30 @@ mod tests {
             "VN",
         );
         assert_eq!(lead.name.as_deref(), Some("NGUYỄN Văn An"));
+    }
+
+    #[test]
+    fn a_message_and_a_company_are_kept_verbatim_and_blank_ones_are_absent() {
+        let mut lead = hints(
+            ingest::ContactHints {
+                email: Some("an@example.vn".into()),
+                company: Some("  Công ty Ánh Dương\t".into()),
+                ..Default::default()
+            },
+            "VN",
+        );
+        assert_eq!(lead.company.as_deref(), Some("  Công ty Ánh Dương\t"));
+        // Composed to NFC, every other byte as sent: indentation, trailing line breaks.
+        lead.inquiry.message = Some("\r\n  - 12 ghe\u{302}\r\n\r\n".into());
+        let lead = normalize(lead.inquiry);
+        assert_eq!(lead.message.as_deref(), Some("\r\n  - 12 ghê\r\n\r\n"));
+        for blank in ["", " \r\n\t", "\u{a0}\u{3000}"] {
+            let mut inquiry = lead.inquiry.clone();
+            inquiry.message = Some(blank.into());
+            inquiry.contact.company = Some(blank.into());
+            let blank_lead = normalize(inquiry);
+            assert_eq!(blank_lead.message, None, "{blank:?}");
+            assert_eq!(blank_lead.company, None, "{blank:?}");
+        }
     }
 }

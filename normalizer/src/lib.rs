@@ -38,4 +38,4 @@ pub use phone::{
     InvalidE164, InvalidPhone, InvalidRegion, ParsedPhone, PhoneE164, Region, parse_phone,
     split_extension, warm_up,
 };
-pub use text::{clean_text, fold_key, join_name};
+pub use text::{clean_text, fold_key, join_name, verbatim_text};

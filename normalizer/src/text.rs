@@ -2,8 +2,8 @@
 //! match them.
 //!
 //! Cleaning is deliberately conservative: what the prospect typed is what the
-//! sales team reads, so only Unicode composition and surrounding whitespace
-//! change. Folding is the opposite: it throws away everything that differs
+//! sales team reads, so only Unicode composition changes, and for names the
+//! surrounding whitespace; messages and companies keep theirs. Folding is the opposite: it throws away everything that differs
 //! between two spellings of the same name, and its output is never shown.
 
 use std::borrow::Cow;
@@ -31,6 +31,16 @@ pub fn clean_text(raw: &str) -> Option<String> {
         Some(composed.into_owned())
     } else {
         Some(trimmed.to_owned())
+    }
+}
+
+/// `raw` in NFC and otherwise as sent, for text the prospect wrote (a message, a
+/// company); `None` when it is empty or only whitespace.
+pub fn verbatim_text(raw: &str) -> Option<String> {
+    if raw.trim().is_empty() {
+        None
+    } else {
+        Some(compose(raw).into_owned())
     }
 }
 

@@ -251,7 +251,15 @@ fn wanted_company_keys(
         .map(str::trim)
         .filter(|n| !n.is_empty())
         .map(str::to_owned)
-        .or_else(|| facts.company.clone())
+        // The lead keeps its company as typed; a company's name does not keep the padding.
+        .or_else(|| {
+            facts
+                .company
+                .as_deref()
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+        })
         .ok_or_else(|| {
             invalid(
                 "company_name_missing",

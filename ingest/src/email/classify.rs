@@ -28,6 +28,11 @@ pub(crate) fn not_a_lead(
     if has_header(message, "List-Id") || has_header(message, "List-Unsubscribe") {
         return Some(NotALeadReason::MailingList);
     }
+    // Bulk mail without list headers is a newsletter, unless it is a machine's
+    // notification naming an outside customer: some web shops mark those bulk too.
+    if bulk_precedence(message) && !customer_outside {
+        return Some(NotALeadReason::MailingList);
+    }
     if sender.is_some_and(|s| is_internal(s, internal_domains))
         && !(sender.is_some_and(is_machine_address) && customer_outside)
     {
@@ -125,9 +130,26 @@ fn auto_reply_subject(message: &Message<'_>) -> bool {
     })
 }
 
+/// The lower-cased values of `Precedence` and `X-Precedence`.
+fn precedence(message: &Message<'_>) -> Vec<String> {
+    ["Precedence", "X-Precedence"]
+        .iter()
+        .filter_map(|name| raw_header(message, name))
+        .map(|v| v.to_ascii_lowercase())
+        .collect()
+}
+
+/// `Precedence: bulk` or `list`: mail sent to many.
+fn bulk_precedence(message: &Message<'_>) -> bool {
+    precedence(message)
+        .iter()
+        .any(|p| matches!(p.as_str(), "bulk" | "list"))
+}
+
 /// RFC 3834 `Auto-Submitted` other than `no`; the headers older responders set
-/// (`X-Autoreply`, `X-Autorespond`, ...); `Precedence: bulk|junk|list` together with an
-/// auto-responder's sign; Exchange's out-of-office replies.
+/// (`X-Autoreply`, `X-Autorespond`, ...); `Precedence: junk` (vacation(1) marks its
+/// replies so) and `Precedence: bulk|list` on a reply or with an auto-responder's sign;
+/// Exchange's out-of-office replies.
 fn is_auto_reply(message: &Message<'_>) -> bool {
     let auto_submitted = raw_header(message, "Auto-Submitted").is_some_and(|v| {
         let token = v
@@ -148,15 +170,10 @@ fn is_auto_reply(message: &Message<'_>) -> bool {
     ]
     .iter()
     .any(|name| says_yes(message, name));
-    let precedence = ["Precedence", "X-Precedence"]
+    let precedence = precedence(message);
+    let auto_precedence = precedence
         .iter()
-        .filter_map(|name| raw_header(message, name))
-        .map(|v| v.to_ascii_lowercase())
-        .collect::<Vec<_>>();
-    let auto_precedence = precedence.iter().any(|p| p == "auto_reply");
-    let bulk_precedence = precedence
-        .iter()
-        .any(|p| matches!(p.as_str(), "bulk" | "junk" | "list"));
+        .any(|p| matches!(p.as_str(), "auto_reply" | "junk"));
     let suppress = raw_header(message, "X-Auto-Response-Suppress").is_some_and(|v| {
         let v = v.to_ascii_lowercase();
         ["oof", "autoreply", "all", "dr"]
@@ -165,11 +182,13 @@ fn is_auto_reply(message: &Message<'_>) -> bool {
     });
     let exchange_oof = has_header(message, "X-MS-Exchange-Inbox-Rules-Loop")
         || (suppress && auto_reply_subject(message));
-    let responder_sign = auto_reply_subject(message) || suppress;
+    // A person's reply never carries a Precedence header; a responder's answer does.
+    let is_reply = has_header(message, "In-Reply-To") || has_header(message, "References");
+    let responder_sign = auto_reply_subject(message) || suppress || is_reply;
     auto_submitted
         || responder_header
         || auto_precedence
-        || (bulk_precedence && responder_sign)
+        || (bulk_precedence(message) && responder_sign)
         || exchange_oof
 }
 

@@ -58,13 +58,14 @@ pub struct MailboxReading {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotALeadReason {
     /// An automatic reply: RFC 3834 `Auto-Submitted` other than `no`, `X-Autoreply` and
-    /// the like, `Precedence: bulk|junk|list` with an auto-responder's sign, an Exchange
-    /// out-of-office reply.
+    /// the like, `Precedence: junk`, `Precedence: bulk|list` on a reply or with an
+    /// auto-responder's sign, an Exchange out-of-office reply.
     AutoReply,
     /// A bounce or delivery report: `multipart/report`, a delivery-status part, mail from
     /// MAILER-DAEMON or postmaster, an empty `Return-Path`.
     Bounce,
-    /// Mailing-list mail (`List-Id`, `List-Unsubscribe`).
+    /// Mailing-list and bulk mail (`List-Id`, `List-Unsubscribe`, `Precedence: bulk|list`
+    /// other than a machine's notification naming an outside customer).
     MailingList,
     /// From one of the mailbox's internal domains: a colleague, not a customer.
     InternalSender,
@@ -644,7 +645,20 @@ mod tests {
             ("X-Autoreply: no\n", None),
             ("X-Autorespond: Vacation\n", Some("auto_reply")),
             ("Precedence: auto_reply\n", Some("auto_reply")),
-            ("Precedence: bulk\n", None),
+            // Bulk mail without list headers is still not a lead; with a reply's sign
+            // it is an auto-responder's, and vacation(1) marks its replies "junk".
+            ("Precedence: bulk\n", Some("mailing_list")),
+            ("Precedence: list\n", Some("mailing_list")),
+            ("Precedence: junk\n", Some("auto_reply")),
+            (
+                "Precedence: bulk\nIn-Reply-To: <m0@example.it>\n",
+                Some("auto_reply"),
+            ),
+            (
+                "X-Precedence: Bulk\nReferences: <m0@example.it>\n",
+                Some("auto_reply"),
+            ),
+            ("Precedence: first-class\n", None),
             (
                 "Precedence: junk\nX-Auto-Response-Suppress: OOF, AutoReply\n",
                 Some("auto_reply"),

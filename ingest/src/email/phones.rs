@@ -174,11 +174,10 @@ const UNITS: &[&str] = &[
 ];
 
 /// Words before a number that name it as something other than a phone number.
+/// A bare "nr", "no." or "n." is not among them: "Mój nr: 601 234 567" is a phone,
+/// "zamówienie nr 601234567" is named by the word before it.
 const NOT_PHONE_LABELS: &[&str] = &[
     "fax",
-    "n",
-    "nr",
-    "no",
     "n°",
     "nº",
     "#",
@@ -187,6 +186,13 @@ const NOT_PHONE_LABELS: &[&str] = &[
     "order",
     "zamowienie",
     "zamowienia",
+    "zamowieniu",
+    "offerta",
+    "oferta",
+    "oferty",
+    "offer",
+    "quote",
+    "preventivo",
     "don",
     "don hang",
     "ma",
@@ -264,6 +270,13 @@ const PHONE_LABELS: &[&str] = &[
     "chiamate",
     "numero",
     "numer",
+    "moj nr",
+    "moj numer",
+    "my no",
+    "my nr",
+    "my number",
+    "il mio n",
+    "so cua toi",
 ];
 
 fn accepted(line: &str, start: usize, number: &str, end: usize) -> bool {
@@ -283,7 +296,12 @@ fn accepted(line: &str, start: usize, number: &str, end: usize) -> bool {
     if token.contains("://") || token.to_ascii_lowercase().contains("www.") {
         return false;
     }
-    if looks_like_date_or_time(number) || looks_like_amount(number) {
+    let label = label_before(&line[..start]);
+    if label == Some(Label::Other) || looks_like_date_or_time(number) {
+        return false;
+    }
+    // "1.250.000" is an amount, "Tel. 601.234.567" a phone written with dots.
+    if label != Some(Label::Phone) && looks_like_amount(number) {
         return false;
     }
     let next_word = line[end..]
@@ -303,7 +321,7 @@ fn accepted(line: &str, start: usize, number: &str, end: usize) -> bool {
     {
         return false;
     }
-    !named_as_other(&line[..start])
+    true
 }
 
 /// True when the text right before a number makes it part of a word, a code, an
@@ -323,15 +341,26 @@ fn glued_to_something_else(before: &str) -> bool {
     }
 }
 
-/// True when the nearest label among the last words before a number is one that names
-/// another kind of number.
-fn named_as_other(before: &str) -> bool {
+/// What the words before a number name it as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Label {
+    /// A phone label ("tel.", "cell", "Mój nr").
+    Phone,
+    /// Another kind of number ("fax", "NIP", "zamówienie").
+    Other,
+}
+
+/// The nearest label among the last words before a number, if any.
+fn label_before(before: &str) -> Option<Label> {
     let words: Vec<String> = before
         .split_whitespace()
         .rev()
         .take(4)
         .map(|w| {
-            fold_key(w.trim_matches(|c: char| matches!(c, ':' | ',' | ';' | '(' | ')' | '*' | '"')))
+            let w = w.trim_matches(|c: char| matches!(c, ':' | ',' | ';' | '(' | ')' | '*' | '"'));
+            // An elided article is not part of the word: "all'ordine" names an order.
+            let w = w.rsplit(['\'', '’']).next().unwrap_or(w);
+            fold_key(w)
         })
         .collect();
     for n in 0..words.len() {
@@ -341,14 +370,14 @@ fn named_as_other(before: &str) -> bool {
             let phrase = phrase.join(" ");
             let bare = phrase.trim_end_matches('.');
             if PHONE_LABELS.contains(&phrase.as_str()) || PHONE_LABELS.contains(&bare) {
-                return false;
+                return Some(Label::Phone);
             }
             if NOT_PHONE_LABELS.contains(&phrase.as_str()) || NOT_PHONE_LABELS.contains(&bare) {
-                return true;
+                return Some(Label::Other);
             }
         }
     }
-    false
+    None
 }
 
 /// Groups of digits and the separators between them.
@@ -442,6 +471,15 @@ mod tests {
             ("+48 22 583 40 17 wew. 112", "+48 22 583 40 17 wew. 112"),
             ("máy lẻ: 028 3823 4567 máy lẻ 15", "028 3823 4567 máy lẻ 15"),
             ("nr tel. 601-234-567", "601-234-567"),
+            // Dotted like an amount, but named a phone by its label.
+            ("Tel. 601.234.567", "601.234.567"),
+            ("telefon: 601.234.567", "601.234.567"),
+            ("kom. 698.765.432", "698.765.432"),
+            // A bare "nr" / "no." is "my number" unless an order or an invoice is named.
+            ("Mój nr: 601 234 567", "601 234 567"),
+            ("Mój nr to 601 234 567, proszę dzwonić po 16", "601 234 567"),
+            ("my no. is 415 555 0132", "415 555 0132"),
+            ("nr 601 234 567", "601 234 567"),
         ];
         for (text, want) in cases {
             assert_eq!(found(text), [want], "{text}");
@@ -470,6 +508,16 @@ mod tests {
             "dzwonić po 15:00",
             "budżet 2500000 zł",
             "ordine #12345678",
+            "zamówienie nr 601234567",
+            "Zamówienie nr: 123 456 789",
+            "faktura VAT nr 601 234 567",
+            "Order No. 601234567",
+            "offerta n. 348 221 7790",
+            "riguardo all'ordine n. 100234567",
+            "dell’offerta nr 601 234 567",
+            "oferta nr 601 234 567",
+            "budżet 250.000.000",
+            "w kwocie 601.234.567",
         ] {
             assert!(found(text).is_empty(), "{text}: {:?}", found(text));
         }

@@ -328,6 +328,25 @@ fn hex_value(byte: u8) -> Option<u8> {
 /// webhook that posts form-encoded data (telephony callbacks, chat platforms) reads it
 /// here.
 pub fn parse_urlencoded(body: &[u8]) -> Result<ParsedBody, BodyError> {
+    // A line break at the very end is a file's last line (`--data-binary @form.txt`);
+    // anywhere else, raw control bytes mean lines of text, not a form.
+    let content_end = body.len()
+        - body
+            .iter()
+            .rev()
+            .take_while(|b| matches!(b, b'\r' | b'\n'))
+            .count();
+    if let Some(at) = body[..content_end]
+        .iter()
+        .position(|b| b.is_ascii_control() && *b != b'\t')
+    {
+        return Err(BodyError::Malformed(format!(
+            "urlencoded body: a raw {} at byte {at}, which a form never sends unencoded, so \
+             the body is not application/x-www-form-urlencoded; percent-encode it (%0D%0A for \
+             a line break) or send the body with the Content-Type of what it is",
+            control_name(body[at])
+        )));
+    }
     let mut fields = Vec::new();
     let pairs = body.split(|b| *b == b'&').filter(|pair| !pair.is_empty());
     for (index, pair) in pairs.enumerate() {
@@ -338,6 +357,15 @@ pub fn parse_urlencoded(body: &[u8]) -> Result<ParsedBody, BodyError> {
             ),
             None => (pair, &[][..]),
         };
+        if let Some(&odd) = name.iter().find(|b| is_never_raw_in_a_form_name(**b)) {
+            return Err(BodyError::Malformed(format!(
+                "urlencoded body: the name of field #{} holds a raw {}, which a form never sends \
+                 unencoded, so the body is not application/x-www-form-urlencoded; send it with \
+                 the Content-Type of what it is (application/json for JSON)",
+                index + 1,
+                control_name(odd)
+            )));
+        }
         let name = String::from_utf8(percent_decode(name, true)).map_err(|e| {
             BodyError::Malformed(format!(
                 "urlencoded body: the name of field #{} (`{}`) is not valid UTF-8 after percent-decoding",
@@ -358,6 +386,23 @@ pub fn parse_urlencoded(body: &[u8]) -> Result<ParsedBody, BodyError> {
         fields,
         attachments: Vec::new(),
     })
+}
+
+/// Bytes every form serializer percent-encodes in a field name and that mark a body of
+/// another type (JSON, XML). Raw spaces and brackets are left alone: hand-written posts
+/// send `first name=` and `items[]=`.
+fn is_never_raw_in_a_form_name(byte: u8) -> bool {
+    matches!(byte, b'{' | b'}' | b'"' | b'<' | b'>' | b'\\')
+}
+
+/// A byte named for an error message.
+fn control_name(byte: u8) -> String {
+    match byte {
+        b'\r' => "carriage return".to_owned(),
+        b'\n' => "line feed".to_owned(),
+        b if b.is_ascii_control() => format!("control byte 0x{b:02x}"),
+        b => format!("`{}`", b as char),
+    }
 }
 
 fn parse_json(body: &[u8]) -> Result<ParsedBody, BodyError> {
@@ -840,6 +885,24 @@ newsletter\n\
     }
 
     #[test]
+    fn a_body_of_another_type_declared_urlencoded_is_malformed_not_sniffed() {
+        for body in [
+            &br#"{"email":"anna@example.it","message":"a=b"}"#[..],
+            br#"{"email":"anna@example.it"}"#,
+            b"<lead><email>anna@example.it</email></lead>",
+            b"first_name=John\r\nlast_name=Doe\r\nemail=john@example.com",
+        ] {
+            let message = malformed(parse_body(URLENCODED, body));
+            assert!(message.contains("urlencoded"), "{message}");
+        }
+        // What hand-written posts send raw is still read.
+        let parsed = parse_body(URLENCODED, b"items[]=a&first name=Jan Kowalski&note=x\r\n")
+            .expect("parses");
+        assert_eq!(parsed.fields.len(), 3);
+        assert_eq!(parsed.fields[2].1, text("x\r\n"));
+    }
+
+    #[test]
     fn repeated_urlencoded_names_stay_separate_entries() {
         let parsed = parse_body(
             URLENCODED,
@@ -1313,9 +1376,11 @@ Content-Type: text/plain\n\
                 "{ct}"
             );
         }
-        // Declared as a form, a JSON body is just an odd field name.
-        let parsed = parse_body(URLENCODED, b"{\"nome\":\"Sara\"}").expect("parses");
-        assert_eq!(parsed.fields[0].0, "{\"nome\":\"Sara\"}");
+        // Declared as a form, a JSON body does not match its type: it is not sniffed.
+        assert!(matches!(
+            parse_body(URLENCODED, b"{\"nome\":\"Sara\"}"),
+            Err(BodyError::Malformed(_))
+        ));
     }
 
     #[test]
