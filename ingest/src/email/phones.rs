@@ -249,7 +249,18 @@ const PHONE_LABELS: &[&str] = &[
     "tel.",
     "telefono",
     "telefon",
+    "telefonu",
+    "telefonem",
     "telephone",
+    "ph",
+    "phone no",
+    "phone number",
+    "kontakt",
+    "kontaktowy",
+    "contatto",
+    "recapito",
+    "contact",
+    "lien he",
     "phone",
     "mobile",
     "mob",
@@ -480,6 +491,8 @@ mod tests {
             ("Mój nr to 601 234 567, proszę dzwonić po 16", "601 234 567"),
             ("my no. is 415 555 0132", "415 555 0132"),
             ("nr 601 234 567", "601 234 567"),
+            ("nr telefonu 601.234.567", "601.234.567"),
+            ("Recapito: 601.234.567", "601.234.567"),
         ];
         for (text, want) in cases {
             assert_eq!(found(text), [want], "{text}");
