@@ -261,6 +261,11 @@ pub struct EventRef {
     /// Tags the event adds to its lead (`missed_call`); tags are never removed by events.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// True when the event only ever adds to a lead that already has its conversation or
+    /// its person (a sticker, a photo without a caption): alone it says nothing to open a
+    /// lead on, so without one it is kept as `unmatched` and starts none.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub follow_up: bool,
 }
 
 impl EventRef {
@@ -276,6 +281,7 @@ impl EventRef {
             data: serde_json::Map::new(),
             field_orders: std::collections::BTreeMap::new(),
             tags: Vec::new(),
+            follow_up: false,
         }
     }
 

@@ -57,6 +57,9 @@ pub enum StoreOutcome {
     Duplicate,
     /// Spam: kept and counted, no lead.
     Spam,
+    /// A follow-up (a sticker, a photo without a caption) with no lead to add to: kept
+    /// and counted, no lead.
+    Unmatched,
 }
 
 impl StoreOutcome {
@@ -68,6 +71,7 @@ impl StoreOutcome {
             StoreOutcome::Replay => "replay",
             StoreOutcome::Duplicate => "duplicate",
             StoreOutcome::Spam => "spam",
+            StoreOutcome::Unmatched => "unmatched",
         }
     }
 }

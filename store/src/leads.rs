@@ -1278,7 +1278,8 @@ impl Store {
         })
     }
 
-    /// How many inquiries have each disposition (`lead`, `duplicate`, `spam`).
+    /// How many inquiries have each disposition (`lead`, `merged`, `duplicate`, `spam`,
+    /// `unmatched`).
     pub async fn inquiry_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query(
             "SELECT disposition, count(*) AS n FROM inquiries GROUP BY disposition ORDER BY disposition",

@@ -78,14 +78,16 @@ fn parts(raw: &[u8]) -> Parts {
     let (mut messages, mut numbers, mut statuses) = (Vec::new(), BTreeSet::new(), BTreeSet::new());
     let doc: Value = serde_json::from_slice(raw).expect("fixture bodies are JSON");
     let text = |v: &Value| v.as_str().map(str::to_owned);
+    // A relay may prefix the sender's digits with `+`; the sender is the digits.
+    let number = |v: &Value| v.as_str().map(|n| n.trim_start_matches('+').to_owned());
     for entry in doc["entry"].as_array().into_iter().flatten() {
         for change in entry["changes"].as_array().into_iter().flatten() {
             let v = &change["value"];
             for c in v["contacts"].as_array().into_iter().flatten() {
-                numbers.extend(text(&c["wa_id"]));
+                numbers.extend(number(&c["wa_id"]));
             }
             for s in v["statuses"].as_array().into_iter().flatten() {
-                numbers.extend(text(&s["recipient_id"]));
+                numbers.extend(number(&s["recipient_id"]));
                 statuses.extend(text(&s["id"]));
             }
             for m in v["messages"].as_array().into_iter().flatten() {
@@ -95,7 +97,7 @@ fn parts(raw: &[u8]) -> Parts {
                     .and_then(|t| text(&inter[t]["id"]))
                     .or_else(|| text(&m["button"]["payload"]));
                 let referral = m.get("referral").cloned();
-                let from = text(&m["from"]).unwrap_or_default();
+                let from = number(&m["from"]).unwrap_or_default();
                 numbers.insert(from.clone());
                 messages.push((text(&m["id"]).unwrap_or_default(), from, reply, referral));
             }

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::api::{ApiError, BotApi};
-use super::update::{BotReading, StartPayloads, Update, Verdict, read_update};
+use super::update::{
+    BotReading, StartPayloads, Update, Verdict, forget_start, read_update, start_taken,
+};
 use super::{count_ignored, count_refused};
 use crate::connector::{PullContext, PullError, PullTask};
 use crate::sink::Refusal;
@@ -79,18 +81,22 @@ impl PollTask {
                     tracing::debug!(bot = %bot.name, update_id, reason, "Telegram update is not an inquiry.");
                     count_ignored(bot, reason);
                 }
-                Verdict::Inquiry(inquiry) => match ctx.submit(*inquiry).await {
-                    Ok(_) => {}
-                    Err(Refusal::Unusable { code, message, .. }) => {
-                        // Sending it again changes nothing: count it and go on, so one
-                        // update cannot block the bot.
-                        tracing::warn!(bot = %bot.name, update_id, code, %message, "A Telegram update was refused by the pipeline.");
-                        count_refused(bot, code);
+                Verdict::Inquiry(inquiry) => {
+                    // `next` is committed only when the whole batch is handed on.
+                    forget_start(&mut next.starts, start_taken(&inquiry));
+                    match ctx.submit(*inquiry).await {
+                        Ok(_) => {}
+                        Err(Refusal::Unusable { code, message, .. }) => {
+                            // Sending it again changes nothing: count it and go on, so one
+                            // update cannot block the bot.
+                            tracing::warn!(bot = %bot.name, update_id, code, %message, "A Telegram update was refused by the pipeline.");
+                            count_refused(bot, code);
+                        }
+                        Err(Refusal::Unavailable { reason, .. }) => {
+                            return Err(PullError::Intake(reason));
+                        }
                     }
-                    Err(Refusal::Unavailable { reason, .. }) => {
-                        return Err(PullError::Intake(reason));
-                    }
-                },
+                }
             }
         }
         Ok(next)

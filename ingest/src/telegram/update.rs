@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use crate::event::{ActivityKind, ConversationKey, EventRef};
 use crate::inquiry::{Channel, ContactHints, Inquiry, InquiryId, MessengerHandle, RawPayload};
@@ -87,6 +88,9 @@ pub struct Message {
     /// A member left (a service message).
     #[serde(default)]
     pub left_chat_member: Option<serde::de::IgnoredAny>,
+    /// Every other field as sent: media, a location, service fields.
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
 }
 
 /// A Telegram user.
@@ -206,8 +210,9 @@ pub enum Verdict {
 }
 
 /// Reads one update. `starts` holds the deep-link payloads seen before (a `/start
-/// <payload>` adds one, the chat's next inquiry takes it); `raw` is the update as it
-/// arrived, kept as the inquiry's payload.
+/// <payload>` adds one, the chat's next inquiry carries it); `raw` is the update as it
+/// arrived, kept as the inquiry's payload. The payload stays until [`forget_start`]:
+/// an inquiry the broker did not take is sent again and must carry it again.
 pub fn read_update(
     bot: &BotReading,
     update: &Update,
@@ -267,7 +272,10 @@ pub fn read_update(
                 .map(|c| (c, &message.caption_entities))
         })
         .filter(|(t, _)| !t.trim().is_empty());
-    if text.is_none() && message.contact.is_none() {
+    let media = media(&message.other);
+    // Words (text, a caption, a card) can open a lead; media alone only adds to one.
+    let worded = text.is_some() || message.contact.is_some();
+    if !worded && media.is_none() {
         return Verdict::Ignored("no_content");
     }
 
@@ -286,7 +294,7 @@ pub fn read_update(
     let body = match (text, &message.contact) {
         (Some((text, _)), _) => Some(text.to_owned()),
         (None, Some(card)) => Some(describe(card)),
-        (None, None) => None,
+        (None, None) => media.as_ref().and_then(|m| m.words.clone()),
     };
 
     let chat_id = message.chat.id;
@@ -295,6 +303,7 @@ pub fn read_update(
     };
     let mut event = EventRef::new(ActivityKind::Message);
     event.conversation = vec![conversation];
+    event.follow_up = !worded;
     event.activity_key = Some(format!(
         "message:{}:{chat_id}:{}",
         bot.account(),
@@ -326,6 +335,10 @@ pub fn read_update(
             serde_json::to_value(card).unwrap_or_default(),
         );
     }
+    if let Some(media) = media {
+        data.insert("type".into(), media.kind.into());
+        data.extend(media.data);
+    }
     Verdict::Inquiry(Box::new(inquiry(
         bot,
         update.update_id,
@@ -333,9 +346,83 @@ pub fn read_update(
         body,
         event,
         raw,
-        starts.remove(&chat_id.to_string()),
+        starts.get(&chat_id.to_string()).cloned(),
         received_at,
     )))
+}
+
+/// What a message holds besides words: its kind, the activity's fields and, where the
+/// media says something, a line of text (a sticker's emoji, a place, a poll's question).
+struct Media {
+    kind: &'static str,
+    data: Map<String, Value>,
+    words: Option<String>,
+}
+
+/// Files sent as media; a photo comes in several sizes, the last the largest.
+const FILES: [&str; 8] = [
+    "photo",
+    "video",
+    "video_note",
+    "voice",
+    "audio",
+    "document",
+    "animation",
+    "sticker",
+];
+
+fn media(other: &Map<String, Value>) -> Option<Media> {
+    let words_at = |v: &Value, key: &str| {
+        v.get(key)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|w| !w.is_empty())
+            .map(str::to_owned)
+    };
+    if let Some((kind, part)) = FILES.iter().find_map(|k| other.get(*k).map(|v| (*k, v))) {
+        let file = match part {
+            Value::Array(sizes) => sizes.last()?,
+            one => one,
+        };
+        let mut attachment = Map::new();
+        attachment.insert("type".into(), kind.into());
+        for key in ["file_id", "file_unique_id", "mime_type", "file_name"] {
+            if let Some(v) = file.get(key) {
+                attachment.insert(key.into(), v.clone());
+            }
+        }
+        let mut data = Map::new();
+        data.insert("attachments".into(), vec![Value::Object(attachment)].into());
+        let words = (kind == "sticker")
+            .then(|| words_at(file, "emoji"))
+            .flatten();
+        return Some(Media { kind, data, words });
+    }
+    let place = |v: &Value| {
+        let coordinate = |k: &str| v.get(k).filter(|c| c.is_number()).map(Value::to_string);
+        coordinate("latitude")
+            .zip(coordinate("longitude"))
+            .map(|(lat, lon)| format!("({lat}, {lon})"))
+    };
+    let (kind, part, words) = if let Some(venue) = other.get("venue") {
+        let line: Vec<String> = [words_at(venue, "title"), words_at(venue, "address")]
+            .into_iter()
+            .flatten()
+            .chain(venue.get("location").and_then(place))
+            .collect();
+        ("venue", venue, (!line.is_empty()).then(|| line.join(", ")))
+    } else if let Some(location) = other.get("location") {
+        ("location", location, place(location))
+    } else if let Some(poll) = other.get("poll") {
+        ("poll", poll, words_at(poll, "question"))
+    } else if let Some(dice) = other.get("dice") {
+        ("dice", dice, words_at(dice, "emoji"))
+    } else {
+        return None;
+    };
+    let mut data = Map::new();
+    data.insert(kind.into(), part.clone());
+    Some(Media { kind, data, words })
 }
 
 fn read_callback(
@@ -379,9 +466,27 @@ fn read_callback(
         press.data.clone(),
         event,
         raw,
-        starts.remove(&chat_id.to_string()),
+        starts.get(&chat_id.to_string()).cloned(),
         received_at,
     )))
+}
+
+/// The chat and deep-link payload an inquiry carries, for [`forget_start`] once it is
+/// handed on.
+pub fn start_taken(inquiry: &Inquiry) -> Option<(String, String)> {
+    let payload = inquiry.utm.get("utm_source")?;
+    let chat = inquiry.event.as_ref()?.data.get("chat_id")?.as_i64()?;
+    Some((chat.to_string(), payload.clone()))
+}
+
+/// Forgets a payload whose inquiry was handed on; a newer `/start` in the same chat
+/// meanwhile is kept for the chat's next inquiry.
+pub fn forget_start(starts: &mut StartPayloads, taken: Option<(String, String)>) {
+    if let Some((chat, payload)) = taken
+        && starts.get(&chat) == Some(&payload)
+    {
+        starts.remove(&chat);
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -568,13 +673,29 @@ mod tests {
             Verdict::Ignored("start_command")
         ));
         let first = json!({"update_id": 3, "message": private(json!({"text": "Ciao"}))});
-        let inquiry = inquiry_of(read(first, &mut starts));
+        let inquiry = inquiry_of(read(first.clone(), &mut starts));
         assert_eq!(
             inquiry.utm.get("utm_source").map(String::as_str),
             Some("promo_Vi-1")
         );
+        // Not handed on (the broker refused): the retry still carries the payload.
+        let again = inquiry_of(read(first, &mut starts));
+        assert_eq!(again.utm, inquiry.utm);
+        forget_start(&mut starts, start_taken(&again));
         let second = json!({"update_id": 4, "message": private(json!({"text": "Ancora"}))});
         assert!(inquiry_of(read(second, &mut starts)).utm.is_empty());
+    }
+
+    #[test]
+    fn a_newer_deep_link_outlives_the_hand_off_of_an_older_one() {
+        let mut starts = StartPayloads::new();
+        let start = |payload: &str| json!({"update_id": 1, "message": private(json!({"text": format!("/start {payload}")}))});
+        read(start("old"), &mut starts);
+        let question = json!({"update_id": 2, "message": private(json!({"text": "Ciao"}))});
+        let taken = start_taken(&inquiry_of(read(question, &mut starts)));
+        read(start("new"), &mut starts);
+        forget_start(&mut starts, taken);
+        assert_eq!(starts.get("42").map(String::as_str), Some("new"));
     }
 
     #[test]
@@ -636,9 +757,9 @@ mod tests {
             read(member, &mut starts),
             Verdict::Ignored("membership")
         ));
-        let sticker = json!({"update_id": 4, "message": private(json!({"sticker": {}}))});
+        let pinned = json!({"update_id": 4, "message": private(json!({"pinned_message": {}}))});
         assert!(matches!(
-            read(sticker, &mut starts),
+            read(pinned, &mut starts),
             Verdict::Ignored("no_content")
         ));
         let mut from_bot = private(json!({"text": "x"}));
@@ -648,6 +769,41 @@ mod tests {
             read(bot_msg, &mut starts),
             Verdict::Ignored("bot_sender")
         ));
+    }
+
+    #[test]
+    fn media_without_words_only_follows_up() {
+        let sticker = json!({"update_id": 1, "message": private(json!({
+            "sticker": {"file_id": "CAAD1", "emoji": "👍", "is_animated": false}}))});
+        let inquiry = inquiry_of(read(sticker, &mut StartPayloads::new()));
+        let event = inquiry.event.as_ref().unwrap();
+        assert!(event.follow_up);
+        assert_eq!(inquiry.message.as_deref(), Some("👍"));
+        assert_eq!(event.data["type"], "sticker");
+        assert_eq!(
+            event.data["attachments"],
+            json!([{"type": "sticker", "file_id": "CAAD1"}])
+        );
+        let photo = json!({"update_id": 2, "message": private(json!({"photo": [
+            {"file_id": "small", "width": 90, "height": 90},
+            {"file_id": "large", "width": 1280, "height": 1280}]}))});
+        let inquiry = inquiry_of(read(photo, &mut StartPayloads::new()));
+        assert_eq!(inquiry.message, None);
+        let event = inquiry.event.unwrap();
+        assert!(event.follow_up);
+        assert_eq!(event.data["attachments"][0]["file_id"], "large");
+        let place = json!({"update_id": 3, "message": private(json!({
+            "location": {"latitude": 45.07, "longitude": 7.68}}))});
+        let inquiry = inquiry_of(read(place, &mut StartPayloads::new()));
+        assert_eq!(inquiry.message.as_deref(), Some("(45.07, 7.68)"));
+        assert_eq!(inquiry.event.unwrap().data["location"]["latitude"], 45.07);
+        // A caption is words: a photo with one opens a lead like any message.
+        let captioned = json!({"update_id": 4, "message": private(json!({
+            "photo": [{"file_id": "p1"}], "caption": "Questo tavolo, 180x90"}))});
+        let inquiry = inquiry_of(read(captioned, &mut StartPayloads::new()));
+        let event = inquiry.event.unwrap();
+        assert!(!event.follow_up);
+        assert_eq!(event.data["attachments"][0]["file_id"], "p1");
     }
 
     #[test]

@@ -14,7 +14,9 @@ use sha2::{Digest, Sha256};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::update::{BotReading, StartPayloads, Update, Verdict, read_update};
+use super::update::{
+    BotReading, StartPayloads, Update, Verdict, forget_start, read_update, start_taken,
+};
 use super::{count_ignored, count_refused};
 use crate::connector::record_success;
 use crate::http::{read_limited, received, refusal_problem, reject};
@@ -164,20 +166,30 @@ async fn take(
             count_ignored(&bot.reading, reason);
             ok(json!({"ok": true, "ignored": reason}))
         }
-        Verdict::Inquiry(inquiry) => match state.sink.submit(*inquiry).await {
-            Ok(accepted) => {
-                record_success(Channel::Chat, source, None);
-                ok(json!({"ok": true, "inquiry_id": accepted.inquiry_id}))
+        Verdict::Inquiry(inquiry) => {
+            let taken = start_taken(&inquiry);
+            let handed_on = |taken| {
+                let mut starts = state.starts.lock().unwrap_or_else(|p| p.into_inner());
+                forget_start(starts.entry(name.clone()).or_default(), taken);
+            };
+            match state.sink.submit(*inquiry).await {
+                Ok(accepted) => {
+                    handed_on(taken);
+                    record_success(Channel::Chat, source, None);
+                    ok(json!({"ok": true, "inquiry_id": accepted.inquiry_id}))
+                }
+                // Telegram sends a refused update again and again; a content refusal cannot
+                // change, so it is counted and answered 200.
+                Err(Refusal::Unusable { code, message, .. }) => {
+                    tracing::warn!(bot = %name, update_id, code, %message, "A Telegram update was refused by the pipeline.");
+                    handed_on(taken);
+                    count_refused(&bot.reading, code);
+                    ok(json!({"ok": true, "refused": code}))
+                }
+                // Telegram sends it again; the deep-link payload waits for that retry.
+                Err(refusal) => reject(Channel::Chat, source, refusal_problem(refusal)),
             }
-            // Telegram sends a refused update again and again; a content refusal cannot
-            // change, so it is counted and answered 200.
-            Err(Refusal::Unusable { code, message, .. }) => {
-                tracing::warn!(bot = %name, update_id, code, %message, "A Telegram update was refused by the pipeline.");
-                count_refused(&bot.reading, code);
-                ok(json!({"ok": true, "refused": code}))
-            }
-            Err(refusal) => reject(Channel::Chat, source, refusal_problem(refusal)),
-        },
+        }
     }
 }
 
@@ -199,7 +211,94 @@ fn same_secret(presented: &[u8], secret: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::same_secret;
+    use super::*;
+    use crate::inquiry::Inquiry;
+    use crate::sink::{Accepted, PreparedInquiry};
+    use async_trait::async_trait;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    /// Refuses the first `outages` submits as the broker not confirming, then keeps
+    /// what it is handed.
+    #[derive(Default)]
+    struct FlakySink {
+        outages: Mutex<u32>,
+        kept: Mutex<Vec<Inquiry>>,
+    }
+
+    struct Ready(Arc<FlakySink>, Inquiry);
+
+    #[async_trait]
+    impl PreparedInquiry for Ready {
+        async fn submit(self: Box<Self>) -> Result<Accepted, Refusal> {
+            let mut outages = self.0.outages.lock().unwrap();
+            if *outages > 0 {
+                *outages -= 1;
+                return Err(Refusal::Unavailable {
+                    code: "unavailable",
+                    reason: "the broker did not confirm".into(),
+                    retry_after_secs: 1,
+                });
+            }
+            let inquiry_id = self.1.id.clone();
+            self.0.kept.lock().unwrap().push(self.1);
+            Ok(Accepted { inquiry_id })
+        }
+    }
+
+    #[async_trait]
+    impl IntakeSink for Arc<FlakySink> {
+        async fn prepare(&self, inquiry: Inquiry) -> Result<Box<dyn PreparedInquiry>, Refusal> {
+            Ok(Box::new(Ready(Arc::clone(self), inquiry)))
+        }
+    }
+
+    async fn post(router: &axum::Router, update: serde_json::Value) -> StatusCode {
+        let request = Request::post("/v1/intake/chat/telegram/shop")
+            .header(SECRET_HEADER, "s3cret")
+            .header("content-type", "application/json")
+            .body(Body::from(update.to_string()))
+            .unwrap();
+        router.clone().oneshot(request).await.unwrap().status()
+    }
+
+    fn message(update_id: i64, text: &str) -> serde_json::Value {
+        json!({"update_id": update_id, "message": {
+            "message_id": update_id, "from": {"id": 42, "first_name": "Anna"},
+            "chat": {"id": 42, "type": "private"}, "date": 1_700_000_000, "text": text}})
+    }
+
+    #[tokio::test]
+    async fn a_deep_link_survives_an_update_the_broker_did_not_take() {
+        let sink = Arc::new(FlakySink::default());
+        let bot = HookBot {
+            reading: BotReading {
+                name: "shop".into(),
+                source: "telegram".into(),
+                default_region: None,
+            },
+            secret: Some("s3cret".into()),
+        };
+        let (router, _) = routes(vec![bot], Arc::new(Arc::clone(&sink)), 1 << 16).split_for_parts();
+        assert_eq!(
+            post(&router, message(1, "/start promo_7")).await,
+            StatusCode::OK
+        );
+        *sink.outages.lock().unwrap() = 1;
+        let question = message(2, "Ciao, un preventivo?");
+        assert_eq!(
+            post(&router, question.clone()).await,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(post(&router, question).await, StatusCode::OK);
+        assert_eq!(post(&router, message(3, "Grazie")).await, StatusCode::OK);
+        let kept = sink.kept.lock().unwrap();
+        let sources: Vec<_> = kept
+            .iter()
+            .map(|i| i.utm.get("utm_source").cloned())
+            .collect();
+        assert_eq!(sources, [Some("promo_7".to_owned()), None]);
+    }
 
     #[test]
     fn secrets_compare_whole() {

@@ -121,7 +121,7 @@ fn read_message(
     contacts: &[Value],
 ) -> Result<InboundMessage, &'static str> {
     let str_at = |key: &str| message.get(key).and_then(text_of);
-    let (Some(wamid), Some(wa_id)) = (str_at("id"), str_at("from")) else {
+    let (Some(wamid), Some(wa_id)) = (str_at("id"), str_at("from").map(|f| wa_digits(&f))) else {
         return Err("malformed_message");
     };
     if phone_number_id.is_empty() {
@@ -131,7 +131,7 @@ fn read_message(
     // The contact entry of the sender; a lone entry is the sender's whatever it says.
     let sender = contacts
         .iter()
-        .find(|c| c.get("wa_id").and_then(text_of).as_deref() == Some(wa_id.as_str()))
+        .find(|c| c.get("wa_id").and_then(text_of).map(|w| wa_digits(&w)) == Some(wa_id.clone()))
         .or(match contacts {
             [only] => Some(only),
             _ => None,
@@ -294,15 +294,24 @@ fn describe_card(card: &Value) -> Option<String> {
     }
 }
 
+/// A WhatsApp number as the digits Meta sends: one sender whether or not a relay
+/// added a leading `+`.
+fn wa_digits(raw: &str) -> String {
+    let trimmed = raw.trim();
+    trimmed.strip_prefix('+').unwrap_or(trimmed).to_owned()
+}
+
 /// The email of a card whose WhatsApp number is the sender's own: the only card whose
 /// data is the sender's.
 fn own_card_email(cards: &[Value], wa_id: &str) -> Option<String> {
     cards
         .iter()
         .find(|card| {
-            array(card, "phones")
-                .iter()
-                .any(|p| p.get("wa_id").and_then(text_of).as_deref() == Some(wa_id))
+            array(card, "phones").iter().any(|p| {
+                p.get("wa_id")
+                    .and_then(text_of)
+                    .is_some_and(|w| wa_digits(&w) == wa_id)
+            })
         })
         .and_then(|card| array(card, "emails").first())
         .and_then(|e| e.get("email"))
@@ -361,6 +370,23 @@ mod tests {
         assert_eq!(m.phone_number_id, "555");
         assert_eq!(m.text.as_deref(), Some("Dzień dobry"));
         assert_eq!(m.timestamp, Some(1_700_000_000));
+    }
+
+    #[test]
+    fn a_sender_number_with_a_leading_plus_is_the_same_sender() {
+        let walked = walk(&body(json!({
+            "metadata": {"phone_number_id": "555"},
+            "contacts": [{"profile": {"name": "Anna"}, "wa_id": "+48600111222"},
+                         {"profile": {"name": "Other"}, "wa_id": "48600999888"}],
+            "messages": [{"from": "+48600111222", "id": "w", "type": "contacts",
+                "contacts": [{"phones": [{"phone": "+48 600 111 222", "wa_id": "48600111222"}],
+                              "emails": [{"email": "anna@example.pl"}]}]}]
+        })))
+        .unwrap();
+        let m = &walked.messages[0];
+        assert_eq!(m.wa_id, "48600111222");
+        assert_eq!(m.name.as_deref(), Some("Anna"));
+        assert_eq!(m.email.as_deref(), Some("anna@example.pl"));
     }
 
     #[test]

@@ -366,6 +366,7 @@ async fn file_batch(
                 Plan::Replay => StoreOutcome::Replay,
                 Plan::Spam => StoreOutcome::Spam,
                 Plan::Duplicate(_) => StoreOutcome::Duplicate,
+                Plan::Unmatched => StoreOutcome::Unmatched,
                 Plan::Lead(MatchDecision::New { .. }) => match lead_of_index.get(&index) {
                     Some(&lead_id) => StoreOutcome::LeadCreated { lead_id },
                     None => StoreOutcome::Replay,

@@ -55,6 +55,8 @@ pub(super) enum Plan {
     Replay,
     Spam,
     Duplicate(Uuid),
+    /// A follow-up event with no lead to add to: kept, starts none.
+    Unmatched,
     /// A lead decision; a merge target below zero is a lead created earlier in this batch
     /// (`-1 - index`).
     Lead(MatchDecision),
@@ -261,6 +263,11 @@ pub(super) async fn plan_batch(
             Plan::Duplicate(first)
         } else {
             let decision = decide(&envelope.lead, &snapshot);
+            let follow_up = inquiry.event.as_ref().is_some_and(|e| e.follow_up);
+            if follow_up && matches!(decision, MatchDecision::New { .. }) {
+                plans.push(Plan::Unmatched);
+                continue;
+            }
             // Later inquiries in the batch see what this one changes, as they would in the
             // next batch.
             let target = match &decision {

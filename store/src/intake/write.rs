@@ -75,6 +75,7 @@ pub(super) async fn insert_inquiries(
             Plan::Replay => continue,
             Plan::Spam => ("spam", None),
             Plan::Duplicate(first) => ("duplicate", Some(*first)),
+            Plan::Unmatched => ("unmatched", None),
             Plan::Lead(MatchDecision::New { .. }) => ("lead", None),
             Plan::Lead(MatchDecision::Merge { .. }) => ("merged", None),
         };

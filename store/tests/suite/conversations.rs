@@ -419,3 +419,46 @@ async fn the_first_events_own_fields_survive_a_newer_event(pool: PgPool) {
         "the update that began the message names it"
     );
 }
+
+#[sqlx::test(migrator = "store::MIGRATOR")]
+async fn a_follow_up_joins_its_conversations_lead_and_never_opens_one(pool: PgPool) {
+    let store = Store::from_pool(pool.clone());
+    let sticker = |update_id: i64, message_id: i64| {
+        let mut envelope = chat_event(update_id, message_id, "👍", None);
+        envelope.lead.inquiry.event.as_mut().unwrap().follow_up = true;
+        envelope
+    };
+    // Alone, before anything was said: kept, no lead.
+    let early = sticker(400, 1);
+    assert_eq!(
+        store.store_batch(&[&early]).await.unwrap(),
+        vec![StoreOutcome::Unmatched]
+    );
+    assert_eq!(count(&pool, "SELECT count(*) FROM leads").await, 0);
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM inquiries WHERE disposition = 'unmatched'"
+        )
+        .await,
+        1
+    );
+    // Redelivered: a replay, still no lead.
+    assert_eq!(
+        store.store_batch(&[&early]).await.unwrap(),
+        vec![StoreOutcome::Replay]
+    );
+    // After the question in the same batch, and in a later one: on the question's lead.
+    let question = chat_event(401, 2, "Avete scaffali?", None);
+    let after = sticker(402, 3);
+    let outcomes = store.store_batch(&[&question, &after]).await.unwrap();
+    let lead_id = created(&outcomes[0]);
+    assert_eq!(outcomes[1], StoreOutcome::Merged { lead_id });
+    let later = sticker(403, 4);
+    assert_eq!(
+        store.store_batch(&[&later]).await.unwrap(),
+        vec![StoreOutcome::Merged { lead_id }]
+    );
+    let lead = only_lead(&store).await;
+    assert_eq!(lead.activities.len(), 3, "{:?}", lead.activities);
+}
