@@ -240,7 +240,7 @@ mod tests {
                     retry_after_secs: 1,
                 });
             }
-            let inquiry_id = self.1.id.clone();
+            let inquiry_id = self.1.id;
             self.0.kept.lock().unwrap().push(self.1);
             Ok(Accepted { inquiry_id })
         }
