@@ -49,16 +49,24 @@ fn read(bot: &BotReading, update: &Update, raw: Bytes, starts: &mut StartPayload
             assert_eq!(a, b, "one update read twice gave two inquiries");
             let event = a.event.as_ref().expect("a chat inquiry is an event");
             assert!(!event.conversation.is_empty(), "an event of no chat: {a:?}");
-            // A message (not a button press) always carries text or a contact card.
+            // A message (not a button press) that can open a lead carries text or a
+            // contact card; one without words only follows up, and names its media.
             if event
                 .activity_key
                 .as_deref()
                 .is_some_and(|k| k.starts_with("message:"))
             {
-                assert!(
-                    a.message.as_deref().is_some_and(|m| !m.trim().is_empty()),
-                    "a message inquiry without text: {a:?}"
-                );
+                if event.follow_up {
+                    assert!(
+                        event.data.get("type").is_some_and(|t| t.is_string()),
+                        "a follow-up without its media type: {a:?}"
+                    );
+                } else {
+                    assert!(
+                        a.message.as_deref().is_some_and(|m| !m.trim().is_empty()),
+                        "a message inquiry without text: {a:?}"
+                    );
+                }
             }
             check_inquiry(&a);
         }
