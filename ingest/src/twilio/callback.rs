@@ -28,8 +28,10 @@ const WITHHELD_WORDS: &[&str] = &[
 /// `CallStatus` values of a call that ended without being answered.
 const MISSED_STATUSES: &[&str] = &["no-answer", "busy", "failed", "canceled"];
 
-/// `DialCallStatus` values that make the call a missed one.
-const MISSED_DIALS: &[&str] = &["no-answer", "busy"];
+/// `DialCallStatus` values that make the call a missed one: nobody the `<Dial>` rang
+/// spoke to the caller, whether they did not pick up, were busy, could not be reached
+/// (`failed`) or the dial was called off before an answer (`canceled`).
+const MISSED_DIALS: &[&str] = &["no-answer", "busy", "failed", "canceled"];
 
 /// Orders are `rank << 32 | SequenceNumber`, so a later status always wins and, within
 /// one status, the higher sequence number.
@@ -314,15 +316,24 @@ mod tests {
 
     #[test]
     fn a_dial_action_without_an_answer_is_missed_whatever_the_call_status() {
-        let inquiry = call(
-            "CallSid=CA1&From=%2B393389012345&To=%2B390294759811&CallStatus=in-progress\
-             &Direction=inbound&DialCallStatus=no-answer&DialCallSid=CA2",
-        );
-        let event = inquiry.event.unwrap();
-        assert_eq!(event.data["missed"], Value::Bool(true));
-        assert_eq!(event.data["status"], "in-progress");
-        assert_eq!(event.tags, ["missed_call"]);
-        assert!(event.field_order("missed") > event.field_order("status"));
+        for (dial, missed) in [
+            ("no-answer", true),
+            ("busy", true),
+            ("failed", true),
+            ("canceled", true),
+            ("completed", false),
+            ("answered", false),
+        ] {
+            let inquiry = call(&format!(
+                "CallSid=CA1&From=%2B393389012345&To=%2B390294759811&CallStatus=in-progress\
+                 &Direction=inbound&DialCallStatus={dial}&DialCallSid=CA2"
+            ));
+            let event = inquiry.event.unwrap();
+            assert_eq!(event.data["missed"], Value::Bool(missed), "{dial}");
+            assert_eq!(event.data["status"], "in-progress");
+            assert_eq!(event.tags.is_empty(), !missed, "{dial}");
+            assert!(event.field_order("missed") > event.field_order("status"));
+        }
     }
 
     #[test]
