@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use ingest::{Accepted, FieldProblem, Inquiry, IntakeSink, PreparedInquiry, Refusal};
+use ingest::{Accepted, Channel, FieldProblem, Inquiry, IntakeSink, PreparedInquiry, Refusal};
 use normalizer::KeyRules;
 use router::spool::{Spool, SpoolError};
 use router::{Envelope, LeadRouter, Publisher};
@@ -68,7 +68,14 @@ impl IntakeSink for Pipeline {
             .event
             .as_ref()
             .is_some_and(|event| !event.conversation.is_empty());
-        if lead.inquiry.spam.is_none() && !in_conversation && !lead.is_contactable() {
+        // A call is known only by its caller's number: one that opens the call with a
+        // caller that is no number (a SIP address, an app client, too few digits) would
+        // open a lead nobody can call back. A follow-up only joins a lead already filed.
+        let unusable_caller = lead.inquiry.channel == Channel::Call
+            && lead.problems.iter().any(|p| p.field == "phone")
+            && !lead.inquiry.event.as_ref().is_some_and(|e| e.follow_up);
+        let needs_contact = !in_conversation || unusable_caller;
+        if lead.inquiry.spam.is_none() && needs_contact && !lead.is_contactable() {
             let mut fields = lead.problems.clone();
             for field in ["email", "phone"] {
                 if !fields.iter().any(|p| p.field == field) {
@@ -302,6 +309,46 @@ mod tests {
         assert!(
             pipeline().prepare(inquiry).await.is_ok(),
             "an event naming a conversation goes to the store, which files it on its thread"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_call_whose_caller_is_no_number_is_refused_unless_it_only_follows_up() {
+        use ingest::IntakeSink;
+        use ingest::event::{ActivityKind, ConversationKey, EventRef};
+
+        let mut inquiry = inquiry_from(br#"{"message":"a call"}"#.to_vec()).expect("a body");
+        inquiry.channel = Channel::Call;
+        inquiry.default_region = Some("IT".into());
+        let mut event = EventRef::new(ActivityKind::Call);
+        event.conversation = vec![ConversationKey::call("twilio", "CA1").expect("a key")];
+        inquiry.event = Some(event);
+        for caller in ["sip:alice@pbx.example.net", "client:agent7", "+39123"] {
+            let mut call = inquiry.clone();
+            call.contact.phone = Some(caller.into());
+            let refused = pipeline().prepare(call.clone()).await;
+            assert!(
+                matches!(
+                    refused,
+                    Err(ingest::Refusal::Unusable {
+                        code: "no_contact",
+                        ..
+                    })
+                ),
+                "{caller}: a call's caller that is no number must not open an empty lead"
+            );
+            call.event.as_mut().expect("an event").follow_up = true;
+            assert!(
+                pipeline().prepare(call).await.is_ok(),
+                "{caller}: a follow-up only joins a lead the call already has"
+            );
+        }
+        let mut call = inquiry.clone();
+        call.contact.phone = Some("+393389012345".into());
+        assert!(pipeline().prepare(call).await.is_ok());
+        assert!(
+            pipeline().prepare(inquiry).await.is_ok(),
+            "a call event naming no caller (a generic source's update) goes to the store"
         );
     }
 

@@ -158,22 +158,45 @@ impl Tracker {
             return;
         }
         let stamp = packet.get("Timestamp").and_then(|t| t.parse::<f64>().ok());
+        // A call closed by timeout (its events stopped across a reconnect) that turns out
+        // to go on starts from what it was: its origin, its answer, its start.
+        let earlier = self
+            .filed
+            .get(linkedid)
+            .filter(|(f, _)| f.closed == Closed::Timeout);
         let call = self
             .calls
             .entry(linkedid.to_owned())
-            .or_insert_with(|| Call {
-                origin: None,
-                open: HashSet::new(),
-                hung_up: HashSet::new(),
-                answered: false,
-                cdr_duration: None,
-                first_stamp: stamp,
-                last_stamp: stamp,
-                first_seen: now,
-                started_at: stamp.and_then(stamp_time).unwrap_or(wall),
-                last_event: now,
-                closed: None,
-                orphaned_at: None,
+            .or_insert_with(|| match earlier {
+                Some((before, cdr_duration)) => Call {
+                    origin: before.origin.clone(),
+                    open: HashSet::new(),
+                    hung_up: HashSet::new(),
+                    answered: before.answered,
+                    cdr_duration: *cdr_duration,
+                    first_stamp: stamp
+                        .map(|_| before.started_at.timestamp_millis() as f64 / 1000.0),
+                    last_stamp: stamp,
+                    first_seen: now,
+                    started_at: before.started_at,
+                    last_event: now,
+                    closed: None,
+                    orphaned_at: None,
+                },
+                None => Call {
+                    origin: None,
+                    open: HashSet::new(),
+                    hung_up: HashSet::new(),
+                    answered: false,
+                    cdr_duration: None,
+                    first_stamp: stamp,
+                    last_stamp: stamp,
+                    first_seen: now,
+                    started_at: stamp.and_then(stamp_time).unwrap_or(wall),
+                    last_event: now,
+                    closed: None,
+                    orphaned_at: None,
+                },
             });
         self.channels
             .insert(uniqueid.to_owned(), linkedid.to_owned());
@@ -240,9 +263,13 @@ impl Tracker {
             return;
         };
         let duration = packet.get("Duration").and_then(|d| d.parse::<u64>().ok());
+        // A record with no destination channel is the PBX answering the trunk (an IVR,
+        // a queue's music, voicemail), which Asterisk also records as ANSWERED: nobody
+        // spoke to the caller.
         let answered = packet
             .get("Disposition")
-            .is_some_and(|d| d.eq_ignore_ascii_case("ANSWERED"));
+            .is_some_and(|d| d.eq_ignore_ascii_case("ANSWERED"))
+            && packet.get("DestinationChannel") != Some("");
         let apply = |answered_now: &mut bool, cdr_duration: &mut Option<u64>| {
             let before = (*answered_now, *cdr_duration);
             *answered_now |= answered;
@@ -520,6 +547,69 @@ mod tests {
         assert_eq!(again[0].revision, 1);
         assert_eq!(again[0].duration_s, Some(77));
         assert!(again[0].answered);
+    }
+
+    #[test]
+    fn a_call_only_the_pbx_answered_is_missed() {
+        let mut t = Tracker::new(rules());
+        let t0 = Instant::now();
+        feed(
+            &mut t,
+            t0,
+            &[
+                "Event: Newchannel|Context: from-trunk-it|CallerIDNum: 3397654321|Uniqueid: 6.1|Linkedid: 6.1",
+                "Event: Newstate|ChannelState: 6|ChannelStateDesc: Up|Uniqueid: 6.1|Linkedid: 6.1",
+                "Event: Hangup|Uniqueid: 6.1|Linkedid: 6.1",
+                "Event: Cdr|UniqueID: 6.1|DestinationChannel: |LastApplication: Queue|Duration: 48|Disposition: ANSWERED",
+            ],
+        );
+        let due = t.due(t0 + Duration::from_secs(2), false);
+        assert_eq!(due.len(), 1);
+        assert!(
+            !due[0].answered,
+            "an IVR or a queue's music is nobody answering"
+        );
+        assert_eq!(due[0].duration_s, Some(48));
+    }
+
+    #[test]
+    fn a_call_closed_by_timeout_keeps_what_it_was_when_its_hangup_comes_after_all() {
+        let mut t = Tracker::new(rules());
+        let t0 = Instant::now();
+        feed(
+            &mut t,
+            t0,
+            &[
+                "Event: Newchannel|Context: from-trunk-it|CallerIDNum: 3397654321|Uniqueid: 7.1|Linkedid: 7.1|Timestamp: 1747297800.0",
+                "Event: Newchannel|Context: from-internal|Uniqueid: 7.2|Linkedid: 7.1|Timestamp: 1747297801.0",
+                "Event: DialEnd|Uniqueid: 7.1|Linkedid: 7.1|DialStatus: ANSWER|Timestamp: 1747297805.0",
+            ],
+        );
+        // The connection drops mid-conversation; the call is closed by timeout.
+        t.reconnected(t0);
+        let due = t.due(t0 + Duration::from_secs(6), false);
+        assert_eq!(due.len(), 1);
+        assert!(due[0].answered);
+        t.filed(&due[0]);
+        // Its real end comes later.
+        feed(
+            &mut t,
+            t0 + Duration::from_secs(300),
+            &[
+                "Event: Hangup|Uniqueid: 7.2|Linkedid: 7.1|Timestamp: 1747298100.0",
+                "Event: Hangup|Uniqueid: 7.1|Linkedid: 7.1|Timestamp: 1747298100.0",
+            ],
+        );
+        let again = t.due(t0 + Duration::from_secs(302), false);
+        assert_eq!(again.len(), 1);
+        let call = &again[0];
+        assert_eq!(call.closed, Closed::Hangup);
+        assert!(
+            call.answered,
+            "the conversation before the drop still counts"
+        );
+        assert_eq!(call.origin.as_ref().map(|o| o.region.as_str()), Some("IT"));
+        assert_eq!(call.duration_s, Some(300));
     }
 
     #[test]

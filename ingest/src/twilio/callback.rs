@@ -33,6 +33,9 @@ const MISSED_STATUSES: &[&str] = &["no-answer", "busy", "failed", "canceled"];
 /// (`failed`) or the dial was called off before an answer (`canceled`).
 const MISSED_DIALS: &[&str] = &["no-answer", "busy", "failed", "canceled"];
 
+/// The provider part of a call's conversation key.
+const PROVIDER: &str = "twilio";
+
 /// Orders are `rank << 32 | SequenceNumber`, so a later status always wins and, within
 /// one status, the higher sequence number.
 const RANK_SHIFT: u32 = 32;
@@ -99,22 +102,35 @@ pub fn read(
     let call_sid = get("CallSid").ok_or(CallbackError::NoCallSid)?;
     let parent = get("ParentCallSid");
     let call_id = parent.unwrap_or(call_sid);
-    let provider = format!("twilio-{}", line.name);
-    let conversation = ConversationKey::call(&provider, call_id)
+    // A CallSid is unique across Twilio, so the key leaves the line out: a call whose voice
+    // URL and status callback are two lines (two URLs) is still one conversation.
+    let conversation = ConversationKey::call(PROVIDER, call_id)
         .map_err(|_| CallbackError::BadCallSid(call_id.to_owned()))?;
 
     let status = get("CallStatus");
     let dial_status = get("DialCallStatus");
     let sequence = get("SequenceNumber").and_then(|s| s.parse::<u32>().ok());
-    let kind = if let Some(recording) = get("RecordingSid").filter(|_| status.is_none()) {
-        format!("recording:{recording}")
-    } else if dial_status.is_some() {
-        format!("dial:{}", get("DialCallSid").unwrap_or_default())
+    let mut kind = if let Some(recording) = get("RecordingSid").filter(|_| status.is_none()) {
+        format!(
+            "recording:{recording}:{}",
+            get("RecordingStatus").unwrap_or_default()
+        )
+    } else if let Some(dial) = dial_status {
+        format!("dial:{}:{dial}", get("DialCallSid").unwrap_or_default())
     } else if let Some(seq) = sequence {
         format!("status:{}:{seq}", get("CallbackSource").unwrap_or_default())
     } else {
         format!("voice:{}", status.unwrap_or_default())
     };
+    // A `<Record>` or `<Gather>` action carries the call's status like the voice webhook
+    // did: what it adds (a recording, a transcription) tells it apart, so it is not taken
+    // for a retry of an earlier callback.
+    for name in ["RecordingSid", "TranscriptionSid"] {
+        if let Some(id) = get(name).filter(|_| !kind.starts_with("recording:")) {
+            kind.push(':');
+            kind.push_str(id);
+        }
+    }
     // The line's name, the call and the callback's own place in it: a retried callback
     // is the same inquiry.
     let external_id = format!("{}:{call_sid}:{kind}", line.name);
@@ -181,6 +197,9 @@ pub fn read(
     let rank = status.map(status_rank);
     let order = (rank.unwrap_or(0) << RANK_SHIFT) | i64::from(sequence.unwrap_or(0));
     let mut event = EventRef::new(ActivityKind::Call);
+    // A recording callback adds to a call already filed; alone it is nobody's lead (the
+    // call may be a withheld caller's).
+    event.follow_up = update_only;
     event.conversation = vec![conversation.clone()];
     event.activity_key = Some(conversation.as_key());
     event.order = Some(order);
@@ -368,6 +387,56 @@ mod tests {
         );
         assert_eq!(done.id, again.id);
         assert_ne!(done.id, progress.id);
+    }
+
+    #[test]
+    fn a_recording_callback_only_follows_up_and_every_action_is_its_own_inquiry() {
+        let recording = call(
+            "CallSid=CA1&RecordingSid=RE1&RecordingStatus=completed\
+             &RecordingUrl=https%3A%2F%2Fapi.twilio.com%2FRE1&RecordingDuration=12",
+        );
+        let event = recording.event.as_ref().unwrap();
+        assert!(event.follow_up, "a recording alone never opens a lead");
+        assert_eq!(recording.contact.phone, None);
+        let ringing = call("CallSid=CA1&From=%2B393389012345&CallStatus=ringing");
+        assert!(!ringing.event.as_ref().unwrap().follow_up);
+
+        let gather = call("CallSid=CA1&From=%2B393389012345&CallStatus=in-progress&Digits=1");
+        let record = call(
+            "CallSid=CA1&From=%2B393389012345&CallStatus=in-progress&RecordingSid=RE2\
+             &RecordingUrl=https%3A%2F%2Fapi.twilio.com%2FRE2",
+        );
+        assert_ne!(
+            gather.id, record.id,
+            "a <Record> action is no retry of a <Gather>"
+        );
+        let in_progress = call("CallSid=CA1&RecordingSid=RE1&RecordingStatus=in-progress");
+        assert_ne!(in_progress.id, recording.id);
+        let first_dial = call(
+            "CallSid=CA1&From=%2B393389012345&CallStatus=in-progress&DialCallStatus=no-answer",
+        );
+        let second_dial = call(
+            "CallSid=CA1&From=%2B393389012345&CallStatus=in-progress&DialCallStatus=completed",
+        );
+        assert_ne!(first_dial.id, second_dial.id);
+    }
+
+    #[test]
+    fn one_call_is_one_conversation_whatever_line_its_callbacks_reach() {
+        let body = "CallSid=CA1&From=%2B393389012345&CallStatus=ringing";
+        let other = Line {
+            name: "status",
+            ..line()
+        };
+        let a = call(body);
+        let b = match read(&other, &params(body), Bytes::new(), None, Utc::now()).unwrap() {
+            Reading::Call(inquiry) => *inquiry,
+            other => panic!("not a call: {other:?}"),
+        };
+        let (ea, eb) = (a.event.unwrap(), b.event.unwrap());
+        assert_eq!(ea.conversation, eb.conversation);
+        assert_eq!(ea.activity_key, eb.activity_key);
+        assert_eq!(ea.activity_key.as_deref(), Some("call:twilio:CA1"));
     }
 
     #[test]

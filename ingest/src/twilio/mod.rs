@@ -9,7 +9,7 @@
 //! before the signature passed.
 //!
 //! Every callback of one call (the parent `CallSid`) names the conversation and activity
-//! `call:twilio-<name>:<CallSid>`, so the store files them onto one lead and one activity,
+//! `call:twilio:<CallSid>`, so the store files them onto one lead and one activity,
 //! in the order of their status and `SequenceNumber` whatever order they arrive in.
 //! Withheld callers, outbound calls and dialled legs are kept as inquiries with their
 //! reason and never become leads; Twilio still gets its 200 so it does not retry.
