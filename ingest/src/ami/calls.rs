@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 
 use super::protocol::{Packet, is_known};
 
@@ -65,7 +65,7 @@ struct Call {
     open: HashSet<String>,
     hung_up: HashSet<String>,
     answered: bool,
-    cdr_duration: Option<u64>,
+    cdr: CdrTimes,
     first_stamp: Option<f64>,
     last_stamp: Option<f64>,
     first_seen: Instant,
@@ -100,8 +100,8 @@ pub struct Tracker {
     rules: Rules,
     calls: HashMap<String, Call>,
     channels: HashMap<String, String>,
-    /// Filed calls with the longest `Cdr` duration seen for each.
-    filed: HashMap<String, (Finished, Option<u64>)>,
+    /// Filed calls with the `Cdr` times seen for each.
+    filed: HashMap<String, (Finished, CdrTimes)>,
     filed_order: VecDeque<String>,
     late: Vec<String>,
 }
@@ -168,12 +168,12 @@ impl Tracker {
             .calls
             .entry(linkedid.to_owned())
             .or_insert_with(|| match earlier {
-                Some((before, cdr_duration)) => Call {
+                Some((before, cdr)) => Call {
                     origin: before.origin.clone(),
                     open: HashSet::new(),
                     hung_up: HashSet::new(),
                     answered: before.answered,
-                    cdr_duration: *cdr_duration,
+                    cdr: *cdr,
                     first_stamp: stamp
                         .map(|_| before.started_at.timestamp_millis() as f64 / 1000.0),
                     last_stamp: stamp,
@@ -188,7 +188,7 @@ impl Tracker {
                     open: HashSet::new(),
                     hung_up: HashSet::new(),
                     answered: false,
-                    cdr_duration: None,
+                    cdr: CdrTimes::default(),
                     first_stamp: stamp,
                     last_stamp: stamp,
                     first_seen: now,
@@ -262,7 +262,7 @@ impl Tracker {
         let Some(linkedid) = linkedid else {
             return;
         };
-        let duration = packet.get("Duration").and_then(|d| d.parse::<u64>().ok());
+        let record = CdrTimes::of(packet);
         // A record with no destination channel is the PBX answering the trunk (an IVR,
         // a queue's music, voicemail), which Asterisk also records as ANSWERED: nobody
         // spoke to the caller.
@@ -270,24 +270,22 @@ impl Tracker {
             .get("Disposition")
             .is_some_and(|d| d.eq_ignore_ascii_case("ANSWERED"))
             && packet.get("DestinationChannel") != Some("");
-        let apply = |answered_now: &mut bool, cdr_duration: &mut Option<u64>| {
-            let before = (*answered_now, *cdr_duration);
+        let apply = |answered_now: &mut bool, cdr: &mut CdrTimes| {
+            let before = (*answered_now, cdr.duration());
             *answered_now |= answered;
-            if let Some(d) = duration {
-                *cdr_duration = Some(cdr_duration.map_or(d, |old| old.max(d)));
-            }
-            before != (*answered_now, *cdr_duration)
+            cdr.add(&record);
+            before != (*answered_now, cdr.duration())
         };
         if let Some(call) = self.calls.get_mut(&linkedid) {
-            apply(&mut call.answered, &mut call.cdr_duration);
+            apply(&mut call.answered, &mut call.cdr);
             call.last_event = now;
             call.orphaned_at = None;
             return;
         }
-        if let Some((finished, cdr_duration)) = self.filed.get_mut(&linkedid) {
+        if let Some((finished, cdr)) = self.filed.get_mut(&linkedid) {
             let mut answered_now = finished.answered;
-            if apply(&mut answered_now, cdr_duration) || answered_now != finished.answered {
-                let duration_s = cdr_duration.or(finished.duration_s);
+            if apply(&mut answered_now, cdr) || answered_now != finished.answered {
+                let duration_s = cdr.duration().or(finished.duration_s);
                 if answered_now != finished.answered || duration_s != finished.duration_s {
                     finished.answered = answered_now;
                     finished.duration_s = duration_s;
@@ -315,7 +313,7 @@ impl Tracker {
                 open: HashSet::new(),
                 hung_up: HashSet::new(),
                 answered,
-                cdr_duration: duration,
+                cdr: record,
                 first_stamp: None,
                 last_stamp: None,
                 first_seen: now,
@@ -354,7 +352,7 @@ impl Tracker {
                     linkedid: linkedid.clone(),
                     origin: call.origin.clone(),
                     answered: call.answered,
-                    duration_s: call.cdr_duration.or_else(|| duration_of(call, at)),
+                    duration_s: call.cdr.duration().or_else(|| duration_of(call, at)),
                     started_at: call.started_at,
                     closed: how,
                     revision: 0,
@@ -371,19 +369,19 @@ impl Tracker {
 
     /// Records that `finished` was filed (the broker confirmed it).
     pub fn filed(&mut self, finished: &Finished) {
-        let mut cdr_duration = None;
+        let mut cdr = CdrTimes::default();
         if let Some(call) = self.calls.remove(&finished.linkedid) {
             for uniqueid in call.open.iter().chain(call.hung_up.iter()) {
                 self.channels.remove(uniqueid);
             }
-            cdr_duration = call.cdr_duration;
+            cdr = call.cdr;
         }
         match self.filed.get_mut(&finished.linkedid) {
             Some(entry) => entry.0 = finished.clone(),
             None => {
                 self.filed_order.push_back(finished.linkedid.clone());
                 self.filed
-                    .insert(finished.linkedid.clone(), (finished.clone(), cdr_duration));
+                    .insert(finished.linkedid.clone(), (finished.clone(), cdr));
             }
         }
         while self.filed_order.len() > FILED_MEMORY {
@@ -398,6 +396,54 @@ impl Tracker {
         if finished.revision > 0 && !self.late.contains(&finished.linkedid) {
             self.late.push(finished.linkedid.clone());
         }
+    }
+}
+
+/// What a call's `Cdr` records say of its length: one record per leg or segment, side by
+/// side (a ring group's legs share a start) or one after another (a transfer, a queue's
+/// retries), so the call lasts from the earliest start to the latest end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct CdrTimes {
+    longest: Option<u64>,
+    start: Option<NaiveDateTime>,
+    end: Option<NaiveDateTime>,
+}
+
+impl CdrTimes {
+    /// The times of one `Cdr` event.
+    fn of(packet: &Packet) -> Self {
+        let time = |key: &str| {
+            packet
+                .get(key)
+                .and_then(|t| NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S").ok())
+        };
+        Self {
+            longest: packet.get("Duration").and_then(|d| d.parse::<u64>().ok()),
+            start: time("StartTime"),
+            end: time("EndTime"),
+        }
+    }
+
+    /// Takes another record of the same call in.
+    fn add(&mut self, other: &Self) {
+        self.longest = self.longest.max(other.longest);
+        self.start = match (self.start, other.start) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.end = self.end.max(other.end);
+    }
+
+    /// Whole seconds from the first record's start to the last one's end, and never less
+    /// than the longest record (its `Duration` counts fractions the times round away).
+    fn duration(&self) -> Option<u64> {
+        let span = match (self.start, self.end) {
+            (Some(start), Some(end)) if end >= start => {
+                u64::try_from((end - start).num_seconds()).ok()
+            }
+            _ => None,
+        };
+        span.max(self.longest)
     }
 }
 
@@ -610,6 +656,25 @@ mod tests {
         );
         assert_eq!(call.origin.as_ref().map(|o| o.region.as_str()), Some("IT"));
         assert_eq!(call.duration_s, Some(300));
+    }
+
+    #[test]
+    fn a_transferred_call_lasts_from_its_first_record_to_its_last() {
+        let mut t = Tracker::new(rules());
+        let t0 = Instant::now();
+        feed(
+            &mut t,
+            t0,
+            &[
+                "Event: Newchannel|Context: from-trunk-it|CallerIDNum: 3397654321|Uniqueid: 8.1|Linkedid: 8.1",
+                "Event: Hangup|Uniqueid: 8.1|Linkedid: 8.1",
+                "Event: Cdr|UniqueID: 8.1|DestinationChannel: PJSIP/201-1|StartTime: 2025-05-15 10:30:00|EndTime: 2025-05-15 10:31:00|Duration: 60|Disposition: ANSWERED",
+                "Event: Cdr|UniqueID: 8.1|DestinationChannel: PJSIP/202-2|StartTime: 2025-05-15 10:31:00|EndTime: 2025-05-15 10:31:30|Duration: 30|Disposition: ANSWERED",
+            ],
+        );
+        let due = t.due(t0 + Duration::from_secs(2), false);
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].duration_s, Some(90), "both segments are the call");
     }
 
     #[test]
