@@ -4,6 +4,7 @@
 //! not always UTF-8 (caller names from a trunk), so lines are read as bytes.
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+use unicode_normalization::UnicodeNormalization;
 
 /// Longest line accepted; a PBX that sends more is not speaking AMI.
 const MAX_LINE: usize = 64 * 1024;
@@ -42,12 +43,13 @@ impl Packet {
         self.get("Response")
     }
 
-    /// Reads one packet's lines (without their line ends).
+    /// Reads one packet's lines (without their line ends): UTF-8, or Latin-1 where a
+    /// line is not (a trunk's caller name typed on an older PBX), in NFC.
     pub fn parse(lines: &[Vec<u8>]) -> Self {
         let fields = lines
             .iter()
             .map(|line| {
-                let text = String::from_utf8_lossy(line);
+                let text = decode(line);
                 match text.split_once(':') {
                     Some((key, value)) => (
                         key.trim().to_owned(),
@@ -142,6 +144,15 @@ pub fn action(fields: &[(&str, &str)]) -> Vec<u8> {
     out
 }
 
+/// One line's text: UTF-8 as Asterisk writes it, else each byte as its Latin-1 character
+/// (never a replacement character that loses the name), composed (NFC).
+fn decode(line: &[u8]) -> String {
+    match std::str::from_utf8(line) {
+        Ok(text) => text.nfc().collect(),
+        Err(_) => line.iter().map(|&b| char::from(b)).nfc().collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +178,18 @@ mod tests {
             read_packet(&mut reader).await,
             Err(FrameError::Closed)
         ));
+    }
+
+    #[test]
+    fn a_name_in_latin_1_or_decomposed_comes_out_whole_and_composed() {
+        let packet = Packet::parse(&[
+            b"CallerIDName: Nicol\xf2 Bianchi".to_vec(),
+            "ConnectedLineName: Nguye\u{302}\u{303}n"
+                .as_bytes()
+                .to_vec(),
+        ]);
+        assert_eq!(packet.get("CallerIDName"), Some("Nicolò Bianchi"));
+        assert_eq!(packet.get("ConnectedLineName"), Some("Nguyễn"));
     }
 
     #[test]
