@@ -75,6 +75,27 @@ struct Call {
     orphaned_at: Option<Instant>,
 }
 
+impl Call {
+    /// A call first seen `now`, begun at `started_at`, its events' time `stamp`: not yet
+    /// inbound, answered or closed.
+    fn new(stamp: Option<f64>, started_at: DateTime<Utc>, now: Instant) -> Self {
+        Self {
+            origin: None,
+            open: HashSet::new(),
+            hung_up: HashSet::new(),
+            answered: false,
+            cdr: CdrTimes::default(),
+            first_stamp: stamp,
+            last_stamp: stamp,
+            first_seen: now,
+            started_at,
+            last_event: now,
+            closed: None,
+            orphaned_at: None,
+        }
+    }
+}
+
 /// A call ready to be filed (or filed again with what came later).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finished {
@@ -170,33 +191,13 @@ impl Tracker {
             .or_insert_with(|| match earlier {
                 Some((before, cdr)) => Call {
                     origin: before.origin.clone(),
-                    open: HashSet::new(),
-                    hung_up: HashSet::new(),
                     answered: before.answered,
                     cdr: *cdr,
                     first_stamp: stamp
                         .map(|_| before.started_at.timestamp_millis() as f64 / 1000.0),
-                    last_stamp: stamp,
-                    first_seen: now,
-                    started_at: before.started_at,
-                    last_event: now,
-                    closed: None,
-                    orphaned_at: None,
+                    ..Call::new(stamp, before.started_at, now)
                 },
-                None => Call {
-                    origin: None,
-                    open: HashSet::new(),
-                    hung_up: HashSet::new(),
-                    answered: false,
-                    cdr: CdrTimes::default(),
-                    first_stamp: stamp,
-                    last_stamp: stamp,
-                    first_seen: now,
-                    started_at: stamp.and_then(stamp_time).unwrap_or(wall),
-                    last_event: now,
-                    closed: None,
-                    orphaned_at: None,
-                },
+                None => Call::new(stamp, stamp.and_then(stamp_time).unwrap_or(wall), now),
             });
         self.channels
             .insert(uniqueid.to_owned(), linkedid.to_owned());
@@ -310,17 +311,10 @@ impl Tracker {
             linkedid,
             Call {
                 origin,
-                open: HashSet::new(),
-                hung_up: HashSet::new(),
                 answered,
                 cdr: record,
-                first_stamp: None,
-                last_stamp: None,
-                first_seen: now,
-                started_at: wall,
-                last_event: now,
                 closed: Some((Closed::Hangup, now)),
-                orphaned_at: None,
+                ..Call::new(None, wall, now)
             },
         );
     }
