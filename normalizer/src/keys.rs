@@ -103,7 +103,7 @@ const PLACEHOLDER_DOMAINS: &[&str] = &[
 
 /// Mailboxes a team reads: the RFC 2142 names for business roles and
 /// services, and their everyday equivalents in our languages (office, contact,
-/// sales, secretariat). Kept short on purpose: `hello@` or `mail@` is often
+/// sales, support, orders, quotes, secretariat). Kept short on purpose: `hello@` or `mail@` is often
 /// the owner's own address at a one-person business, and an address that
 /// should have been a key and is not costs a missed merge, while a shared one
 /// that is a key merges strangers.
@@ -111,28 +111,46 @@ const ROLE_MAILBOXES: &[&str] = &[
     "abuse",
     "admin",
     "amministrazione",
+    "assistenza",
     "biuro",
+    "commerciale",
     "contact",
     "contacts",
     "contatti",
+    "cskh",
+    "customerservice",
     "enquiries",
+    "enquiry",
+    "handlowy",
+    "help",
+    "helpdesk",
     "hostmaster",
+    "hotro",
     "info",
     "inquiries",
+    "inquiry",
     "kinhdoanh",
     "kontakt",
     "lienhe",
     "marketing",
     "office",
+    "orders",
+    "ordini",
+    "pomoc",
     "postmaster",
+    "preventivi",
     "reception",
     "sales",
     "segreteria",
     "sekretariat",
+    "service",
     "sprzedaz",
     "support",
+    "team",
+    "ufficio",
     "vendite",
     "webmaster",
+    "zamowienia",
 ];
 
 /// Sites where a page belongs to someone else's domain: social networks,
@@ -652,6 +670,7 @@ mod tests {
                     "hello@studio.example.it",
                     "tester@fabbri.example.it",
                     "informatica@fabbri.example.it",
+                    "teamleader@fabbri.example.it",
                     "anna@example.com",
                 ],
             ),
@@ -663,6 +682,13 @@ mod tests {
                     "biuro@firma.example.pl",
                     "lienhe@saomai.example.vn",
                     "postmaster@fabbri.example.it",
+                    "ufficio@fabbri.example.it",
+                    "commerciale@fabbri.example.it",
+                    "zamowienia@firma.example.pl",
+                    "handlowy@firma.example.pl",
+                    "cskh@saomai.example.vn",
+                    "hotro@saomai.example.vn",
+                    "enquiry@studio.example.co.uk",
                 ],
             ),
             (
@@ -694,7 +720,7 @@ mod tests {
                 "@tempmail.example.org".into(),
                 "ufficio.tecnico@fabbri.example.it".into(),
             ],
-            role_mailboxes: vec!["ufficio".into(), "magazzino@".into()],
+            role_mailboxes: vec!["direzione".into(), "magazzino@".into()],
             keep_emails: vec!["info@".into(), "@yopmail.com".into()],
             social_domains: vec!["paginebianche.example.it".into(), "elenco.*".into()],
             hosting_domains: vec!["*.sitibelli.example.it".into()],
@@ -705,7 +731,7 @@ mod tests {
             ("anna@mx.tempmail.example.org", EmailKind::Placeholder),
             ("ufficio.tecnico@fabbri.example.it", EmailKind::Placeholder),
             ("ufficio.tecnico@rossi.example.it", EmailKind::Personal),
-            ("ufficio@fabbri.example.it", EmailKind::Role),
+            ("direzione@fabbri.example.it", EmailKind::Role),
             ("magazzino@fabbri.example.it", EmailKind::Role),
             // Kept: these identify a person here.
             ("info@fabbri.example.it", EmailKind::Personal),
@@ -812,9 +838,9 @@ mod tests {
     #[test]
     fn a_lead_is_normalised_with_the_rules_it_is_given() {
         let mut lead = crate::lead::tests_support::lead();
-        lead.inquiry.contact.email = Some("ufficio@fabbri.example.it".into());
+        lead.inquiry.contact.email = Some("direzione@fabbri.example.it".into());
         let config = MatchingConfig {
-            role_mailboxes: vec!["ufficio".into()],
+            role_mailboxes: vec!["direzione".into()],
             ..MatchingConfig::default()
         };
         let configured = crate::normalize_with(lead.inquiry.clone(), &config.rules().unwrap());
@@ -826,7 +852,7 @@ mod tests {
         let builtin = crate::normalize(lead.inquiry);
         assert_eq!(
             builtin.identity_keys,
-            [IdentityKey::Email("ufficio@fabbri.example.it".into())]
+            [IdentityKey::Email("direzione@fabbri.example.it".into())]
         );
     }
 }

@@ -22,14 +22,14 @@ async fn post(daemon: &TestDaemon, email: &str, message: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_mailboxes_never_merge_strangers_and_configured_ones_count_too() {
     let daemon = TestDaemon::start_with(Options {
-        extra_config: "[matching]\nrole_mailboxes = [\"ufficio\"]\n".into(),
+        extra_config: "[matching]\nrole_mailboxes = [\"magazzino\"]\n".into(),
         ..Options::default()
     })
     .await;
     // Two people behind each shared mailbox, and one person writing twice.
     for (email, message) in [
-        ("ufficio@fabbri.example.it", "Preventivo+cucina"),
-        ("ufficio@fabbri.example.it", "Ordine+sedie"),
+        ("magazzino@fabbri.example.it", "Preventivo+cucina"),
+        ("magazzino@fabbri.example.it", "Ordine+sedie"),
         ("info@rossi.example.it", "Preventivo+tavolo"),
         ("info@rossi.example.it", "Reclamo+consegna"),
         ("test@test.com", "Prova"),
@@ -44,7 +44,7 @@ async fn shared_mailboxes_never_merge_strangers_and_configured_ones_count_too() 
         8
     );
     for (email, leads) in [
-        ("ufficio@fabbri.example.it", 2),
+        ("magazzino@fabbri.example.it", 2),
         ("info@rossi.example.it", 2),
         ("test@test.com", 2),
         ("anna.bianchi@fabbri.example.it", 1),
