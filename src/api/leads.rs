@@ -290,7 +290,7 @@ fn lead_answer(detail: store::LeadDetail) -> Response {
         ("source" = Option<String>, Query, description = "Source (form, mailbox, bot, line)"),
         ("email" = Option<String>, Query, description = "Exact email address"),
         ("phone" = Option<String>, Query, description = "Exact E.164 number"),
-        ("key" = Option<String>, Query, description = "A person key: email:..., phone:..., messenger:..."),
+        ("key" = Option<String>, Query, description = "A person key: email:..., phone:... (a number alone also finds it with any extension), messenger:..."),
         ("responsible" = Option<String>, Query, description = "A user id, `me` or `none` (unassigned)"),
         ("repeat" = Option<bool>, Query, description = "Repeat leads only (true) or first leads only (false)"),
         ("tag" = Option<String>, Query, description = "Leads carrying this tag"),

@@ -35,7 +35,8 @@ pub struct LeadQuery {
     pub email: Option<String>,
     /// E.164 phone number.
     pub phone: Option<String>,
-    /// A person key the lead holds (`email:...`, `phone:...`, `messenger:...`), as stored.
+    /// A person key the lead holds (`email:...`, `phone:...`, `messenger:...`); a number
+    /// without `;ext=` also finds the leads that hold it with an extension.
     pub key: Option<String>,
     /// Who is responsible: a user, or nobody (the unassigned queue).
     pub responsible: Option<Responsible>,
@@ -353,7 +354,8 @@ pub struct LeadView {
     /// The person's previous, closed lead.
     pub previous_lead_id: Option<i64>,
     /// The person keys that find the lead (`email:<addr>`, `phone:<e164>`,
-    /// `messenger:<platform>:<id>`), sorted.
+    /// `messenger:<platform>:<id>`; a number given with an extension both as
+    /// `phone:<e164>` and as `phone:<e164>;ext=<n>`), sorted.
     pub keys: Vec<String>,
     /// Labels (`missed_call`), sorted.
     pub tags: Vec<String>,
@@ -468,8 +470,9 @@ const LEAD_COLUMNS: &str =
         l.tags, l.responsible_id, ru.name AS responsible_name,
         na.id AS next_id, na.kind AS next_kind, na.subject AS next_subject,
         na.due_at AS next_due_at, na.assignee_id AS next_assignee_id,
-        ARRAY(SELECT li.key FROM lead_identities li WHERE li.lead_id = l.id ORDER BY li.key)
-            AS keys
+        ARRAY(SELECT DISTINCT k.key FROM lead_identities li,
+                LATERAL (VALUES (li.key), (split_part(li.key, ';ext=', 1))) k(key)
+              WHERE li.lead_id = l.id ORDER BY k.key) AS keys
      FROM leads l JOIN stages s ON s.id = l.stage_id JOIN pipelines p ON p.id = l.pipeline_id
      LEFT JOIN users ru ON ru.id = l.responsible_id
      LEFT JOIN LATERAL (
@@ -599,11 +602,18 @@ fn push_filters(sql: &mut QueryBuilder<'_, Postgres>, query: &LeadQuery, scope: 
         sql.push(" AND l.phone = ").push_bind(phone.clone());
     }
     if let Some(key) = &query.key {
-        sql.push(
-            " AND EXISTS (SELECT 1 FROM lead_identities li WHERE li.lead_id = l.id AND li.key = ",
-        )
-        .push_bind(key.clone())
-        .push(")");
+        sql.push(" AND l.id IN (SELECT li.lead_id FROM lead_identities li WHERE li.key = ")
+            .push_bind(key.clone());
+        // A number alone also finds the leads that hold it with an extension: the
+        // number is theirs, the extension only tells the desks behind it apart.
+        if key.starts_with("phone:") && !key.contains(";ext=") {
+            sql.push(
+                " UNION ALL SELECT li.lead_id FROM lead_identities li \
+                 WHERE li.key LIKE 'phone:%;ext=%' AND split_part(li.key, ';ext=', 1) = ",
+            )
+            .push_bind(key.clone());
+        }
+        sql.push(")");
     }
     match query.responsible {
         Some(Responsible::User(id)) => {

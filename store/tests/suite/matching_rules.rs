@@ -281,7 +281,38 @@ async fn two_extensions_behind_one_switchboard_are_two_people(pool: PgPool) {
     let store = Store::from_pool(pool.clone());
     let twelve = file(&store, None, None, Some("02 8736 1234 int. 12")).await;
     let thirty_four = file(&store, None, None, Some("02 8736 1234 int. 34")).await;
-    assert_ne!(support::created(&twelve), support::created(&thirty_four));
+    let (twelve, thirty_four) = (support::created(&twelve), support::created(&thirty_four));
+    assert_ne!(twelve, thirty_four);
+
+    // Each lead shows the number itself among its keys, and is found by it: the number
+    // is theirs, the extension only tells the desks apart.
+    let lead = store
+        .get_lead(&store::Scope::All, twelve)
+        .await
+        .unwrap()
+        .unwrap()
+        .lead;
+    assert_eq!(
+        lead.keys,
+        ["phone:+390287361234", "phone:+390287361234;ext=12"]
+    );
+    let found = |key: &'static str| {
+        let store = store.clone();
+        async move {
+            let query = store::LeadQuery {
+                key: Some(key.into()),
+                limit: 10,
+                ..store::LeadQuery::default()
+            };
+            let page = store.list_leads(&store::Scope::All, &query).await.unwrap();
+            let mut ids: Vec<i64> = page.items.iter().map(|l| l.id).collect();
+            ids.sort_unstable();
+            ids
+        }
+    };
+    assert_eq!(found("phone:+390287361234").await, [twelve, thirty_four]);
+    assert_eq!(found("phone:+390287361234;ext=12").await, [twelve]);
+    assert_eq!(found("phone:+390287361").await, [0_i64; 0]);
 }
 
 #[sqlx::test(migrator = "store::MIGRATOR")]
