@@ -296,6 +296,12 @@ fn dialled_digits(number_part: &str) -> Result<Dialled, InvalidPhone> {
     {
         return Err(InvalidPhone::Empty);
     }
+    // A label typed before the number ("Tel.", "tel:", "kom.", "SĐT:") is no part of it:
+    // as in libphonenumber, the number starts at its first digit or plus sign.
+    let number_part = number_part
+        .find(|c: char| ascii_digit(c).is_some() || c == '+' || c == FULL_WIDTH_PLUS)
+        .map_or(number_part, |start| &number_part[start..])
+        .trim_end_matches(|c: char| c.is_whitespace() || is_closing(c));
     if number_part.chars().any(char::is_alphabetic) {
         return Err(InvalidPhone::ContainsLetters);
     }
@@ -328,13 +334,24 @@ fn dialled_digits(number_part: &str) -> Result<Dialled, InvalidPhone> {
 /// The plus sign East Asian input methods type in full-width mode.
 const FULL_WIDTH_PLUS: char = '\u{ff0b}';
 
-/// The ASCII digit for a digit typed in ASCII or, by the same input methods, full width.
+/// The ASCII digit for a digit typed in ASCII, by the same input methods in full width,
+/// or in the Arabic-Indic and Devanagari scripts a form in those languages may send.
 fn ascii_digit(c: char) -> Option<char> {
-    match c {
-        '0'..='9' => Some(c),
-        '\u{ff10}'..='\u{ff19}' => char::from_u32(u32::from(c) - 0xff10 + u32::from(b'0')),
-        _ => None,
-    }
+    let zero = match c {
+        '0'..='9' => return Some(c),
+        '\u{ff10}'..='\u{ff19}' => 0xff10,
+        '\u{0660}'..='\u{0669}' => 0x0660,
+        '\u{06f0}'..='\u{06f9}' => 0x06f0,
+        '\u{0966}'..='\u{096f}' => 0x0966,
+        _ => return None,
+    };
+    char::from_u32(u32::from(c) - zero + u32::from(b'0'))
+}
+
+/// What may close a typed number or the note after it ("567.", "(int. 12)", "567;"):
+/// not part of the number, as in libphonenumber.
+fn is_closing(c: char) -> bool {
+    matches!(c, '.' | ',' | ';' | ':' | ')' | ']')
 }
 
 /// Grouping characters people put between digits.
@@ -345,6 +362,8 @@ fn is_phone_punctuation(c: char) -> bool {
             | '-'
             | '('
             | ')'
+            | '['
+            | ']'
             | '.'
             | '/'
             // No-break and other fixed-width spaces pasted from documents.
@@ -421,7 +440,7 @@ fn extension_markers() -> impl Iterator<Item = &'static str> {
 /// Without a recognised marker before the trailing digits, `raw` is returned
 /// whole.
 pub fn split_extension(raw: &str) -> (&str, Option<String>) {
-    let trimmed = raw.trim_end();
+    let trimmed = raw.trim_end_matches(|c: char| c.is_whitespace() || is_closing(c));
     let head = trimmed.trim_end_matches(|c: char| c.is_ascii_digit());
     let extension = &trimmed[head.len()..];
     if extension.is_empty() {
@@ -448,8 +467,9 @@ pub fn split_extension(raw: &str) -> (&str, Option<String>) {
             !previous.is_alphabetic() && !is_combining_mark(previous)
         };
         if separated {
-            let number =
-                before.trim_end_matches(|c: char| c.is_whitespace() || c == ',' || c == ';');
+            let number = before.trim_end_matches(|c: char| {
+                c.is_whitespace() || matches!(c, ',' | ';' | '(' | '[')
+            });
             return (number, Some(extension.to_owned()));
         }
     }
@@ -559,6 +579,10 @@ mod tests {
             ("028 3823 4567 máy lẻ: 15 ", "028 3823 4567", "15"),
             ("020 7946 0958 #12", "020 7946 0958", "12"),
             ("020 7946 0958#12", "020 7946 0958", "12"),
+            // Closing punctuation after the extension, or around it.
+            ("02 8736 1234 (int. 12)", "02 8736 1234", "12"),
+            ("02 8736 1234 int. 12.", "02 8736 1234", "12"),
+            ("+48 22 583 40 17 [wew. 112];", "+48 22 583 40 17", "112"),
         ];
         for (raw, number, extension) in cases {
             assert_eq!(
@@ -724,7 +748,12 @@ mod tests {
             ("none", "US", InvalidPhone::ContainsLetters),
             ("n/a", "IT", InvalidPhone::ContainsLetters),
             ("1-800-FLOWERS", "US", InvalidPhone::ContainsLetters),
-            ("tel. 601 234 567", "PL", InvalidPhone::ContainsLetters),
+            ("601 234 567 (praca)", "PL", InvalidPhone::ContainsLetters),
+            (
+                "brak 601",
+                "PL",
+                InvalidPhone::InvalidForRegion(region("PL")),
+            ),
             ("", "IT", InvalidPhone::Empty),
             ("   ", "IT", InvalidPhone::Empty),
             ("12", "IT", InvalidPhone::TooFewDigits(2)),
@@ -863,6 +892,41 @@ mod tests {
     }
 
     #[test]
+    fn a_label_before_the_number_is_no_part_of_it() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("tel. 601 234 567", "PL", "+48601234567"),
+            ("Tel: 347 123 4567", "IT", "+393471234567"),
+            ("tel:+39-347-123-4567", "US", "+393471234567"),
+            ("kom. 601 234 567", "PL", "+48601234567"),
+            ("SĐT: 0903 123 456", "VN", "+84903123456"),
+            ("cell +1 (415) 555-0132", "IT", "+14155550132"),
+        ];
+        assert_cases(cases);
+        let parsed = parse_phone("Tel. +48 22 583 40 17 wew. 112", None).unwrap();
+        assert_eq!(
+            (parsed.number.as_str(), parsed.extension.as_deref()),
+            ("+48225834017", Some("112"))
+        );
+    }
+
+    #[test]
+    fn punctuation_closing_the_number_is_no_part_of_it() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("+48 601 234 567,", "PL", "+48601234567"),
+            ("347 123 4567.", "IT", "+393471234567"),
+            ("+48 601 234 567;", "PL", "+48601234567"),
+            ("[+48] 601 234 567", "IT", "+48601234567"),
+            ("+39 (02) 8736-1234 )", "IT", "+390287361234"),
+        ];
+        assert_cases(cases);
+        let parsed = parse_phone("+39 02 8736 1234 (int. 12)", None).unwrap();
+        assert_eq!(
+            (parsed.number.as_str(), parsed.extension.as_deref()),
+            ("+390287361234", Some("12"))
+        );
+    }
+
+    #[test]
     fn a_full_width_plus_and_full_width_digits_work_like_ascii_ones() {
         let cases: &[(&str, &str, &str)] = &[
             ("\u{ff0b}39 02 8736 1234", "PL", "+390287361234"),
@@ -873,6 +937,16 @@ mod tests {
                 "+48601234567",
             ),
             ("\u{ff10}\u{ff12} 8736 1234", "IT", "+390287361234"),
+            (
+                "\u{0663}\u{0664}\u{0667} \u{0661}\u{0662}\u{0663} \u{0664}\u{0665}\u{0666}\u{0667}",
+                "IT",
+                "+393471234567",
+            ),
+            (
+                "+\u{06f1} \u{06f2}\u{06f1}\u{06f2} 555 0199",
+                "PL",
+                "+12125550199",
+            ),
         ];
         assert_cases(cases);
         for raw in ["\u{ff0b}+39 02 8736 1234", "02 8736 \u{ff0b}1234"] {
