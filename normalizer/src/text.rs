@@ -45,15 +45,33 @@ pub fn verbatim_text(raw: &str) -> Option<String> {
 }
 
 /// Builds a display name: a non-empty full name wins, else "first last".
+///
+/// A form that asks for "name" and "surname" (or, in German, "Vorname" and "Name")
+/// sends half a name under the full name's field: the other half is joined to it
+/// unless the full name already holds it.
 pub fn join_name(full: Option<&str>, first: Option<&str>, last: Option<&str>) -> Option<String> {
+    let (first, last) = (first.and_then(clean_text), last.and_then(clean_text));
     if let Some(full) = full.and_then(clean_text) {
-        return Some(full);
+        return Some(match (first, last) {
+            (None, Some(last)) if !holds_words(&full, &last) => format!("{full} {last}"),
+            (Some(first), None) if !holds_words(&full, &first) => format!("{first} {full}"),
+            _ => full,
+        });
     }
-    match (first.and_then(clean_text), last.and_then(clean_text)) {
+    match (first, last) {
         (Some(first), Some(last)) => Some(format!("{first} {last}")),
         (Some(only), None) | (None, Some(only)) => Some(only),
         (None, None) => None,
     }
+}
+
+/// Whether every word of `part` is a word of `name`, compared folded.
+fn holds_words(name: &str, part: &str) -> bool {
+    let name = fold_key(name);
+    let words: Vec<&str> = name.split_whitespace().collect();
+    fold_key(part)
+        .split_whitespace()
+        .all(|word| words.contains(&word))
 }
 
 /// Folds `raw` to a lower-case, accent-free key for comparing names (one routine for
@@ -122,6 +140,18 @@ mod tests {
             (None, Some(""), Some("Kowalska"), Some("Kowalska")),
             (Some(""), Some(" "), Some("\t"), None),
             (None, None, None, None),
+            // "name" and "surname": the full name's field holds the given name.
+            (Some("John"), None, Some("Smith"), Some("John Smith")),
+            (Some("John Smith"), None, Some("SMITH"), Some("John Smith")),
+            (
+                Some("Maria dei Conti"),
+                None,
+                Some("dei Conti"),
+                Some("Maria dei Conti"),
+            ),
+            // "Vorname" and "Name": it holds the family name.
+            (Some("Müller"), Some("Hans"), None, Some("Hans Müller")),
+            (Some("Hans Müller"), Some("hans"), None, Some("Hans Müller")),
         ];
         for (full, first, last, expected) in cases {
             assert_eq!(
