@@ -666,11 +666,13 @@ impl ActivityState {
             channel: inquiry.channel.as_str(),
             inquiry_id: inquiry.id.as_uuid(),
             key: activity_key(filed.envelope),
-            subject: Some(
-                event.and_then(|e| e.subject.clone()).unwrap_or_else(|| {
+            subject: match event {
+                // A mail's subject is what its sender wrote, nothing included.
+                Some(e) if e.kind == ActivityKind::Email => e.subject.clone(),
+                _ => Some(event.and_then(|e| e.subject.clone()).unwrap_or_else(|| {
                     format!("{} inquiry via {}", inquiry.channel, inquiry.source)
-                }),
-            ),
+                })),
+            },
             body: filed.envelope.lead.message.clone(),
             occurred_at: event
                 .and_then(|e| e.occurred_at)

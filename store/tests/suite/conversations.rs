@@ -462,3 +462,23 @@ async fn a_follow_up_joins_its_conversations_lead_and_never_opens_one(pool: PgPo
     let lead = only_lead(&store).await;
     assert_eq!(lead.activities.len(), 3, "{:?}", lead.activities);
 }
+
+#[sqlx::test(migrator = "store::MIGRATOR")]
+async fn a_mail_without_a_subject_has_none_on_its_activity(pool: PgPool) {
+    let store = Store::from_pool(pool.clone());
+    let mut inquiry = mail(
+        "anna@studio.example.it",
+        "<bare@studio.example.it>",
+        &[],
+        None,
+    );
+    inquiry.event.as_mut().unwrap().subject = None;
+    let lead_id = support::created(&store.store_batch(&[&envelope(inquiry)]).await.unwrap()[0]);
+    let lead = store
+        .get_lead(&store::Scope::All, lead_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(lead.activities.len(), 1);
+    assert_eq!(lead.activities[0].subject, None, "{:?}", lead.activities[0]);
+}
