@@ -438,11 +438,21 @@ pub(super) async fn apply_merges(
          )
          UPDATE leads SET
             inquiry_count = leads.inquiry_count + u.n,
-            name = COALESCE(leads.name, u.name),
-            email = COALESCE(leads.email, u.email),
-            phone_extension = CASE WHEN leads.phone IS NULL THEN u.ext ELSE leads.phone_extension END,
-            phone = COALESCE(leads.phone, u.phone),
-            company = COALESCE(leads.company, u.company),
+            -- An earlier inquiry taking over as the first gives the lead its details, as
+            -- if filed in order (a thread belongs to whoever started it); others fill gaps.
+            name = CASE WHEN o.earlier AND NOT 'name' = ANY(o.edited)
+                        THEN COALESCE(u.name, leads.name) ELSE COALESCE(leads.name, u.name) END,
+            email = CASE WHEN o.earlier AND NOT 'email' = ANY(o.edited)
+                         THEN COALESCE(u.email, leads.email) ELSE COALESCE(leads.email, u.email) END,
+            phone_extension = CASE
+                WHEN leads.phone IS NULL THEN u.ext
+                WHEN o.earlier AND NOT 'phone' = ANY(o.edited) AND u.phone IS NOT NULL THEN u.ext
+                ELSE leads.phone_extension END,
+            phone = CASE WHEN o.earlier AND NOT 'phone' = ANY(o.edited)
+                         THEN COALESCE(u.phone, leads.phone) ELSE COALESCE(leads.phone, u.phone) END,
+            company = CASE WHEN o.earlier AND NOT 'company' = ANY(o.edited)
+                           THEN COALESCE(u.company, leads.company)
+                           ELSE COALESCE(leads.company, u.company) END,
             tags = ARRAY(SELECT DISTINCT t FROM unnest(
                        leads.tags || ARRAY(SELECT jsonb_array_elements_text(u.tags))) AS t
                      ORDER BY t),

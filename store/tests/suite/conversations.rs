@@ -482,3 +482,41 @@ async fn a_mail_without_a_subject_has_none_on_its_activity(pool: PgPool) {
     assert_eq!(lead.activities.len(), 1);
     assert_eq!(lead.activities[0].subject, None, "{:?}", lead.activities[0]);
 }
+
+#[sqlx::test(migrator = "store::MIGRATOR")]
+async fn a_thread_filed_out_of_order_belongs_to_whoever_started_it(pool: PgPool) {
+    let store = Store::from_pool(pool.clone());
+    let mut root = mail(
+        "anna@studio.example.it",
+        "<root@studio.example.it>",
+        &[],
+        None,
+    );
+    root.contact.full_name = Some("Anna Conti".into());
+    let mut reply = mail(
+        "giulia@studio.example.it",
+        "<reply@studio.example.it>",
+        &["<root@studio.example.it>"],
+        Some("02 8736 9999"),
+    );
+    reply.contact.full_name = Some("Giulia Sala".into());
+    reply.received_at = root.received_at + chrono::Duration::seconds(1);
+    // The colleague's reply reaches the store first (another shard), and opens the lead.
+    let lead_id = created(&store.store_batch(&[&envelope(reply)]).await.unwrap()[0]);
+    assert_eq!(
+        store.store_batch(&[&envelope(root)]).await.unwrap(),
+        vec![StoreOutcome::Merged { lead_id }]
+    );
+    let lead = only_lead(&store).await.lead;
+    assert_eq!(
+        (lead.name.as_deref(), lead.email.as_deref()),
+        (Some("Anna Conti"), Some("anna@studio.example.it")),
+        "the person who started the thread"
+    );
+    // What only the reply gave stays.
+    assert_eq!(lead.phone.as_deref(), Some("+390287369999"));
+    assert!(
+        lead.keys
+            .contains(&"email:giulia@studio.example.it".to_owned())
+    );
+}
