@@ -284,7 +284,7 @@ pub fn map_fields(fields: Vec<(String, Value)>, honeypot: Option<&str>) -> Mappe
     });
     let mut mapped = MappedFields::default();
     let mut custom = CustomFields::default();
-    for (name, value) in fields {
+    for (name, value) in unwrap_objects(fields) {
         let key = match_key(&name);
         if let Some((honeypot_name, honeypot_key)) = &honeypot {
             let same = if honeypot_key.is_empty() {
@@ -332,6 +332,27 @@ pub fn map_fields(fields: Vec<(String, Value)>, honeypot: Option<&str>) -> Mappe
     }
     mapped.fields = custom.into_map();
     mapped
+}
+
+/// A JSON body's known wrapper object (`{"contact": {"email": ...}}`), read as the
+/// bracketed names an urlencoded body of the same builder sends (`contact[email]`).
+fn unwrap_objects(fields: Vec<(String, Value)>) -> Vec<(String, Value)> {
+    let mut out = Vec::with_capacity(fields.len());
+    for (name, value) in fields {
+        match value {
+            Value::Object(inner) if is_wrapper(&canonical(&name)) => {
+                out.extend(inner.into_iter().map(|(k, v)| (format!("{name}[{k}]"), v)));
+            }
+            value => out.push((name, value)),
+        }
+    }
+    out
+}
+
+fn is_wrapper(key: &str) -> bool {
+    WRAPPERS
+        .iter()
+        .any(|w| w.bytes().filter(|b| *b != b'_').eq(key.bytes()))
 }
 
 impl MappedFields {
@@ -495,11 +516,7 @@ fn match_key(name: &str) -> String {
     if let Some((wrapper, inner)) = name.strip_suffix(']').and_then(|rest| rest.split_once('['))
         && !inner.contains(['[', ']'])
     {
-        let wrapper = canonical(wrapper);
-        if WRAPPERS
-            .iter()
-            .any(|w| w.bytes().filter(|b| *b != b'_').eq(wrapper.bytes()))
-        {
+        if is_wrapper(&canonical(wrapper)) {
             return canonical(inner);
         }
     }
@@ -802,6 +819,28 @@ Content-Disposition: form-data; name=\"utm_source\"\r\n\r\nnewsletter\r\n\
                 "name": {"first": "Ada"},
                 "consenso": false,
             })
+        );
+    }
+
+    #[test]
+    fn a_wrapper_object_holds_contact_fields_as_its_bracketed_names_do() {
+        let mapped = map_fields(
+            pairs(&[
+                (
+                    "contact",
+                    json!({"email": "ada@example.com", "telefono": "347 123 4567", "note": "x"}),
+                ),
+                ("message", json!("Preventivo")),
+                ("address", json!({"city": "Milano"})),
+            ]),
+            None,
+        );
+        assert_eq!(mapped.contact.email.as_deref(), Some("ada@example.com"));
+        assert_eq!(mapped.contact.phone.as_deref(), Some("347 123 4567"));
+        assert_eq!(mapped.message.as_deref(), Some("Preventivo"));
+        assert_eq!(
+            Value::Object(mapped.fields),
+            json!({"contact[note]": "x", "address": {"city": "Milano"}})
         );
     }
 
