@@ -471,7 +471,9 @@ const LEAD_COLUMNS: &str =
         na.id AS next_id, na.kind AS next_kind, na.subject AS next_subject,
         na.due_at AS next_due_at, na.assignee_id AS next_assignee_id,
         ARRAY(SELECT DISTINCT k.key FROM lead_identities li,
-                LATERAL (VALUES (li.key), (split_part(li.key, ';ext=', 1))) k(key)
+                LATERAL (VALUES (li.key), (CASE WHEN li.key LIKE 'phone:%'
+                                                THEN split_part(li.key, ';ext=', 1)
+                                                ELSE li.key END)) k(key)
               WHERE li.lead_id = l.id ORDER BY k.key) AS keys
      FROM leads l JOIN stages s ON s.id = l.stage_id JOIN pipelines p ON p.id = l.pipeline_id
      LEFT JOIN users ru ON ru.id = l.responsible_id
