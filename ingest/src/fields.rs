@@ -515,10 +515,9 @@ fn match_key(name: &str) -> String {
     let name = name.trim();
     if let Some((wrapper, inner)) = name.strip_suffix(']').and_then(|rest| rest.split_once('['))
         && !inner.contains(['[', ']'])
+        && is_wrapper(&canonical(wrapper))
     {
-        if is_wrapper(&canonical(wrapper)) {
-            return canonical(inner);
-        }
+        return canonical(inner);
     }
     canonical(name)
 }
