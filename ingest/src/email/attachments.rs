@@ -4,12 +4,14 @@
 use std::borrow::Cow;
 
 use mail_parser::decoders::base64::base64_decode;
+use mail_parser::decoders::charsets::map::charset_decoder;
 use mail_parser::decoders::quoted_printable::quoted_printable_decode;
 use mail_parser::{Encoding, Message, MessagePart, MimeHeaders, PartType};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use unicode_normalization::UnicodeNormalization;
 
+use crate::http::body::percent_decode;
 use crate::inquiry::Attachment;
 
 /// Most attachments described on one message; the rest are counted, not listed.
@@ -39,12 +41,14 @@ pub(crate) fn describe(message: &Message<'_>, raw: &[u8]) -> Described {
             described.omitted += 1;
             continue;
         }
-        let name = part.attachment_name().map(|n| {
-            n.nfc()
-                .filter(|c| !c.is_control())
-                .take(MAX_NAME_CHARS)
-                .collect::<String>()
-        });
+        let name = segmented_name(part, raw)
+            .or_else(|| part.attachment_name().map(str::to_owned))
+            .map(|n| {
+                n.nfc()
+                    .filter(|c| !c.is_control())
+                    .take(MAX_NAME_CHARS)
+                    .collect::<String>()
+            });
         let content_type = part.content_type().map(|ct| match ct.subtype() {
             Some(sub) => format!("{}/{}", ct.ctype(), sub).to_ascii_lowercase(),
             None => ct.ctype().to_ascii_lowercase(),
@@ -65,6 +69,122 @@ pub(crate) fn describe(message: &Message<'_>, raw: &[u8]) -> Described {
         });
     }
     described
+}
+
+/// A name sent in RFC 2231 segments (`filename*0*=`, `filename*1*=` ...), read from the
+/// part's own header and decoded as one string in the first segment's charset. The
+/// parser decodes each segment on its own, so a character of a legacy charset in a later
+/// segment, or one split between two segments, would come out mangled.
+fn segmented_name(part: &MessagePart<'_>, raw: &[u8]) -> Option<String> {
+    let headers = raw.get(part.offset_header as usize..part.offset_body as usize)?;
+    let headers = String::from_utf8_lossy(headers);
+    [
+        ("content-disposition", "filename"),
+        ("content-type", "name"),
+    ]
+    .into_iter()
+    .find_map(|(header, parameter)| {
+        let value = header_value(&headers, header)?;
+        join_segments(&value, parameter)
+    })
+}
+
+/// The unfolded value of the first header called `name` in a block of header lines.
+fn header_value(headers: &str, name: &str) -> Option<String> {
+    let mut lines = headers.split('\n').map(|l| l.trim_end_matches('\r'));
+    while let Some(line) = lines.next() {
+        let Some((field, first)) = line.split_once(':') else {
+            continue;
+        };
+        if !field.trim().eq_ignore_ascii_case(name) {
+            continue;
+        }
+        let mut value = first.to_owned();
+        for folded in lines.by_ref() {
+            if !folded.starts_with([' ', '\t']) {
+                break;
+            }
+            value.push_str(folded);
+        }
+        return Some(value);
+    }
+    None
+}
+
+/// `parameter`'s numbered segments in a header value, joined and decoded; `None` when it
+/// is not sent in segments (the parser reads a single value right).
+fn join_segments(value: &str, parameter: &str) -> Option<String> {
+    let mut segments: Vec<(u32, bool, &str)> = Vec::new();
+    for item in split_parameters(value) {
+        let Some((key, raw_value)) = item.split_once('=') else {
+            continue;
+        };
+        let key = key.trim();
+        let Some(rest) = key
+            .get(..parameter.len() + 1)
+            .filter(|head| head.eq_ignore_ascii_case(&format!("{parameter}*")))
+            .map(|_| &key[parameter.len() + 1..])
+        else {
+            continue;
+        };
+        let (number, extended) = match rest.strip_suffix('*') {
+            Some(number) => (number, true),
+            None => (rest, false),
+        };
+        let Ok(index) = number.parse::<u32>() else {
+            continue;
+        };
+        segments.push((index, extended, raw_value.trim()));
+    }
+    segments.sort_by_key(|&(index, ..)| index);
+    if segments.first().is_none_or(|&(index, ..)| index != 0) {
+        return None;
+    }
+    let mut charset = None;
+    let mut bytes = Vec::new();
+    for (index, extended, text) in segments {
+        if extended {
+            let mut encoded = text;
+            if index == 0 {
+                let mut pieces = text.splitn(3, '\'');
+                if let (Some(set), Some(_language), Some(rest)) =
+                    (pieces.next(), pieces.next(), pieces.next())
+                {
+                    charset = Some(set).filter(|s| !s.is_empty());
+                    encoded = rest;
+                }
+            }
+            bytes.extend(percent_decode(encoded.as_bytes(), false));
+        } else {
+            bytes.extend_from_slice(text.trim_matches('"').as_bytes());
+        }
+    }
+    let decoded = charset
+        .and_then(|set| charset_decoder(set.as_bytes()))
+        .map_or_else(
+            || String::from_utf8_lossy(&bytes).into_owned(),
+            |decode| decode(&bytes),
+        );
+    Some(decoded).filter(|name| !name.trim().is_empty())
+}
+
+/// A header value's `;`-separated parameters, a quoted string's `;` kept inside it.
+fn split_parameters(value: &str) -> Vec<&str> {
+    let (mut items, mut start, mut quoted, mut escaped) = (Vec::new(), 0, false, false);
+    for (i, c) in value.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ';' if !quoted => {
+                items.push(&value[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(&value[start..]);
+    items
 }
 
 /// The bytes of an attachment after its transfer encoding is undone, as the sender's

@@ -778,6 +778,26 @@ mod tests {
     }
 
     #[test]
+    fn a_name_in_rfc_2231_segments_is_decoded_as_one_in_its_first_segments_charset() {
+        let raw: &[u8] = b"From: a@example.pl\r\nMessage-ID: <seg@x>\r\nContent-Type: multipart/mixed; boundary=\"BB\"\r\n\r\n--BB\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nW zalaczniku, 601 234 567\r\n--BB\r\nContent-Type: application/pdf;\r\n name*0*=windows-1250''Wycena%20dla%20%8Cl%B9ska;\r\n name*1*=%20%9Cwi%EAtego.pdf\r\nContent-Disposition: attachment;\r\n filename*0*=windows-1250''Wycena%20dla%20%8Cl%B9ska;\r\n filename*1*=%20%9Cwi%EAtego.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--BB\r\nContent-Type: text/plain; name*0*=utf-8''Gi%C3%A1%20b%C3; name*1*=%A1o.txt\r\n\r\nx\r\n--BB--\r\n";
+        let inquiry = read_bytes(raw, &[]).into_inquiry();
+        let data = &inquiry.event.as_ref().unwrap().data["attachments"];
+        let names: Vec<&Value> = data
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| &a["name"])
+            .collect();
+        assert_eq!(
+            names,
+            [
+                &json!("Wycena dla Śląska świętego.pdf"),
+                &json!("Giá báo.txt")
+            ]
+        );
+    }
+
+    #[test]
     fn attachments_are_described_in_their_own_bytes_and_left_out_of_the_raw_payload() {
         let raw: &[u8] = b"From: a@example.it\r\nMessage-ID: <att@x>\r\nContent-Type: multipart/mixed; boundary=\"BB\"\r\n\r\n--BB\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nVedi allegati, 347 123 4567\r\n--BB\r\nContent-Type: text/plain; charset=iso-8859-2\r\nContent-Disposition: attachment; filename*0*=iso-8859-2''%A3%F3d%BC; filename*1=\"_lista.txt\"\r\nContent-Transfer-Encoding: 8bit\r\n\r\nZa\xbf\xf3\xb3\xe6 g\xea\xb6l\xb1\r\nline2\r\n\r\n--BB\r\nContent-Type: text/csv; name=\"=?UTF-8?B?Y2VubsOpLmNzdg==?=\"\r\nContent-Disposition: attachment\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\na;b=3Dc\r\nd=\r\ne\r\n--BB\r\nContent-Type: image/png; name=logo.png\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n--BB\r\nContent-Type: message/rfc822\r\n\r\nFrom: c@d.it\r\nSubject: inner\r\n\r\ninner body\r\n--BB--\r\n";
         let inquiry = read_bytes(raw, &[]).into_inquiry();

@@ -291,7 +291,7 @@ fn unquote(text: &str) -> (String, &str) {
 }
 
 /// Percent-decodes bytes; `%` not followed by two hex digits stays as it is.
-fn percent_decode(input: &[u8], plus_is_space: bool) -> Vec<u8> {
+pub(crate) fn percent_decode(input: &[u8], plus_is_space: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while let Some(&byte) = input.get(i) {
