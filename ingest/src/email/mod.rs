@@ -27,6 +27,7 @@ pub mod mailbox;
 mod phones;
 mod text;
 pub mod tls;
+mod words;
 
 use std::fmt;
 
@@ -168,7 +169,9 @@ pub fn read_message(
         first_address(headers, Field::From).or_else(|| first_address(headers, Field::Sender));
     let reply_to = first_address(headers, Field::ReplyTo);
     let subject = headers
-        .subject()
+        .header_raw("Subject")
+        .and_then(words::decode)
+        .or_else(|| headers.subject().map(str::to_owned))
         .map(|s| s.nfc().collect::<String>().trim().to_owned());
     if from.as_ref().and_then(|a| a.address.as_deref()).is_none()
         && reply_to
@@ -775,6 +778,14 @@ mod tests {
             read_bytes(b"one", &[]).inquiry().id,
             read_bytes(b"two", &[]).inquiry().id
         );
+    }
+
+    #[test]
+    fn a_subject_whose_letter_is_split_between_encoded_words_comes_out_whole() {
+        let raw: &[u8] = b"From: =?UTF-8?Q?=C5=81ukasz?= <l@example.pl>\r\nMessage-ID: <split@x>\r\nSubject: =?UTF-8?B?xQ==?=\r\n =?UTF-8?B?gWFkbmUg8J8=?= =?UTF-8?B?qpE=?=\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nDzien dobry, 601 234 567\r\n";
+        let inquiry = read_bytes(raw, &[]).into_inquiry();
+        let event = inquiry.event.as_ref().unwrap();
+        assert_eq!(event.subject.as_deref(), Some("Ładne 🪑"));
     }
 
     #[test]
