@@ -241,6 +241,13 @@ struct HtmlText {
     space: bool,
     /// A cell was written in the current table row.
     cell: bool,
+    /// Inside a table cell, and whether it has text yet.
+    in_cell: bool,
+    cell_text: bool,
+    /// A break a block or `<br>` inside a cell asked for, made only if more text follows
+    /// in the same cell: an Outlook cell wraps its text in `<p>`, which must not split
+    /// the row. 0 a line break, 1 a block, 2 a block with an empty line after it.
+    deferred: Option<u8>,
 }
 
 impl HtmlText {
@@ -273,6 +280,15 @@ impl HtmlText {
     }
 
     fn push_word(&mut self, word: &str) {
+        if let Some(strength) = self.deferred.take()
+            && self.cell_text
+        {
+            match strength {
+                0 => self.end_line(),
+                strength => self.block(strength == 2),
+            }
+        }
+        self.cell_text |= self.in_cell;
         if self.line.is_empty() && self.quote > 0 {
             self.line.push_str(&"> ".repeat(self.quote));
         } else if self.space && !self.line.is_empty() && !self.line.ends_with([' ', '\t']) {
@@ -301,11 +317,23 @@ impl HtmlText {
     }
 
     fn tag(&mut self, name: &str, closing: bool) {
+        if self.in_cell {
+            let strength = match name {
+                "br" => Some(0),
+                "div" | "section" | "article" | "header" | "footer" | "address" | "center"
+                | "dt" | "dd" | "hr" | "form" | "fieldset" | "caption" | "li" => Some(1),
+                "p" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "ul" | "ol" | "dl" => Some(2),
+                _ => None,
+            };
+            if let Some(strength) = strength {
+                self.deferred = self.deferred.max(Some(strength));
+                self.space = true;
+                return;
+            }
+        }
         match name {
             "br" => self.end_line(),
-            "p" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "table" | "ul" | "ol" | "dl" => {
-                self.block(true)
-            }
+            "p" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "ul" | "ol" | "dl" => self.block(true),
             "div" | "section" | "article" | "header" | "footer" | "address" | "center" | "dt"
             | "dd" | "hr" | "form" | "fieldset" | "caption" => self.block(false),
             "pre" => {
@@ -333,16 +361,32 @@ impl HtmlText {
             "tr" => {
                 self.block(false);
                 self.cell = false;
+                self.leave_cell();
+            }
+            "table" => {
+                self.leave_cell();
+                self.block(true);
             }
             "td" | "th" if !closing => {
+                self.leave_cell();
                 if self.cell {
                     self.line.push('\t');
                 }
                 self.cell = true;
+                self.in_cell = true;
                 self.space = false;
             }
+            "td" | "th" => self.leave_cell(),
             _ => {}
         }
+    }
+
+    /// Out of a cell: a break it deferred is not made (the next cell's tab or the row's
+    /// end separates what follows).
+    fn leave_cell(&mut self) {
+        self.in_cell = false;
+        self.cell_text = false;
+        self.deferred = None;
     }
 
     fn finish(mut self) -> String {
@@ -517,6 +561,23 @@ mod tests {
         assert_eq!(
             html_to_text(html),
             "Nome\tAnna Neri\nTelefono:\t347 123 4567\n\n> old text"
+        );
+    }
+
+    #[test]
+    fn paragraphs_and_breaks_inside_table_cells_keep_a_row_on_one_line() {
+        let outlook = "<table><tr><td><p class=MsoNormal>Nome<o:p></o:p></p></td><td><p class=MsoNormal>Francesca Romano</p></td></tr>\
+            <tr><td><div>Telefono<br></div></td><td><div>347 123 4567</div></td></tr>\
+            <tr><td>Indirizzo</td><td><p>Via Roma 1</p><p>Milano</p></td></tr></table>";
+        assert_eq!(
+            html_to_text(outlook),
+            "Nome\tFrancesca Romano\nTelefono\t347 123 4567\nIndirizzo\tVia Roma 1\n\nMilano"
+        );
+        // A layout table around a whole mail keeps its paragraphs apart.
+        let layout = "<table><tr><td><p>Buongiorno,</p><p>vorrei un preventivo.</p><br>Anna</td></tr></table>";
+        assert_eq!(
+            html_to_text(layout),
+            "Buongiorno,\n\nvorrei un preventivo.\n\nAnna"
         );
     }
 
