@@ -252,16 +252,25 @@ pub(crate) fn is_machine_address(address: &str) -> bool {
         .map_or(address, |(local, _)| local)
         .to_ascii_lowercase();
     let local = local.split('+').next().unwrap_or("");
+    // "Do not reply" in any writing and our languages, also inside a longer name
+    // (`shop-noreply`, `nie-odpowiadaj-sklep`): separators do not count.
+    let joined: String = local
+        .chars()
+        .filter(|c| !matches!(c, '-' | '_' | '.'))
+        .collect();
     MACHINE_NAMES.contains(&local)
         || [
             "noreply",
-            "no-reply",
-            "no_reply",
             "donotreply",
-            "do-not-reply",
+            "nepasrepondre",
+            "nieodpowiadaj",
+            "nonrispondere",
+            "khongtraloi",
+            "keineantwort",
+            "noresponder",
         ]
         .iter()
-        .any(|m| local.contains(m))
+        .any(|m| joined.contains(m))
 }
 
 /// Every message id in a header that holds a list of them (In-Reply-To, References),
@@ -300,6 +309,12 @@ mod tests {
             "shop-noreply@example.pl",
             "wordpress@example.vn",
             "donotreply+orders@example.com",
+            "nie-odpowiadaj@sklep.example.pl",
+            "sklep_nieodpowiadaj@example.pl",
+            "non-rispondere@negozio.example.it",
+            "nonrispondere@example.it",
+            "khong-tra-loi@cuahang.example.vn",
+            "no.reply@example.com",
         ] {
             assert!(is_machine_address(machine), "{machine}");
         }
