@@ -64,7 +64,7 @@ fn says_yes(message: &Message<'_>, name: &str) -> bool {
 }
 
 /// RFC 3464 / 6522 reports (`multipart/report`, a `message/delivery-status` part), mail
-/// from MAILER-DAEMON or postmaster, `X-Failed-Recipients`.
+/// from MAILER-DAEMON or postmaster, `X-Failed-Recipients`, Exchange's reports.
 fn is_delivery_report(message: &Message<'_>, sender: Option<&str>) -> bool {
     let root_is_report = message.root_part().content_type().is_some_and(|ct| {
         ct.ctype().eq_ignore_ascii_case("multipart")
@@ -84,9 +84,15 @@ fn is_delivery_report(message: &Message<'_>, sender: Option<&str>) -> bool {
         matches!(
             local.as_str(),
             "mailer-daemon" | "postmaster" | "mail-daemon"
-        )
+        ) || local.starts_with("microsoftexchange")
     });
-    root_is_report || status_part || daemon || has_header(message, "X-Failed-Recipients")
+    // Exchange sends its non-delivery reports as plain mail, marked by this header and
+    // from its MicrosoftExchange<hex> mailbox.
+    root_is_report
+        || status_part
+        || daemon
+        || has_header(message, "X-Failed-Recipients")
+        || has_header(message, "X-MS-Exchange-Message-Is-Ndr")
 }
 
 /// `Return-Path: <>`, the null reverse path of bounces and automatic replies. An absent
@@ -299,6 +305,25 @@ mod tests {
         assert!(!is_internal("anna@notexample-company.it", &domains));
         assert!(!is_internal("anna@example-company.it.evil.com", &domains));
         assert!(!is_internal("anna@example.it", &[]));
+    }
+
+    #[test]
+    fn an_exchange_non_delivery_report_without_a_report_part_is_a_bounce() {
+        let by_header: &[u8] = b"From: Postmaster <outlook@contoso.example.com>\r\nTo: sales@example.it\r\nSubject: Undeliverable: Preventivo\r\nX-MS-Exchange-Message-Is-Ndr:\r\nContent-Type: text/plain\r\n\r\nDelivery has failed to these recipients: anna@example.it 347 123 4567\r\n";
+        let by_sender: &[u8] = b"From: Microsoft Outlook <MicrosoftExchange329e71ec88ae4615bbc36ab6ce41109e@contoso.example.com>\r\nTo: sales@example.it\r\nSubject: Undeliverable: Preventivo\r\nContent-Type: text/plain\r\n\r\nYour message to anna@example.it couldn't be delivered.\r\n";
+        for (raw, sender) in [
+            (by_header, "outlook@contoso.example.com"),
+            (
+                by_sender,
+                "MicrosoftExchange329e71ec88ae4615bbc36ab6ce41109e@contoso.example.com",
+            ),
+        ] {
+            let message = mail_parser::MessageParser::default().parse(raw).unwrap();
+            assert_eq!(
+                not_a_lead(&message, Some(sender), &[], false),
+                Some(NotALeadReason::Bounce)
+            );
+        }
     }
 
     #[test]
