@@ -468,9 +468,29 @@ fn body_text(message: &Message<'_>) -> String {
     let read = |ids: &[u32]| {
         let mut texts = Vec::new();
         for &id in ids {
-            match message.parts.get(id as usize).map(|part| &part.body) {
-                Some(PartType::Text(text)) => texts.push(text.to_string()),
-                Some(PartType::Html(html)) => texts.push(text::html_to_text(html)),
+            let Some(part) = message.parts.get(id as usize) else {
+                continue;
+            };
+            match &part.body {
+                PartType::Text(text) => {
+                    let attribute = |name: &str| {
+                        part.content_type()
+                            .and_then(|ct| ct.attribute(name))
+                            .is_some_and(|v| {
+                                v.trim().eq_ignore_ascii_case(if name == "format" {
+                                    "flowed"
+                                } else {
+                                    "yes"
+                                })
+                            })
+                    };
+                    if attribute("format") {
+                        texts.push(text::unflow(text, attribute("delsp")));
+                    } else {
+                        texts.push(text.to_string());
+                    }
+                }
+                PartType::Html(html) => texts.push(text::html_to_text(html)),
                 _ => {}
             }
         }
@@ -865,6 +885,26 @@ mod tests {
         let event = inquiry.event.unwrap();
         assert_eq!(event.subject.as_deref(), Some("Zapytanie łódź"));
         assert_eq!(inquiry.message.as_deref(), Some("Dzień dobry"));
+    }
+
+    #[test]
+    fn flowed_text_is_joined_where_its_sender_wrapped_it() {
+        let raw = format!(
+            "{PLAIN}Content-Type: text/plain; charset=utf-8; format=flowed\n\nBuongiorno, chiamatemi al 347 \n123 4567 dopo le 15.\n\n> Il vostro listino \n> del 2025\n"
+        );
+        let inquiry = read(&raw, &[]).into_inquiry();
+        assert_eq!(inquiry.contact.phone.as_deref(), Some("347 123 4567"));
+        assert_eq!(
+            inquiry.message.as_deref(),
+            Some(
+                "Buongiorno, chiamatemi al 347 123 4567 dopo le 15.\n\n> Il vostro listino del 2025"
+            )
+        );
+        let deleted = format!(
+            "{PLAIN}Content-Type: text/plain; format=flowed; delsp=yes\n\nNumero: 3471 \n234567\n"
+        );
+        let inquiry = read(&deleted, &[]).into_inquiry();
+        assert_eq!(inquiry.contact.phone.as_deref(), Some("3471234567"));
     }
 
     #[test]

@@ -229,6 +229,50 @@ fn find_ascii_ci(haystack: &str, needle: &str) -> Option<usize> {
         .find(|&i| hay[i..i + needle.len()].eq_ignore_ascii_case(needle))
 }
 
+/// Plain text sent `format=flowed` (RFC 3676) as its sender wrote it: a line ending in a
+/// space goes on with the next line of the same quote depth (without that space when
+/// `delsp`), a space that stuffs a line is removed, and the signature separator stays.
+pub(crate) fn unflow(text: &str, delsp: bool) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    // The quote depth and text of a paragraph still being joined.
+    let mut open: Option<(usize, String)> = None;
+    let emit = |lines: &mut Vec<String>, (depth, body): (usize, String)| {
+        let quote = if depth > 0 {
+            format!("{} ", ">".repeat(depth))
+        } else {
+            String::new()
+        };
+        lines.push(quote + &body);
+    };
+    for line in text.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let depth = line.chars().take_while(|&c| c == '>').count();
+        let content = &line[depth..];
+        let content = content.strip_prefix(' ').unwrap_or(content);
+        let flowed = content.ends_with(' ') && content != "-- ";
+        let piece = match content.strip_suffix(' ') {
+            Some(kept) if flowed && delsp => kept,
+            _ => content,
+        };
+        match &mut open {
+            Some((open_depth, body)) if *open_depth == depth => body.push_str(piece),
+            _ => {
+                if let Some(paragraph) = open.take() {
+                    emit(&mut lines, paragraph);
+                }
+                open = Some((depth, piece.to_owned()));
+            }
+        }
+        if !flowed && let Some(paragraph) = open.take() {
+            emit(&mut lines, paragraph);
+        }
+    }
+    if let Some(paragraph) = open {
+        emit(&mut lines, paragraph);
+    }
+    lines.join("\n")
+}
+
 #[derive(Default)]
 struct HtmlText {
     lines: Vec<String>,
