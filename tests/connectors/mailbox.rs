@@ -428,8 +428,8 @@ async fn check_corpus(dir: &std::path::Path) {
                 ));
                 continue;
             }
-            let (email, name): (Option<String>, Option<String>) =
-                sqlx::query_as("SELECT email, name FROM leads WHERE id = $1")
+            let (email, name, phone): (Option<String>, Option<String>, Option<String>) =
+                sqlx::query_as("SELECT email, name, phone FROM leads WHERE id = $1")
                     .bind(got.activity_leads[0])
                     .fetch_one(&pool)
                     .await
@@ -439,6 +439,28 @@ async fn check_corpus(dir: &std::path::Path) {
                     "{file}: lead {email:?} {name:?}, want {} {}",
                     e["email"], e["name"]
                 ));
+            }
+            // A thread's first mail may get its number from a reply; the others not.
+            let is_parent = lines.iter().any(|l| l["thread_of"].as_str() == Some(file));
+            if !is_parent && phone.as_deref() != e["phone_e164"].as_str() {
+                bad.push(format!(
+                    "{file}: lead phone {phone:?}, want {}",
+                    e["phone_e164"]
+                ));
+            }
+            if let Some(want) = e["subject"].as_str() {
+                let subject: Option<String> = sqlx::query_scalar(
+                    "SELECT subject FROM activities WHERE kind = 'email' AND data->>'message_id' = $1",
+                )
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .expect("the activity");
+                if subject.as_deref() != Some(want) {
+                    bad.push(format!(
+                        "{file}: activity subject {subject:?}, want {want:?}"
+                    ));
+                }
             }
         }
     }
