@@ -327,10 +327,7 @@ impl HtmlText {
         if let Some(strength) = self.deferred.take()
             && self.cell_text
         {
-            match strength {
-                0 => self.end_line(),
-                strength => self.block(strength == 2),
-            }
+            self.make_break(strength);
         }
         self.cell_text |= self.in_cell;
         if self.line.is_empty() && self.quote > 0 {
@@ -361,25 +358,24 @@ impl HtmlText {
     }
 
     fn tag(&mut self, name: &str, closing: bool) {
-        if self.in_cell {
-            let strength = match name {
-                "br" => Some(0),
-                "div" | "section" | "article" | "header" | "footer" | "address" | "center"
-                | "dt" | "dd" | "hr" | "form" | "fieldset" | "caption" | "li" => Some(1),
-                "p" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "ul" | "ol" | "dl" => Some(2),
-                _ => None,
-            };
-            if let Some(strength) = strength {
+        let strength = match name {
+            "br" => Some(0),
+            "div" | "section" | "article" | "header" | "footer" | "address" | "center" | "dt"
+            | "dd" | "hr" | "form" | "fieldset" | "caption" => Some(1),
+            "li" if self.in_cell => Some(1),
+            "p" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "ul" | "ol" | "dl" => Some(2),
+            _ => None,
+        };
+        match strength {
+            Some(strength) if self.in_cell => {
                 self.deferred = self.deferred.max(Some(strength));
                 self.space = true;
                 return;
             }
+            Some(strength) => return self.make_break(strength),
+            None => {}
         }
         match name {
-            "br" => self.end_line(),
-            "p" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "ul" | "ol" | "dl" => self.block(true),
-            "div" | "section" | "article" | "header" | "footer" | "address" | "center" | "dt"
-            | "dd" | "hr" | "form" | "fieldset" | "caption" => self.block(false),
             "pre" => {
                 self.block(true);
                 self.pre = if closing {
@@ -422,6 +418,14 @@ impl HtmlText {
             }
             "td" | "th" => self.leave_cell(),
             _ => {}
+        }
+    }
+
+    /// 0 a line break, 1 a block, 2 a block with an empty line after it.
+    fn make_break(&mut self, strength: u8) {
+        match strength {
+            0 => self.end_line(),
+            strength => self.block(strength == 2),
         }
     }
 
