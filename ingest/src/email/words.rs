@@ -5,6 +5,7 @@
 
 use mail_parser::decoders::base64::base64_decode;
 use mail_parser::decoders::charsets::map::charset_decoder;
+use mail_parser::decoders::quoted_printable::quoted_printable_decode_char;
 
 /// A header's raw value decoded; `None` when it holds no encoded word or one that cannot
 /// be read (the parser's reading stands then).
@@ -78,10 +79,10 @@ fn q_decode(payload: &str) -> Vec<u8> {
         match b {
             b'_' => out.push(b' '),
             b'=' => {
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = match (bytes.get(i + 1), bytes.get(i + 2)) {
+                    (Some(&high), Some(&low)) => quoted_printable_decode_char(high, low),
+                    _ => None,
+                };
                 if let Some(value) = hex {
                     out.push(value);
                     i += 3;
