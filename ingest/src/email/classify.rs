@@ -18,7 +18,7 @@ pub(crate) fn not_a_lead(
     if is_delivery_report(message, sender) {
         return Some(NotALeadReason::Bounce);
     }
-    if is_auto_reply(message) {
+    if is_auto_reply(message, customer_outside) {
         return Some(NotALeadReason::AutoReply);
     }
     if null_return_path(message) {
@@ -57,10 +57,30 @@ fn has_header(message: &Message<'_>, name: &str) -> bool {
 fn says_yes(message: &Message<'_>, name: &str) -> bool {
     raw_header(message, name).is_some_and(|v| {
         !matches!(
-            v.to_ascii_lowercase().as_str(),
+            without_comments(v).trim().to_ascii_lowercase().as_str(),
             "no" | "false" | "0" | "off" | ""
         )
     })
+}
+
+/// `value` without its RFC 5322 comments ("no (sent by a person)" is "no "); nested
+/// parentheses and quoted pairs inside them are followed, an unclosed one runs to the end.
+fn without_comments(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut depth = 0usize;
+    let mut escaped = false;
+    for c in value.chars() {
+        match (depth, c) {
+            (0, '(') => depth = 1,
+            (0, c) => out.push(c),
+            (_, _) if escaped => escaped = false,
+            (_, '\\') => escaped = true,
+            (_, '(') => depth += 1,
+            (_, ')') => depth -= 1,
+            _ => {}
+        }
+    }
+    out
 }
 
 /// RFC 3464 / 6522 reports (`multipart/report`, a `message/delivery-status` part), mail
@@ -152,16 +172,14 @@ fn bulk_precedence(message: &Message<'_>) -> bool {
         .any(|p| matches!(p.as_str(), "bulk" | "list"))
 }
 
-/// RFC 3834 `Auto-Submitted` other than `no`; the headers older responders set
-/// (`X-Autoreply`, `X-Autorespond`, ...); `Precedence: junk` (vacation(1) marks its
+/// RFC 3834 `Auto-Submitted` other than `no` (comments aside); the headers older
+/// responders set (`X-Autoreply`, `X-Autorespond`, ...); `Precedence: junk` (vacation(1) marks its
 /// replies so) and `Precedence: bulk|list` on a reply or with an auto-responder's sign;
-/// Exchange's out-of-office replies.
-fn is_auto_reply(message: &Message<'_>) -> bool {
+/// Exchange's out-of-office replies. A machine's notification naming an outside
+/// customer is marked bulk and asks for no automatic answers without being one.
+fn is_auto_reply(message: &Message<'_>, customer_outside: bool) -> bool {
     let auto_submitted = raw_header(message, "Auto-Submitted").is_some_and(|v| {
-        let token = v
-            .split(';')
-            .next()
-            .unwrap_or("")
+        let token = without_comments(v.split(';').next().unwrap_or(""))
             .trim()
             .to_ascii_lowercase();
         !token.is_empty() && token != "no"
@@ -190,7 +208,7 @@ fn is_auto_reply(message: &Message<'_>) -> bool {
         || (suppress && auto_reply_subject(message));
     // A person's reply never carries a Precedence header; a responder's answer does.
     let is_reply = has_header(message, "In-Reply-To") || has_header(message, "References");
-    let responder_sign = auto_reply_subject(message) || suppress || is_reply;
+    let responder_sign = auto_reply_subject(message) || (suppress && !customer_outside) || is_reply;
     auto_submitted
         || responder_header
         || auto_precedence

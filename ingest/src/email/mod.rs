@@ -664,8 +664,16 @@ mod tests {
                 Some("auto_reply"),
             ),
             ("Auto-Submitted: no\n", None),
+            ("Auto-Submitted: No (sent by a person)\n", None),
+            ("Auto-Submitted: (comment) no\n", None),
+            (
+                "Auto-Submitted: auto-replied (vacation)\n",
+                Some("auto_reply"),
+            ),
             ("X-Autoreply: yes\n", Some("auto_reply")),
             ("X-Autoreply: no\n", None),
+            ("X-Autoreply: no (a person wrote this)\n", None),
+            ("X-Autoreply: (responder) yes\n", Some("auto_reply")),
             ("X-Autorespond: Vacation\n", Some("auto_reply")),
             ("Precedence: auto_reply\n", Some("auto_reply")),
             // Bulk mail without list headers is still not a lead; with a reply's sign
@@ -754,6 +762,12 @@ mod tests {
             verdict.inquiry().contact.email.as_deref(),
             Some("ugo@example.it")
         );
+        // Shops mark their notifications bulk and ask for no automatic answers.
+        let bulk = format!("Precedence: bulk\nX-Auto-Response-Suppress: All\n{mailer}");
+        let verdict = read(&bulk, &["example-company.it"]);
+        assert!(verdict.reason().is_none(), "{verdict:?}");
+        let newsletter = "From: Sito <noreply@example-company.it>\nPrecedence: bulk\nX-Auto-Response-Suppress: All\nMessage-ID: <f@x>\n\nOfferte!\n";
+        assert!(read(newsletter, &["example-company.it"]).reason().is_some());
         let inside = "From: Sito <noreply@example-company.it>\nReply-To: <marta@example-company.it>\nMessage-ID: <f@x>\n\nNome: Marta\n";
         assert_eq!(
             read(inside, &["example-company.it"]).reason(),

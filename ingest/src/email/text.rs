@@ -36,10 +36,12 @@ pub(crate) fn tidy(text: &str) -> (String, bool) {
     (out, cut)
 }
 
-/// The lines of a mail its sender wrote: lines quoted with `>` are left out, and
-/// everything from the first attribution ("On ... wrote:", "Il ... ha scritto:"), quoted
-/// header block ("From: ... Sent: ...") or "Original message" / "Forwarded message"
-/// separator on belongs to an earlier mail. The signature stays: it is the sender's.
+/// The lines of a mail its sender wrote: lines quoted with `>` are left out with the
+/// attribution above them ("On ... wrote:", "Il ... ha scritto:"), so text written below
+/// a quote (a bottom-posted or inline answer) stays; everything from a quoted header
+/// block ("From: ... Sent: ...") or an "Original message" / "Forwarded message"
+/// separator on belongs to an earlier mail, unmarked. The signature stays: it is the
+/// sender's.
 pub(crate) fn own_text(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     // An attribution is only one when a quote follows it (or nothing does), so a
@@ -54,23 +56,35 @@ pub(crate) fn own_text(text: &str) -> String {
             .is_none_or(|l| l.starts_with('>'))
     };
     let mut own = Vec::with_capacity(lines.len());
-    for (i, line) in lines.iter().enumerate() {
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
         let trimmed = line.trim();
-        if trimmed.starts_with('>') {
-            continue;
-        }
         let next = lines.get(i + 1).map(|l| l.trim()).unwrap_or("");
-        let attribution = is_attribution(trimmed) && quote_follows(i + 1);
-        let wrapped = !next.is_empty()
+        if trimmed.starts_with('>') || (is_attribution(trimmed) && quote_follows(i + 1)) {
+            i += 1;
+        } else if !next.is_empty()
             && !next.starts_with('>')
             && is_attribution(&format!("{trimmed} {next}"))
-            && quote_follows(i + 2);
-        if attribution || wrapped || is_separator(trimmed) || starts_header_block(&lines[i..]) {
+            && quote_follows(i + 2)
+        {
+            i += 2;
+        } else if is_separator(trimmed) || starts_header_block(&lines[i..]) {
             break;
+        } else {
+            own.push(line);
+            i += 1;
         }
-        own.push(*line);
     }
-    own.join("\n")
+    // What a quote leaves behind (the blank lines around it) is not the sender's.
+    while own.last().is_some_and(|l| l.trim().is_empty()) {
+        own.pop();
+    }
+    let first = own
+        .iter()
+        .position(|l| !l.trim().is_empty())
+        .unwrap_or(own.len());
+    own[first..].join("\n")
 }
 
 /// Words that end the line introducing a quoted mail, in the languages leadpipe reads
@@ -635,10 +649,18 @@ mod tests {
         assert_eq!(own_text(reply), "Grazie,\nchiamate lo 02 8736 1234.");
         let outlook =
             "Sure.\n\nFrom: Sales <sales@example.com>\nSent: Monday\nSubject: x\n\nold 555 0100";
-        assert_eq!(own_text(outlook), "Sure.\n");
+        assert_eq!(own_text(outlook), "Sure.");
         let wrapped =
             "Ok\nOn Tue, 13 May 2025 at 09:14, Sarah O'Connor <s@example.com>\nwrote:\n> old\n";
         assert_eq!(own_text(wrapped), "Ok");
+        let bottom = "Il giorno mar 13 mag 2025 alle ore 09:14 Niccolò Fabbri\n<n.fabbri@example.it> ha scritto:\n> vecchio testo 348 221 7790\n>\n> Niccolò\n\nGrazie, chiamate lo 02 8736 1234.\n\n-- \nAnna";
+        assert_eq!(
+            own_text(bottom),
+            "Grazie, chiamate lo 02 8736 1234.\n\n-- \nAnna",
+            "an answer below the quote is the sender's"
+        );
+        let inline = "Dnia 13.05.2025 o 09:14 Jan pisze:\n> Jaki numer?\nTelefon 601 234 567\n> Kiedy?\nJutro";
+        assert_eq!(own_text(inline), "Telefon 601 234 567\nJutro");
         let forwarded = "FYI\n---------- Forwarded message ---------\nFrom: x";
         assert_eq!(own_text(forwarded), "FYI");
         let plain = "I wrote:\nthe list below\n- a";
