@@ -234,9 +234,7 @@ pub fn read_update(
         (None, Some(m)) => (m, true),
         (None, None) => {
             return match &update.callback_query {
-                Some(press) => {
-                    read_callback(bot, update.update_id, press, raw, starts, received_at)
-                }
+                Some(press) => read_callback(bot, update.update_id, press, raw, received_at),
                 None => Verdict::Ignored("unsupported_update"),
             };
         }
@@ -339,6 +337,11 @@ pub fn read_update(
         data.insert("type".into(), media.kind.into());
         data.extend(media.data);
     }
+    // The deep link names the source of the chat's next lead, so only something that
+    // can open one takes it.
+    let start = (!event.follow_up)
+        .then(|| starts.get(&chat_id.to_string()).cloned())
+        .flatten();
     Verdict::Inquiry(Box::new(inquiry(
         bot,
         update.update_id,
@@ -346,7 +349,7 @@ pub fn read_update(
         body,
         event,
         raw,
-        starts.get(&chat_id.to_string()).cloned(),
+        start,
         received_at,
     )))
 }
@@ -430,7 +433,6 @@ fn read_callback(
     update_id: i64,
     press: &CallbackQuery,
     raw: Bytes,
-    starts: &mut StartPayloads,
     received_at: DateTime<Utc>,
 ) -> Verdict {
     // A press on an inline-mode message has no chat of ours to belong to.
@@ -449,6 +451,9 @@ fn read_callback(
     };
     let mut event = EventRef::new(ActivityKind::Message);
     event.conversation = vec![conversation];
+    // A button belongs to a message of ours: pressing it answers the bot, it does not
+    // start an inquiry of its own.
+    event.follow_up = true;
     event.activity_key = Some(format!("callback:{}:{}", bot.account(), press.id));
     let data = &mut event.data;
     data.insert("update_id".into(), update_id.into());
@@ -466,7 +471,7 @@ fn read_callback(
         press.data.clone(),
         event,
         raw,
-        starts.get(&chat_id.to_string()).cloned(),
+        None,
         received_at,
     )))
 }
@@ -545,12 +550,19 @@ fn person(user: &User) -> ContactHints {
     }
 }
 
-/// The payload of a `/start` command (empty for a bare one); `None` for other text.
+/// The payload of a `/start` command (empty for a bare one); `None` for other text,
+/// and for words typed after `/start`, which are no deep link's payload (Telegram's
+/// are at most 64 of `A-Z a-z 0-9 _ -`) but a question.
 fn start_command(text: &str) -> Option<&str> {
-    let text = text.trim_start();
+    let text = text.trim();
     let (command, rest) = text.split_at(text.find(char::is_whitespace).unwrap_or(text.len()));
     let name = command.split('@').next().unwrap_or(command);
-    (name == "/start").then(|| rest.trim())
+    let payload = rest.trim();
+    let deep_link = payload.len() <= 64
+        && payload
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+    (name == "/start" && deep_link).then_some(payload)
 }
 
 /// The first text Telegram marked as `kind` (offsets in UTF-16 units, as the Bot API
@@ -687,6 +699,40 @@ mod tests {
     }
 
     #[test]
+    fn a_deep_link_waits_past_what_cannot_open_a_lead_and_words_after_start_are_a_question() {
+        let mut starts = StartPayloads::new();
+        let start = json!({"update_id": 1, "message": private(json!({"text": "/start ig_promo"}))});
+        read(start, &mut starts);
+        let sticker = json!({"update_id": 2, "message": private(json!({
+            "sticker": {"file_id": "CAAD1", "emoji": "👋"}}))});
+        let sticker = inquiry_of(read(sticker, &mut starts));
+        assert!(sticker.utm.is_empty() && start_taken(&sticker).is_none());
+        let press = json!({"update_id": 3, "callback_query": {
+            "id": "cb1", "from": {"id": 42, "first_name": "Anna"},
+            "message": {"message_id": 11, "chat": {"id": 42, "type": "private"}, "date": 0},
+            "data": "cennik"}});
+        assert!(inquiry_of(read(press, &mut starts)).utm.is_empty());
+        let question =
+            json!({"update_id": 4, "message": private(json!({"text": "Avete scrivanie?"}))});
+        let question = inquiry_of(read(question, &mut starts));
+        assert_eq!(
+            question.utm.get("utm_source").map(String::as_str),
+            Some("ig_promo")
+        );
+        let typed = "/start Buongiorno, vorrei un preventivo per 6 sedie";
+        let typed_update = json!({"update_id": 5, "message": private(json!({"text": typed}))});
+        let inquiry = inquiry_of(read(typed_update, &mut StartPayloads::new()));
+        assert_eq!(inquiry.message.as_deref(), Some(typed));
+        assert!(!inquiry.event.unwrap().follow_up);
+        let long = format!("/start {}", "a".repeat(65));
+        let long_update = json!({"update_id": 6, "message": private(json!({"text": long}))});
+        assert!(matches!(
+            read(long_update, &mut StartPayloads::new()),
+            Verdict::Inquiry(_)
+        ));
+    }
+
+    #[test]
     fn a_newer_deep_link_outlives_the_hand_off_of_an_older_one() {
         let mut starts = StartPayloads::new();
         let start = |payload: &str| json!({"update_id": 1, "message": private(json!({"text": format!("/start {payload}")}))});
@@ -820,5 +866,6 @@ mod tests {
         );
         assert_eq!(event.data["update_id"], 9);
         assert_eq!(inquiry.message.as_deref(), Some("price_list"));
+        assert!(event.follow_up, "a button press never opens a lead");
     }
 }
