@@ -233,6 +233,13 @@ async fn check_folder(folder: &Path) -> Vec<String> {
         {
             bad.push(format!("{file}: body {}, want {text:?}", a["body"]));
         }
+        // A number change gives the lead the new number.
+        if let Some(phone) = e["adds_phone_e164"].as_str() {
+            let key = Value::from(format!("phone:{phone}"));
+            if !lead["keys"].as_array().is_some_and(|k| k.contains(&key)) {
+                bad.push(format!("{file}: {key} is not among its lead's keys"));
+            }
+        }
         if let (Some(referral), Some(source)) = (referral, e["source"].as_object()) {
             for (k, v) in source {
                 if &a["data"]["referral"][k] != v || &referral[k] != v {

@@ -225,6 +225,7 @@ pub fn message_inquiry(
         .and_then(|t| DateTime::<Utc>::from_timestamp(t, 0));
     let mut event = EventRef::new(ActivityKind::Message);
     event.conversation = vec![conversation];
+    event.follow_up = message.follow_up;
     event.activity_key = Some(format!("message:{PLATFORM}:{}", message.wamid));
     event.order = occurred_at.map(|t| t.timestamp_millis());
     event.occurred_at = occurred_at;
@@ -242,11 +243,13 @@ pub fn message_inquiry(
     event.data = data;
 
     let (lead_source, utm) = referral_source(source, message.referral.as_ref());
-    // International digits without `+`: always a full number, no region needed.
-    let phone = (message.wa_id.len() >= 6
-        && message.wa_id.len() <= 15
-        && message.wa_id.bytes().all(|b| b.is_ascii_digit()))
-    .then(|| format!("+{}", message.wa_id));
+    // International digits without `+`: always a full number, no region needed. A
+    // number change gives the lead the new number, so what the person sends from it
+    // finds the same lead.
+    let number = message.new_wa_id.as_deref().unwrap_or(&message.wa_id);
+    let phone =
+        (number.len() >= 6 && number.len() <= 15 && number.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| format!("+{number}"));
     Some(Inquiry {
         // The configured source, not a referral's: every delivery of a message has
         // the same id.

@@ -33,6 +33,11 @@ pub struct InboundMessage {
     pub referral: Option<Map<String, Value>>,
     /// Channel fields kept on the activity as sent (`context`, `location`, media, ...).
     pub data: Map<String, Value>,
+    /// The message only adds to the sender's lead and opens none (a number change, a
+    /// chat opened without a word, a reaction taken back).
+    pub follow_up: bool,
+    /// The sender's new WhatsApp id, from a system message saying they changed number.
+    pub new_wa_id: Option<String>,
 }
 
 /// What one webhook body holds.
@@ -42,7 +47,7 @@ pub struct Walked {
     pub messages: Vec<InboundMessage>,
     /// The `status` of every status update (`sent`, `delivered`, `read`, `failed`).
     pub statuses: Vec<String>,
-    /// Items passed over, with why (`system`, `malformed_message`, ...).
+    /// Items passed over, with why (`malformed_message`, `other_field`, ...).
     pub skipped: Vec<&'static str>,
 }
 
@@ -154,6 +159,8 @@ fn read_message(
         reply_id: None,
         referral: message.get("referral").and_then(Value::as_object).cloned(),
         data: Map::new(),
+        follow_up: false,
+        new_wa_id: None,
     };
     let part = message.get(&kind);
     match kind.as_str() {
@@ -194,12 +201,13 @@ fn read_message(
             out.data.insert("shared_contacts".into(), cards.into());
         }
         "reaction" => {
-            let emoji = part.and_then(|r| r.get("emoji")).and_then(text_of);
-            // A reaction taken back carries no emoji: nothing was said.
-            let Some(emoji) = emoji else {
-                return Err("reaction_removed");
-            };
-            out.text = Some(emoji);
+            // A reaction taken back carries no emoji: part of the chat, but nothing to
+            // open a lead on.
+            out.text = part.and_then(|r| r.get("emoji")).and_then(text_of);
+            out.follow_up = out.text.is_none();
+            if out.follow_up {
+                out.data.insert("reaction_removed".into(), true.into());
+            }
             if let Some(to) = part.and_then(|r| r.get("message_id")) {
                 out.data.insert("reaction_to".into(), to.clone());
             }
@@ -211,8 +219,20 @@ fn read_message(
             }
         }
         // A customer's number change and the welcome request of a chat opened from a
-        // link are bookkeeping, not something the person said.
-        "system" | "request_welcome" => return Err("system"),
+        // link belong to the chat's history, but say nothing to open a lead on. A
+        // number change names the new id (`new_wa_id`; `wa_id` in older versions).
+        "system" | "request_welcome" => {
+            out.follow_up = true;
+            if let Some(system) = part.and_then(Value::as_object) {
+                out.text = system.get("body").and_then(text_of);
+                out.new_wa_id = ["new_wa_id", "wa_id"]
+                    .iter()
+                    .find_map(|k| system.get(*k).and_then(text_of))
+                    .map(|w| wa_digits(&w))
+                    .filter(|w| *w != out.wa_id);
+                out.data.insert("system".into(), system.clone().into());
+            }
+        }
         _ => {
             // Content Meta could not deliver (`unsupported`) or a type added later: the
             // person did write, so it is filed, with what Meta said about it.
@@ -440,21 +460,44 @@ mod tests {
     }
 
     #[test]
-    fn statuses_system_messages_and_broken_items_are_never_messages() {
+    fn statuses_and_broken_items_are_never_messages() {
         let walked = walk(&body(json!({
             "metadata": {"phone_number_id": "555"},
             "statuses": [{"id": "w", "status": "read", "recipient_id": "48600111222"}],
-            "messages": [{"from": "48600111222", "id": "s", "type": "system", "system": {"body": "changed"}},
-                         {"type": "text", "text": {"body": "no id"}},
-                         {"from": "48600111222", "id": "r", "type": "reaction", "reaction": {"message_id": "x"}}]
+            "messages": [{"type": "text", "text": {"body": "no id"}}]
         })))
         .unwrap();
         assert!(walked.messages.is_empty());
         assert_eq!(walked.statuses, ["read"]);
+        assert_eq!(walked.skipped, ["malformed_message"]);
+    }
+
+    #[test]
+    fn number_changes_welcome_requests_and_withdrawn_reactions_only_follow_up() {
+        let changed = one(json!({"from": "48600111222", "id": "s", "type": "system",
+            "system": {"body": "Anna changed from +48 600 111 222 to +48 600 333 444",
+                       "new_wa_id": "48600333444", "type": "user_changed_number"}}));
+        assert!(changed.follow_up);
+        assert_eq!(changed.new_wa_id.as_deref(), Some("48600333444"));
         assert_eq!(
-            walked.skipped,
-            ["system", "malformed_message", "reaction_removed"]
+            changed.text.as_deref(),
+            Some("Anna changed from +48 600 111 222 to +48 600 333 444")
         );
+        let older = one(json!({"from": "48600111222", "id": "s2", "type": "system",
+            "system": {"body": "changed", "wa_id": "+48600333444", "type": "customer_changed_number"}}));
+        assert_eq!(older.new_wa_id.as_deref(), Some("48600333444"));
+        let welcome = one(json!({"from": "48600111222", "id": "w", "type": "request_welcome"}));
+        assert!(welcome.follow_up && welcome.text.is_none());
+        let withdrawn = one(json!({"from": "48600111222", "id": "r", "type": "reaction",
+            "reaction": {"message_id": "wamid.OURS", "emoji": ""}}));
+        assert!(withdrawn.follow_up);
+        assert_eq!(withdrawn.data["reaction_to"], "wamid.OURS");
+        let reaction = one(
+            json!({"from": "48600111222", "id": "r2", "type": "reaction",
+            "reaction": {"message_id": "wamid.OURS", "emoji": "👍"}}),
+        );
+        assert!(!reaction.follow_up);
+        assert_eq!(reaction.text.as_deref(), Some("👍"));
     }
 
     #[test]
