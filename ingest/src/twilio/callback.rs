@@ -241,9 +241,14 @@ pub fn read(
     if !update_only || missed.is_some() {
         put("missed", missed.map(Value::Bool), missed_order);
     }
-    let duration = get("CallDuration").and_then(|d| d.parse::<u64>().ok());
-    if !update_only || duration.is_some() {
-        put("duration_s", duration.map(Value::from), None);
+    let seconds = |name: &str| get(name).and_then(|d| d.trim().parse::<u64>().ok());
+    // A `<Dial>` action tells how long the caller spoke with whoever it rang; the call's
+    // own `CallDuration` (IVR time included), whenever it comes, replaces that.
+    match (seconds("CallDuration"), seconds("DialCallDuration")) {
+        (Some(call), _) => put("duration_s", Some(call.into()), None),
+        (None, Some(talk)) => put("duration_s", Some(talk.into()), Some(UNKNOWN_ORDER + 1)),
+        (None, None) if !update_only => put("duration_s", None, None),
+        (None, None) => {}
     }
     put("recording_url", text(get("RecordingUrl")), None);
     if !update_only {
@@ -353,6 +358,27 @@ mod tests {
             assert_eq!(event.tags.is_empty(), !missed, "{dial}");
             assert!(event.field_order("missed") > event.field_order("status"));
         }
+    }
+
+    #[test]
+    fn a_dial_action_gives_the_talk_time_until_the_call_tells_its_own() {
+        let dial = call(
+            "CallSid=CA1&From=%2B393389012345&CallStatus=in-progress&Direction=inbound\
+             &DialCallStatus=completed&DialCallSid=CA2&DialCallDuration=95",
+        );
+        let dial = dial.event.unwrap();
+        assert_eq!(dial.data["duration_s"], 95);
+        let done = call(
+            "CallSid=CA1&From=%2B393389012345&CallStatus=completed&SequenceNumber=3\
+             &CallDuration=120",
+        );
+        let done = done.event.unwrap();
+        assert_eq!(done.data["duration_s"], 120);
+        assert!(done.field_order("duration_s") > dial.field_order("duration_s"));
+        let ringing = call("CallSid=CA1&From=%2B393389012345&CallStatus=ringing");
+        let ringing = ringing.event.unwrap();
+        assert!(ringing.data["duration_s"].is_null());
+        assert!(ringing.field_order("duration_s") < dial.field_order("duration_s"));
     }
 
     #[test]
