@@ -718,13 +718,16 @@ impl ActivityState {
     /// activity keeps the time it began.
     fn apply(&mut self, envelope: &Envelope) {
         let inquiry = &envelope.lead.inquiry;
-        let Some(event) = inquiry.event.as_ref() else {
-            return;
-        };
+        if let Some(event) = inquiry.event.as_ref() {
+            self.apply_event(event, envelope.lead.message.clone(), inquiry.received_at);
+        }
+    }
+
+    /// [`Self::apply`] for an event and the text of its inquiry, received at `received_at`.
+    fn apply_event(&mut self, event: &EventRef, body: Option<String>, received_at: DateTime<Utc>) {
         let before = self.order;
         let newer = is_newer(event.order, before);
         let subject = event.subject.clone();
-        let body = envelope.lead.message.clone();
         if newer {
             self.subject = subject.or(self.subject.take());
             self.body = body.or(self.body.take());
@@ -749,7 +752,7 @@ impl ActivityState {
         }
         self.occurred_at = self
             .occurred_at
-            .min(event.occurred_at.unwrap_or(inquiry.received_at));
+            .min(event.occurred_at.unwrap_or(received_at));
     }
 }
 
@@ -791,6 +794,8 @@ pub(super) async fn write_activities(
             }
         }
     }
+
+    adopt_follow_ups(tx, &mut states, &by_key).await?;
 
     let (updates, inserts): (Vec<&ActivityState>, Vec<&ActivityState>) =
         states.iter().partition(|s| s.id.is_some());
@@ -846,6 +851,82 @@ pub(super) async fn write_activities(
         .execute(&mut **tx)
         .await?;
     }
+    Ok(())
+}
+
+/// A follow-up kept as `unmatched` that an activity of this batch takes in.
+#[derive(sqlx::FromRow)]
+struct WaitingFollowUp {
+    id: Uuid,
+    activity_key: String,
+    event: Json<EventRef>,
+    message: Option<String>,
+    received_at: DateTime<Utc>,
+    channel: String,
+    source: String,
+}
+
+/// Puts on each activity this batch creates the follow-ups of it that were kept as
+/// `unmatched` because they came first (a call's recording callback before any status of
+/// the call), in the order they arrived, and files them on its lead as merged: a
+/// follow-up waits for its activity, it is never lost to an order of delivery.
+async fn adopt_follow_ups(
+    tx: &mut Transaction<'_, Postgres>,
+    states: &mut [ActivityState],
+    by_key: &HashMap<String, usize>,
+) -> Result<(), sqlx::Error> {
+    let new_keys: Vec<&str> = by_key
+        .iter()
+        .filter(|(_, i)| states[**i].id.is_none())
+        .map(|(key, _)| key.as_str())
+        .collect();
+    if new_keys.is_empty() {
+        return Ok(());
+    }
+    let mut waiting: Vec<WaitingFollowUp> = sqlx::query_as(
+        "UPDATE inquiries SET disposition = 'merged'
+         WHERE disposition = 'unmatched' AND payload->'event'->>'activity_key' = ANY($1)
+         RETURNING id, payload->'event'->>'activity_key' AS activity_key,
+                   payload->'event' AS event, payload->>'message' AS message, received_at,
+                   channel, source",
+    )
+    .bind(&new_keys)
+    .fetch_all(&mut **tx)
+    .await?;
+    if waiting.is_empty() {
+        return Ok(());
+    }
+    waiting.sort_by_key(|w| w.received_at);
+    let (mut leads, mut inquiries, mut data) = (Vec::new(), Vec::new(), Vec::new());
+    for w in waiting {
+        let Some(&i) = by_key.get(&w.activity_key) else {
+            continue;
+        };
+        states[i].apply_event(&w.event, w.message, w.received_at);
+        leads.push(states[i].lead_id);
+        inquiries.push(w.id);
+        data.push(json(&serde_json::json!({
+            "match": "follow_up",
+            "reason": "a follow-up filed before the activity it belongs to, taken in once that was filed",
+            "channel": w.channel,
+            "source": w.source,
+            "activity_key": w.activity_key,
+        })));
+    }
+    sqlx::query(
+        "WITH filed AS (
+             INSERT INTO lead_events (lead_id, kind, inquiry_id, data)
+             SELECT l, 'merged', i, d FROM unnest($1::bigint[], $2::uuid[], $3::jsonb[]) AS t(l, i, d)
+         )
+         UPDATE leads SET inquiry_count = leads.inquiry_count + c.n
+         FROM (SELECT l, count(*)::int AS n FROM unnest($1::bigint[]) AS l GROUP BY l) AS c
+         WHERE leads.id = c.l",
+    )
+    .bind(&leads)
+    .bind(&inquiries)
+    .bind(&data)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 

@@ -463,6 +463,77 @@ async fn a_follow_up_joins_its_conversations_lead_and_never_opens_one(pool: PgPo
     assert_eq!(lead.activities.len(), 3, "{:?}", lead.activities);
 }
 
+/// A recording callback of call `call_id`: no caller, no status, only the recording.
+fn recording_event(call_id: &str) -> Envelope {
+    let mut inquiry = call_event(
+        call_id,
+        0,
+        "",
+        json!({"recording_url": format!("https://api.twilio.com/recordings/RE-{call_id}")}),
+    )
+    .lead
+    .inquiry;
+    inquiry.id = InquiryId::from_external(Channel::Call, "phone-twilio", &format!("{call_id}:rec"));
+    inquiry.contact.phone = None;
+    let event = inquiry.event.as_mut().unwrap();
+    event.data.remove("status");
+    event.order = None;
+    event.follow_up = true;
+    envelope(inquiry)
+}
+
+#[sqlx::test(migrator = "store::MIGRATOR")]
+async fn a_follow_up_of_a_call_filed_before_the_call_is_on_its_activity_once_the_call_is(
+    pool: PgPool,
+) {
+    let store = Store::from_pool(pool.clone());
+    // In an earlier batch than the call's first status, and in the same batch before it.
+    let early = recording_event("CA7");
+    assert_eq!(
+        store.store_batch(&[&early]).await.unwrap(),
+        vec![StoreOutcome::Unmatched]
+    );
+    let completed = call_event("CA7", 2, "completed", json!({"duration_s": 47}));
+    let lead_id = created(&store.store_batch(&[&completed]).await.unwrap()[0]);
+    let same_batch = recording_event("CA8");
+    let ringing = call_event("CA8", 0, "ringing", json!({}));
+    let outcomes = store.store_batch(&[&same_batch, &ringing]).await.unwrap();
+    assert_eq!(outcomes[0], StoreOutcome::Unmatched);
+    assert_eq!(outcomes[1], StoreOutcome::Merged { lead_id }, "one caller");
+
+    let lead = only_lead(&store).await;
+    assert_eq!(lead.activities.len(), 2, "{:?}", lead.activities);
+    for call in &lead.activities {
+        let id = call.data["call_id"].as_str().unwrap();
+        assert_eq!(
+            call.data["recording_url"],
+            format!("https://api.twilio.com/recordings/RE-{id}"),
+            "{id}"
+        );
+    }
+    let seven = lead
+        .activities
+        .iter()
+        .find(|a| a.data["call_id"] == "CA7")
+        .unwrap();
+    assert_eq!(seven.data["status"], "completed");
+    assert_eq!(seven.data["duration_s"], 47);
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM inquiries WHERE disposition = 'unmatched'"
+        )
+        .await,
+        0,
+        "both follow-ups are on the lead now"
+    );
+    // Redelivered, the recording is a replay and changes nothing.
+    assert_eq!(
+        store.store_batch(&[&early]).await.unwrap(),
+        vec![StoreOutcome::Replay]
+    );
+}
+
 #[sqlx::test(migrator = "store::MIGRATOR")]
 async fn a_mail_without_a_subject_has_none_on_its_activity(pool: PgPool) {
     let store = Store::from_pool(pool.clone());
