@@ -11,16 +11,46 @@ const MAX_LABEL_CHARS: usize = 40;
 /// Most words in a label ("Numero di telefono cellulare").
 const MAX_LABEL_WORDS: usize = 5;
 
+/// Labels a shop's notification puts before its customer's name ("Cliente: Mario
+/// Rossi", "Khách hàng: Nguyễn Văn An"), compared folded. A form's field of that name is
+/// not read so ("Cliente: sì" answers "already a customer?"), and here only a value that
+/// reads as a person's name is one.
+const CUSTOMER_LABELS: &[&str] = &["cliente", "klient", "khachhang", "customer", "kunde"];
+
+/// Words of a legal form: a customer labelled with one is a company, not a person.
+const LEGAL_FORMS: &[&str] = &[
+    "srl", "spa", "snc", "sas", "sp", "zoo", "sa", "ltd", "llc", "inc", "plc", "gmbh", "ag", "cty",
+    "tnhh", "jsc", "co", "company", "corp",
+];
+
 /// The labelled values of `text` sorted as a form's fields are: contact data, message and
 /// the rest as custom fields.
 pub(crate) fn labelled_fields(text: &str) -> MappedFields {
     map_fields(
         labelled_pairs(text)
             .into_iter()
-            .map(|(label, value)| (label, Value::String(value)))
+            .map(|(label, value)| {
+                let customer = CUSTOMER_LABELS
+                    .contains(&crate::fold::fold_compact(&label).as_str())
+                    && reads_as_a_name(&value);
+                let label = if customer { "name".to_owned() } else { label };
+                (label, Value::String(value))
+            })
             .collect(),
         None,
     )
+}
+
+/// Two to six words of letters (hyphens and apostrophes inside), none a legal form.
+fn reads_as_a_name(value: &str) -> bool {
+    let words: Vec<&str> = value.split_whitespace().collect();
+    (2..=6).contains(&words.len())
+        && words.iter().all(|w| {
+            w.chars()
+                .all(|c| c.is_alphabetic() || matches!(c, '-' | '\'' | '’'))
+                && w.chars().next().is_some_and(char::is_alphabetic)
+                && !LEGAL_FORMS.contains(&crate::fold::fold_compact(w).as_str())
+        })
 }
 
 /// `(label, value)` for every labelled line; a label alone on its line takes the lines
@@ -112,6 +142,28 @@ mod tests {
             Some("Buongiorno, vorrei sapere\ne se montate a Roma. Grazie!")
         );
         assert_eq!(mapped.fields["Prodotto"], "Libreria (cod. LB-220)");
+    }
+
+    #[test]
+    fn a_customer_label_names_the_customer_only_when_it_holds_a_persons_name() {
+        for (text, name) in [
+            (
+                "Cliente: Mario Rossi\nTelefono: 347 123 4567",
+                Some("Mario Rossi"),
+            ),
+            ("Klient: Anna Nowak-Kowalska", Some("Anna Nowak-Kowalska")),
+            ("Khách hàng: Nguyễn Văn An", Some("Nguyễn Văn An")),
+            ("Customer | Sarah O'Connor", Some("Sarah O'Connor")),
+            ("Cliente: nuovo", None),
+            ("Cliente: sì", None),
+            ("Klient: Meble Nowak Sp. z o.o.", None),
+            ("Customer: Acme Ltd", None),
+            ("Cliente: 10234", None),
+            ("Khách hàng: Công ty TNHH Minh An", None),
+        ] {
+            let mapped = labelled_fields(text);
+            assert_eq!(mapped.contact.full_name.as_deref(), name, "{text}");
+        }
     }
 
     #[test]
