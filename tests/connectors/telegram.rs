@@ -39,7 +39,36 @@ struct ApiState {
     calls: Vec<(Instant, Option<Fault>)>,
     /// A pause before each answer with updates, so a test can stop the daemon mid-stream.
     delay: Duration,
+    /// Every call's method and parameters, in arrival order.
+    asked: Vec<(String, HashMap<String, Value>)>,
 }
+
+impl ApiState {
+    /// The `allowed_updates` of the first call of `method`.
+    fn allowed_updates(&self, method: &str) -> Vec<String> {
+        self.asked
+            .iter()
+            .find(|(m, _)| m == method)
+            .and_then(|(_, params)| params.get("allowed_updates"))
+            .and_then(Value::as_array)
+            .map(|kinds| {
+                kinds
+                    .iter()
+                    .filter_map(|k| k.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// The update kinds leadpipe must ask Telegram for, by polling and webhook alike.
+const WANTED_UPDATES: [&str; 5] = [
+    "message",
+    "edited_message",
+    "callback_query",
+    "business_message",
+    "edited_business_message",
+];
 
 /// A stand-in Bot API: hands out batches in order, the next only once `offset` passed
 /// every `update_id` of the current one (until then the current batch comes again).
@@ -116,6 +145,11 @@ async fn answer(
         )
             .into_response();
     };
+    state
+        .lock()
+        .unwrap()
+        .asked
+        .push((method.clone(), params.clone()));
     let number = |v: Option<&Value>| match v {
         Some(Value::Number(n)) => n.as_i64(),
         Some(Value::String(s)) => s.parse().ok(),
@@ -571,6 +605,11 @@ pub async fn every_expectation_holds_by_polling_and_a_restart_files_nothing_agai
             "the call after a 429 with retry_after 2 came after {after_429:?}"
         );
         assert!(matches!(calls[1].1, Some(Fault::Broken)));
+        assert_eq!(
+            api.state.lock().unwrap().allowed_updates("getUpdates"),
+            WANTED_UPDATES,
+            "business chats are asked for"
+        );
         ops.settle(wanted_leads(&folder.lines), Duration::from_secs(30))
             .await;
         let problems = check(&ops, &folder, "telegram-shop").await;
@@ -804,6 +843,10 @@ pub async fn the_telegram_commands_talk_to_the_bot_api() {
         "https://leads.example.com/v1/intake/chat/telegram/hook",
     ]);
     assert!(ok, "{out}");
+    assert_eq!(
+        api.state.lock().unwrap().allowed_updates("setWebhook"),
+        WANTED_UPDATES
+    );
     let (ok, out) = daemon.command(&[
         "telegram",
         "set-webhook",

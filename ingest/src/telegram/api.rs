@@ -10,6 +10,16 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+/// The updates asked for, by polling and webhook alike: a chat with the bot, and the
+/// chats of a Telegram Business account the bot is connected to.
+const ALLOWED_UPDATES: [&str; 5] = [
+    "message",
+    "edited_message",
+    "callback_query",
+    "business_message",
+    "edited_business_message",
+];
+
 /// Why a Bot API call failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
@@ -131,7 +141,7 @@ impl BotApi {
         offset: Option<i64>,
         timeout_secs: u64,
     ) -> Result<Vec<Value>, ApiError> {
-        let mut params = json!({ "timeout": timeout_secs });
+        let mut params = json!({ "timeout": timeout_secs, "allowed_updates": ALLOWED_UPDATES });
         if let Some(offset) = offset {
             params["offset"] = offset.into();
         }
@@ -153,7 +163,7 @@ impl BotApi {
     pub async fn set_webhook(&self, url: &str, secret_token: Option<&str>) -> Result<(), ApiError> {
         let mut params = json!({
             "url": url,
-            "allowed_updates": ["message", "edited_message", "callback_query"],
+            "allowed_updates": ALLOWED_UPDATES,
         });
         if let Some(secret) = secret_token.filter(|_| !url.is_empty()) {
             params["secret_token"] = secret.into();

@@ -2,8 +2,9 @@
 //!
 //! Only the fields the rules read are typed; everything else stays in the raw payload.
 //! What is an inquiry: a private chat's message with content (text, a caption, a shared
-//! contact), an edit of one (it updates the message's activity in place) and a button
-//! press (`callback_query`). Group, supergroup and channel traffic, membership updates,
+//! contact), an edit of one (it updates the message's activity in place), the same from
+//! a customer in a chat of a Telegram Business account the bot is connected to, and a
+//! button press (`callback_query`). Group, supergroup and channel traffic, membership updates,
 //! bots, service messages and `/start` are not; a `/start <payload>` deep link is kept
 //! for the chat's next inquiry as its `utm_source`.
 
@@ -37,6 +38,12 @@ pub struct Update {
     /// An edited channel post.
     #[serde(default)]
     pub edited_channel_post: Option<serde::de::IgnoredAny>,
+    /// A message in a chat of a Telegram Business account the bot is connected to.
+    #[serde(default)]
+    pub business_message: Option<Message>,
+    /// A new version of such a message.
+    #[serde(default)]
+    pub edited_business_message: Option<Message>,
     /// A button of an inline keyboard pressed.
     #[serde(default)]
     pub callback_query: Option<CallbackQuery>,
@@ -82,6 +89,9 @@ pub struct Message {
     /// A shared contact.
     #[serde(default)]
     pub contact: Option<Contact>,
+    /// The Telegram Business connection a business chat's message came through.
+    #[serde(default)]
+    pub business_connection_id: Option<String>,
     /// Members added (a service message).
     #[serde(default)]
     pub new_chat_members: Option<serde::de::IgnoredAny>,
@@ -229,10 +239,16 @@ pub fn read_update(
     {
         return Verdict::Ignored("membership");
     }
-    let (message, edited) = match (&update.message, &update.edited_message) {
-        (Some(m), _) => (m, false),
-        (None, Some(m)) => (m, true),
-        (None, None) => {
+    let business = update
+        .business_message
+        .as_ref()
+        .map(|m| (m, false))
+        .or(update.edited_business_message.as_ref().map(|m| (m, true)));
+    let (message, edited) = match (&update.message, &update.edited_message, business) {
+        (Some(m), _, _) => (m, false),
+        (None, Some(m), _) => (m, true),
+        (None, None, Some(found)) => found,
+        (None, None, None) => {
             return match &update.callback_query {
                 Some(press) => read_callback(bot, update.update_id, press, raw, received_at),
                 None => Verdict::Ignored("unsupported_update"),
@@ -253,7 +269,16 @@ pub fn read_update(
     if from.is_bot {
         return Verdict::Ignored("bot_sender");
     }
-    if !edited && let Some(payload) = message.text.as_deref().and_then(start_command) {
+    // In a business account's private chat the other side is the chat itself; a message
+    // from anyone else there is the account's owner (or staff) answering.
+    let business = business.is_some();
+    if business && from.id != message.chat.id {
+        return Verdict::Ignored("business_reply");
+    }
+    if !business
+        && !edited
+        && let Some(payload) = message.text.as_deref().and_then(start_command)
+    {
         if !payload.is_empty() {
             starts.insert(message.chat.id.to_string(), payload.to_owned());
         }
@@ -302,11 +327,16 @@ pub fn read_update(
     let mut event = EventRef::new(ActivityKind::Message);
     event.conversation = vec![conversation];
     event.follow_up = !worded;
-    event.activity_key = Some(format!(
-        "message:{}:{chat_id}:{}",
-        bot.account(),
-        message.message_id
-    ));
+    // A business chat numbers its messages apart from the bot's own chat with the same
+    // person, so its messages have keys of their own.
+    event.activity_key = Some(match &message.business_connection_id {
+        Some(connection) if business => format!(
+            "message:{}:{chat_id}:business-{connection}:{}",
+            bot.account(),
+            message.message_id
+        ),
+        _ => format!("message:{}:{chat_id}:{}", bot.account(), message.message_id),
+    });
     let changed = if edited {
         message.edit_date.unwrap_or(message.date)
     } else {
@@ -324,6 +354,9 @@ pub fn read_update(
     data.insert("message_id".into(), message.message_id.into());
     data.insert("chat_id".into(), chat_id.into());
     data.insert("direction".into(), "inbound".into());
+    if business && let Some(connection) = &message.business_connection_id {
+        data.insert("business_connection_id".into(), connection.clone().into());
+    }
     if edited && let Some(when) = at(changed) {
         data.insert("edited_at".into(), when.to_rfc3339().into());
     }
@@ -850,6 +883,51 @@ mod tests {
         let event = inquiry.event.unwrap();
         assert!(!event.follow_up);
         assert_eq!(event.data["attachments"][0]["file_id"], "p1");
+    }
+
+    #[test]
+    fn a_business_chats_customer_is_read_and_its_owners_answers_are_not() {
+        let business = |from: i64, message_id: i64, text: &str| {
+            json!({"update_id": 20 + message_id, "business_message": {
+                "business_connection_id": "bc-77", "message_id": message_id,
+                "from": {"id": from, "first_name": "Lan", "last_name": "Trần"},
+                "chat": {"id": 42, "type": "private", "first_name": "Lan"},
+                "date": 1_700_000_000, "text": text}})
+        };
+        let question = inquiry_of(read(
+            business(42, 10, "Cho mình hỏi giá ghế công thái học?"),
+            &mut StartPayloads::new(),
+        ));
+        assert_eq!(question.contact.first_name.as_deref(), Some("Lan"));
+        assert_eq!(
+            question.message.as_deref(),
+            Some("Cho mình hỏi giá ghế công thái học?")
+        );
+        let event = question.event.unwrap();
+        assert!(!event.follow_up);
+        assert_eq!(event.conversation[0].as_key(), "chat:telegram-shop:42");
+        assert_eq!(
+            event.activity_key.as_deref(),
+            Some("message:telegram-shop:42:business-bc-77:10"),
+            "apart from message 10 of the bot's own chat"
+        );
+        assert_eq!(event.data["business_connection_id"], "bc-77");
+        assert!(matches!(
+            read(
+                business(9001, 11, "Dạ, 2.100.000đ ạ"),
+                &mut StartPayloads::new()
+            ),
+            Verdict::Ignored("business_reply")
+        ));
+        let mut edit = business(42, 10, "Cho mình hỏi giá 10 ghế?");
+        edit["edited_business_message"] = edit["business_message"].take();
+        edit.as_object_mut().unwrap().remove("business_message");
+        edit["edited_business_message"]["edit_date"] = 1_700_000_060.into();
+        let edit = inquiry_of(read(edit, &mut StartPayloads::new()));
+        assert_eq!(
+            edit.event.unwrap().activity_key.as_deref(),
+            Some("message:telegram-shop:42:business-bc-77:10")
+        );
     }
 
     #[test]
