@@ -23,33 +23,94 @@ const LEGAL_FORMS: &[&str] = &[
     "tnhh", "jsc", "co", "company", "corp",
 ];
 
+/// Words (in lower case) that say what kind of customer it is, not who: "Non
+/// registrato", "Guest checkout", "Osoba prywatna", "Khách lẻ".
+const CUSTOMER_KINDS: &[&str] = &[
+    "non",
+    "nuovo",
+    "nuova",
+    "registrato",
+    "registrata",
+    "ospite",
+    "privato",
+    "privata",
+    "azienda",
+    "guest",
+    "new",
+    "returning",
+    "registered",
+    "customer",
+    "cliente",
+    "checkout",
+    "private",
+    "business",
+    "osoba",
+    "prywatna",
+    "prywatny",
+    "nowy",
+    "nowa",
+    "firma",
+    "zarejestrowany",
+    "niezarejestrowany",
+    "gość",
+    "khách",
+    "lẻ",
+    "mới",
+];
+
+/// Vietnamese phrases of a customer kind or a company, whose words alone may be a name's.
+const CUSTOMER_KIND_PHRASES: &[&str] =
+    &["cá nhân", "công ty", "doanh nghiệp", "cổ phần", "vãng lai"];
+
 /// The labelled values of `text` sorted as a form's fields are: contact data, message and
-/// the rest as custom fields.
+/// the rest as custom fields. A customer label names the person only where no name label
+/// does.
 pub(crate) fn labelled_fields(text: &str) -> MappedFields {
-    map_fields(
-        labelled_pairs(text)
+    let pairs = labelled_pairs(text);
+    let as_fields = |pairs: Vec<(String, String)>| {
+        map_fields(
+            pairs
+                .into_iter()
+                .map(|(label, value)| (label, Value::String(value)))
+                .collect(),
+            None,
+        )
+    };
+    let customer = |(label, value): &(String, String)| {
+        CUSTOMER_LABELS.contains(&crate::fold::fold_compact(label).as_str())
+            && reads_as_a_name(value)
+    };
+    let mapped = as_fields(pairs.clone());
+    let contact = &mapped.contact;
+    let named =
+        contact.full_name.is_some() || contact.first_name.is_some() || contact.last_name.is_some();
+    if named || !pairs.iter().any(customer) {
+        return mapped;
+    }
+    as_fields(
+        pairs
             .into_iter()
-            .map(|(label, value)| {
-                let customer = CUSTOMER_LABELS
-                    .contains(&crate::fold::fold_compact(&label).as_str())
-                    && reads_as_a_name(&value);
-                let label = if customer { "name".to_owned() } else { label };
-                (label, Value::String(value))
+            .map(|pair| match customer(&pair) {
+                true => ("name".to_owned(), pair.1),
+                false => pair,
             })
             .collect(),
-        None,
     )
 }
 
-/// Two to six words of letters (hyphens and apostrophes inside), none a legal form.
+/// Two to six words of letters (hyphens and apostrophes inside), none a legal form or
+/// a kind of customer.
 fn reads_as_a_name(value: &str) -> bool {
-    let words: Vec<&str> = value.split_whitespace().collect();
+    let lower = value.to_lowercase();
+    let words: Vec<&str> = lower.split_whitespace().collect();
     (2..=6).contains(&words.len())
+        && !CUSTOMER_KIND_PHRASES.iter().any(|p| lower.contains(p))
         && words.iter().all(|w| {
             w.chars()
                 .all(|c| c.is_alphabetic() || matches!(c, '-' | '\'' | '’'))
                 && w.chars().next().is_some_and(char::is_alphabetic)
                 && !LEGAL_FORMS.contains(&crate::fold::fold_compact(w).as_str())
+                && !CUSTOMER_KINDS.contains(w)
         })
 }
 
@@ -160,6 +221,15 @@ mod tests {
             ("Customer: Acme Ltd", None),
             ("Cliente: 10234", None),
             ("Khách hàng: Công ty TNHH Minh An", None),
+            ("Khách hàng: Công ty Cổ phần Minh An", None),
+            ("Khách hàng: Khách lẻ", None),
+            ("Khách hàng: Nguyễn Thành Công", Some("Nguyễn Thành Công")),
+            ("Khách hàng: Lê Văn Nhân", Some("Lê Văn Nhân")),
+            ("Cliente: Non registrato", None),
+            ("Customer: Guest checkout", None),
+            ("Klient: Osoba prywatna", None),
+            // A name label says who it is; the customer line is then only a field.
+            ("Nome: Giulia Neri\nCliente: Mario Rossi", None),
         ] {
             let mapped = labelled_fields(text);
             assert_eq!(mapped.contact.full_name.as_deref(), name, "{text}");

@@ -37,8 +37,9 @@ pub(crate) fn tidy(text: &str) -> (String, bool) {
 }
 
 /// The lines of a mail its sender wrote: lines quoted with `>` are left out with the
-/// attribution above them ("On ... wrote:", "Il ... ha scritto:"), so text written below
-/// a quote (a bottom-posted or inline answer) stays; everything from a quoted header
+/// attribution above them ("On ... wrote:", "Il ... ha scritto:") and any unmarked rest
+/// of a wrapped quoted line (up to a blank line), so text written below a quote (a
+/// bottom-posted or inline answer, after a blank line) stays; everything from a quoted header
 /// block ("From: ... Sent: ...") or an "Original message" / "Forwarded message"
 /// separator on belongs to an earlier mail, unmarked. The signature stays: it is the
 /// sender's.
@@ -56,18 +57,29 @@ pub(crate) fn own_text(text: &str) -> String {
             .is_none_or(|l| l.starts_with('>'))
     };
     let mut own = Vec::with_capacity(lines.len());
+    // Inside a quote until a blank line: a mail program that wrapped a quoted line may
+    // leave its rest unmarked, and that rest is still the earlier mail.
+    let mut in_quote = false;
     let mut i = 0;
     while i < lines.len() {
         let line = lines[i];
         let trimmed = line.trim();
         let next = lines.get(i + 1).map(|l| l.trim()).unwrap_or("");
+        if trimmed.is_empty() {
+            in_quote = false;
+        }
         if trimmed.starts_with('>') || (is_attribution(trimmed) && quote_follows(i + 1)) {
+            in_quote = true;
+            i += 1;
+        } else if in_quote {
             i += 1;
         } else if !next.is_empty()
             && !next.starts_with('>')
+            && !starts_attribution(next)
             && is_attribution(&format!("{trimmed} {next}"))
             && quote_follows(i + 2)
         {
+            in_quote = true;
             i += 2;
         } else if is_separator(trimmed) || starts_header_block(&lines[i..]) {
             break;
@@ -105,6 +117,18 @@ const ATTRIBUTION_ENDS: &[&str] = &[
     "escribió:",
     "escreveu:",
 ];
+
+/// Words an attribution line begins with ("On Tue, …", "Il giorno …", "W dniu …").
+const ATTRIBUTION_STARTS: &[&str] = &[
+    "on ", "il ", "dnia ", "w dniu ", "vào ", "am ", "le ", "el ", "em ",
+];
+
+/// A whole attribution on one line, not the wrapped end of one: the line above it is
+/// then the sender's own ("Telefon 601 234 567" right above "Dnia … pisze:").
+fn starts_attribution(line: &str) -> bool {
+    let lower = line.to_lowercase();
+    is_attribution(line) && ATTRIBUTION_STARTS.iter().any(|s| lower.starts_with(s))
+}
 
 fn is_attribution(line: &str) -> bool {
     let lower = line.to_lowercase().replace(" :", ":");
@@ -659,8 +683,14 @@ mod tests {
             "Grazie, chiamate lo 02 8736 1234.\n\n-- \nAnna",
             "an answer below the quote is the sender's"
         );
-        let inline = "Dnia 13.05.2025 o 09:14 Jan pisze:\n> Jaki numer?\nTelefon 601 234 567\n> Kiedy?\nJutro";
-        assert_eq!(own_text(inline), "Telefon 601 234 567\nJutro");
+        let inline = "Dnia 13.05.2025 o 09:14 Jan pisze:\n> Jaki numer?\n\nTelefon 601 234 567\n\n> Kiedy?\n\nJutro";
+        assert_eq!(own_text(inline), "Telefon 601 234 567\n\n\nJutro");
+        // The unmarked rest of a wrapped quoted line is still the quote.
+        let wrapped_quote = "Sure, call me.\n\nOn Mon, Sales <sales@example.it> wrote:\n> Thanks, our office is at\n02 8736 1234, open 9-18.\n";
+        assert_eq!(own_text(wrapped_quote), "Sure, call me.");
+        // A line right above an attribution is the sender's, not the attribution's start.
+        let tight = "Telefon 601 234 567\nDnia 13.05.2025 o 09:14 Jan pisze:\n> Kiedy?";
+        assert_eq!(own_text(tight), "Telefon 601 234 567");
         let forwarded = "FYI\n---------- Forwarded message ---------\nFrom: x";
         assert_eq!(own_text(forwarded), "FYI");
         let plain = "I wrote:\nthe list below\n- a";
