@@ -262,7 +262,7 @@ impl ReplySender {
         let target = &reply.target;
         match target.platform {
             ChatPlatform::Telegram => match self.channels.telegram.get(&target.account) {
-                Some(bot) => telegram::send(&self.client, bot, &target.chat_id, &reply.body).await,
+                Some(bot) => telegram::send(&self.client, bot, target, &reply.body).await,
                 None => Attempt::Retry(
                     format!(
                         "no Telegram bot named `{}` is configured to send from",

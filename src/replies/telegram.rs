@@ -10,6 +10,8 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::json;
 
+use store::ChatTarget;
+
 use super::{Attempt, TelegramBot, describe};
 
 #[derive(Deserialize)]
@@ -31,25 +33,22 @@ struct Parameters {
     retry_after: Option<u64>,
 }
 
-/// Sends `text` to `chat_id` as `bot`.
+/// Sends `text` to `target`'s chat as `bot`.
 pub(crate) async fn send(
     client: &reqwest::Client,
     bot: &TelegramBot,
-    chat_id: &str,
+    target: &ChatTarget,
     text: &str,
 ) -> Attempt {
+    let (chat_id, connection) = target.telegram_chat();
     let url = format!(
         "{}/bot{}/sendMessage",
         bot.api_base.trim_end_matches('/'),
         bot.token.expose_secret()
     );
-    // Private chats have numeric ids; a channel's `@name` stays a string.
-    let chat = chat_id
-        .parse::<i64>()
-        .map_or_else(|_| json!(chat_id), |n| json!(n));
     let response = match client
         .post(url)
-        .json(&json!({"chat_id": chat, "text": text}))
+        .json(&message(chat_id, connection, text))
         .send()
         .await
     {
@@ -60,6 +59,20 @@ pub(crate) async fn send(
     let status = response.status().as_u16();
     let body = response.bytes().await.unwrap_or_default();
     classify(status, &body)
+}
+
+/// The `sendMessage` parameters of `text` to the chat `chat_id`, through a Business
+/// account's `connection` when there is one. Private chats have numeric ids; a channel's
+/// `@name` stays a string.
+fn message(chat_id: &str, connection: Option<&str>, text: &str) -> serde_json::Value {
+    let chat = chat_id
+        .parse::<i64>()
+        .map_or_else(|_| json!(chat_id), |n| json!(n));
+    let mut message = json!({"chat_id": chat, "text": text});
+    if let Some(connection) = connection {
+        message["business_connection_id"] = connection.into();
+    }
+    message
 }
 
 /// What the Bot API's answer `body` with HTTP `status` means for the reply.
@@ -103,6 +116,28 @@ fn classify(status: u16, body: &[u8]) -> Attempt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_business_chat_is_answered_through_its_connection() {
+        let sent = |chat_id: &str| {
+            let target = ChatTarget {
+                platform: store::ChatPlatform::Telegram,
+                account: "shop".into(),
+                chat_id: chat_id.into(),
+            };
+            let (chat, connection) = target.telegram_chat();
+            message(chat, connection, "Ciao")
+        };
+        assert_eq!(sent("42"), json!({"chat_id": 42, "text": "Ciao"}));
+        assert_eq!(
+            sent("@shop_news"),
+            json!({"chat_id": "@shop_news", "text": "Ciao"})
+        );
+        assert_eq!(
+            sent("42@AQADbPQiAAQ1bA8A"),
+            json!({"chat_id": 42, "text": "Ciao", "business_connection_id": "AQADbPQiAAQ1bA8A"})
+        );
+    }
 
     #[test]
     fn answers_are_read_as_the_bot_api_documents_them() {

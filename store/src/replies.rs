@@ -81,6 +81,17 @@ impl ChatTarget {
     }
 }
 
+impl ChatTarget {
+    /// A Telegram chat's id and, for a chat of a connected Business account (chat id
+    /// `<chat id>@<connection id>`), the connection it is answered through.
+    pub fn telegram_chat(&self) -> (&str, Option<&str>) {
+        match self.chat_id.split_once('@') {
+            Some((id, connection)) if !id.is_empty() => (id, Some(connection)),
+            _ => (&self.chat_id, None),
+        }
+    }
+}
+
 /// The mail thread a lead that came by mail is answered in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MailThread {
@@ -285,10 +296,12 @@ impl Store {
                     ChatPlatform::Telegram => {
                         data["bot"] = json!(chat.account);
                         // Telegram's chat ids are numbers; inbound messages keep them so.
-                        data["chat_id"] = chat
-                            .chat_id
-                            .parse::<i64>()
-                            .map_or_else(|_| json!(chat.chat_id), |n| json!(n));
+                        let (id, connection) = chat.telegram_chat();
+                        data["chat_id"] =
+                            id.parse::<i64>().map_or_else(|_| json!(id), |n| json!(n));
+                        if let Some(connection) = connection {
+                            data["business_connection_id"] = json!(connection);
+                        }
                     }
                     ChatPlatform::WhatsApp => {
                         data["phone_number_id"] = json!(chat.account);
@@ -541,6 +554,11 @@ mod tests {
                 chat_id: "393331234567".into(),
             })
         );
+        let business =
+            ChatTarget::from_conversation_key("chat:telegram-shop:42@AQADbPQiAAQ1bA8A").unwrap();
+        assert_eq!(business.telegram_chat(), ("42", Some("AQADbPQiAAQ1bA8A")));
+        let own = ChatTarget::from_conversation_key("chat:telegram-shop:42").unwrap();
+        assert_eq!(own.telegram_chat(), ("42", None));
         for other in [
             "chat:site-widget:abc",
             "chat:telegram:1",

@@ -208,6 +208,12 @@ impl BotReading {
     pub fn conversation(&self, chat_id: i64) -> Option<ConversationKey> {
         ConversationKey::chat(&self.account(), &chat_id.to_string()).ok()
     }
+
+    /// The conversation key of a chat of a connected Telegram Business account:
+    /// `chat:telegram-<bot>:<chat id>@<connection id>`, what a reply is sent through.
+    pub fn business_conversation(&self, chat_id: i64, connection: &str) -> Option<ConversationKey> {
+        ConversationKey::chat(&self.account(), &format!("{chat_id}@{connection}")).ok()
+    }
 }
 
 /// What an update is.
@@ -275,10 +281,7 @@ pub fn read_update(
     if business && from.id != message.chat.id {
         return Verdict::Ignored("business_reply");
     }
-    if !business
-        && !edited
-        && let Some(payload) = message.text.as_deref().and_then(start_command)
-    {
+    if !edited && let Some(payload) = message.text.as_deref().and_then(start_command) {
         if !payload.is_empty() {
             starts.insert(message.chat.id.to_string(), payload.to_owned());
         }
@@ -321,7 +324,17 @@ pub fn read_update(
     };
 
     let chat_id = message.chat.id;
-    let Some(conversation) = bot.conversation(chat_id) else {
+    // A business chat is answered through its connection, so it is a conversation of
+    // its own: `chat:telegram-<bot>:<chat id>@<connection id>`.
+    let connection = message
+        .business_connection_id
+        .as_deref()
+        .filter(|_| business);
+    let conversation = match connection {
+        Some(connection) => bot.business_conversation(chat_id, connection),
+        None => bot.conversation(chat_id),
+    };
+    let Some(conversation) = conversation else {
         return Verdict::Ignored("unreadable");
     };
     let mut event = EventRef::new(ActivityKind::Message);
@@ -329,8 +342,8 @@ pub fn read_update(
     event.follow_up = !worded;
     // A business chat numbers its messages apart from the bot's own chat with the same
     // person, so its messages have keys of their own.
-    event.activity_key = Some(match &message.business_connection_id {
-        Some(connection) if business => format!(
+    event.activity_key = Some(match connection {
+        Some(connection) => format!(
             "message:{}:{chat_id}:business-{connection}:{}",
             bot.account(),
             message.message_id
@@ -354,8 +367,8 @@ pub fn read_update(
     data.insert("message_id".into(), message.message_id.into());
     data.insert("chat_id".into(), chat_id.into());
     data.insert("direction".into(), "inbound".into());
-    if business && let Some(connection) = &message.business_connection_id {
-        data.insert("business_connection_id".into(), connection.clone().into());
+    if let Some(connection) = connection {
+        data.insert("business_connection_id".into(), connection.into());
     }
     if edited && let Some(when) = at(changed) {
         data.insert("edited_at".into(), when.to_rfc3339().into());
@@ -905,7 +918,11 @@ mod tests {
         );
         let event = question.event.unwrap();
         assert!(!event.follow_up);
-        assert_eq!(event.conversation[0].as_key(), "chat:telegram-shop:42");
+        assert_eq!(
+            event.conversation[0].as_key(),
+            "chat:telegram-shop:42@bc-77",
+            "answered through the connection"
+        );
         assert_eq!(
             event.activity_key.as_deref(),
             Some("message:telegram-shop:42:business-bc-77:10"),
