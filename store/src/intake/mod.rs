@@ -337,7 +337,7 @@ async fn file_batch(
     }));
     filed.sort_by_key(|(index, _)| *index);
     let filed: Vec<Filed> = filed.into_iter().map(|(_, f)| f).collect();
-    write_activities(tx, &filed, &activities)
+    let adopted = write_activities(tx, &filed, &activities)
         .await
         .map_err(db)?;
     record_conversations(tx, &filed).await.map_err(db)?;
@@ -366,7 +366,11 @@ async fn file_batch(
                 Plan::Replay => StoreOutcome::Replay,
                 Plan::Spam => StoreOutcome::Spam,
                 Plan::Duplicate(_) => StoreOutcome::Duplicate,
-                Plan::Unmatched => StoreOutcome::Unmatched,
+                // A follow-up that came first in the batch, taken in by its activity.
+                Plan::Unmatched => match adopted.get(&envelope.lead.inquiry.id.as_uuid()) {
+                    Some(&lead_id) => StoreOutcome::Merged { lead_id },
+                    None => StoreOutcome::Unmatched,
+                },
                 Plan::Lead(MatchDecision::New { .. }) => match lead_of_index.get(&index) {
                     Some(&lead_id) => StoreOutcome::LeadCreated { lead_id },
                     None => StoreOutcome::Replay,

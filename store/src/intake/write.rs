@@ -769,12 +769,13 @@ fn is_newer(theirs: Option<i64>, ours: Option<i64>) -> bool {
 
 /// Files each envelope as an activity on its lead: a new one, or, for an event whose
 /// activity key is already filed (stored, or earlier in this batch), the same activity
-/// updated in place.
+/// updated in place. Answers the lead of each waiting follow-up a new activity took in,
+/// by inquiry id.
 pub(super) async fn write_activities(
     tx: &mut Transaction<'_, Postgres>,
     filed: &[Filed<'_>],
     stored: &HashMap<String, StoredActivity>,
-) -> Result<(), sqlx::Error> {
+) -> Result<HashMap<Uuid, i64>, sqlx::Error> {
     let mut states: Vec<ActivityState> = Vec::with_capacity(filed.len());
     let mut by_key: HashMap<String, usize> = HashMap::new();
     for row in filed {
@@ -795,7 +796,7 @@ pub(super) async fn write_activities(
         }
     }
 
-    adopt_follow_ups(tx, &mut states, &by_key).await?;
+    let adopted = adopt_follow_ups(tx, &mut states, &by_key).await?;
 
     let (updates, inserts): (Vec<&ActivityState>, Vec<&ActivityState>) =
         states.iter().partition(|s| s.id.is_some());
@@ -851,7 +852,7 @@ pub(super) async fn write_activities(
         .execute(&mut **tx)
         .await?;
     }
-    Ok(())
+    Ok(adopted)
 }
 
 /// A follow-up kept as `unmatched` that an activity of this batch takes in.
@@ -874,14 +875,14 @@ async fn adopt_follow_ups(
     tx: &mut Transaction<'_, Postgres>,
     states: &mut [ActivityState],
     by_key: &HashMap<String, usize>,
-) -> Result<(), sqlx::Error> {
+) -> Result<HashMap<Uuid, i64>, sqlx::Error> {
     let new_keys: Vec<&str> = by_key
         .iter()
         .filter(|(_, i)| states[**i].id.is_none())
         .map(|(key, _)| key.as_str())
         .collect();
     if new_keys.is_empty() {
-        return Ok(());
+        return Ok(HashMap::new());
     }
     let mut waiting: Vec<WaitingFollowUp> = sqlx::query_as(
         "UPDATE inquiries SET disposition = 'merged'
@@ -894,7 +895,7 @@ async fn adopt_follow_ups(
     .fetch_all(&mut **tx)
     .await?;
     if waiting.is_empty() {
-        return Ok(());
+        return Ok(HashMap::new());
     }
     waiting.sort_by_key(|w| w.received_at);
     let (mut leads, mut inquiries, mut data) = (Vec::new(), Vec::new(), Vec::new());
@@ -927,7 +928,7 @@ async fn adopt_follow_ups(
     .bind(&data)
     .execute(&mut **tx)
     .await?;
-    Ok(())
+    Ok(inquiries.into_iter().zip(leads).collect())
 }
 
 /// Records the conversation keys of each filed event for the lead it went to; a key

@@ -498,8 +498,14 @@ async fn a_follow_up_of_a_call_filed_before_the_call_is_on_its_activity_once_the
     let same_batch = recording_event("CA8");
     let ringing = call_event("CA8", 0, "ringing", json!({}));
     let outcomes = store.store_batch(&[&same_batch, &ringing]).await.unwrap();
-    assert_eq!(outcomes[0], StoreOutcome::Unmatched);
-    assert_eq!(outcomes[1], StoreOutcome::Merged { lead_id }, "one caller");
+    assert_eq!(
+        outcomes,
+        vec![
+            StoreOutcome::Merged { lead_id },
+            StoreOutcome::Merged { lead_id }
+        ],
+        "the recording is on the call the batch filed after it; one caller, one lead"
+    );
 
     let lead = only_lead(&store).await;
     assert_eq!(lead.activities.len(), 2, "{:?}", lead.activities);
