@@ -27,12 +27,16 @@ fn main() {
         return;
     }
     let order = Path::new(&target("CARGO_MANIFEST_DIR")).join(ORDER_FILE);
-    if order.is_file() {
+    // The linker reads a copy kept with this script's output, not the clone's file:
+    // clones sharing one build directory (scripts/test.sh's cache) reuse this output, and
+    // a path into a clone since deleted would fail every later link.
+    let copy = Path::new(&target("OUT_DIR")).join("leadpipe.link-order");
+    if order.is_file() && std::fs::copy(&order, &copy).is_ok() {
         // A symbol the list names but this build lacks (a renamed function, another
         // toolchain's standard library) is skipped: the list only ever costs locality.
         println!(
             "cargo:rustc-link-arg-bin=leadpipe=-Wl,--symbol-ordering-file={}",
-            order.display()
+            copy.display()
         );
         println!("cargo:rustc-link-arg-bin=leadpipe=-Wl,--no-warn-symbol-ordering");
     }
